@@ -1,0 +1,294 @@
+//! The in-memory backend: etcd's data model in one process — revisions,
+//! leases with TTLs, keys attached to leases — so the same lock algorithm
+//! runs without etcd.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Backend, BoxFuture, Enqueued, Entry, Granted, Position, Positioned};
+use crate::error::Result;
+
+struct Stored {
+    create_rev: i64,
+    lease: i64,
+    value: Vec<u8>,
+}
+
+struct Lease {
+    ttl: Duration,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    revision: i64,
+    next_lease: i64,
+    keys: BTreeMap<String, Stored>,
+    leases: HashMap<i64, Lease>,
+}
+
+impl State {
+    /// Deletes `key`, bumping the revision.
+    fn remove(&mut self, key: &str) -> bool {
+        let removed = self.keys.remove(key).is_some();
+        if removed {
+            self.revision += 1;
+        }
+        removed
+    }
+
+    fn revoke(&mut self, lease: i64) {
+        if self.leases.remove(&lease).is_some() {
+            let doomed: Vec<String> = self
+                .keys
+                .iter()
+                .filter(|(_, v)| v.lease == lease)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in doomed {
+                self.remove(&key);
+            }
+        }
+    }
+
+    /// Keys under `prefix`, oldest first.
+    fn queue<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Stored)> + 'a {
+        let mut found: Vec<_> = self
+            .keys
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .collect();
+        found.sort_by_key(|(_, v)| v.create_rev);
+        found.into_iter()
+    }
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Publishes the revision after every change.
+    changes: watch::Sender<i64>,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a change and tells the watchers.
+    fn change<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let (out, revision) = {
+            let mut state = self.state();
+            let out = f(&mut state);
+            (out, state.revision)
+        };
+        self.changes.send_replace(revision);
+        out
+    }
+}
+
+/// [`Backend`] in process memory.
+pub(crate) struct MemoryBackend {
+    inner: Arc<Inner>,
+}
+
+impl MemoryBackend {
+    pub(crate) fn new() -> Self {
+        let state = State {
+            revision: 1,
+            next_lease: 0x694d_0000,
+            ..State::default()
+        };
+        MemoryBackend {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                changes: watch::channel(1).0,
+            }),
+        }
+    }
+}
+
+/// Expires a lease when its time comes, unless it was refreshed meanwhile.
+async fn reap(inner: Weak<Inner>, lease: i64, mut expires: Instant) {
+    loop {
+        tokio::time::sleep_until(expires).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let next = inner.change(|state| match state.leases.get(&lease) {
+            Some(l) if l.expires > Instant::now() => Some(l.expires),
+            Some(_) => {
+                state.revoke(lease);
+                None
+            }
+            None => None,
+        });
+        match next {
+            Some(later) => expires = later,
+            None => return,
+        }
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn grant(&self, ttl_secs: i64) -> BoxFuture<'_, Result<Granted>> {
+        Box::pin(async move {
+            let ttl = Duration::from_secs(ttl_secs.max(1) as u64);
+            let expires = Instant::now() + ttl;
+            let id = self.inner.change(|state| {
+                state.next_lease += 1;
+                let id = state.next_lease;
+                state.leases.insert(id, Lease { ttl, expires });
+                id
+            });
+            tokio::spawn(reap(Arc::downgrade(&self.inner), id, expires));
+            Ok(Granted { id, ttl })
+        })
+    }
+
+    fn keep_alive(&self, lease: i64) -> BoxFuture<'_, Result<i64>> {
+        Box::pin(async move {
+            let mut state = self.inner.state();
+            Ok(match state.leases.get_mut(&lease) {
+                Some(l) if l.expires > Instant::now() => {
+                    l.expires = Instant::now() + l.ttl;
+                    l.ttl.as_secs() as i64
+                }
+                _ => 0,
+            })
+        })
+    }
+
+    fn revoke(&self, lease: i64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.inner.change(|state| state.revoke(lease));
+            Ok(())
+        })
+    }
+
+    fn time_to_live(&self, lease: i64) -> BoxFuture<'_, Result<i64>> {
+        Box::pin(async move {
+            let state = self.inner.state();
+            Ok(state.leases.get(&lease).map_or(0, |l| {
+                l.expires
+                    .saturating_duration_since(Instant::now())
+                    .as_secs() as i64
+            }))
+        })
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        queue: &'a str,
+        key: &'a str,
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Enqueued>> {
+        Box::pin(async move {
+            Ok(self.inner.change(|state| {
+                if !state.keys.contains_key(key) && state.leases.contains_key(&lease) {
+                    state.revision += 1;
+                    let create_rev = state.revision;
+                    state.keys.insert(
+                        key.to_owned(),
+                        Stored {
+                            create_rev,
+                            lease,
+                            value,
+                        },
+                    );
+                }
+                // A key on an unknown lease is refused, as etcd does; the
+                // caller then finds its key gone.
+                let rev = state.keys.get(key).map_or(0, |s| s.create_rev);
+                let head = rev != 0
+                    && state
+                        .queue(queue)
+                        .next()
+                        .is_some_and(|(_, s)| s.create_rev == rev);
+                Enqueued {
+                    rev,
+                    head,
+                    header: state.revision,
+                }
+            }))
+        })
+    }
+
+    fn position<'a>(
+        &'a self,
+        queue: &'a str,
+        key: &'a str,
+        rev: i64,
+    ) -> BoxFuture<'a, Result<Positioned>> {
+        Box::pin(async move {
+            let state = self.inner.state();
+            let position = match state.keys.get(key) {
+                Some(s) if s.create_rev == rev => {
+                    match state
+                        .queue(queue)
+                        .filter(|(_, s)| s.create_rev < rev)
+                        .last()
+                    {
+                        None => Position::Head,
+                        Some((k, _)) => Position::Behind {
+                            predecessor: k.clone(),
+                        },
+                    }
+                }
+                _ => Position::Gone,
+            };
+            Ok(Positioned {
+                position,
+                header: state.revision,
+            })
+        })
+    }
+
+    fn wait_deleted<'a>(&'a self, key: &'a str, from: i64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut changes = self.inner.changes.subscribe();
+            loop {
+                {
+                    let state = self.inner.state();
+                    match state.keys.get(key) {
+                        None => return Ok(()),
+                        Some(s) if s.create_rev >= from => return Ok(()), // re-created since
+                        Some(_) => {}
+                    }
+                }
+                if changes.changed().await.is_err() {
+                    return Ok(());
+                }
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            Ok(self.inner.change(|state| {
+                let matches = state
+                    .keys
+                    .get(key)
+                    .is_some_and(|s| rev.is_none_or(|r| r == s.create_rev));
+                matches && state.remove(key)
+            }))
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>> {
+        Box::pin(async move {
+            let state = self.inner.state();
+            Ok(state
+                .queue(prefix)
+                .map(|(k, s)| Entry {
+                    key: k.clone(),
+                    create_rev: s.create_rev,
+                    lease: s.lease,
+                    value: s.value.clone(),
+                })
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! The narrow storage interface the lock algorithm runs on.
+//!
+//! The semantics of locks — queues, waiting, fencing, leases, loss — live once,
+//! in [`queue`](crate::queue), [`session`](crate::session) and the handles above
+//! them. A backend only offers etcd-shaped primitives: leases, one contender key
+//! per lease in a queue ordered by create revision, fenced deletes and delete
+//! notifications. [`etcd::EtcdBackend`] maps them onto etcd; [`memory::MemoryBackend`]
+//! implements them in process.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::error::Result;
+
+pub(crate) mod etcd;
+pub(crate) mod memory;
+
+/// A boxed, sendable future: backends are used as trait objects.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A granted lease.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Granted {
+    pub(crate) id: i64,
+    pub(crate) ttl: Duration,
+}
+
+/// The outcome of putting a contender key into a queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Enqueued {
+    /// The key's create revision: its place in the queue and its fencing token.
+    pub(crate) rev: i64,
+    /// Whether the key is the oldest in the queue, i.e. holds the lock.
+    pub(crate) head: bool,
+    /// The store revision the answer was read at.
+    pub(crate) header: i64,
+}
+
+/// Where a contender key stands in its queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Position {
+    /// The key (with that create revision) no longer exists.
+    Gone,
+    /// The key exists and no older key is in the queue: it holds the lock.
+    Head,
+    /// The key exists; `predecessor` is the youngest key older than it.
+    Behind { predecessor: String },
+}
+
+/// A [`Position`] with the store revision it was read at; notifications for
+/// later changes start at `header + 1`.
+#[derive(Debug, Clone)]
+pub(crate) struct Positioned {
+    pub(crate) position: Position,
+    pub(crate) header: i64,
+}
+
+/// One key of a queue, for lock info and listings.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) key: String,
+    pub(crate) create_rev: i64,
+    pub(crate) lease: i64,
+    pub(crate) value: Vec<u8>,
+}
+
+/// The storage primitives of the lock algorithm. Every call is linearizable.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// Grants a lease of `ttl_secs` seconds (the backend may grant more).
+    fn grant(&self, ttl_secs: i64) -> BoxFuture<'_, Result<Granted>>;
+
+    /// Refreshes a lease once; the remaining TTL in seconds, 0 or less when the
+    /// lease no longer exists.
+    fn keep_alive(&self, lease: i64) -> BoxFuture<'_, Result<i64>>;
+
+    /// Revokes a lease, deleting every key attached to it.
+    fn revoke(&self, lease: i64) -> BoxFuture<'_, Result<()>>;
+
+    /// The remaining TTL of a lease in seconds; 0 or less when it is gone.
+    fn time_to_live(&self, lease: i64) -> BoxFuture<'_, Result<i64>>;
+
+    /// Atomically creates `key` (attached to `lease`, holding `value`) unless
+    /// it exists, and reports its create revision and whether it is the oldest
+    /// key under `queue`. Idempotent, so it may be retried.
+    fn enqueue<'a>(
+        &'a self,
+        queue: &'a str,
+        key: &'a str,
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Enqueued>>;
+
+    /// Where `key`, created at revision `rev`, stands in `queue` (one
+    /// linearizable read, which also confirms that the key still exists).
+    fn position<'a>(
+        &'a self,
+        queue: &'a str,
+        key: &'a str,
+        rev: i64,
+    ) -> BoxFuture<'a, Result<Positioned>>;
+
+    /// Resolves once `key` may have been deleted at or after revision `from`.
+    /// It can resolve spuriously (e.g. after a compaction); callers re-check
+    /// with [`position`](Backend::position).
+    fn wait_deleted<'a>(&'a self, key: &'a str, from: i64) -> BoxFuture<'a, Result<()>>;
+
+    /// Deletes `key` if its create revision is `rev` (any revision when
+    /// `None`); whether a key was deleted.
+    fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>>;
+
+    /// Every key under `prefix`, oldest first.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>>;
+}

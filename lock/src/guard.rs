@@ -1,0 +1,368 @@
+//! [`LockGuard`]: proof of holding a lock, and the shared state of a hold.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::error::{ErrorCode, LockError, Result};
+use crate::local::Slot;
+use crate::manager::Shared;
+use crate::retry::Retry;
+use crate::session::Session;
+
+/// One acquisition of a lock by one [`Lock`](crate::Lock) handle, shared by all
+/// of its (reentrant) guards. The key is released with the last guard.
+pub(crate) struct Hold {
+    pub(crate) name: String,
+    key: String,
+    token: u64,
+    session: Arc<Session>,
+    /// Whether the session's lease belongs to this hold alone (no auto-renew).
+    dedicated: bool,
+    /// Cancelled when the lock is lost: the session is lost, or the key was
+    /// deleted behind our back.
+    lost: CancellationToken,
+    /// Live guards; 0 once released.
+    guards: Mutex<usize>,
+    /// The name's local slot, freed only after the key is deleted.
+    slot: Mutex<Option<Slot>>,
+    /// The task watching our key.
+    watcher: AbortHandle,
+    retry: Retry,
+    shared: Arc<Shared>,
+}
+
+/// What [`Hold::new`] needs.
+pub(crate) struct HoldParts {
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) key: String,
+    pub(crate) rev: i64,
+    pub(crate) header: i64,
+    pub(crate) slot: Slot,
+    pub(crate) session: Arc<Session>,
+    pub(crate) dedicated: bool,
+    pub(crate) retry: Retry,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Hold {
+    /// A hold with one guard, whose key is watched from `header + 1`.
+    pub(crate) fn new(p: HoldParts) -> Arc<Self> {
+        let lost = p.session.lost().child_token();
+        let watcher = tokio::spawn({
+            let (backend, lost, key) = (Arc::clone(&p.shared.backend), lost.clone(), p.key.clone());
+            let gone = crate::queue::watch_gone(
+                backend,
+                p.queue,
+                p.key.clone(),
+                p.rev,
+                p.header + 1,
+                p.retry,
+            );
+            async move {
+                tokio::select! {
+                    gone = gone => {
+                        if gone.is_ok() {
+                            warn!(%key, "lock lost: its key was deleted");
+                        }
+                        lost.cancel();
+                    }
+                    _ = lost.cancelled() => {}
+                }
+            }
+        })
+        .abort_handle();
+        Arc::new(Hold {
+            name: p.name,
+            key: p.key,
+            token: p.rev as u64,
+            session: p.session,
+            dedicated: p.dedicated,
+            lost,
+            guards: Mutex::new(1),
+            slot: Mutex::new(Some(p.slot)),
+            watcher,
+            retry: p.retry,
+            shared: p.shared,
+        })
+    }
+
+    fn guards(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.guards.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Live guards (0 once released).
+    pub(crate) fn count(&self) -> usize {
+        *self.guards()
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Adds a guard if the hold is live and not lost.
+    pub(crate) fn reenter(self: &Arc<Self>) -> Result<LockGuard> {
+        let mut guards = self.guards();
+        if *guards == 0 {
+            return Err(LockError::new(
+                ErrorCode::NotHeld,
+                "the lock is being released",
+            ));
+        }
+        if self.is_lost() {
+            return Err(LockError::new(
+                ErrorCode::Expired,
+                format!(
+                    "lock `{}` was lost; drop its guards before locking again",
+                    self.name
+                ),
+            ));
+        }
+        *guards += 1;
+        Ok(LockGuard {
+            hold: Some(Arc::clone(self)),
+        })
+    }
+
+    /// Drops one guard; true when it was the last.
+    fn leave(&self) -> bool {
+        let mut guards = self.guards();
+        *guards -= 1;
+        *guards == 0
+    }
+
+    /// Deletes the key (fenced by its create revision), then frees the local
+    /// slot. `Expired` when the lock had been lost.
+    async fn release(self: Arc<Self>) -> Result<()> {
+        self.watcher.abort();
+        let was_lost = self.is_lost();
+        let released = if self.shared.is_closed() {
+            Ok(true) // close() revoked the leases
+        } else if self.dedicated {
+            self.session.close().await;
+            Ok(true)
+        } else {
+            let (backend, key, token) = (&self.shared.backend, &self.key, self.token as i64);
+            let lost = self.session.lost();
+            tokio::select! {
+                deleted = self.retry.run("release", || backend.delete(key, Some(token))) => deleted,
+                // The lease is gone, and the key with it.
+                _ = lost.cancelled() => Ok(false),
+            }
+        };
+        self.lost.cancel(); // stops anyone still waiting on `lost()`
+        drop(self.slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+        debug!(key = %self.key, token = self.token, ?released, "released");
+        match released {
+            Ok(true) if !was_lost => Ok(()),
+            Ok(_) => Err(LockError::new(
+                ErrorCode::Expired,
+                format!("lock `{}` had been lost before it was unlocked", self.name),
+            )),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Proof that a lock is held. Unlock it with [`unlock`](LockGuard::unlock) to
+/// see errors; dropping it releases the lock in the background.
+///
+/// Reentrant acquisitions of the same [`Lock`](crate::Lock) hand out several
+/// guards; the lock is released with the last one.
+///
+/// # Example
+///
+/// ```
+/// use distlock::{LockManager, LockOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+/// let manager = LockManager::in_memory();
+/// let lock = manager.new_lock("order:42", LockOptions::default())?;
+/// let guard = lock.lock().await?;
+/// assert!(guard.is_held());
+/// println!("writing with fencing token {}", guard.fencing_token());
+/// guard.unlock().await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "dropping the guard releases the lock"]
+pub struct LockGuard {
+    hold: Option<Arc<Hold>>,
+}
+
+impl LockGuard {
+    pub(crate) fn first(hold: Arc<Hold>) -> Self {
+        LockGuard { hold: Some(hold) }
+    }
+
+    fn hold(&self) -> &Hold {
+        self.hold
+            .as_deref()
+            .expect("a guard holds until unlock or drop")
+    }
+
+    /// The lock's name.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// # let manager = LockManager::in_memory();
+    /// let guard = manager.new_lock("jobs/nightly", LockOptions::default())?.lock().await?;
+    /// assert_eq!(guard.name(), "jobs/nightly");
+    /// # Ok(()) }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.hold().name
+    }
+
+    /// The fencing token of this acquisition: the create revision of the lock's
+    /// key. It grows strictly from one holder to the next, cluster-wide.
+    ///
+    /// Pass it along with every write the lock protects; the storage accepts a
+    /// write only if its token is at least the highest it has seen for that
+    /// resource, and remembers it. A holder that was paused past its lease and
+    /// lost the lock then cannot overwrite the work of its successor.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// # let manager = LockManager::in_memory();
+    /// let lock = manager.new_lock("account:7", LockOptions::default())?;
+    /// let first = lock.lock().await?.fencing_token();
+    /// # tokio::task::yield_now().await;
+    /// let second = lock.lock().await?.fencing_token();
+    /// assert!(second > first);
+    /// # Ok(()) }
+    /// ```
+    pub fn fencing_token(&self) -> u64 {
+        self.hold().token
+    }
+
+    /// Whether the lock is still held: false once it is lost.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// # let manager = LockManager::in_memory();
+    /// let guard = manager.new_lock("a", LockOptions::default())?.lock().await?;
+    /// assert!(guard.is_held());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_held(&self) -> bool {
+        let hold = self.hold();
+        !hold.is_lost() && !hold.session.is_lost()
+    }
+
+    /// Resolves when the lock is lost: its lease could not be renewed in time,
+    /// or its key was deleted (e.g. by [`force_unlock`](crate::LockManager::force_unlock)).
+    /// The future does not borrow the guard, so it can race the protected work.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # async fn do_work() {}
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// # let manager = LockManager::in_memory();
+    /// let guard = manager.new_lock("report", LockOptions::default())?.lock().await?;
+    /// tokio::select! {
+    ///     _ = guard.lost() => eprintln!("lock lost; stopping"),
+    ///     _ = do_work() => {}
+    /// }
+    /// guard.unlock().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.hold().lost.clone().cancelled_owned()
+    }
+
+    /// Renews the lock's lease now. Needed only for locks without auto-renew,
+    /// which otherwise expire one TTL after they were acquired.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// # let manager = LockManager::in_memory();
+    /// let lock = manager.new_lock("batch", LockOptions::default().auto_renew(false))?;
+    /// let guard = lock.lock().await?;
+    /// guard.renew().await?; // another full TTL from now
+    /// # Ok(()) }
+    /// ```
+    pub async fn renew(&self) -> Result<()> {
+        let hold = self.hold();
+        if hold.is_lost() {
+            return Err(LockError::new(
+                ErrorCode::Expired,
+                format!("lock `{}` was lost", hold.name),
+            ));
+        }
+        hold.session.renew().await
+    }
+
+    /// Releases this guard; the lock itself is released with the last guard
+    /// of its [`Lock`](crate::Lock). Fails with `Expired` when the lock had been
+    /// lost, and with `Backend` when the release could not be confirmed (the
+    /// key then goes with its lease).
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// # let manager = LockManager::in_memory();
+    /// let lock = manager.new_lock("a", LockOptions::default())?;
+    /// lock.lock().await?.unlock().await?;
+    /// assert_eq!(lock.hold_count(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn unlock(mut self) -> Result<()> {
+        let Some(hold) = self.hold.take() else {
+            return Err(LockError::new(ErrorCode::NotHeld, "guard already released"));
+        };
+        if !hold.leave() {
+            return Ok(());
+        }
+        // A task of its own, so that dropping this future cannot abandon the
+        // release halfway.
+        tokio::spawn(hold.release()).await.unwrap_or_else(|e| {
+            Err(LockError::with_source(
+                ErrorCode::Backend,
+                "release task failed",
+                e,
+            ))
+        })
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let Some(hold) = self.hold.take() else {
+            return;
+        };
+        if !hold.leave() {
+            return;
+        }
+        let Some(runtime) = hold.shared.runtime() else {
+            debug!(key = %hold.key, "no runtime to release on; the lease will");
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(err) = hold.release().await {
+                debug!(%err, "background release");
+            }
+        });
+    }
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.hold {
+            Some(h) => f
+                .debug_struct("LockGuard")
+                .field("name", &h.name)
+                .field("fencing_token", &h.token)
+                .field("lost", &h.is_lost())
+                .finish(),
+            None => f.write_str("LockGuard(released)"),
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Lock names and the etcd key layout.
+//!
+//! Lock `name` in namespace `ns` keeps its queue under
+//! `{ns}/locks/{escaped name}/`, one key per contender:
+//! `{ns}/locks/{escaped name}/{lease id in hex}`. `/` and `%` in names are
+//! escaped (`%2F`, `%25`) so that the queue of lock `a` (prefix `.../a/`) never
+//! contains the keys of lock `a/b`. For names without those two characters this
+//! is exactly the layout of etcd's `concurrency.Mutex` and of
+//! `etcdctl lock {ns}/locks/{name}`, so Go services and etcdctl contend on the
+//! same locks.
+
+use crate::error::{ErrorCode, LockError, Result};
+
+/// The longest accepted lock name, in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 1024;
+
+/// Checks a lock name: non-empty, at most 1 KiB, no NUL. Any other UTF-8 is fine.
+pub(crate) fn validate_name(name: &str) -> Result<()> {
+    let invalid = |msg: String| Err(LockError::new(ErrorCode::InvalidKey, msg));
+    if name.is_empty() {
+        return invalid("lock name is empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return invalid(format!(
+            "lock name is {} bytes long; at most {MAX_NAME_LEN} are allowed",
+            name.len()
+        ));
+    }
+    if name.contains('\0') {
+        return invalid("lock name contains a NUL character".into());
+    }
+    Ok(())
+}
+
+/// Escapes `%` and `/` so a name is one path segment.
+pub(crate) fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Reverses [`escape`]; `None` for a segment that [`escape`] cannot produce.
+pub(crate) fn unescape(segment: &str) -> Option<String> {
+    let mut out = String::with_capacity(segment.len());
+    let mut rest = segment;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        match rest.get(i..i + 3) {
+            Some("%25") => out.push('%'),
+            Some("%2F") => out.push('/'),
+            _ => return None,
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The key layout of one namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct Keyspace {
+    /// `{ns}/locks/`
+    root: String,
+}
+
+impl Keyspace {
+    /// The keyspace of namespace `ns`; trailing slashes are ignored, so `/aio`
+    /// and `/aio/` are the same namespace.
+    pub(crate) fn new(ns: &str) -> Self {
+        Keyspace {
+            root: format!("{}/locks/", ns.trim_end_matches('/')),
+        }
+    }
+
+    /// `{ns}/locks/`: the prefix of every lock of the namespace.
+    pub(crate) fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// `{ns}/locks/{escaped name}/`: the queue of one lock.
+    pub(crate) fn queue(&self, name: &str) -> String {
+        format!("{}{}/", self.root, escape(name))
+    }
+
+    /// `{queue}{lease hex}`: one contender's key.
+    pub(crate) fn contender(queue: &str, lease: i64) -> String {
+        format!("{queue}{lease:x}")
+    }
+
+    /// The lock name a contender key belongs to, if the key is in this keyspace
+    /// and well formed.
+    pub(crate) fn name_of(&self, key: &str) -> Option<String> {
+        let rest = key.strip_prefix(&self.root)?;
+        let (segment, _lease) = rest.split_once('/')?;
+        unescape(segment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert_eq!(validate_name("").unwrap_err().code(), ErrorCode::InvalidKey);
+        assert_eq!(
+            validate_name("a\0b").unwrap_err().code(),
+            ErrorCode::InvalidKey
+        );
+        assert_eq!(
+            validate_name(&"x".repeat(MAX_NAME_LEN + 1))
+                .unwrap_err()
+                .code(),
+            ErrorCode::InvalidKey
+        );
+        for ok in [
+            "a",
+            "a/b",
+            "%",
+            "order:42",
+            "ünïcode ✓",
+            &"x".repeat(MAX_NAME_LEN),
+        ] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn escaping_round_trips_and_keeps_plain_names() {
+        for name in ["a", "a/b", "a%2Fb", "%", "/", "100%/x/%25", "order:42"] {
+            assert_eq!(unescape(&escape(name)).as_deref(), Some(name));
+            assert!(!escape(name).contains('/'));
+        }
+        assert_eq!(escape("order:42"), "order:42");
+        assert_eq!(unescape("%zz"), None);
+    }
+
+    #[test]
+    fn lock_a_never_sees_keys_of_lock_a_slash_b() {
+        let ks = Keyspace::new("/ns/");
+        let a = ks.queue("a");
+        let ab_key = Keyspace::contender(&ks.queue("a/b"), 0x1234);
+        assert!(!ab_key.starts_with(&a));
+        assert_eq!(a, "/ns/locks/a/");
+        assert_eq!(Keyspace::contender(&a, 0xabc), "/ns/locks/a/abc");
+        assert_eq!(ks.name_of(&ab_key).as_deref(), Some("a/b"));
+        assert_eq!(ks.name_of("/other/locks/a/1"), None);
+    }
+}

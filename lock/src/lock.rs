@@ -1,0 +1,286 @@
+//! [`Lock`]: a handle on one named lock, and how it is acquired.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tracing::{debug, Instrument};
+
+use crate::error::{ErrorCode, LockError, Result};
+use crate::guard::{Hold, HoldParts, LockGuard};
+use crate::info::Metadata;
+use crate::key::Keyspace;
+use crate::manager::Shared;
+use crate::options::LockOptions;
+use crate::queue::{Contender, Mode};
+use crate::retry::Retry;
+
+/// A handle on one named lock, made by [`LockManager::new_lock`](crate::LockManager::new_lock).
+///
+/// The handle is the lock's *owner*: locking it again while it holds is
+/// reentrant (unless [`LockOptions::reentrant`] is off), and each acquisition
+/// has its own guard. Two handles for the same name exclude each other, in one
+/// process as across machines.
+///
+/// # Example
+///
+/// ```
+/// use distlock::{LockManager, LockOptions};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+/// let manager = LockManager::in_memory();
+/// let lock = manager.new_lock("order:42", LockOptions::default())?;
+///
+/// let guard = lock.lock().await?;          // waits as long as needed
+/// let again = lock.lock().await?;          // reentrant: same owner
+/// assert_eq!(lock.hold_count(), 2);
+///
+/// let other = manager.new_lock("order:42", LockOptions::default())?;
+/// assert!(other.try_lock().await?.is_none()); // another owner: busy
+/// let err = other.lock_timeout(Duration::from_millis(50)).await.unwrap_err();
+/// assert_eq!(err.code(), distlock::ErrorCode::Timeout);
+///
+/// again.unlock().await?;
+/// guard.unlock().await?;                   // the last guard releases
+/// assert!(other.try_lock().await?.is_some());
+/// # Ok(()) }
+/// ```
+pub struct Lock {
+    name: String,
+    queue: String,
+    opts: LockOptions,
+    /// Identifies this handle in lock metadata: host, process and handle.
+    owner: String,
+    shared: Arc<Shared>,
+    /// Serializes acquisitions through this handle.
+    gate: tokio::sync::Mutex<()>,
+    /// The current hold, if any.
+    hold: Mutex<Weak<Hold>>,
+}
+
+impl Lock {
+    pub(crate) fn new(shared: Arc<Shared>, name: String, opts: LockOptions) -> Self {
+        Lock {
+            queue: shared.keys.queue(&name),
+            owner: shared.owner_id(),
+            name,
+            opts,
+            shared,
+            gate: tokio::sync::Mutex::new(()),
+            hold: Mutex::new(Weak::new()),
+        }
+    }
+
+    /// The lock's name.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let lock = LockManager::in_memory().new_lock("a/b", LockOptions::default())?;
+    /// assert_eq!(lock.name(), "a/b");
+    /// # Ok(()) }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The options the lock was made with.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let lock = LockManager::in_memory().new_lock("a", LockOptions::default())?;
+    /// assert!(lock.options().auto_renew);
+    /// # Ok(()) }
+    /// ```
+    pub fn options(&self) -> &LockOptions {
+        &self.opts
+    }
+
+    /// The owner id written into the lock's metadata: host, process id and a
+    /// per-handle id.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let lock = LockManager::in_memory().new_lock("a", LockOptions::default())?;
+    /// assert!(lock.owner().contains(&std::process::id().to_string()));
+    /// # Ok(()) }
+    /// ```
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// How many guards of this handle are alive (0 when not held).
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let lock = LockManager::in_memory().new_lock("a", LockOptions::default())?;
+    /// let g = lock.lock().await?;
+    /// assert_eq!(lock.hold_count(), 1);
+    /// g.unlock().await?;
+    /// assert_eq!(lock.hold_count(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn hold_count(&self) -> usize {
+        self.current().map_or(0, |h| h.count())
+    }
+
+    fn current(&self) -> Option<Arc<Hold>> {
+        self.hold
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
+    }
+
+    /// Acquires the lock, waiting as long as it takes. Cancel by dropping the
+    /// future: the place in the queue is given up at once.
+    ///
+    /// Fails with `AlreadyHeld` when this handle holds and is not reentrant,
+    /// `Expired` when the wait was cut short by a lost lease or a deleted key,
+    /// `Closed` after [`close`](crate::LockManager::close), `Backend` when the
+    /// backend keeps failing past the retry policy.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let lock = LockManager::in_memory().new_lock("a", LockOptions::default())?;
+    /// let guard = lock.lock().await?;
+    /// // ... critical section ...
+    /// guard.unlock().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn lock(&self) -> Result<LockGuard> {
+        self.acquire(Mode::Wait)
+            .await?
+            .ok_or_else(|| LockError::new(ErrorCode::Backend, "acquisition ended without the lock"))
+    }
+
+    /// Acquires the lock if it is free now; `None` when another owner holds or
+    /// waits for it.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let lock = LockManager::in_memory().new_lock("a", LockOptions::default())?;
+    /// match lock.try_lock().await? {
+    ///     Some(guard) => guard.unlock().await?,
+    ///     None => println!("busy, try later"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_lock(&self) -> Result<Option<LockGuard>> {
+        self.acquire(Mode::Try).await
+    }
+
+    /// Acquires the lock, waiting at most `wait`; then fails with
+    /// [`ErrorCode::Timeout`] and leaves the queue.
+    ///
+    /// ```
+    /// # use distlock::{ErrorCode, LockManager, LockOptions};
+    /// # use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let lock = LockManager::in_memory().new_lock("a", LockOptions::default())?;
+    /// match lock.lock_timeout(Duration::from_secs(10)).await {
+    ///     Ok(guard) => guard.unlock().await?,
+    ///     Err(e) if e.code() == ErrorCode::Timeout => println!("gave up"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn lock_timeout(&self, wait: Duration) -> Result<LockGuard> {
+        match tokio::time::timeout(wait, self.lock()).await {
+            Ok(result) => result,
+            Err(_) => Err(LockError::new(
+                ErrorCode::Timeout,
+                format!("lock `{}` not acquired within {wait:?}", self.name),
+            )),
+        }
+    }
+
+    async fn acquire(&self, mode: Mode) -> Result<Option<LockGuard>> {
+        let span = tracing::debug_span!("distlock.acquire", name = %self.name, ?mode);
+        async {
+            self.shared.ensure_open()?;
+            let _gate = match mode {
+                Mode::Wait => self.gate.lock().await,
+                Mode::Try => match self.gate.try_lock() {
+                    Ok(gate) => gate,
+                    Err(_) => return Ok(None), // this handle is busy acquiring
+                },
+            };
+            if let Some(hold) = self.current().filter(|h| h.count() > 0) {
+                if !self.opts.reentrant {
+                    return Err(LockError::new(
+                        ErrorCode::AlreadyHeld,
+                        format!("lock `{}` is already held by this handle", self.name),
+                    ));
+                }
+                return hold.reenter().map(Some);
+            }
+            tokio::select! {
+                won = self.contend(mode) => won,
+                _ = self.shared.closed.cancelled() => Err(LockError::closed()),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Takes the name's local slot, then competes in the backend's queue.
+    async fn contend(&self, mode: Mode) -> Result<Option<LockGuard>> {
+        let slot = match mode {
+            Mode::Wait => self.shared.local.acquire(&self.name).await,
+            Mode::Try => match self.shared.local.try_acquire(&self.name) {
+                Some(slot) => slot,
+                None => return Ok(None),
+            },
+        };
+        let (session, dedicated) = self.shared.session_for(&self.opts).await?;
+        let mut retry = Retry::new(&self.opts);
+        if mode == Mode::Try {
+            retry = retry.within(self.opts.ttl);
+        }
+        let key = Keyspace::contender(&self.queue, session.lease());
+        let value = Metadata::new(&self.owner, session.ttl()).encode();
+        let contender = Contender::new(
+            Arc::clone(&self.shared.backend),
+            self.queue.clone(),
+            key.clone(),
+            slot,
+            retry,
+        );
+        let Some(won) = contender
+            .acquire(session.lease(), value, mode, session.lost())
+            .await?
+        else {
+            return Ok(None);
+        };
+        debug!(%key, token = won.rev, "acquired");
+        let hold = Hold::new(HoldParts {
+            name: self.name.clone(),
+            queue: self.queue.clone(),
+            key,
+            rev: won.rev,
+            header: won.header,
+            slot: won.slot,
+            session,
+            dedicated,
+            retry,
+            shared: Arc::clone(&self.shared),
+        });
+        *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&hold);
+        Ok(Some(LockGuard::first(hold)))
+    }
+}
+
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock")
+            .field("name", &self.name)
+            .field("owner", &self.owner)
+            .field("hold_count", &self.hold_count())
+            .finish()
+    }
+}

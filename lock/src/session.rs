@@ -1,0 +1,190 @@
+//! A session: one lease, kept alive (or not) by the manager, and the client-side
+//! decision that it is lost.
+//!
+//! Every lock key is attached to a session's lease. The session knows the
+//! latest moment at which the server could still consider the lease alive
+//! *from the client's point of view*: the send time of the last successful
+//! keep-alive plus its TTL, minus a safety margin. When that moment passes
+//! without a newer successful keep-alive, or a keep-alive reports the lease
+//! gone, the session is lost and every guard on it hears so — before the
+//! server can expire the lease and hand the locks to someone else.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::backend::Backend;
+use crate::error::{ErrorCode, LockError, Result};
+use crate::options::LockOptions;
+
+/// How long before the client-side expiry estimate a session is declared
+/// lost: a tenth of the TTL, at most one second.
+fn safety_margin(ttl: Duration) -> Duration {
+    (ttl / 10).min(Duration::from_secs(1))
+}
+
+/// One lease and its keeper.
+pub(crate) struct Session {
+    lease: i64,
+    ttl: Duration,
+    auto_renew: bool,
+    backend: Arc<dyn Backend>,
+    /// Cancelled when the lease is (or must be presumed) gone.
+    lost: CancellationToken,
+    /// The client-side expiry estimate, minus the safety margin.
+    deadline: Mutex<Instant>,
+}
+
+impl Session {
+    /// Grants a lease for `opts` and starts its keeper task: renewing every
+    /// `renew_interval` when `auto_renew`, and declaring the session lost at its
+    /// deadline.
+    /// The session is also lost when `parent` is cancelled (the manager closes).
+    pub(crate) async fn start(
+        backend: Arc<dyn Backend>,
+        opts: &LockOptions,
+        parent: &CancellationToken,
+    ) -> Result<Arc<Self>> {
+        let sent = Instant::now();
+        let granted = backend.grant(opts.ttl_secs()).await?;
+        // The server may grant more than asked (its minimum TTL); the lock
+        // promises the asked TTL, so the client counts with the smaller one.
+        let ttl = granted.ttl.min(Duration::from_secs(opts.ttl_secs() as u64));
+        let session = Arc::new(Session {
+            lease: granted.id,
+            ttl,
+            auto_renew: opts.auto_renew,
+            backend,
+            lost: parent.child_token(),
+            deadline: Mutex::new(sent + ttl - safety_margin(ttl)),
+        });
+        debug!(
+            lease = format_args!("{:x}", session.lease),
+            ?ttl,
+            auto_renew = opts.auto_renew,
+            "session started"
+        );
+        tokio::spawn(Arc::clone(&session).keep(opts.renew_interval, opts.retry_interval));
+        Ok(session)
+    }
+
+    /// The lease id.
+    pub(crate) fn lease(&self) -> i64 {
+        self.lease
+    }
+
+    /// The TTL the client counts with.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Cancelled when the session is lost.
+    pub(crate) fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Declares the session lost. For a session without auto-renew this is its
+    /// planned end; the lease is then revoked so the lock frees at its TTL
+    /// rather than when the server gets round to expiring it.
+    pub(crate) fn expire(self: &Arc<Self>, reason: &str) {
+        if self.lost.is_cancelled() {
+            return;
+        }
+        if self.auto_renew {
+            warn!(
+                lease = format_args!("{:x}", self.lease),
+                reason, "session lost"
+            );
+        } else {
+            debug!(
+                lease = format_args!("{:x}", self.lease),
+                reason, "session ended"
+            );
+        }
+        self.lost.cancel();
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _ = this.backend.revoke(this.lease).await;
+        });
+    }
+
+    /// Ends the session on purpose: revokes its lease (deleting its keys) and
+    /// marks it lost.
+    pub(crate) async fn close(&self) {
+        self.lost.cancel();
+        if let Err(err) = self.backend.revoke(self.lease).await {
+            debug!(lease = format_args!("{:x}", self.lease), %err, "revoke on close failed; the lease will expire");
+        }
+    }
+
+    /// One keep-alive, bounded by the deadline: on success the deadline moves
+    /// to `send time + TTL - margin`.
+    pub(crate) async fn renew(self: &Arc<Self>) -> Result<()> {
+        if self.is_lost() {
+            return Err(LockError::new(
+                ErrorCode::Expired,
+                "the lock's lease is gone",
+            ));
+        }
+        let sent = Instant::now();
+        let answer = tokio::time::timeout_at(self.deadline(), self.backend.keep_alive(self.lease));
+        match answer.await {
+            Ok(Ok(ttl)) if ttl > 0 => {
+                let ttl = Duration::from_secs(ttl as u64).min(self.ttl);
+                let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+                *deadline = (*deadline).max(sent + ttl - safety_margin(ttl));
+                Ok(())
+            }
+            Ok(Ok(_)) => {
+                self.expire("the server reports the lease gone");
+                Err(LockError::new(
+                    ErrorCode::Expired,
+                    "the lock's lease expired on the server",
+                ))
+            }
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(LockError::new(
+                ErrorCode::Backend,
+                "no keep-alive answer before the lease's deadline",
+            )),
+        }
+    }
+
+    /// The keeper task: renews on schedule and watches the deadline.
+    async fn keep(self: Arc<Self>, renew_interval: Duration, retry_interval: Duration) {
+        let mut next_renew = Instant::now() + renew_interval;
+        loop {
+            let deadline = self.deadline();
+            tokio::select! {
+                _ = self.lost.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    if self.deadline() <= Instant::now() {
+                        self.expire("no successful keep-alive before the deadline");
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(next_renew), if self.auto_renew => {
+                    next_renew = match self.renew().await {
+                        Ok(()) => Instant::now() + renew_interval,
+                        Err(err) if err.code() == ErrorCode::Expired => return,
+                        Err(err) => {
+                            debug!(lease = format_args!("{:x}", self.lease), %err, "keep-alive failed; retrying");
+                            Instant::now() + retry_interval
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
