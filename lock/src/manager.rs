@@ -230,6 +230,25 @@ impl LockManager {
         }
     }
 
+    /// Another manager on the same backend and namespace that behaves like a
+    /// separate process: its own leases, sessions and local queues, so its
+    /// locks contend with this manager's through the backend. With
+    /// [`in_memory`](LockManager::in_memory) this is how several "processes"
+    /// share one in-memory store.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let a = LockManager::in_memory();
+    /// let b = a.peer();
+    /// let _held = a.new_lock("job", LockOptions::default())?.lock().await?;
+    /// assert!(b.new_lock("job", LockOptions::default())?.try_lock().await?.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub fn peer(&self) -> LockManager {
+        Self::with_backend(Arc::clone(&self.shared.backend), &self.namespace)
+    }
+
     /// The namespace this manager's locks live in.
     ///
     /// ```

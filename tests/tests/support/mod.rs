@@ -1,0 +1,137 @@
+//! Fixtures shared by the integration tests: a backend (real etcd or in
+//! memory) and managers on it that behave like separate processes.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use distlock::{EtcdConfig, LockManager, LockOptions};
+use distlock_tests::Etcd;
+
+/// Logs with `RUST_LOG=distlock=debug` when asked.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A backend to run the behaviour suite on.
+pub struct Fixture {
+    pub etcd: Option<Etcd>,
+    pub namespace: String,
+    first: LockManager,
+}
+
+impl Fixture {
+    pub async fn memory() -> Fixture {
+        init_tracing();
+        Fixture {
+            etcd: None,
+            namespace: "/memory".into(),
+            first: LockManager::in_memory(),
+        }
+    }
+
+    pub async fn etcd() -> Fixture {
+        init_tracing();
+        let etcd = Etcd::start().await;
+        let namespace = etcd.namespace();
+        let first = connect(&etcd, &namespace).await;
+        Fixture {
+            etcd: Some(etcd),
+            namespace,
+            first,
+        }
+    }
+
+    /// The first manager.
+    pub fn manager(&self) -> LockManager {
+        self.first.clone()
+    }
+
+    /// Another manager, as another process would have: on etcd its own
+    /// connection, in memory a peer on the same store.
+    pub async fn another(&self) -> LockManager {
+        match &self.etcd {
+            Some(etcd) => connect(etcd, &self.namespace).await,
+            None => self.first.peer(),
+        }
+    }
+
+    /// Raw keys under the namespace (etcd only; `None` in memory).
+    pub async fn raw_keys(&self) -> Option<Vec<String>> {
+        let etcd = self.etcd.as_ref()?;
+        Some(raw_keys(etcd, &self.namespace).await)
+    }
+}
+
+pub async fn connect(etcd: &Etcd, namespace: &str) -> LockManager {
+    LockManager::connect(EtcdConfig::new(etcd.endpoints()), namespace)
+        .await
+        .expect("connect to the test etcd")
+}
+
+pub async fn raw_client(etcd: &Etcd) -> etcd_client::Client {
+    etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .expect("raw etcd client")
+}
+
+pub async fn raw_keys(etcd: &Etcd, prefix: &str) -> Vec<String> {
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    raw_client(etcd)
+        .await
+        .get(prefix, Some(options))
+        .await
+        .expect("raw get")
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
+}
+
+/// Short TTL with fast renewal, for tests that wait for expiry.
+pub fn short_ttl(secs: u64) -> LockOptions {
+    LockOptions::default()
+        .ttl(Duration::from_secs(secs))
+        .renew_interval(Duration::from_millis(secs * 1000 / 4))
+}
+
+/// Counts the holders inside a critical section; records the most ever seen.
+#[derive(Default, Clone)]
+pub struct OverlapDetector {
+    inside: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    entries: Arc<AtomicUsize>,
+}
+
+impl OverlapDetector {
+    pub fn enter(&self) -> OverlapScope<'_> {
+        let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        self.entries.fetch_add(1, Ordering::SeqCst);
+        OverlapScope(self)
+    }
+
+    /// The largest number of holders seen inside at once.
+    pub fn most_at_once(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+
+    pub fn entries(&self) -> usize {
+        self.entries.load(Ordering::SeqCst)
+    }
+}
+
+pub struct OverlapScope<'a>(&'a OverlapDetector);
+
+impl Drop for OverlapScope<'_> {
+    fn drop(&mut self) {
+        self.0.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+}
