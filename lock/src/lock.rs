@@ -9,10 +9,12 @@ use crate::error::{ErrorCode, LockError, Result};
 use crate::guard::{Hold, HoldParts, LockGuard};
 use crate::info::Metadata;
 use crate::key::Keyspace;
+use crate::local::Slot;
 use crate::manager::Shared;
 use crate::options::LockOptions;
-use crate::queue::{Contender, Mode};
+use crate::queue::{Contender, Mode, Outcome, Won};
 use crate::retry::Retry;
+use crate::session::Session;
 
 /// A handle on one named lock, made by [`LockManager::new_lock`](crate::LockManager::new_lock).
 ///
@@ -230,33 +232,65 @@ impl Lock {
 
     /// Takes the name's local slot, then competes in the backend's queue.
     async fn contend(&self, mode: Mode) -> Result<Option<LockGuard>> {
-        let slot = match mode {
-            Mode::Wait => self.shared.local.acquire(&self.name).await,
-            Mode::Try => match self.shared.local.try_acquire(&self.name) {
-                Some(slot) => slot,
-                None => return Ok(None),
-            },
+        let Some(slot) = self.take_slot(mode).await else {
+            return Ok(None);
         };
-        let (session, dedicated) = self.shared.session_for(&self.opts).await?;
         let mut retry = Retry::new(&self.opts);
         if mode == Mode::Try {
             retry = retry.within(self.opts.ttl);
         }
-        let key = Keyspace::contender(&self.queue, session.lease());
-        let value = Metadata::new(&self.owner, session.ttl()).encode();
-        let contender = Contender::new(
-            Arc::clone(&self.shared.backend),
-            self.queue.clone(),
-            key.clone(),
-            slot,
-            retry,
-        );
-        let Some(won) = contender
-            .acquire(session.lease(), value, mode, session.lost())
-            .await?
-        else {
-            return Ok(None);
-        };
+        let mut slot = Some(slot);
+        // A shared session can vanish unnoticed between keep-alives (its lease
+        // revoked); then etcd refuses the enqueue and we retry once on a fresh one.
+        for attempt in 0..2 {
+            let (session, dedicated) = self.shared.session_for(&self.opts).await?;
+            let key = Keyspace::contender(&self.queue, session.lease());
+            let value = Metadata::new(&self.owner, session.ttl()).encode();
+            let slot = match slot.take() {
+                Some(slot) => slot,
+                None => self.take_slot(mode).await.ok_or_else(lease_gone)?,
+            };
+            let contender = Contender::new(
+                Arc::clone(&self.shared.backend),
+                self.queue.clone(),
+                key.clone(),
+                slot,
+                retry,
+            );
+            let won = match contender
+                .acquire(session.lease(), value, mode, session.lost())
+                .await?
+            {
+                Outcome::Won(won) => won,
+                Outcome::Busy => return Ok(None),
+                Outcome::LeaseGone => {
+                    session.expire("the server no longer knows the lease");
+                    if attempt == 0 {
+                        continue;
+                    }
+                    return Err(lease_gone());
+                }
+            };
+            return Ok(Some(self.hold(key, won, session, dedicated, retry)));
+        }
+        Err(lease_gone())
+    }
+
+    async fn take_slot(&self, mode: Mode) -> Option<Slot> {
+        match mode {
+            Mode::Wait => Some(self.shared.local.acquire(&self.name).await),
+            Mode::Try => self.shared.local.try_acquire(&self.name),
+        }
+    }
+
+    fn hold(
+        &self,
+        key: String,
+        won: Won,
+        session: Arc<Session>,
+        dedicated: bool,
+        retry: Retry,
+    ) -> LockGuard {
         debug!(%key, token = won.rev, "acquired");
         let hold = Hold::new(HoldParts {
             name: self.name.clone(),
@@ -271,8 +305,15 @@ impl Lock {
             shared: Arc::clone(&self.shared),
         });
         *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&hold);
-        Ok(Some(LockGuard::first(hold)))
+        LockGuard::first(hold)
     }
+}
+
+fn lease_gone() -> LockError {
+    LockError::new(
+        ErrorCode::Expired,
+        "the session lease vanished while enqueueing",
+    )
 }
 
 impl std::fmt::Debug for Lock {

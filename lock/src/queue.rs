@@ -36,6 +36,17 @@ pub(crate) enum Mode {
     Try,
 }
 
+/// How an acquisition ended, short of an error.
+pub(crate) enum Outcome {
+    /// The lock is ours.
+    Won(Won),
+    /// `Mode::Try` found the lock busy.
+    Busy,
+    /// The session's lease no longer exists; nothing was written. The caller
+    /// may retry with a fresh session.
+    LeaseGone,
+}
+
 /// A won lock: the key's create revision (the fencing token), the revision it
 /// was confirmed at, and the name's local slot.
 pub(crate) struct Won {
@@ -44,17 +55,28 @@ pub(crate) struct Won {
     pub(crate) slot: Slot,
 }
 
+/// What a contender may have left in the backend.
+enum Written {
+    /// Nothing.
+    Nothing,
+    /// The enqueue transaction is in flight. It runs as its own task so
+    /// dropping us cannot leave it half-sent; cleanup awaits it first.
+    InFlight(JoinHandle<Result<Enqueued>>),
+    /// Perhaps a key, with an unknown revision (the enqueue failed in a way
+    /// that does not say whether it applied).
+    Unknown,
+    /// Our key, with this create revision.
+    Key(i64),
+}
+
 /// One attempt to take a lock with one key.
 pub(crate) struct Contender {
     backend: Arc<dyn Backend>,
     queue: String,
     key: String,
     retry: Retry,
-    /// The key's create revision, once known.
-    rev: Option<i64>,
-    /// The enqueue transaction while it is in flight. It runs as its own task
-    /// so dropping us cannot leave it half-sent; cleanup awaits it first.
-    enqueuing: Option<JoinHandle<Result<Enqueued>>>,
+    /// What we may have written, hence what the cleanup must delete.
+    written: Written,
     slot: Option<Slot>,
     runtime: Handle,
 }
@@ -73,14 +95,13 @@ impl Contender {
             queue,
             key,
             retry,
-            rev: None,
-            enqueuing: None,
+            written: Written::Nothing,
             slot: Some(slot),
             runtime: Handle::current(),
         }
     }
 
-    /// Takes the lock: `Some` when won, `None` when `Mode::Try` found it busy.
+    /// Takes the lock, or finds it busy (`Mode::Try`) or the lease gone.
     /// Fails with `Expired` when our key or session disappears while waiting.
     pub(crate) async fn acquire(
         mut self,
@@ -88,16 +109,24 @@ impl Contender {
         value: Vec<u8>,
         mode: Mode,
         session_lost: &CancellationToken,
-    ) -> Result<Option<Won>> {
-        let enqueued = self.enqueue(lease, value).await?;
+    ) -> Result<Outcome> {
+        let enqueued = match self.enqueue(lease, value).await {
+            Ok(enqueued) => enqueued,
+            // etcd refused the whole transaction: nothing to clean up.
+            Err(err) if err.code() == ErrorCode::Expired => {
+                self.written = Written::Nothing;
+                return Ok(Outcome::LeaseGone);
+            }
+            Err(err) => return Err(err),
+        };
         if enqueued.head {
-            return Ok(Some(self.win(enqueued.rev, enqueued.header)));
+            return Ok(Outcome::Won(self.win(enqueued.rev, enqueued.header)));
         }
         if mode == Mode::Try {
             self.withdraw().await;
-            return Ok(None);
+            return Ok(Outcome::Busy);
         }
-        self.wait(enqueued, session_lost).await.map(Some)
+        self.wait(enqueued, session_lost).await.map(Outcome::Won)
     }
 
     async fn enqueue(&mut self, lease: i64, value: Vec<u8>) -> Result<Enqueued> {
@@ -114,13 +143,15 @@ impl Contender {
                 })
                 .await
         });
-        let task = self.enqueuing.insert(task);
-        let enqueued = task
-            .await
-            .map_err(|e| LockError::with_source(ErrorCode::Backend, "enqueue task failed", e))?;
-        self.enqueuing = None;
-        let enqueued = enqueued?;
-        self.rev = Some(enqueued.rev);
+        self.written = Written::InFlight(task);
+        let Written::InFlight(task) = &mut self.written else {
+            unreachable!("just set")
+        };
+        let joined = task.await;
+        self.written = Written::Unknown;
+        let enqueued = joined
+            .map_err(|e| LockError::with_source(ErrorCode::Backend, "enqueue task failed", e))??;
+        self.written = Written::Key(enqueued.rev);
         debug!(key = %self.key, rev = enqueued.rev, head = enqueued.head, "enqueued");
         Ok(enqueued)
     }
@@ -155,7 +186,7 @@ impl Contender {
                         if !err.is_transient() {
                             return Err(err);
                         }
-                        tokio::time::sleep(self.retry_interval()).await;
+                        tokio::time::sleep(self.retry.interval()).await;
                     }
                 }
                 gone = &mut own_key_gone => {
@@ -172,14 +203,13 @@ impl Contender {
         }
     }
 
-    fn retry_interval(&self) -> std::time::Duration {
-        self.retry.interval()
-    }
-
     /// Leaves the queue after a lost `try_lock`; on failure, the drop cleanup
     /// tries again in the background.
     async fn withdraw(&mut self) {
-        match self.backend.delete(&self.key, self.rev).await {
+        let Written::Key(rev) = self.written else {
+            return;
+        };
+        match self.backend.delete(&self.key, Some(rev)).await {
             Ok(_) => self.disarm(),
             Err(err) => {
                 debug!(key = %self.key, %err, "withdraw failed; cleaning up in the background")
@@ -198,8 +228,7 @@ impl Contender {
 
     /// Marks the key as needing no cleanup.
     fn disarm(&mut self) {
-        self.rev = None;
-        self.enqueuing = None;
+        self.written = Written::Nothing;
         self.slot = None;
     }
 }
@@ -216,22 +245,23 @@ impl Drop for Contender {
         let Some(slot) = self.slot.take() else {
             return; // won, or withdrawn
         };
-        let (rev, enqueuing) = (self.rev.take(), self.enqueuing.take());
-        if rev.is_none() && enqueuing.is_none() {
-            return; // never reached the backend
+        let written = std::mem::replace(&mut self.written, Written::Nothing);
+        if matches!(written, Written::Nothing) {
+            return; // nothing reached the backend; the slot frees now
         }
         let (backend, key, retry) = (Arc::clone(&self.backend), self.key.clone(), self.retry);
         self.runtime.spawn(async move {
-            // Wait for an in-flight enqueue; if its outcome is unknown, the key
-            // may exist with any revision, and it is ours alone while we hold
-            // the slot.
-            let rev = match (rev, enqueuing) {
-                (Some(rev), _) => Some(rev),
-                (None, Some(task)) => match task.await {
+            // Wait for an in-flight enqueue. If the outcome is unknown, the key
+            // may exist with any revision; it is ours alone while we hold the
+            // slot, so delete it whatever its revision.
+            let rev = match written {
+                Written::Key(rev) => Some(rev),
+                Written::InFlight(task) => match task.await {
                     Ok(Ok(enqueued)) => Some(enqueued.rev),
+                    Ok(Err(err)) if err.code() == ErrorCode::Expired => return,
                     _ => None,
                 },
-                (None, None) => None,
+                Written::Unknown | Written::Nothing => None,
             };
             let removed = retry.run("cleanup", || backend.delete(&key, rev)).await;
             match removed {

@@ -9,7 +9,7 @@ use etcd_client::{
 use tonic::Code;
 
 use super::{Backend, BoxFuture, Enqueued, Entry, Granted, Position, Positioned};
-use crate::error::{LockError, Result};
+use crate::error::{ErrorCode, LockError, Result};
 
 /// Unary requests that take longer than this fail with a transient error, so a
 /// blackholed connection cannot hang a lock call forever.
@@ -53,9 +53,18 @@ impl EtcdBackend {
     }
 }
 
-/// Whether an etcd error may go away by itself (no leader, no connection).
+/// Maps an etcd error: a lease the server does not know is `Expired`; a
+/// backend error is transient when it may go away by itself (no leader, no
+/// connection).
 fn map_error(what: &str, err: etcd_client::Error) -> LockError {
     use etcd_client::Error as E;
+    if is_not_found(&err) {
+        return LockError::with_source(
+            ErrorCode::Expired,
+            format!("etcd {what}: lease not found"),
+            err,
+        );
+    }
     let transient = match &err {
         E::GRpcStatus(status) => matches!(
             status.code(),

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Backend, BoxFuture, Enqueued, Entry, Granted, Position, Positioned};
-use crate::error::Result;
+use crate::error::{ErrorCode, LockError, Result};
 
 struct Stored {
     create_rev: i64,
@@ -186,8 +186,12 @@ impl Backend for MemoryBackend {
         value: Vec<u8>,
     ) -> BoxFuture<'a, Result<Enqueued>> {
         Box::pin(async move {
-            Ok(self.inner.change(|state| {
-                if !state.keys.contains_key(key) && state.leases.contains_key(&lease) {
+            self.inner.change(|state| {
+                if !state.leases.contains_key(&lease) {
+                    // As etcd refuses a put on an unknown lease.
+                    return Err(LockError::new(ErrorCode::Expired, "lease not found"));
+                }
+                if !state.keys.contains_key(key) {
                     state.revision += 1;
                     let create_rev = state.revision;
                     state.keys.insert(
@@ -199,20 +203,18 @@ impl Backend for MemoryBackend {
                         },
                     );
                 }
-                // A key on an unknown lease is refused, as etcd does; the
-                // caller then finds its key gone.
                 let rev = state.keys.get(key).map_or(0, |s| s.create_rev);
                 let head = rev != 0
                     && state
                         .queue(queue)
                         .next()
                         .is_some_and(|(_, s)| s.create_rev == rev);
-                Enqueued {
+                Ok(Enqueued {
                     rev,
                     head,
                     header: state.revision,
-                }
-            }))
+                })
+            })
         })
     }
 

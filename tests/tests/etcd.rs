@@ -1,0 +1,261 @@
+//! What only a real etcd can show: leases revoked or starved behind the
+//! manager's back, keys deleted by others, `etcdctl lock` interoperation, and
+//! a leader failover in a three-member cluster.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use distlock::{ErrorCode, EtcdConfig, LockManager, LockOptions};
+use distlock_tests::{etcdctl_async, Etcd, TcpProxy};
+use support::{connect, init_tracing, raw_client, raw_keys, short_ttl};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::time::{sleep, timeout, Instant};
+
+/// The lease id in a holder key `{queue}{lease hex}`.
+fn lease_of(key: &str) -> i64 {
+    i64::from_str_radix(key.rsplit('/').next().unwrap(), 16).unwrap()
+}
+
+#[tokio::test]
+async fn revoking_the_lease_behind_the_managers_back_loses_its_locks() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let manager = connect(&etcd, &ns).await;
+    let a = manager
+        .new_lock("a", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let b = manager
+        .new_lock("b", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let key = manager.lock_info("a").await.unwrap().unwrap().key;
+
+    raw_client(&etcd)
+        .await
+        .lease_revoke(lease_of(&key))
+        .await
+        .unwrap();
+
+    // Both locks were on the manager's one session lease.
+    timeout(Duration::from_secs(5), a.lost())
+        .await
+        .expect("a not lost");
+    timeout(Duration::from_secs(5), b.lost())
+        .await
+        .expect("b not lost");
+    assert!(!a.is_held() && !b.is_held());
+    assert_eq!(a.unlock().await.unwrap_err().code(), ErrorCode::Expired);
+    drop(b);
+    // The manager recovers with a fresh lease.
+    let again = manager.new_lock("a", LockOptions::default()).unwrap();
+    let g = again.lock_timeout(Duration::from_secs(5)).await.unwrap();
+    assert!(g.is_held());
+    assert_ne!(
+        lease_of(&manager.lock_info("a").await.unwrap().unwrap().key),
+        lease_of(&key)
+    );
+    g.unlock().await.unwrap();
+}
+
+/// A holder whose keep-alives stop getting through (its connection
+/// blackholed) decides it lost the lock before etcd expires the lease and
+/// hands the lock to a manager connected directly.
+#[tokio::test]
+async fn a_partitioned_holder_hears_of_its_loss_before_the_takeover() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let proxy = TcpProxy::start_for(&etcd.endpoints()[0]).await;
+    let config = EtcdConfig::new([proxy.endpoint()]).request_timeout(Duration::from_millis(500));
+    let partitioned = LockManager::connect(config, &ns).await.unwrap();
+    let direct = connect(&etcd, &ns).await;
+
+    let opts = short_ttl(2);
+    let guard = partitioned
+        .new_lock("job", opts.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let holder_lost = guard.lost();
+    let waiter = direct.new_lock("job", opts).unwrap();
+    let takeover = tokio::spawn(async move {
+        let g = waiter.lock_timeout(Duration::from_secs(15)).await.unwrap();
+        let told = timeout(Duration::ZERO, holder_lost).await.is_ok();
+        (g, told, Instant::now())
+    });
+    sleep(Duration::from_millis(300)).await;
+    let cut = Instant::now();
+    proxy.blackhole();
+
+    let (g, told, taken_at) = takeover.await.unwrap();
+    assert!(
+        told,
+        "the lock was handed over before its partitioned holder knew"
+    );
+    assert!(!guard.is_held());
+    assert!(
+        taken_at - cut >= Duration::from_secs(1),
+        "taken over too early"
+    );
+    assert!(g.fencing_token() > guard.fencing_token());
+    g.unlock().await.unwrap();
+    drop(guard);
+}
+
+/// A waiter whose own queue key disappears fails with `Expired` instead of
+/// waiting on a key that no longer exists.
+#[tokio::test]
+async fn a_waiter_whose_key_is_deleted_fails_with_expired() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let holder = connect(&etcd, &ns).await;
+    let guard = holder
+        .new_lock("q", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let waiter = connect(&etcd, &ns)
+        .await
+        .new_lock("q", LockOptions::default())
+        .unwrap();
+    let waiting = tokio::spawn(async move { waiter.lock().await });
+
+    let holder_key = holder.lock_info("q").await.unwrap().unwrap().key;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let waiter_key = loop {
+        let keys = raw_keys(&etcd, &ns).await;
+        if let Some(k) = keys.into_iter().find(|k| *k != holder_key) {
+            break k;
+        }
+        assert!(Instant::now() < deadline, "waiter never queued");
+        sleep(Duration::from_millis(10)).await;
+    };
+    raw_client(&etcd)
+        .await
+        .delete(waiter_key, None)
+        .await
+        .unwrap();
+
+    let err = timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("waiter hangs")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Expired);
+    assert!(guard.is_held());
+    guard.unlock().await.unwrap();
+}
+
+/// `etcdctl lock {ns}/locks/{name}` and distlock exclude each other, both ways.
+#[tokio::test]
+async fn etcdctl_lock_and_distlock_exclude_each_other() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let manager = connect(&etcd, &ns).await;
+    let lock = manager.new_lock("shared", LockOptions::default()).unwrap();
+    let etcd_name = format!("{ns}/locks/shared");
+
+    // etcdctl holds: distlock waits until it lets go.
+    let mut ctl = etcdctl_async(&etcd.endpoints())
+        .args([
+            "lock",
+            &etcd_name,
+            "--",
+            "sh",
+            "-c",
+            "echo acquired; sleep 1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(ctl.stdout.take().unwrap()).lines();
+    assert_eq!(
+        lines.next_line().await.unwrap().as_deref(),
+        Some("acquired")
+    );
+    assert!(
+        lock.try_lock().await.unwrap().is_none(),
+        "etcdctl's lock ignored"
+    );
+    let info = manager
+        .lock_info("shared")
+        .await
+        .unwrap()
+        .expect("etcdctl's key seen");
+    assert_eq!(info.owner, "", "etcdctl writes no metadata");
+    let g = lock.lock_timeout(Duration::from_secs(10)).await.unwrap();
+    assert!(ctl.wait().await.unwrap().success());
+
+    // distlock holds: etcdctl waits until it lets go.
+    let mut ctl = etcdctl_async(&etcd.endpoints())
+        .args(["lock", &etcd_name, "--", "echo", "acquired"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(ctl.stdout.take().unwrap()).lines();
+    let early = timeout(Duration::from_millis(800), lines.next_line()).await;
+    assert!(
+        early.is_err(),
+        "etcdctl got the lock while distlock held it: {early:?}"
+    );
+    let released = Instant::now();
+    g.unlock().await.unwrap();
+    let line = timeout(Duration::from_secs(5), lines.next_line())
+        .await
+        .expect("etcdctl never got it");
+    assert_eq!(line.unwrap().as_deref(), Some("acquired"));
+    assert!(released.elapsed() < Duration::from_secs(5));
+    assert!(ctl.wait().await.unwrap().success());
+}
+
+/// A lock survives the loss of the cluster's leader: the session's lease is
+/// renewed through the new leader, nobody else gets in, and the queue works
+/// on afterwards.
+#[tokio::test]
+async fn a_held_lock_survives_a_leader_failover() {
+    init_tracing();
+    let mut cluster = Etcd::start_cluster(3).await;
+    let ns = distlock_tests::unique_namespace("failover");
+    let config = || EtcdConfig::new(cluster.endpoints()).request_timeout(Duration::from_secs(1));
+    let holder = LockManager::connect(config(), &ns).await.unwrap();
+    let other = LockManager::connect(config(), &ns).await.unwrap();
+    let opts = short_ttl(4);
+    let guard = holder
+        .new_lock("ha", opts.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let waiter = other.new_lock("ha", opts).unwrap();
+    let waiting = tokio::spawn(async move { waiter.lock_timeout(Duration::from_secs(30)).await });
+
+    let leader = cluster.leader().await;
+    cluster.kill_member(leader);
+    sleep(Duration::from_secs(6)).await; // longer than the TTL
+
+    assert!(guard.is_held(), "lock lost across a failover");
+    assert!(
+        !waiting.is_finished(),
+        "the waiter got in while the lock was held"
+    );
+    let token = guard.fencing_token();
+    guard.unlock().await.unwrap();
+    let next = waiting
+        .await
+        .unwrap()
+        .expect("waiter proceeds after failover");
+    assert!(next.fencing_token() > token);
+    next.unlock().await.unwrap();
+}
