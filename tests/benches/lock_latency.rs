@@ -1,0 +1,217 @@
+//! Latency of distlock against etcd's own primitives, measured in one run
+//! against one throwaway etcd (so ratios, not absolutes, are what count on a
+//! shared machine).
+//!
+//! `cargo bench -p distlock-tests --bench lock_latency`
+//!
+//! Rows:
+//! - raw put: one `put`, the unit of a Raft write;
+//! - etcd lock RPC cycle: `lock` + `unlock` with a pre-granted lease, uncontended;
+//! - etcd lock RPC hand-off: from the holder's `unlock` call to the waiting
+//!   client's `lock` returning;
+//! - distlock cycle: `lock()` + `unlock()`, uncontended;
+//! - distlock hand-off between two managers: from the holder's `unlock()` call
+//!   to the waiting manager holding.
+//!
+//! Targets: distlock cycle ≤ 1.1× the lock RPC cycle; distlock hand-off
+//! median ≤ 2.5× one put.
+
+use std::time::{Duration, Instant};
+
+use distlock::{EtcdConfig, LockManager, LockOptions};
+use distlock_tests::Etcd;
+use etcd_client::{Client, LockOptions as RpcLockOptions};
+
+const CYCLES: usize = 300;
+const HANDOFFS: usize = 100;
+
+struct Stats {
+    median: Duration,
+    p99: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Stats {
+        median: at(0.5),
+        p99: at(0.99),
+    }
+}
+
+async fn raw_puts(client: &mut Client) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(CYCLES);
+    for i in 0..CYCLES {
+        let t = Instant::now();
+        client.put("/bench/put", i.to_string(), None).await.unwrap();
+        out.push(t.elapsed());
+    }
+    out
+}
+
+async fn rpc_cycles(client: &mut Client) -> Vec<Duration> {
+    let lease = client.lease_grant(30, None).await.unwrap().id();
+    let mut out = Vec::with_capacity(CYCLES);
+    for _ in 0..CYCLES {
+        let t = Instant::now();
+        let key = client
+            .lock("/bench/rpc-cycle", Some(RpcLockOptions::new().with_lease(lease)))
+            .await
+            .unwrap()
+            .key()
+            .to_vec();
+        client.unlock(key).await.unwrap();
+        out.push(t.elapsed());
+    }
+    client.lease_revoke(lease).await.unwrap();
+    out
+}
+
+async fn rpc_handoffs(holder: &mut Client, waiter: &Client) -> Vec<Duration> {
+    let lease_a = holder.lease_grant(30, None).await.unwrap().id();
+    let lease_b = holder.lease_grant(30, None).await.unwrap().id();
+    let mut out = Vec::with_capacity(HANDOFFS);
+    for _ in 0..HANDOFFS {
+        let opts = |lease| Some(RpcLockOptions::new().with_lease(lease));
+        let key = holder.lock("/bench/rpc-handoff", opts(lease_a)).await.unwrap().key().to_vec();
+        let mut w = waiter.clone();
+        let waiting = tokio::spawn(async move {
+            let key = w.lock("/bench/rpc-handoff", opts(lease_b)).await.unwrap().key().to_vec();
+            (Instant::now(), key, w)
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await; // the waiter is queued
+        let t = Instant::now();
+        holder.unlock(key).await.unwrap();
+        let (got, key, mut w) = waiting.await.unwrap();
+        out.push(got - t);
+        w.unlock(key).await.unwrap();
+    }
+    out
+}
+
+/// The floor of any correct watch-based hand-off: the holder's delete, the
+/// waiter's watch (started at the next revision) hearing it, and the
+/// waiter's one linearizable confirmation read.
+async fn raw_handoff_floor(holder: &mut Client, waiter: &Client) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(HANDOFFS);
+    for i in 0..HANDOFFS {
+        let key = format!("/bench/floor/{i}");
+        let rev = holder.put(key.clone(), "", None).await.unwrap().header().unwrap().revision();
+        let mut w = waiter.clone();
+        let watched = key.clone();
+        let waiting = tokio::spawn(async move {
+            let opts = etcd_client::WatchOptions::new().with_start_revision(rev + 1);
+            let mut stream = w.watch(watched.clone(), Some(opts)).await.unwrap();
+            loop {
+                let resp = stream.message().await.unwrap().unwrap();
+                if !resp.events().is_empty() {
+                    break;
+                }
+            }
+            w.get(watched, None).await.unwrap();
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await; // the watch is armed
+        let t = Instant::now();
+        holder.delete(key, None).await.unwrap();
+        out.push(waiting.await.unwrap() - t);
+    }
+    out
+}
+
+async fn distlock_cycles(manager: &LockManager) -> Vec<Duration> {
+    let lock = manager.new_lock("cycle", LockOptions::default()).unwrap();
+    lock.lock().await.unwrap().unlock().await.unwrap(); // starts the session
+    let mut out = Vec::with_capacity(CYCLES);
+    for _ in 0..CYCLES {
+        let t = Instant::now();
+        lock.lock().await.unwrap().unlock().await.unwrap();
+        out.push(t.elapsed());
+    }
+    out
+}
+
+async fn distlock_handoffs(a: &LockManager, b: &LockManager) -> Vec<Duration> {
+    let holder = a.new_lock("handoff", LockOptions::default()).unwrap();
+    let waiter = std::sync::Arc::new(b.new_lock("handoff", LockOptions::default()).unwrap());
+    waiter.lock().await.unwrap().unlock().await.unwrap(); // starts b's session
+    let mut out = Vec::with_capacity(HANDOFFS);
+    for _ in 0..HANDOFFS {
+        let guard = holder.lock().await.unwrap();
+        let w = waiter.clone();
+        let waiting = tokio::spawn(async move {
+            let g = w.lock().await.unwrap();
+            (Instant::now(), g)
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await; // the waiter is queued
+        let t = Instant::now();
+        guard.unlock().await.unwrap();
+        let (got, g) = waiting.await.unwrap();
+        out.push(got - t);
+        g.unlock().await.unwrap();
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:8.3}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let mut client = Client::connect(etcd.endpoints(), None).await.unwrap();
+    let waiter_client = Client::connect(etcd.endpoints(), None).await.unwrap();
+    let a = LockManager::connect(EtcdConfig::new(etcd.endpoints()), &ns).await.unwrap();
+    let b = LockManager::connect(EtcdConfig::new(etcd.endpoints()), &ns).await.unwrap();
+
+    let put = stats(raw_puts(&mut client).await);
+    let rpc_cycle = stats(rpc_cycles(&mut client).await);
+    let rpc_handoff = stats(rpc_handoffs(&mut client, &waiter_client).await);
+    let floor = stats(raw_handoff_floor(&mut client, &waiter_client).await);
+    let cycle = stats(distlock_cycles(&a).await);
+    let handoff = stats(distlock_handoffs(&a, &b).await);
+
+    println!("\n{:<40} {:>8} {:>8}", "operation (ms)", "median", "p99");
+    for (name, s) in [
+        ("raw put", &put),
+        ("etcd lock RPC: lock + unlock", &rpc_cycle),
+        ("etcd lock RPC: hand-off", &rpc_handoff),
+        ("floor: delete + watch event + get", &floor),
+        ("distlock: lock + unlock", &cycle),
+        ("distlock: hand-off between managers", &handoff),
+    ] {
+        println!("{name:<40} {} {}", ms(s.median), ms(s.p99));
+    }
+    let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64();
+    let cycle_ratio = ratio(cycle.median, rpc_cycle.median);
+    let handoff_ratio = ratio(handoff.median, put.median);
+    println!();
+    println!(
+        "distlock cycle / lock RPC cycle (median): {cycle_ratio:.2}x  (target <= 1.1x) {}",
+        verdict(cycle_ratio <= 1.1)
+    );
+    println!(
+        "distlock hand-off / put (median):          {handoff_ratio:.2}x  (target <= 2.5x) {}",
+        verdict(handoff_ratio <= 2.5)
+    );
+    println!(
+        "lock RPC hand-off / put (median):          {:.2}x  (for comparison)",
+        ratio(rpc_handoff.median, put.median)
+    );
+    println!(
+        "floor (delete + event + get) / put:        {:.2}x  (no correct watch-based hand-off beats this)",
+        ratio(floor.median, put.median)
+    );
+    a.close().await;
+    b.close().await;
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
