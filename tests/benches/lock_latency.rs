@@ -49,6 +49,16 @@ async fn raw_puts(client: &mut Client) -> Vec<Duration> {
     out
 }
 
+async fn raw_gets(client: &mut Client) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(CYCLES);
+    for _ in 0..CYCLES {
+        let t = Instant::now();
+        client.get("/bench/put", None).await.unwrap();
+        out.push(t.elapsed());
+    }
+    out
+}
+
 async fn rpc_cycles(client: &mut Client) -> Vec<Duration> {
     let lease = client.lease_grant(30, None).await.unwrap().id();
     let mut out = Vec::with_capacity(CYCLES);
@@ -92,7 +102,7 @@ async fn rpc_handoffs(holder: &mut Client, waiter: &Client) -> Vec<Duration> {
 /// The floor of any correct watch-based hand-off: the holder's delete, the
 /// waiter's watch (started at the next revision) hearing it, and the
 /// waiter's one linearizable confirmation read.
-async fn raw_handoff_floor(holder: &mut Client, waiter: &Client) -> Vec<Duration> {
+async fn raw_handoff_floor(holder: &mut Client, waiter: &Client, confirm: bool) -> Vec<Duration> {
     let mut out = Vec::with_capacity(HANDOFFS);
     for i in 0..HANDOFFS {
         let key = format!("/bench/floor/{i}");
@@ -108,7 +118,9 @@ async fn raw_handoff_floor(holder: &mut Client, waiter: &Client) -> Vec<Duration
                     break;
                 }
             }
-            w.get(watched, None).await.unwrap();
+            if confirm {
+                w.get(watched, None).await.unwrap();
+            }
             Instant::now()
         });
         tokio::time::sleep(Duration::from_millis(30)).await; // the watch is armed
@@ -169,7 +181,9 @@ async fn main() {
     let put = stats(raw_puts(&mut client).await);
     let rpc_cycle = stats(rpc_cycles(&mut client).await);
     let rpc_handoff = stats(rpc_handoffs(&mut client, &waiter_client).await);
-    let floor = stats(raw_handoff_floor(&mut client, &waiter_client).await);
+    let event = stats(raw_handoff_floor(&mut client, &waiter_client, false).await);
+    let floor = stats(raw_handoff_floor(&mut client, &waiter_client, true).await);
+    let get = stats(raw_gets(&mut client).await);
     let cycle = stats(distlock_cycles(&a).await);
     let handoff = stats(distlock_handoffs(&a, &b).await);
 
@@ -178,6 +192,8 @@ async fn main() {
         ("raw put", &put),
         ("etcd lock RPC: lock + unlock", &rpc_cycle),
         ("etcd lock RPC: hand-off", &rpc_handoff),
+        ("raw get (linearizable)", &get),
+        ("delete + watch event", &event),
         ("floor: delete + watch event + get", &floor),
         ("distlock: lock + unlock", &cycle),
         ("distlock: hand-off between managers", &handoff),

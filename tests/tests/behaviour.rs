@@ -53,15 +53,31 @@ on_both_backends!(
 /// 3 managers × 4 tasks × 5 rounds under one lock; the detector sees every
 /// critical section and would count two at once.
 async fn mutual_exclusion_across_managers_and_tasks(fx: &Fixture) {
-    let detector = OverlapDetector::default();
-    let mut tasks = Vec::new();
+    let mut managers = Vec::new();
     for _ in 0..3 {
-        let manager = fx.another().await;
-        for _ in 0..4 {
+        managers.push(fx.another().await);
+    }
+    let detector = hammer(&managers, "shared", 4, 5).await;
+    assert_eq!(detector.entries(), 60);
+    assert_eq!(detector.most_at_once(), 1, "two holders at once");
+}
+
+/// `tasks` tasks per manager, each with its own handle on lock `name`, take it
+/// `rounds` times; every critical section goes through the detector.
+async fn hammer(
+    managers: &[distlock::LockManager],
+    name: &'static str,
+    tasks: usize,
+    rounds: usize,
+) -> OverlapDetector {
+    let detector = OverlapDetector::default();
+    let mut running = Vec::new();
+    for manager in managers {
+        for _ in 0..tasks {
             let (manager, detector) = (manager.clone(), detector.clone());
-            tasks.push(tokio::spawn(async move {
-                let lock = manager.new_lock("shared", LockOptions::default()).unwrap();
-                for _ in 0..5 {
+            running.push(tokio::spawn(async move {
+                let lock = manager.new_lock(name, LockOptions::default()).unwrap();
+                for _ in 0..rounds {
                     let guard = lock.lock().await.unwrap();
                     {
                         let _inside = detector.enter();
@@ -72,11 +88,10 @@ async fn mutual_exclusion_across_managers_and_tasks(fx: &Fixture) {
             }));
         }
     }
-    for t in tasks {
+    for t in running {
         t.await.unwrap();
     }
-    assert_eq!(detector.entries(), 60);
-    assert_eq!(detector.most_at_once(), 1, "two holders at once");
+    detector
 }
 
 /// Tokens recorded inside the critical section, in the order the holders got
@@ -289,25 +304,7 @@ async fn non_reentrant_lock_refuses_a_second_hold(fx: &Fixture) {
 /// exclude each other (the seed's Go code let both "win").
 async fn two_handles_in_one_process_exclude_each_other(fx: &Fixture) {
     let manager = fx.manager();
-    let detector = OverlapDetector::default();
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (manager, detector) = (manager.clone(), detector.clone());
-        tasks.push(tokio::spawn(async move {
-            let lock = manager.new_lock("local", LockOptions::default()).unwrap();
-            for _ in 0..5 {
-                let g = lock.lock().await.unwrap();
-                {
-                    let _inside = detector.enter();
-                    sleep(Duration::from_millis(1)).await;
-                }
-                g.unlock().await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let detector = hammer(std::slice::from_ref(&manager), "local", 4, 5).await;
     assert_eq!(detector.entries(), 20);
     assert_eq!(detector.most_at_once(), 1);
     let a = manager.new_lock("local", LockOptions::default()).unwrap();

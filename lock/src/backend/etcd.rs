@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
+    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse, TxnResponse,
 };
 use tonic::Code;
 
+use super::watch_hub::WatchHub;
 use super::{Backend, BoxFuture, Enqueued, Entry, Granted, Position, Positioned};
 use crate::error::{ErrorCode, LockError, Result};
 
@@ -19,11 +20,13 @@ pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct EtcdBackend {
     client: Client,
     request_timeout: Duration,
+    watches: WatchHub,
 }
 
 impl EtcdBackend {
     pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
         EtcdBackend {
+            watches: WatchHub::new(client.clone()),
             client,
             request_timeout,
         }
@@ -244,29 +247,7 @@ impl Backend for EtcdBackend {
     }
 
     fn wait_deleted<'a>(&'a self, key: &'a str, from: i64) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let options = WatchOptions::new()
-                .with_start_revision(from)
-                .with_filters([WatchFilterType::NoPut]);
-            let mut stream = self
-                .call("watch", self.client.clone().watch(key, Some(options)))
-                .await?;
-            loop {
-                let Some(resp) = stream.message().await.map_err(|e| map_error("watch", e))? else {
-                    return Ok(()); // stream ended: the caller re-checks
-                };
-                // A cancelled (e.g. compacted) watch may have missed the
-                // delete: report it, and the caller re-checks.
-                if resp.canceled()
-                    || resp
-                        .events()
-                        .iter()
-                        .any(|e| e.event_type() == EventType::Delete)
-                {
-                    return Ok(());
-                }
-            }
-        })
+        Box::pin(self.watches.wait_deleted(key, from))
     }
 
     fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {

@@ -15,6 +15,7 @@ use crate::error::Result;
 
 pub(crate) mod etcd;
 pub(crate) mod memory;
+mod watch_hub;
 
 /// A boxed, sendable future: backends are used as trait objects.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
