@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::error::{ErrorCode, LockError, Result};
 use crate::local::Slot;
@@ -138,10 +138,15 @@ impl Hold {
     /// Deletes the key (fenced by its create revision), then frees the local
     /// slot. `Expired` when the lock had been lost.
     async fn release(self: Arc<Self>) -> Result<()> {
+        let span = tracing::debug_span!("distlock.release", key = %self.key, token = self.token);
+        self.release_inner().instrument(span).await
+    }
+
+    async fn release_inner(self: Arc<Self>) -> Result<()> {
         self.watcher.abort();
         let was_lost = self.is_lost();
         let released = if self.shared.is_closed() {
-            Ok(true) // close() revoked the leases
+            Err(LockError::closed()) // close() revoked the leases
         } else if self.dedicated {
             self.session.close().await;
             Ok(true)
@@ -257,8 +262,10 @@ impl LockGuard {
     }
 
     /// Resolves when the lock is lost: its lease could not be renewed in time,
-    /// or its key was deleted (e.g. by [`force_unlock`](crate::LockManager::force_unlock)).
-    /// The future does not borrow the guard, so it can race the protected work.
+    /// or its key was deleted (e.g. by [`force_unlock`](crate::LockManager::force_unlock)),
+    /// or the manager was closed. It also resolves once the lock is released,
+    /// so nothing waits on it forever. The future does not borrow the guard,
+    /// so it can race the protected work.
     ///
     /// ```
     /// # use distlock::{LockManager, LockOptions};
@@ -291,6 +298,7 @@ impl LockGuard {
     /// ```
     pub async fn renew(&self) -> Result<()> {
         let hold = self.hold();
+        hold.shared.ensure_open()?;
         if hold.is_lost() {
             return Err(LockError::new(
                 ErrorCode::Expired,

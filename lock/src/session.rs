@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::backend::Backend;
 use crate::error::{ErrorCode, LockError, Result};
@@ -139,7 +139,8 @@ impl Session {
         }
         let sent = Instant::now();
         let answer = tokio::time::timeout_at(self.deadline(), self.backend.keep_alive(self.lease));
-        match answer.await {
+        let span = tracing::debug_span!("distlock.renew", lease = format_args!("{:x}", self.lease));
+        match answer.instrument(span).await {
             Ok(Ok(ttl)) if ttl > 0 => {
                 let ttl = Duration::from_secs(ttl as u64).min(self.ttl);
                 let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());

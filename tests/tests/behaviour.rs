@@ -590,4 +590,6 @@ async fn close_releases_and_refuses_further_calls(fx: &Fixture) {
         m.force_unlock("x").await.unwrap_err().code(),
         ErrorCode::Closed
     );
+    assert_eq!(guard.renew().await.unwrap_err().code(), ErrorCode::Closed);
+    assert_eq!(guard.unlock().await.unwrap_err().code(), ErrorCode::Closed);
 }
