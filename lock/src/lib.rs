@@ -35,6 +35,7 @@ mod info;
 mod key;
 mod local;
 mod lock;
+mod macro_support;
 mod manager;
 mod options;
 mod queue;
@@ -46,5 +47,19 @@ pub use error::{ErrorCode, LockError, Result};
 pub use guard::LockGuard;
 pub use info::LockInfo;
 pub use lock::Lock;
+pub use macro_support::{
+    current_fencing_token, current_lock, default_manager, set_default_manager, CurrentLock,
+};
 pub use manager::LockManager;
 pub use options::LockOptions;
+
+pub use distlock_macros::distributed_lock;
+
+/// What `#[distributed_lock]`'s expansion names; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::macro_support::{
+        locked, manager, use_default_manager, Key, LockedResult, ManagerRef, Spec,
+    };
+    pub use std::time::Duration;
+}

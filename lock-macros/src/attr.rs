@@ -1,0 +1,517 @@
+//! Parsing and checking the arguments of `#[distributed_lock(...)]`.
+//!
+//! Every problem is collected, each spanned at what caused it, so that one
+//! compile shows them all.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::time::Duration;
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, Lit, LitStr, Path, Token};
+
+use crate::template::Template;
+
+/// The arguments the attribute knows, in the order the docs list them.
+pub(crate) const KNOWN: &[&str] = &[
+    "key",
+    "ttl",
+    "wait",
+    "manager",
+    "auto_renew",
+    "renew_interval",
+    "retry_interval",
+    "max_retries",
+    "on_lost",
+];
+
+/// The default lease TTL.
+const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// Collects errors; [`finish`](Errors::finish) reports them all at once.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub(crate) fn at(&mut self, span: Span, message: impl Display) {
+        self.push(syn::Error::new(span, message));
+    }
+
+    /// An error spanning all of `tokens` (on stable too, unlike `.span()`).
+    pub(crate) fn spanned(&mut self, tokens: impl quote::ToTokens, message: impl Display) {
+        self.push(syn::Error::new_spanned(tokens, message));
+    }
+
+    pub(crate) fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+/// What to do when the lock is lost while the function runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnLost {
+    /// Cancel the body at its next await and return `Expired`.
+    Cancel,
+    /// Let the body run on; it can check `distlock::current_lock()`.
+    Continue,
+}
+
+/// The checked arguments.
+pub(crate) struct Args {
+    pub(crate) key: Template,
+    pub(crate) ttl: Duration,
+    pub(crate) wait: Option<Duration>,
+    pub(crate) manager: Option<Expr>,
+    pub(crate) auto_renew: bool,
+    pub(crate) renew_interval: Duration,
+    pub(crate) retry_interval: Option<Duration>,
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) on_lost: OnLost,
+}
+
+/// The arguments as written: `name = value, ...`.
+pub(crate) struct RawArgs(Punctuated<RawArg, Token![,]>);
+
+/// One argument as written; `value` is `None` when `= value` is missing.
+pub(crate) struct RawArg {
+    name: Path,
+    value: Option<Expr>,
+}
+
+impl Parse for RawArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        Punctuated::parse_terminated(input).map(RawArgs)
+    }
+}
+
+impl Parse for RawArg {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let name: Path = input.parse()?;
+        let value = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        Ok(RawArg { name, value })
+    }
+}
+
+impl Args {
+    /// Checks `raw` against the function, whose argument bindings are `names`.
+    /// Errors go to `errors`; `None` when the arguments cannot be used.
+    pub(crate) fn check(raw: RawArgs, names: &[String], errors: &mut Errors) -> Option<Args> {
+        let mut seen: HashMap<String, Span> = HashMap::new();
+        let mut values: HashMap<String, (Span, Expr)> = HashMap::new();
+        for arg in raw.0 {
+            let Some(ident) = arg.name.get_ident() else {
+                let path = &arg.name;
+                errors.spanned(path, unknown(&quote::quote!(#path).to_string()));
+                continue;
+            };
+            let name = ident.to_string();
+            if !KNOWN.contains(&name.as_str()) {
+                errors.at(ident.span(), unknown(&name));
+                continue;
+            }
+            if seen.insert(name.clone(), ident.span()).is_some() {
+                errors.at(ident.span(), format!("duplicate argument `{name}`"));
+                continue;
+            }
+            let Some(value) = arg.value else {
+                errors.at(
+                    ident.span(),
+                    format!("`{name}` needs a value: `{name} = ...`"),
+                );
+                continue;
+            };
+            values.insert(name, (ident.span(), value));
+        }
+
+        let key = match values.remove("key") {
+            Some((_, value)) => string(
+                &value,
+                "key",
+                "a template like \"order:{order_id}\"",
+                errors,
+            )
+            .and_then(|lit| {
+                Template::parse(&lit, names)
+                    .map_err(|e| errors.push(e))
+                    .ok()
+            }),
+            None => {
+                errors.at(
+                    Span::call_site(),
+                    "missing `key = \"...\"`: the lock's name, a template over the function's \
+                     arguments such as `key = \"order:{order_id}\"`",
+                );
+                None
+            }
+        };
+        let ttl = match values.remove("ttl") {
+            Some((_, value)) => duration(&value, "ttl", errors).and_then(|(lit, ttl)| {
+                if ttl < Duration::from_secs(1) {
+                    errors.at(
+                        lit.span(),
+                        format!(
+                            "ttl must be at least 1s (etcd leases count in whole seconds), got {:?}",
+                            ttl
+                        ),
+                    );
+                    None
+                } else if ttl.subsec_nanos() != 0 {
+                    errors.at(
+                        lit.span(),
+                        format!(
+                            "ttl must be a whole number of seconds (etcd leases count in whole \
+                             seconds), got {ttl:?}"
+                        ),
+                    );
+                    None
+                } else {
+                    Some(ttl)
+                }
+            }),
+            None => Some(DEFAULT_TTL),
+        };
+        let wait = values
+            .remove("wait")
+            .and_then(|(_, v)| duration(&v, "wait", errors))
+            .map(|(_, d)| d);
+        let manager = values.remove("manager").map(|(_, v)| v);
+        let auto_renew = match values.remove("auto_renew") {
+            Some((_, value)) => boolean(&value, "auto_renew", errors),
+            None => Some(true),
+        };
+        let renew_interval = values.remove("renew_interval").and_then(|(ident, value)| {
+            let (lit, every) = duration(&value, "renew_interval", errors)?;
+            if auto_renew == Some(false) {
+                errors.at(
+                    ident,
+                    "renew_interval has no effect with `auto_renew = false`; remove one of them",
+                );
+                return None;
+            }
+            if every.is_zero() {
+                errors.at(lit.span(), "renew_interval must be longer than zero");
+                return None;
+            }
+            if let Some(ttl) = ttl {
+                if every >= ttl {
+                    errors.at(
+                        lit.span(),
+                        format!(
+                            "renew_interval ({every:?}) must be shorter than ttl ({ttl:?}), \
+                             or the lease runs out between renewals"
+                        ),
+                    );
+                    return None;
+                }
+            }
+            Some(every)
+        });
+        let retry_interval = values.remove("retry_interval").and_then(|(_, value)| {
+            let (lit, pause) = duration(&value, "retry_interval", errors)?;
+            if pause.is_zero() {
+                errors.at(lit.span(), "retry_interval must be longer than zero");
+                return None;
+            }
+            Some(pause)
+        });
+        let max_retries = values
+            .remove("max_retries")
+            .and_then(|(_, value)| integer(&value, "max_retries", errors));
+        let on_lost = match values.remove("on_lost") {
+            Some((_, value)) => string(
+                &value,
+                "on_lost",
+                "\"cancel\" (the default) or \"continue\"",
+                errors,
+            )
+            .and_then(|lit| match lit.value().as_str() {
+                "cancel" => Some(OnLost::Cancel),
+                "continue" => Some(OnLost::Continue),
+                other => {
+                    errors.at(
+                        lit.span(),
+                        format!(
+                            "unknown on_lost policy {other:?}: use \"cancel\" (stop the body at \
+                             its next await and return `Expired`, the default) or \"continue\" \
+                             (let it run on)"
+                        ),
+                    );
+                    None
+                }
+            }),
+            None => Some(OnLost::Cancel),
+        };
+
+        if errors.0.is_some() {
+            return None;
+        }
+        let ttl = ttl?;
+        Some(Args {
+            key: key?,
+            ttl,
+            wait,
+            manager,
+            auto_renew: auto_renew?,
+            renew_interval: renew_interval.unwrap_or(ttl / 3),
+            retry_interval,
+            max_retries,
+            on_lost: on_lost?,
+        })
+    }
+}
+
+fn unknown(name: &str) -> String {
+    let hint = closest(name, KNOWN.iter().copied())
+        .map(|known| format!("did you mean `{known}`? "))
+        .unwrap_or_default();
+    format!(
+        "unknown argument `{name}`; {hint}expected one of: {}",
+        KNOWN.join(", ")
+    )
+}
+
+/// The candidate most like `name`, if one is close (a typo away).
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .map(|c| (distance(name, c), c))
+        .filter(|&(d, c)| d <= 2.max(c.len() / 3) && d < c.len().max(name.len()))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(prev + usize::from(ca != *cb));
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// The string literal `value`, or an error naming what `arg` expects.
+fn string(value: &Expr, arg: &str, expected: &str, errors: &mut Errors) -> Option<LitStr> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Some(s.clone()),
+        other => {
+            errors.spanned(other, format!("`{arg}` takes a string literal: {expected}"));
+            None
+        }
+    }
+}
+
+/// A duration string such as `"500ms"`, `"30s"`, `"5m"`, `"1h 30m"`.
+fn duration(value: &Expr, arg: &str, errors: &mut Errors) -> Option<(LitStr, Duration)> {
+    let lit = string(
+        value,
+        arg,
+        "a duration such as \"500ms\", \"30s\" or \"5m\"",
+        errors,
+    )?;
+    match humantime::parse_duration(&lit.value()) {
+        Ok(d) => Some((lit, d)),
+        Err(e) => {
+            errors.at(
+                lit.span(),
+                format!(
+                    "invalid duration {:?} for `{arg}`: {e}; write e.g. \"500ms\", \"30s\", \"5m\"",
+                    lit.value()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn boolean(value: &Expr, arg: &str, errors: &mut Errors) -> Option<bool> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Some(b.value),
+        other => {
+            errors.spanned(other, format!("`{arg}` takes `true` or `false`"));
+            None
+        }
+    }
+}
+
+fn integer(value: &Expr, arg: &str, errors: &mut Errors) -> Option<u32> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => match i.base10_parse::<u32>() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                errors.at(
+                    i.span(),
+                    format!("`{arg}` takes a whole number (0 = without limit): {e}"),
+                );
+                None
+            }
+        },
+        other => {
+            errors.spanned(
+                other,
+                format!("`{arg}` takes a whole number (0 = without limit)"),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(tokens: proc_macro2::TokenStream) -> Result<Args, Vec<String>> {
+        let raw: RawArgs = syn::parse2(tokens).expect("syntax");
+        let mut errors = Errors::default();
+        let args = Args::check(raw, &["order_id".into()], &mut errors);
+        match errors.finish() {
+            Ok(()) => Ok(args.expect("no errors, so args")),
+            Err(e) => Err(e.into_iter().map(|e| e.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let args =
+            check(quote::quote!(key = "order:{order_id}")).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(args.ttl, Duration::from_secs(30));
+        assert_eq!(args.renew_interval, Duration::from_secs(10));
+        assert_eq!(args.wait, None);
+        assert!(args.auto_renew);
+        assert!(args.manager.is_none());
+        assert_eq!(args.on_lost, OnLost::Cancel);
+        assert_eq!(args.retry_interval, None);
+        assert_eq!(args.max_retries, None);
+    }
+
+    #[test]
+    fn every_argument() {
+        let args = check(quote::quote!(
+            key = "k",
+            ttl = "5s",
+            wait = "0s",
+            manager = self.locks,
+            auto_renew = true,
+            renew_interval = "1s",
+            retry_interval = "50ms",
+            max_retries = 3,
+            on_lost = "continue",
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(args.ttl, Duration::from_secs(5));
+        assert_eq!(args.wait, Some(Duration::ZERO));
+        assert_eq!(args.renew_interval, Duration::from_secs(1));
+        assert_eq!(args.retry_interval, Some(Duration::from_millis(50)));
+        assert_eq!(args.max_retries, Some(3));
+        assert_eq!(args.on_lost, OnLost::Continue);
+        assert!(args.manager.is_some());
+    }
+
+    #[test]
+    fn renew_defaults_to_a_third_of_ttl() {
+        let args = check(quote::quote!(key = "k", ttl = "5s")).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(args.renew_interval, Duration::from_secs(5) / 3);
+    }
+
+    #[test]
+    fn collects_every_error() {
+        let errors = check(quote::quote!(
+            ttl = "500ms",
+            wait = "soon",
+            tll = "1s",
+            wait = "1s",
+            renew_interval = 5,
+            auto_renew = "yes",
+            max_retries = -1,
+            on_lost = "panic"
+        ))
+        .err()
+        .unwrap();
+        let all = errors.join("\n");
+        for needle in [
+            "unknown argument `tll`",
+            "duplicate argument `wait`",
+            "missing `key",
+            "ttl must be at least 1s",
+            "invalid duration \"soon\"",
+            "`renew_interval` takes a string literal",
+            "`auto_renew` takes `true` or `false`",
+            "`max_retries` takes a whole number",
+            "did you mean `ttl`?",
+            "unknown on_lost policy \"panic\"",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn renew_must_be_shorter_than_ttl() {
+        let errors = check(quote::quote!(key = "k", ttl = "3s", renew_interval = "3s"))
+            .err()
+            .unwrap();
+        assert!(errors[0].contains("must be shorter than ttl"), "{errors:?}");
+        let errors = check(quote::quote!(
+            key = "k",
+            auto_renew = false,
+            renew_interval = "1s"
+        ))
+        .err()
+        .unwrap();
+        assert!(errors[0].contains("no effect"), "{errors:?}");
+    }
+
+    #[test]
+    fn missing_value_is_named() {
+        let errors = check(quote::quote!(key = "k", ttl)).err().unwrap();
+        assert!(errors[0].contains("`ttl` needs a value"), "{errors:?}");
+    }
+
+    #[test]
+    fn suggestions_are_close_names_only() {
+        let known = || KNOWN.iter().copied();
+        assert_eq!(closest("tll", known()), Some("ttl"));
+        assert_eq!(closest("renew", known()), None);
+        assert_eq!(closest("renewinterval", known()), Some("renew_interval"));
+        assert_eq!(closest("manger", known()), Some("manager"));
+        assert_eq!(closest("timeout", known()), None);
+        assert_eq!(closest("x", known()), None);
+    }
+
+    #[test]
+    fn ttl_must_be_whole_seconds() {
+        let errors = check(quote::quote!(key = "k", ttl = "1500ms"))
+            .err()
+            .unwrap();
+        assert!(errors[0].contains("whole number of seconds"), "{errors:?}");
+    }
+}

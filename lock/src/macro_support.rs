@@ -1,0 +1,634 @@
+//! Runtime support of [`#[distributed_lock]`](crate::distributed_lock): the
+//! process-wide default manager, the locks the current task holds through the
+//! macro (for nested calls and [`current_lock`]), and the locked call itself.
+
+use std::fmt::{self, Display, Write as _};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::{Arc, RwLock, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use tracing::{debug, warn, Instrument};
+
+use crate::error::{ErrorCode, LockError};
+use crate::guard::LockGuard;
+use crate::lock::Lock;
+use crate::manager::LockManager;
+use crate::options::LockOptions;
+
+static DEFAULT_MANAGER: RwLock<Option<LockManager>> = RwLock::new(None);
+
+/// Sets the manager that [`#[distributed_lock]`](crate::distributed_lock)
+/// functions without `manager = ...` lock with, and returns the one it
+/// replaces. Call it once at startup, before the first locked call; until
+/// then such calls fail with an [`ErrorCode::InvalidOptions`] error that
+/// says so.
+///
+/// ```
+/// use distlock::{distributed_lock, LockError, LockManager};
+///
+/// #[distributed_lock(key = "report:{day}")]
+/// async fn build_report(day: u32) -> Result<String, LockError> {
+///     Ok(format!("report for day {day}"))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+/// // On etcd: LockManager::connect(EtcdConfig::new([...]), "/myapp").await?
+/// distlock::set_default_manager(LockManager::in_memory());
+/// assert_eq!(build_report(7).await?, "report for day 7");
+/// # Ok(()) }
+/// ```
+pub fn set_default_manager(manager: LockManager) -> Option<LockManager> {
+    DEFAULT_MANAGER
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(manager)
+}
+
+/// The manager set by [`set_default_manager`], if any.
+///
+/// ```
+/// use distlock::LockManager;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// distlock::set_default_manager(LockManager::in_memory());
+/// assert_eq!(distlock::default_manager().unwrap().namespace(), "/memory");
+/// # }
+/// ```
+pub fn default_manager() -> Option<LockManager> {
+    DEFAULT_MANAGER
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+tokio::task_local! {
+    /// The innermost lock taken by a locked call that encloses the code
+    /// running now, in this task.
+    static HELD: Arc<Frame>;
+}
+
+/// A lock held by a locked call, linked to the locks of the calls around it.
+struct Frame {
+    parent: Option<Arc<Frame>>,
+    namespace: String,
+    name: String,
+    token: u64,
+    /// Weak, so that a [`CurrentLock`] kept past the call cannot keep the
+    /// lock held.
+    guard: Weak<LockGuard>,
+}
+
+impl Frame {
+    /// The frame holding `name` in `namespace`: this one or an outer one.
+    fn find(self: &Arc<Self>, namespace: &str, name: &str) -> Option<Arc<Frame>> {
+        let mut frame = Some(self);
+        while let Some(f) = frame {
+            if f.namespace == namespace && f.name == name {
+                return Some(Arc::clone(f));
+            }
+            frame = f.parent.as_ref();
+        }
+        None
+    }
+
+    fn is_held(&self) -> bool {
+        self.guard.upgrade().is_some_and(|g| g.is_held())
+    }
+}
+
+/// The lock held by the innermost [`#[distributed_lock]`](crate::distributed_lock)
+/// call around the code running now, as [`current_lock`] returns it.
+///
+/// It does not keep the lock: once the call returns, [`is_held`](CurrentLock::is_held)
+/// is false and [`lost`](CurrentLock::lost) resolves at once.
+///
+/// ```
+/// use distlock::{distributed_lock, LockError, LockManager};
+///
+/// #[distributed_lock(key = "invoice:{id}", manager = manager)]
+/// async fn issue(manager: &LockManager, id: u64) -> Result<u64, LockError> {
+///     let lock = distlock::current_lock().expect("inside a locked call");
+///     assert_eq!(lock.name(), format!("invoice:{id}"));
+///     assert!(lock.is_held());
+///     Ok(lock.fencing_token())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+/// let manager = LockManager::in_memory();
+/// let token = issue(&manager, 9).await?;
+/// assert!(token > 0);
+/// assert!(distlock::current_lock().is_none()); // not inside a locked call
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct CurrentLock {
+    frame: Arc<Frame>,
+}
+
+impl CurrentLock {
+    /// The lock's name: the rendered `key`.
+    ///
+    /// ```
+    /// # use distlock::{distributed_lock, LockError, LockManager};
+    /// #[distributed_lock(key = "user:{user}", manager = LockManager::in_memory())]
+    /// async fn rename(user: &str) -> Result<String, LockError> {
+    ///     Ok(distlock::current_lock().unwrap().name().to_owned())
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+    /// assert_eq!(rename("ada").await?, "user:ada");
+    /// # Ok(()) }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.frame.name
+    }
+
+    /// The fencing token of the acquisition (see
+    /// [`LockGuard::fencing_token`]): pass it with every write the lock
+    /// protects, so that storage can refuse a stale holder's writes.
+    ///
+    /// ```
+    /// # use distlock::{distributed_lock, LockError, LockManager};
+    /// #[distributed_lock(key = "stock:{sku}", manager = LockManager::in_memory())]
+    /// async fn restock(sku: &str) -> Result<u64, LockError> {
+    ///     let token = distlock::current_lock().unwrap().fencing_token();
+    ///     // storage.write_if_token_at_least(sku, 10, token).await?;
+    ///     Ok(token)
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+    /// assert!(restock("A-1").await? > 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn fencing_token(&self) -> u64 {
+        self.frame.token
+    }
+
+    /// Whether the lock is still held: false once it was lost, or once the
+    /// call that took it has returned.
+    ///
+    /// ```
+    /// # use distlock::{distributed_lock, LockError, LockManager};
+    /// #[distributed_lock(key = "k", manager = LockManager::in_memory())]
+    /// async fn work() -> Result<distlock::CurrentLock, LockError> {
+    ///     let lock = distlock::current_lock().unwrap();
+    ///     assert!(lock.is_held());
+    ///     Ok(lock)
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+    /// let lock = work().await?;
+    /// assert!(!lock.is_held()); // released when `work` returned
+    /// # Ok(()) }
+    /// ```
+    pub fn is_held(&self) -> bool {
+        self.frame.is_held()
+    }
+
+    /// Resolves when the lock is lost (or released). With
+    /// `on_lost = "continue"` the body uses it to stop on its own terms; with
+    /// the default `on_lost = "cancel"` the macro already stops the body.
+    ///
+    /// ```
+    /// # use distlock::{distributed_lock, LockError, LockManager};
+    /// # async fn copy_next_chunk() -> bool { false }
+    /// #[distributed_lock(key = "migration", on_lost = "continue", manager = LockManager::in_memory())]
+    /// async fn migrate() -> Result<&'static str, LockError> {
+    ///     let lost = distlock::current_lock().unwrap().lost();
+    ///     tokio::pin!(lost);
+    ///     loop {
+    ///         tokio::select! {
+    ///             _ = &mut lost => return Ok("paused: lock lost, progress saved"),
+    ///             more = copy_next_chunk() => if !more { return Ok("done") },
+    ///         }
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+    /// assert_eq!(migrate().await?, "done");
+    /// # Ok(()) }
+    /// ```
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        let lost = self.frame.guard.upgrade().map(|g| g.lost());
+        async move {
+            if let Some(lost) = lost {
+                lost.await;
+            }
+        }
+    }
+}
+
+impl fmt::Debug for CurrentLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CurrentLock")
+            .field("name", &self.frame.name)
+            .field("fencing_token", &self.frame.token)
+            .field("held", &self.is_held())
+            .finish()
+    }
+}
+
+/// The lock held by the innermost [`#[distributed_lock]`](crate::distributed_lock)
+/// call around the code running now in this task; `None` outside such calls
+/// (and in tasks they spawn: the record is per task).
+///
+/// ```
+/// # use distlock::{distributed_lock, LockError, LockManager};
+/// #[distributed_lock(key = "order:{id}", manager = LockManager::in_memory())]
+/// async fn settle(id: u64) -> Result<(), LockError> {
+///     let lock = distlock::current_lock().unwrap();
+///     println!("settling under `{}` with token {}", lock.name(), lock.fencing_token());
+///     Ok(())
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+/// settle(1).await?;
+/// assert!(distlock::current_lock().is_none());
+/// # Ok(()) }
+/// ```
+pub fn current_lock() -> Option<CurrentLock> {
+    HELD.try_with(|frame| CurrentLock {
+        frame: Arc::clone(frame),
+    })
+    .ok()
+}
+
+/// The fencing token of [`current_lock`]: shorthand for
+/// `current_lock().map(|l| l.fencing_token())`.
+///
+/// ```
+/// # use distlock::{distributed_lock, LockError, LockManager};
+/// #[distributed_lock(key = "ledger", manager = LockManager::in_memory())]
+/// async fn append() -> Result<u64, LockError> {
+///     let token = distlock::current_fencing_token().expect("inside a locked call");
+///     Ok(token)
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+/// assert!(append().await? > 0);
+/// assert_eq!(distlock::current_fencing_token(), None);
+/// # Ok(()) }
+/// ```
+pub fn current_fencing_token() -> Option<u64> {
+    HELD.try_with(|frame| frame.token).ok()
+}
+
+// ---------------------------------------------------------------------------
+// What the generated code calls (re-exported through `distlock::__private`).
+
+/// What to do when the lock is lost while the body runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnLost {
+    Cancel,
+    Continue,
+}
+
+/// A locked function's settings, built by the generated code from the
+/// attribute's (already checked) arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    function: &'static str,
+    ttl: Duration,
+    auto_renew: bool,
+    renew_interval: Duration,
+    wait: Option<Duration>,
+    retry_interval: Option<Duration>,
+    max_retries: Option<u32>,
+    on_lost: OnLost,
+}
+
+impl Spec {
+    /// Settings of `function` with lease `ttl`, renewed every `ttl / 3`,
+    /// waiting without limit, cancelled when lost.
+    pub const fn new(function: &'static str, ttl: Duration) -> Self {
+        Spec {
+            function,
+            ttl,
+            auto_renew: true,
+            renew_interval: Duration::from_nanos((ttl.as_nanos() / 3) as u64),
+            wait: None,
+            retry_interval: None,
+            max_retries: None,
+            on_lost: OnLost::Cancel,
+        }
+    }
+
+    /// Renews the lease every `every`.
+    pub const fn renew_every(mut self, every: Duration) -> Self {
+        self.auto_renew = true;
+        self.renew_interval = every;
+        self
+    }
+
+    /// No background renewal: the lock expires `ttl` after it was taken.
+    pub const fn no_auto_renew(mut self) -> Self {
+        self.auto_renew = false;
+        self
+    }
+
+    /// Waits at most `wait` for the lock; zero tries once.
+    pub const fn wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
+
+    /// The pause between retries of transient backend failures.
+    pub const fn retry_interval(mut self, pause: Duration) -> Self {
+        self.retry_interval = Some(pause);
+        self
+    }
+
+    /// How many retries a transient backend failure gets (0 = unlimited).
+    pub const fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = Some(retries);
+        self
+    }
+
+    /// Lets the body run on when the lock is lost.
+    pub const fn continue_when_lost(mut self) -> Self {
+        self.on_lost = OnLost::Continue;
+        self
+    }
+
+    fn options(&self) -> LockOptions {
+        let mut opts = LockOptions::default()
+            .ttl(self.ttl)
+            .auto_renew(self.auto_renew)
+            .renew_interval(self.renew_interval);
+        if let Some(pause) = self.retry_interval {
+            opts = opts.retry_interval(pause);
+        }
+        if let Some(retries) = self.max_retries {
+            opts = opts.max_retries(retries);
+        }
+        opts
+    }
+}
+
+/// Builds a lock name from a key template's pieces.
+#[derive(Debug, Default)]
+pub struct Key(String);
+
+impl Key {
+    /// An empty key.
+    pub fn new() -> Self {
+        Key(String::new())
+    }
+
+    /// Appends literal text.
+    pub fn text(mut self, text: &str) -> Self {
+        self.0.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder's value, rendered with `Display`.
+    pub fn value<T: Display + ?Sized>(mut self, value: &T) -> Self {
+        let _ = write!(self.0, "{value}");
+        self
+    }
+
+    /// The lock name.
+    pub fn finish(self) -> String {
+        self.0
+    }
+}
+
+/// What `manager = ...` may name: a [`LockManager`], or a reference, `Box` or
+/// `Arc` of one.
+#[diagnostic::on_unimplemented(
+    message = "`manager = ...` of #[distributed_lock] must be a `distlock::LockManager` (or a reference, `Box` or `Arc` of one), not `{Self}`",
+    label = "not a `distlock::LockManager`"
+)]
+pub trait ManagerRef {
+    /// The manager.
+    fn lock_manager(&self) -> &LockManager;
+}
+
+impl ManagerRef for LockManager {
+    fn lock_manager(&self) -> &LockManager {
+        self
+    }
+}
+
+impl<T: ManagerRef + ?Sized> ManagerRef for &T {
+    fn lock_manager(&self) -> &LockManager {
+        (**self).lock_manager()
+    }
+}
+
+impl<T: ManagerRef + ?Sized> ManagerRef for &mut T {
+    fn lock_manager(&self) -> &LockManager {
+        (**self).lock_manager()
+    }
+}
+
+impl<T: ManagerRef + ?Sized> ManagerRef for Box<T> {
+    fn lock_manager(&self) -> &LockManager {
+        (**self).lock_manager()
+    }
+}
+
+impl<T: ManagerRef + ?Sized> ManagerRef for Arc<T> {
+    fn lock_manager(&self) -> &LockManager {
+        (**self).lock_manager()
+    }
+}
+
+/// The manager named by `manager = ...`.
+pub fn manager<M: ManagerRef + ?Sized>(manager: &M) -> Option<LockManager> {
+    Some(manager.lock_manager().clone())
+}
+
+/// No `manager = ...`: the default manager, looked up at call time.
+pub fn use_default_manager() -> Option<LockManager> {
+    None
+}
+
+/// The return type of a locked function: `Result<T, E>` whose `E` can hold a
+/// [`LockError`].
+#[diagnostic::on_unimplemented(
+    message = "a #[distributed_lock] function must return `Result<T, E>` with `E: From<distlock::LockError>`; `{Self}` is not such a type"
+)]
+pub trait LockedResult {
+    /// The error result for a lock that could not be taken or was lost.
+    fn from_lock_error(err: LockError) -> Self;
+}
+
+impl<T, E: From<LockError>> LockedResult for Result<T, E> {
+    fn from_lock_error(err: LockError) -> Self {
+        Err(E::from(err))
+    }
+}
+
+/// Runs `body` holding the lock `key` of `manager` (or of the default
+/// manager): the expansion of every `#[distributed_lock]` function.
+pub async fn locked<R, F>(spec: Spec, manager: Option<LockManager>, key: String, body: F) -> R
+where
+    R: LockedResult,
+    F: Future<Output = R>,
+{
+    let span = tracing::debug_span!("distlock.locked", function = spec.function, key = %key);
+    run(spec, manager, key, body).instrument(span).await
+}
+
+async fn run<R, F>(spec: Spec, manager: Option<LockManager>, key: String, body: F) -> R
+where
+    R: LockedResult,
+    F: Future<Output = R>,
+{
+    let Some(manager) = manager.or_else(default_manager) else {
+        return R::from_lock_error(LockError::new(
+            ErrorCode::InvalidOptions,
+            format!(
+                "no lock manager for #[distributed_lock] function `{}`: call \
+                 `distlock::set_default_manager(...)` at startup, or pass `manager = ...`",
+                spec.function
+            ),
+        ));
+    };
+
+    // A nested call for a lock this task already holds runs under it.
+    let outer = HELD.try_with(Arc::clone).ok();
+    if let Some(frame) = outer
+        .as_ref()
+        .and_then(|f| f.find(manager.namespace(), &key))
+    {
+        if spec.on_lost == OnLost::Cancel && !frame.is_held() {
+            return R::from_lock_error(lost_error(&spec, &key));
+        }
+        debug!("already held by this task; running under the outer call's lock");
+        return body.await;
+    }
+
+    let lock = match manager.new_lock(key.clone(), spec.options()) {
+        Ok(lock) => lock,
+        Err(err) => return R::from_lock_error(err),
+    };
+    let guard = match acquire(&lock, spec.wait).await {
+        Ok(guard) => Arc::new(guard),
+        Err(err) => return R::from_lock_error(err),
+    };
+    let lost = guard.lost();
+    let frame = Arc::new(Frame {
+        parent: outer,
+        namespace: manager.namespace().to_owned(),
+        name: key,
+        token: guard.fencing_token(),
+        guard: Arc::downgrade(&guard),
+    });
+    let name = frame.name.clone();
+    let finished = watch(HELD.scope(frame, body), lost, spec.on_lost).await;
+    release(guard).await;
+    match finished {
+        Some(result) => result,
+        None => {
+            warn!(function = spec.function, key = %name, "lock lost while the function ran; cancelled it");
+            R::from_lock_error(lost_error(&spec, &name))
+        }
+    }
+}
+
+async fn acquire(lock: &Lock, wait: Option<Duration>) -> Result<LockGuard, LockError> {
+    match wait {
+        None => lock.lock().await,
+        Some(wait) if wait.is_zero() => lock.try_lock().await?.ok_or_else(|| {
+            LockError::new(
+                ErrorCode::Timeout,
+                format!("lock `{}` is busy (wait = \"0s\": tried once)", lock.name()),
+            )
+        }),
+        Some(wait) => lock.lock_timeout(wait).await,
+    }
+}
+
+/// Polls `body` until it finishes; `None` when `lost` resolved first and the
+/// policy is to cancel (the body is then dropped at the await it was at).
+async fn watch<R>(
+    body: impl Future<Output = R>,
+    lost: impl Future<Output = ()>,
+    on_lost: OnLost,
+) -> Option<R> {
+    let mut body = pin!(body);
+    let mut lost = pin!(lost);
+    let mut lost_seen = false;
+    poll_fn(|cx| {
+        if !lost_seen && lost.as_mut().poll(cx).is_ready() {
+            if on_lost == OnLost::Cancel {
+                return Poll::Ready(None);
+            }
+            warn!("lock lost while the function runs; it continues (on_lost = \"continue\")");
+            lost_seen = true;
+        }
+        body.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+/// Unlocks, waiting for the release so that the lock is free when the
+/// function returns. The body's result stands whatever the release says.
+async fn release(guard: Arc<LockGuard>) {
+    match Arc::try_unwrap(guard) {
+        Ok(guard) => {
+            if let Err(err) = guard.unlock().await {
+                match err.code() {
+                    ErrorCode::Expired => debug!(%err, "released a lost lock"),
+                    _ => warn!(%err, "release failed; the lock goes with its lease"),
+                }
+            }
+        }
+        // Only a momentary `CurrentLock` upgrade can race us here; the lock
+        // is then released in the background when it lets go.
+        Err(guard) => drop(guard),
+    }
+}
+
+fn lost_error(spec: &Spec, key: &str) -> LockError {
+    LockError::new(
+        ErrorCode::Expired,
+        format!(
+            "lock `{key}` was lost while `{}` ran; the function was cancelled",
+            spec.function
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_renders_text_and_values() {
+        let key = Key::new()
+            .text("order:")
+            .value(&42)
+            .text("/")
+            .value("x")
+            .finish();
+        assert_eq!(key, "order:42/x");
+    }
+
+    #[test]
+    fn spec_builds_valid_options() {
+        let spec = Spec::new("f", Duration::from_secs(5))
+            .retry_interval(Duration::from_millis(20))
+            .max_retries(3);
+        let opts = spec.options();
+        assert_eq!(opts.ttl, Duration::from_secs(5));
+        assert!(opts.renew_interval < opts.ttl);
+        assert_eq!(opts.retry_interval, Duration::from_millis(20));
+        assert_eq!(opts.max_retries, 3);
+        assert!(opts.validate().is_ok());
+        assert!(
+            !Spec::new("f", Duration::from_secs(1))
+                .no_auto_renew()
+                .options()
+                .auto_renew
+        );
+    }
+
+    #[tokio::test]
+    async fn watch_cancels_or_continues() {
+        let never = std::future::pending::<()>;
+        let ready = || std::future::ready(());
+        assert_eq!(watch(async { 1 }, never(), OnLost::Cancel).await, Some(1));
+        // Lost first: the body is not even polled.
+        assert_eq!(watch(async { 1 }, ready(), OnLost::Cancel).await, None);
+        assert_eq!(watch(async { 1 }, ready(), OnLost::Continue).await, Some(1));
+    }
+}
