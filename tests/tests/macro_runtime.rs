@@ -7,7 +7,9 @@ mod support;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use distlock::EtcdConfig;
 use distlock::{distributed_lock, ErrorCode, LockError, LockManager, LockOptions};
+use distlock_tests::{Etcd, TcpProxy};
 use support::{Fixture, OverlapDetector};
 use tokio::sync::{Barrier, Notify};
 use tokio::time::{sleep, timeout, Instant};
@@ -41,6 +43,7 @@ on_both_backends!(
     lost_lock_cancels_the_body_with_expired,
     on_lost_continue_lets_the_body_finish,
     body_reads_its_fencing_token,
+    dropped_and_panicking_calls_release_the_lock,
 );
 
 #[derive(Debug)]
@@ -339,6 +342,51 @@ async fn body_reads_its_fencing_token(fx: &Fixture) {
     assert!(distlock::current_lock().is_none());
 }
 
+#[distributed_lock(key = "batch:{id}", ttl = "3s", manager = manager)]
+async fn explode(manager: &LockManager, id: u32, started: &Notify) -> Result<(), AppError> {
+    started.notify_one();
+    sleep(Duration::from_millis(20)).await;
+    panic!("intentional panic in a locked body (test)");
+}
+
+/// Waits until `name` can be taken by `manager`, at most `within`.
+async fn free_within(manager: &LockManager, name: &str, within: Duration) -> bool {
+    let lock = manager.new_lock(name, LockOptions::default()).unwrap();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(guard) = lock.try_lock().await.unwrap() {
+            guard.unlock().await.unwrap();
+            return true;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A caller that gives up on a running call (drops its future), and a body
+/// that panics, both leave the lock free well before its TTL.
+async fn dropped_and_panicking_calls_release_the_lock(fx: &Fixture) {
+    let (ours, theirs) = (fx.manager(), fx.another().await);
+    let (started, reached) = (Notify::new(), AtomicBool::new(false));
+    let call = long_report(&ours, 3, &started, &reached);
+    let gave_up = timeout(Duration::from_millis(300), call).await;
+    assert!(gave_up.is_err(), "the call should still have been running");
+    assert!(
+        free_within(&theirs, "report:3", Duration::from_secs(2)).await,
+        "a dropped call kept its lock"
+    );
+
+    let spawned = tokio::spawn({
+        let ours = ours.clone();
+        async move { explode(&ours, 1, &Notify::new()).await }
+    });
+    assert!(spawned.await.unwrap_err().is_panic());
+    assert!(
+        free_within(&theirs, "batch:1", Duration::from_secs(2)).await,
+        "a panicking call kept its lock"
+    );
+}
+
 #[tokio::test]
 async fn closing_the_manager_mid_body_cancels_with_expired() {
     let manager = LockManager::in_memory();
@@ -355,4 +403,65 @@ async fn closing_the_manager_mid_body_cancels_with_expired() {
         .await
         .unwrap_err();
     assert_eq!(err.lock_code(), Some(ErrorCode::Closed), "{err:?}");
+}
+
+#[distributed_lock(key = "nightly", ttl = "2s", renew_interval = "500ms", manager = manager)]
+async fn nightly(
+    manager: &LockManager,
+    started: &Notify,
+    reached: &AtomicBool,
+) -> Result<(), AppError> {
+    started.notify_one();
+    sleep(Duration::from_secs(30)).await;
+    reached.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// The holder's connection to etcd is cut: its manager decides the lock is
+/// lost before etcd can hand it on, so the body is cancelled (and the call
+/// returns `Expired`) before a manager connected directly takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_partitioned_holder_is_cancelled_before_the_takeover() {
+    support::init_tracing();
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let proxy = TcpProxy::start_for(&etcd.endpoints()[0]).await;
+    let config = EtcdConfig::new([proxy.endpoint()]).request_timeout(Duration::from_millis(500));
+    let partitioned = LockManager::connect(config, &ns).await.unwrap();
+    let direct = support::connect(&etcd, &ns).await;
+    let (started, reached) = (Notify::new(), AtomicBool::new(false));
+
+    let call = async {
+        let result = nightly(&partitioned, &started, &reached).await;
+        (result, Instant::now())
+    };
+    let cut_and_take_over = async {
+        started.notified().await;
+        proxy.blackhole();
+        let cut = Instant::now();
+        let lock = direct.new_lock("nightly", support::short_ttl(2)).unwrap();
+        let guard = lock.lock_timeout(Duration::from_secs(15)).await.unwrap();
+        (cut, Instant::now(), guard)
+    };
+    let ((result, returned_at), (cut, taken_at, guard)) = timeout(Duration::from_secs(20), async {
+        tokio::join!(call, cut_and_take_over)
+    })
+    .await
+    .expect("neither cancelled nor taken over");
+    let err = result.unwrap_err();
+    assert_eq!(err.lock_code(), Some(ErrorCode::Expired), "{err:?}");
+    assert!(
+        !reached.load(Ordering::SeqCst),
+        "the body ran past its await"
+    );
+    assert!(
+        returned_at <= taken_at,
+        "the lock was taken over {:?} before the partitioned call stopped",
+        returned_at - taken_at
+    );
+    assert!(
+        taken_at - cut >= Duration::from_secs(1),
+        "taken over too early"
+    );
+    guard.unlock().await.unwrap();
 }
