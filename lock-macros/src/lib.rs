@@ -1,7 +1,5 @@
-//! The `#[distributed_lock]` attribute macro of [`distlock`]; use it through
-//! `distlock::distributed_lock`.
-//!
-//! [`distlock`]: https://docs.rs/distlock
+//! The `#[distributed_lock]` attribute macro of the `distlock` crate; use it
+//! through `distlock::distributed_lock`, whose generated code it names.
 //!
 //! The crate is laid out like `tracing-attributes`: `attr` parses and checks
 //! the arguments (collecting every error, each spanned), `template` parses
