@@ -30,8 +30,9 @@ use syn::{
 use crate::attr::{Args, Errors, OnLost, RawArgs};
 use crate::template::{Part, Template};
 
-/// Expands `#[distributed_lock(args)] item`. On errors, the item is emitted
-/// unchanged after them, so that its callers do not add errors of their own.
+/// Expands `#[distributed_lock(args)] item`. On errors, the function is
+/// emitted after them as it was (but quiet about arguments only the key
+/// used), so that its callers do not add errors of their own.
 pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
@@ -54,7 +55,6 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
     match (errors.finish(), shape, args) {
         (Ok(()), Some(shape), Some(args)) => generate(func, shape, &args),
         (Err(e), ..) => {
-            // The function as it was, quiet about arguments only the key used.
             let e = e.to_compile_error();
             let mut func = func;
             func.attrs
