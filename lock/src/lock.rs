@@ -177,7 +177,8 @@ impl Lock {
     }
 
     /// Acquires the lock, waiting at most `wait`; then fails with
-    /// [`ErrorCode::Timeout`] and leaves the queue.
+    /// [`ErrorCode::Timeout`] and leaves the queue. A zero `wait` tries once,
+    /// like [`try_lock`](Lock::try_lock), and reports a busy lock as `Timeout`.
     ///
     /// ```
     /// # use distlock::{ErrorCode, LockManager, LockOptions};
@@ -192,6 +193,11 @@ impl Lock {
     /// # Ok(()) }
     /// ```
     pub async fn lock_timeout(&self, wait: Duration) -> Result<LockGuard> {
+        if wait.is_zero() {
+            return self.try_lock().await?.ok_or_else(|| {
+                LockError::new(ErrorCode::Timeout, format!("lock `{}` is busy", self.name))
+            });
+        }
         match tokio::time::timeout(wait, self.lock()).await {
             Ok(result) => result,
             Err(_) => Err(LockError::new(

@@ -72,7 +72,7 @@ tokio::task_local! {
 /// A lock held by a locked call, linked to the locks of the calls around it.
 struct Frame {
     parent: Option<Arc<Frame>>,
-    namespace: String,
+    manager: LockManager,
     name: String,
     token: u64,
     /// Weak, so that a [`CurrentLock`] kept past the call cannot keep the
@@ -81,11 +81,11 @@ struct Frame {
 }
 
 impl Frame {
-    /// The frame holding `name` in `namespace`: this one or an outer one.
-    fn find(self: &Arc<Self>, namespace: &str, name: &str) -> Option<Arc<Frame>> {
+    /// The frame holding `name` through `manager`: this one or an outer one.
+    fn find(self: &Arc<Self>, manager: &LockManager, name: &str) -> Option<Arc<Frame>> {
         let mut frame = Some(self);
         while let Some(f) = frame {
-            if f.namespace == namespace && f.name == name {
+            if f.manager.same_as(manager) && f.name == name {
                 return Some(Arc::clone(f));
             }
             frame = f.parent.as_ref();
@@ -485,10 +485,7 @@ where
 
     // A nested call for a lock this task already holds runs under it.
     let outer = HELD.try_with(Arc::clone).ok();
-    if let Some(frame) = outer
-        .as_ref()
-        .and_then(|f| f.find(manager.namespace(), &key))
-    {
+    if let Some(frame) = outer.as_ref().and_then(|f| f.find(&manager, &key)) {
         if spec.on_lost == OnLost::Cancel && !frame.is_held() {
             return R::from_lock_error(lost_error(&spec, &key));
         }
@@ -507,7 +504,7 @@ where
     let lost = guard.lost();
     let frame = Arc::new(Frame {
         parent: outer,
-        namespace: manager.namespace().to_owned(),
+        manager: manager.clone(),
         name: key,
         token: guard.fencing_token(),
         guard: Arc::downgrade(&guard),
@@ -527,12 +524,7 @@ where
 async fn acquire(lock: &Lock, wait: Option<Duration>) -> Result<LockGuard, LockError> {
     match wait {
         None => lock.lock().await,
-        Some(wait) if wait.is_zero() => lock.try_lock().await?.ok_or_else(|| {
-            LockError::new(
-                ErrorCode::Timeout,
-                format!("lock `{}` is busy (wait = \"0s\": tried once)", lock.name()),
-            )
-        }),
+        // A zero wait tries once.
         Some(wait) => lock.lock_timeout(wait).await,
     }
 }

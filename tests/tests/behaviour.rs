@@ -173,6 +173,8 @@ async fn try_lock_and_timeout(fx: &Fixture) {
 
     let held = a.try_lock().await.unwrap().expect("free lock");
     assert!(b.try_lock().await.unwrap().is_none());
+    let zero = b.lock_timeout(Duration::ZERO).await.unwrap_err();
+    assert_eq!(zero.code(), ErrorCode::Timeout, "a zero wait tries once");
     let started = Instant::now();
     let err = b
         .lock_timeout(Duration::from_millis(300))

@@ -212,7 +212,12 @@ async fn busy_lock_past_wait_is_a_timeout(fx: &Fixture) {
 }
 
 #[distributed_lock(key = "account:{id}", ttl = "3s", manager = manager)]
-async fn transfer(manager: &LockManager, id: u32, other: u32) -> Result<(u64, u64, u64), AppError> {
+async fn transfer(
+    manager: &LockManager,
+    peer: &LockManager,
+    id: u32,
+    other: u32,
+) -> Result<(u64, u64, u64), AppError> {
     let outer = distlock::current_fencing_token().unwrap();
     // The same key again, in this task: runs under our lock.
     let inner = timeout(Duration::from_secs(3), audit(manager, id))
@@ -227,6 +232,14 @@ async fn transfer(manager: &LockManager, id: u32, other: u32) -> Result<(u64, u6
     });
     let busy = spawned.await.unwrap().unwrap_err();
     assert_eq!(busy.lock_code(), Some(ErrorCode::Timeout), "{busy:?}");
+    // So is a nested call through another manager (another process), even
+    // one on the same namespace.
+    let elsewhere = audit_if_free(peer, id).await.unwrap_err();
+    assert_eq!(
+        elsewhere.lock_code(),
+        Some(ErrorCode::Timeout),
+        "{elsewhere:?}"
+    );
     Ok((outer, inner, other_token))
 }
 
@@ -245,7 +258,8 @@ async fn audit_if_free(manager: &LockManager, id: u32) -> Result<(), AppError> {
 
 async fn nested_calls_with_the_same_key_do_not_deadlock(fx: &Fixture) {
     let manager = fx.manager();
-    let (outer, inner, other) = timeout(Duration::from_secs(10), transfer(&manager, 1, 2))
+    let peer = fx.another().await;
+    let (outer, inner, other) = timeout(Duration::from_secs(10), transfer(&manager, &peer, 1, 2))
         .await
         .expect("deadlocked")
         .unwrap();
