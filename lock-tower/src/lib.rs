@@ -1,4 +1,56 @@
-//! Tower middleware for `distlock`.
+//! Tower middleware for [`distlock`]: serializes requests by a key taken from
+//! the request, across every server that shares an etcd namespace.
 //!
-//! The `LockLayer` lands in its own issue; this crate is the package it will
-//! live in and exports nothing yet.
+//! [`LockLayer`] wraps a service (an axum `Router`, a tonic server, any
+//! `tower::Service<http::Request<B>>`). For each request a [`KeyExtractor`]
+//! names a lock — from a [`Header`], a [`PathSegment`] or a closure — and:
+//!
+//! - requests with the same key run one at a time, fleet-wide; requests with
+//!   different keys run concurrently; requests without a key pass through;
+//! - within one server, requests for one key queue in FIFO order in memory, so
+//!   a server keeps at most one waiter per key in etcd;
+//! - the lock covers the whole response, streamed body included, and is
+//!   released as soon as the body ends or the client goes away;
+//! - a request that waits too long gets HTTP 503 with `Retry-After`, or gRPC
+//!   `UNAVAILABLE` (see [`Rejection`]); so does one whose backend fails.
+//!
+//! The key is the lock's name as is: a background job holding
+//! `manager.new_lock("order:42", ..)` and a request with key `order:42`
+//! exclude each other.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::post, Router};
+//! use distlock::LockManager;
+//! use distlock_tower::{LockLayer, PathSegment};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // On etcd: LockManager::connect(EtcdConfig::new(["http://127.0.0.1:2379"]), "/shop").await?
+//! let manager = LockManager::in_memory();
+//!
+//! // POST /orders/{id}/pay runs one at a time per order, fleet-wide.
+//! let app: Router = Router::new()
+//!     .route("/orders/{id}/pay", post(|| async { "paid" }))
+//!     .layer(
+//!         LockLayer::new(manager, PathSegment::new(1).prefix("order:"))
+//!             .ttl(Duration::from_secs(10))
+//!             .wait(Duration::from_secs(3)),
+//!     );
+//! # let _ = app;
+//! // axum::serve(listener, app).await?;
+//! # }
+//! ```
+//!
+//! With tonic: `Server::builder().layer(LockLayer::new(manager, Header::new("x-order-id")))`.
+//!
+//! See [`lock`] for what happens when, including a lock lost mid-request.
+
+pub mod extract;
+pub mod lock;
+mod rejection;
+
+pub use extract::{Header, KeyExtractor, PathSegment};
+pub use lock::{HeldLock, LockBody, LockLayer, LockService, ResponseFuture};
+pub use rejection::{Rejection, RejectionKind};

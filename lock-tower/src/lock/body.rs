@@ -1,0 +1,204 @@
+//! [`LockBody`]: a response body that holds the request's lock until it ends.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use distlock::{ErrorCode, LockError, LockGuard};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tracing::warn;
+
+use super::future::BoxFuture;
+use crate::rejection::lost_trailers;
+
+/// The error type of [`LockBody`].
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// The response body of [`LockService`](super::LockService): the inner
+    /// service's body, holding the request's lock (if any) until the body ends,
+    /// fails or is dropped; or a rejection's body.
+    ///
+    /// If the lock is lost while the body streams, the body stops: an HTTP body
+    /// ends with an error (the server then resets the stream or closes the
+    /// connection, so the client cannot take the truncated body for a
+    /// complete one), a gRPC body ends with `UNAVAILABLE` trailers.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use distlock_tower::{Header, LockBody, LockLayer};
+    /// use http_body_util::BodyExt;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let manager = distlock::LockManager::in_memory();
+    /// let service = LockLayer::new(manager.clone(), Header::new("x-key")).layer(service_fn(
+    ///     |_req: http::Request<String>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("streamed")))
+    ///     },
+    /// ));
+    /// let req = http::Request::get("/").header("x-key", "k").body(String::new()).unwrap();
+    /// let body: LockBody<String> = service.oneshot(req).await.unwrap().into_body();
+    ///
+    /// // The body holds the lock until it has been read to its end.
+    /// let other = manager.new_lock("k", Default::default()).unwrap();
+    /// assert!(other.try_lock().await.unwrap().is_none());
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "streamed");
+    /// # tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    /// assert!(other.try_lock().await.unwrap().is_some());
+    /// # }
+    /// ```
+    pub struct LockBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        /// No key: the inner body as it is.
+        Unlocked {
+            #[pin]
+            body: B,
+        },
+        /// The inner body, holding the lock until it ends.
+        Locked {
+            #[pin]
+            body: B,
+            hold: Option<Hold>,
+            ended: bool,
+        },
+        /// A rejection's body.
+        Rejected {
+            data: Option<Bytes>,
+        },
+    }
+}
+
+/// The lock a body holds.
+struct Hold {
+    guard: LockGuard,
+    lost: BoxFuture<()>,
+    key: String,
+    grpc: bool,
+}
+
+impl<B> LockBody<B> {
+    pub(crate) fn unlocked(body: B) -> Self {
+        LockBody {
+            kind: Kind::Unlocked { body },
+        }
+    }
+
+    pub(crate) fn locked(
+        body: B,
+        guard: LockGuard,
+        lost: BoxFuture<()>,
+        key: String,
+        grpc: bool,
+    ) -> Self {
+        LockBody {
+            kind: Kind::Locked {
+                body,
+                hold: Some(Hold {
+                    guard,
+                    lost,
+                    key,
+                    grpc,
+                }),
+                ended: false,
+            },
+        }
+    }
+
+    pub(crate) fn rejected(data: Bytes) -> Self {
+        LockBody {
+            kind: Kind::Rejected {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl<B> Body for LockBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Unlocked { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Rejected { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Locked { body, hold, ended } => {
+                if *ended {
+                    return Poll::Ready(None);
+                }
+                if let Some(h) = hold {
+                    if h.lost.as_mut().poll(cx).is_ready() {
+                        *ended = true;
+                        let Hold {
+                            guard, key, grpc, ..
+                        } = hold.take().expect("checked above");
+                        drop(guard);
+                        warn!(%key, "lock lost while the response streamed; ending the body");
+                        return Poll::Ready(Some(if grpc {
+                            Ok(Frame::trailers(lost_trailers()))
+                        } else {
+                            Err(Box::new(LockError::new(
+                                ErrorCode::Expired,
+                                format!("lock `{key}` was lost while the response streamed"),
+                            )))
+                        }));
+                    }
+                }
+                let frame = ready!(body.poll_frame(cx));
+                if !matches!(frame, Some(Ok(_))) {
+                    // The end, or an error: release now.
+                    *ended = true;
+                    drop(hold.take());
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Unlocked { body } => body.is_end_stream(),
+            Kind::Locked { body, ended, .. } => *ended || body.is_end_stream(),
+            Kind::Rejected { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Unlocked { body } | Kind::Locked { body, .. } => body.size_hint(),
+            Kind::Rejected { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+impl<B> fmt::Debug for LockBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("LockBody");
+        match &self.kind {
+            Kind::Unlocked { .. } => s.field("lock", &"none"),
+            Kind::Locked { hold: Some(h), .. } => s.field("lock", &h.key),
+            Kind::Locked { hold: None, .. } => s.field("lock", &"released"),
+            Kind::Rejected { .. } => s.field("lock", &"rejected"),
+        };
+        s.finish()
+    }
+}

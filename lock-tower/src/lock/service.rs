@@ -1,0 +1,154 @@
+//! [`LockService`]: extracts the key and starts the [`ResponseFuture`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::layer::Settings;
+use super::{HeldLock, LockBody, ResponseFuture};
+use crate::extract::KeyExtractor;
+
+/// Runs the inner service under the lock its request's key names; made by
+/// [`LockLayer`](super::LockLayer).
+///
+/// A request without a key goes to the inner service directly. A keyed
+/// request takes the inner service as it is ready (a clone stays behind for
+/// the next call, as axum's middleware guide does) and calls it once the lock
+/// is held, with a [`HeldLock`] in the request's extensions.
+///
+/// # Example
+///
+/// ```
+/// use distlock_tower::{Header, LockLayer};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+/// let service = layer.layer(service_fn(|req: http::Request<String>| async move {
+///     let lock = req.extensions().get::<distlock_tower::HeldLock>().unwrap();
+///     Ok::<_, std::convert::Infallible>(http::Response::new(lock.key().to_owned()))
+/// }));
+///
+/// let req = http::Request::get("/").header("x-key", "k1").body(String::new()).unwrap();
+/// let response = service.oneshot(req).await.unwrap();
+/// assert_eq!(response.status(), 200);
+/// # }
+/// ```
+pub struct LockService<S, E> {
+    inner: S,
+    extractor: Arc<E>,
+    settings: Arc<Settings>,
+}
+
+impl<S, E> LockService<S, E> {
+    pub(crate) fn new(inner: S, extractor: Arc<E>, settings: Arc<Settings>) -> Self {
+        LockService {
+            inner,
+            extractor,
+            settings,
+        }
+    }
+
+    /// The inner service.
+    ///
+    /// ```
+    /// # use distlock_tower::{Header, LockLayer};
+    /// # use tower::Layer;
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// let service = layer.layer(42);
+    /// assert_eq!(*service.get_ref(), 42);
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    ///
+    /// ```
+    /// # use distlock_tower::{Header, LockLayer};
+    /// # use tower::Layer;
+    /// # let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// let mut service = layer.layer(42);
+    /// *service.get_mut() += 1;
+    /// assert_eq!(service.into_inner(), 43);
+    /// ```
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    ///
+    /// ```
+    /// # use distlock_tower::{Header, LockLayer};
+    /// # use tower::Layer;
+    /// # let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// assert_eq!(layer.layer("inner").into_inner(), "inner");
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, E> Clone for LockService<S, E> {
+    fn clone(&self) -> Self {
+        LockService {
+            inner: self.inner.clone(),
+            extractor: Arc::clone(&self.extractor),
+            settings: Arc::clone(&self.settings),
+        }
+    }
+}
+
+impl<S: fmt::Debug, E: fmt::Debug> fmt::Debug for LockService<S, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockService")
+            .field("inner", &self.inner)
+            .field("extractor", &self.extractor)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl<S, E, ReqBody, ResBody> Service<Request<ReqBody>> for LockService<S, E>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    E: KeyExtractor<ReqBody>,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<LockBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let Some(key) = self.extractor.extract(&req) else {
+            return ResponseFuture::unlocked(self.inner.call(req));
+        };
+        let grpc = is_grpc(&req);
+        // The ready service goes with the request; its clone serves the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::locked(
+            Arc::clone(&self.settings),
+            key,
+            grpc,
+            Box::new(move |held: HeldLock| {
+                req.extensions_mut().insert(held);
+                inner.call(req)
+            }),
+        )
+    }
+}
+
+/// Whether `req` is a gRPC call, by its content type.
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}

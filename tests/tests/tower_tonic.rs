@@ -1,0 +1,147 @@
+//! distlock-tower in front of a tonic 0.14 server (the gRPC health service of
+//! `tonic-health`), on real etcd: rejections are gRPC statuses, and a
+//! server-streaming call holds its lock until the client drops the stream.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use distlock::{EtcdConfig, LockManager, LockOptions};
+use distlock_tests::Etcd;
+use distlock_tower::{Header, LockLayer};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout, Instant};
+use tonic::transport::{server::TcpIncoming, Channel, Server};
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// How long a call waits for its lock.
+const WAIT: Duration = Duration::from_millis(300);
+
+struct Fixture {
+    _etcd: Etcd,
+    /// A second manager on the namespace: background jobs and admin calls.
+    jobs: LockManager,
+    client: HealthClient<Channel>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let etcd = Etcd::start().await;
+        let namespace = etcd.namespace();
+        let connect = || LockManager::connect(EtcdConfig::new(etcd.endpoints()), &namespace);
+        let (manager, jobs) = (connect().await.unwrap(), connect().await.unwrap());
+
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let layer = LockLayer::new(manager, Header::new("x-key"))
+            .ttl(Duration::from_secs(5))
+            .wait(WAIT);
+        let server = tokio::spawn(async move {
+            Server::builder()
+                .layer(layer)
+                .add_service(health)
+                .serve_with_incoming(TcpIncoming::from(listener))
+                .await
+                .unwrap()
+        });
+        let channel = Channel::from_shared(format!("http://{addr}")).unwrap();
+        let client = HealthClient::new(channel.connect().await.unwrap());
+        Fixture {
+            _etcd: etcd,
+            jobs,
+            client,
+            server,
+        }
+    }
+
+    /// Holds `name` from the jobs manager until the guard is dropped.
+    async fn hold(&self, name: &str) -> distlock::LockGuard {
+        let lock = self.jobs.new_lock(name, LockOptions::default()).unwrap();
+        lock.lock().await.unwrap()
+    }
+}
+
+fn request(key: Option<&str>) -> tonic::Request<HealthCheckRequest> {
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    if let Some(key) = key {
+        req.metadata_mut().insert("x-key", key.parse().unwrap());
+    }
+    req
+}
+
+/// `Check` with `key`: the serving status, or the error status.
+async fn check(client: &HealthClient<Channel>, key: Option<&str>) -> Result<i32, tonic::Status> {
+    let mut client = client.clone();
+    Ok(client.check(request(key)).await?.into_inner().status)
+}
+
+const SERVING: i32 = ServingStatus::Serving as i32;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_key_answers_unavailable_and_others_pass() {
+    let fx = Fixture::start().await;
+    let _busy = fx.hold("busy").await;
+
+    let started = Instant::now();
+    let status = check(&fx.client, Some("busy")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("busy"), "{status:?}");
+    assert!(started.elapsed() >= WAIT, "{:?}", started.elapsed());
+
+    assert_eq!(check(&fx.client, Some("free")).await.unwrap(), SERVING);
+    assert_eq!(check(&fx.client, None).await.unwrap(), SERVING);
+    let status = check(&fx.client, Some("")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stream_holds_its_lock_until_dropped_or_lost() {
+    let fx = Fixture::start().await;
+
+    // An open Watch stream holds "w": a Check on "w" times out.
+    let mut client = fx.client.clone();
+    let mut watch = client.watch(request(Some("w"))).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, SERVING);
+    let status = check(&fx.client, Some("w")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // The client drops the stream: the lock is released at once.
+    drop(watch);
+    let started = Instant::now();
+    loop {
+        match check(&fx.client, Some("w")).await {
+            Ok(status) => break assert_eq!(status, SERVING),
+            Err(status) => assert_eq!(status.code(), Code::Unavailable),
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "never released");
+        sleep(Duration::from_millis(20)).await;
+    }
+
+    // The lock is lost while the stream is open: it ends with UNAVAILABLE.
+    let mut watch = client
+        .watch(request(Some("w2")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some());
+    assert!(fx.jobs.force_unlock("w2").await.unwrap());
+    let end = timeout(Duration::from_secs(3), watch.message())
+        .await
+        .expect("the stream ends when its lock is lost");
+    let status = end.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("lost"), "{status:?}");
+}
