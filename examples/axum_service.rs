@@ -1,0 +1,165 @@
+//! An axum service whose `POST /orders/{id}/pay` runs one at a time per order
+//! across two servers, with `distlock-tower`'s `LockLayer` on a throwaway etcd.
+//!
+//! It starts etcd and two servers (each with its own `LockManager`, as two
+//! processes would have), sends them concurrent requests, prints what
+//! happened, and exits:
+//!
+//! 1. four payments of one order, spread over both servers: one at a time;
+//! 2. payments of four different orders: all at once;
+//! 3. a background job holding `order:7`: a payment of order 7 waits 1 s,
+//!    then gets `503` with `Retry-After`;
+//! 4. `GET /health`, outside the layer, is never locked.
+//!
+//! `cargo run -p distlock-examples --example axum_service`
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Request, State};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use distlock::{EtcdConfig, LockManager, LockOptions};
+use distlock_tests::Etcd;
+use distlock_tower::{HeldLock, LockLayer, PathSegment};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Pays an order: 100 ms of work under the order's lock.
+async fn pay(State(server): State<&'static str>, Path(id): Path<u32>, req: Request) -> String {
+    let lock = req
+        .extensions()
+        .get::<HeldLock>()
+        .expect("runs under the layer");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    format!(
+        "order {id} paid on {server} under `{}` (fencing token {})",
+        lock.key(),
+        lock.fencing_token()
+    )
+}
+
+/// The app of one server: the order routes behind the layer, `/health` not.
+fn app(server: &'static str, manager: LockManager) -> Router {
+    // Segment 1 of `/orders/42/pay` is `42`: the lock is `order:42`, the name
+    // a background job would lock too.
+    let layer = LockLayer::new(manager, PathSegment::new(1).prefix("order:"))
+        .ttl(Duration::from_secs(10)) // a crashed server frees its orders within 10 s
+        .wait(Duration::from_secs(1)) // then 503 + Retry-After
+        .retry_after(Duration::from_secs(2));
+    Router::new()
+        .route("/orders/{id}/pay", post(pay))
+        .layer(layer)
+        .route("/health", get(|| async { "ok" })) // added after the layer: unlocked
+        .with_state(server)
+}
+
+async fn serve(app: Router) -> Result<SocketAddr, Error> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// Sends `method path` to `addr`; returns the status line, `Retry-After` and body.
+async fn send(addr: SocketAddr, method: &str, path: &str) -> Result<String, Error> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(req).await?;
+    let status = response.status();
+    let retry = match response.headers().get("retry-after") {
+        Some(after) => format!(" (Retry-After: {})", after.to_str()?),
+        None => String::new(),
+    };
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(format!(
+        "{status}{retry}: {}",
+        String::from_utf8_lossy(&body)
+    ))
+}
+
+/// Sends the requests at once; prints the answers in the order they came,
+/// with their time since the start.
+async fn burst(requests: Vec<(SocketAddr, &'static str, String)>) -> Result<(), Error> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (addr, method, path) in requests {
+        tasks.push(tokio::spawn(async move {
+            let answer = send(addr, method, &path).await;
+            (started.elapsed(), path, answer)
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await?);
+    }
+    answers.sort_by_key(|(at, _, _)| *at);
+    for (at, path, answer) in answers {
+        println!("  {:>5} ms  {path:<15} {}", at.as_millis(), answer?);
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let etcd = Etcd::start().await; // a throwaway etcd, removed on exit
+    let config = EtcdConfig::new(etcd.endpoints());
+    let namespace = "/shop";
+    let a = serve(app(
+        "server-a",
+        LockManager::connect(config.clone(), namespace).await?,
+    ))
+    .await?;
+    let b = serve(app(
+        "server-b",
+        LockManager::connect(config.clone(), namespace).await?,
+    ))
+    .await?;
+    println!(
+        "etcd at {}, server-a at {a}, server-b at {b}",
+        etcd.endpoints()[0]
+    );
+
+    println!("\n1. four payments of order 42 on both servers: one at a time (~100 ms each)");
+    let path = || "/orders/42/pay".to_owned();
+    burst(vec![
+        (a, "POST", path()),
+        (b, "POST", path()),
+        (a, "POST", path()),
+        (b, "POST", path()),
+    ])
+    .await?;
+
+    println!("\n2. payments of four different orders: concurrent (~100 ms in all)");
+    burst(
+        (1..=4)
+            .map(|id| ([a, b][id % 2], "POST", format!("/orders/{id}/pay")))
+            .collect(),
+    )
+    .await?;
+
+    println!("\n3. a background job holds `order:7`; a payment of order 7 gives up after 1 s");
+    let jobs = LockManager::connect(config, namespace).await?;
+    let job = jobs
+        .new_lock("order:7", LockOptions::default())?
+        .lock()
+        .await?;
+    burst(vec![
+        (a, "POST", "/orders/7/pay".to_owned()),
+        (b, "GET", "/health".to_owned()),
+    ])
+    .await?;
+    job.unlock().await?;
+    println!("   the job is done; order 7 again:");
+    burst(vec![(b, "POST", "/orders/7/pay".to_owned())]).await?;
+    Ok(())
+}
