@@ -8,6 +8,16 @@
 //!
 //! Ready-made: [`Header`] (a header's value), [`PathSegment`] (one segment of
 //! the path), and any closure `Fn(&http::Request<B>) -> Option<String>`.
+//!
+//! ```
+//! use distlock_tower::extract::{Header, KeyExtractor, PathSegment};
+//!
+//! let req = http::Request::post("/orders/42/pay").header("x-tenant", "acme").body(()).unwrap();
+//! assert_eq!(PathSegment::new(1).extract(&req).as_deref(), Some("42"));
+//! assert_eq!(Header::new("x-tenant").extract(&req).as_deref(), Some("acme"));
+//! let closure = |req: &http::Request<()>| Some(req.method().to_string());
+//! assert_eq!(closure.extract(&req).as_deref(), Some("POST"));
+//! ```
 
 use http::header::{HeaderName, InvalidHeaderName};
 use http::Request;
@@ -61,6 +71,12 @@ use http::Request;
 /// ```
 pub trait KeyExtractor<B> {
     /// The lock name for `request`, or `None` to run it without a lock.
+    ///
+    /// ```
+    /// use distlock_tower::{Header, KeyExtractor};
+    /// let req = http::Request::get("/").header("x-key", "k").body(()).unwrap();
+    /// assert_eq!(Header::new("x-key").extract(&req).as_deref(), Some("k"));
+    /// ```
     fn extract(&self, request: &Request<B>) -> Option<String>;
 }
 

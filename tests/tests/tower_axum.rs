@@ -524,7 +524,8 @@ async fn a_streaming_response_holds_the_lock_to_its_end() {
 }
 
 /// A client that goes away releases the lock at once: mid-stream, and while
-/// the handler is still running (its future is dropped).
+/// the handler is still running (its future is dropped); one that goes away
+/// while waiting leaves the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnecting_client_releases_the_lock() {
     let fleet = Fleet::start().await;
@@ -568,6 +569,24 @@ async fn a_disconnecting_client_releases_the_lock() {
         started.elapsed()
     );
     assert!(fleet.probe.events().contains(&"hang:cancelled".to_owned()));
+
+    // While waiting for the lock: the waiter leaves etcd's queue at once.
+    let _job = hold(&jobs, "q", None).await;
+    let addr = fleet.addr(0);
+    let waiting = tokio::spawn(async move { open(addr, "/work", &[(KEY, "q")]).await });
+    let waiters = async || jobs.lock_info("q").await.unwrap().unwrap().waiters;
+    eventually(
+        Duration::from_secs(5),
+        "the request waits in etcd",
+        async || waiters().await == 1,
+    )
+    .await;
+    waiting.abort();
+    eventually(Duration::from_secs(2), "the waiter left", async || {
+        waiters().await == 0
+    })
+    .await;
+    assert!(!fleet.probe.events().contains(&"work:q:start".to_owned()));
 }
 
 /// A lock lost mid-request (here: force-unlocked) cancels the handler at its

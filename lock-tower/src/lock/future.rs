@@ -128,7 +128,8 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-/// Takes the lock `key` with a handle of its own, waiting at most `wait`.
+/// Takes the lock `key` with a handle of its own, waiting at most `wait`
+/// (a zero wait tries once).
 async fn acquire(
     manager: LockManager,
     key: String,
@@ -136,7 +137,15 @@ async fn acquire(
     wait: std::time::Duration,
 ) -> distlock::Result<LockGuard> {
     let lock = manager.new_lock(key, options)?;
-    lock.lock_timeout(wait).await
+    if !wait.is_zero() {
+        return lock.lock_timeout(wait).await;
+    }
+    lock.try_lock().await?.ok_or_else(|| {
+        LockError::new(
+            ErrorCode::Timeout,
+            format!("lock `{}` is busy", lock.name()),
+        )
+    })
 }
 
 /// How an acquisition failure is answered.

@@ -96,11 +96,26 @@ pub struct LockLayer<E> {
 }
 
 impl<E> LockLayer<E> {
-    /// A layer taking locks from `manager`, named by `extractor`.
+    /// A layer taking locks from `manager`, named by `extractor`: a
+    /// [`Header`](crate::Header), a [`PathSegment`](crate::PathSegment), or a
+    /// closure over the request (annotate its argument's type).
     ///
     /// ```
+    /// use axum::{body::Body, routing::put, Router};
     /// use distlock_tower::{LockLayer, PathSegment};
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), PathSegment::new(1));
+    ///
+    /// let manager = distlock::LockManager::in_memory();
+    /// let by_path = LockLayer::new(manager.clone(), PathSegment::new(1));
+    ///
+    /// // Lock per tenant and document; other requests run unlocked.
+    /// let by_closure = LockLayer::new(manager, |req: &http::Request<Body>| {
+    ///     let tenant = req.headers().get("x-tenant")?.to_str().ok()?;
+    ///     let doc = req.uri().path().strip_prefix("/docs/")?;
+    ///     Some(format!("{tenant}/doc:{doc}"))
+    /// });
+    /// let app: Router = Router::new()
+    ///     .route("/docs/{id}", put(|| async { "saved" }))
+    ///     .layer(by_closure);
     /// ```
     pub fn new(manager: LockManager, extractor: E) -> Self {
         LockLayer {
@@ -180,7 +195,8 @@ impl<E> LockLayer<E> {
     /// Sets how long a request waits for its lock (default 10 s); then it is
     /// rejected with [`RejectionKind::Timeout`](crate::RejectionKind::Timeout).
     /// The wait includes reaching etcd, so a backend that does not answer also
-    /// ends in a rejection after this long.
+    /// ends in a rejection after this long. `Duration::ZERO` tries once and
+    /// rejects a request whose key is busy right away.
     ///
     /// ```
     /// # use distlock_tower::{Header, LockLayer};

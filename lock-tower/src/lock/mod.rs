@@ -30,6 +30,19 @@
 //!
 //! Work the inner service spawned elsewhere is not cancelled; guard external
 //! writes with the [fencing token](HeldLock::fencing_token).
+//!
+//! # Example
+//!
+//! ```
+//! use distlock_tower::lock::{LockLayer, LockService};
+//! use distlock_tower::Header;
+//! use tower::{service_fn, Layer};
+//!
+//! let layer: LockLayer<Header> = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+//! let service: LockService<_, Header> = layer.layer(service_fn(|_req: http::Request<String>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//! }));
+//! ```
 
 mod body;
 mod future;
@@ -95,5 +108,48 @@ impl HeldLock {
     /// ```
     pub fn fencing_token(&self) -> u64 {
         self.fencing_token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use distlock::{LockManager, LockOptions};
+    use http::{Request, Response, StatusCode};
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use crate::{Header, LockLayer};
+
+    fn request(key: &str) -> Request<String> {
+        Request::get("/")
+            .header("x-key", key)
+            .body(String::new())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn zero_wait_rejects_a_busy_key_at_once_and_takes_a_free_one() {
+        let manager = LockManager::in_memory();
+        let service = LockLayer::new(manager.clone(), Header::new("x-key"))
+            .wait(Duration::ZERO)
+            .layer(service_fn(|_req: Request<String>| async {
+                Ok::<_, Infallible>(Response::new(String::from("ok")))
+            }));
+        let _held = manager
+            .new_lock("busy", LockOptions::default())
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+
+        let started = tokio::time::Instant::now();
+        let busy = service.clone().oneshot(request("busy")).await.unwrap();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_millis(500));
+
+        let free = service.oneshot(request("free")).await.unwrap();
+        assert_eq!(free.status(), StatusCode::OK);
     }
 }
