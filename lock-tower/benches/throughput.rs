@@ -16,8 +16,13 @@
 //! concurrent client workers (each on its own keep-alive HTTP/1 connection);
 //! the table shows the median round.
 //!
+//! The pass-through cost is also measured in extra paired rounds of 1 s
+//! (`no layer`, `layer, no key`, alternating), and in process without the
+//! network, next to a no-op layer (what any layer costs in an axum router).
+//!
 //! Run: `cargo bench -p distlock-tower` (settings: `BENCH_SECS` per round,
-//! default 2; `BENCH_ROUNDS`, default 5; `BENCH_WORKERS`, default 64).
+//! default 2; `BENCH_ROUNDS`, default 5; `BENCH_PAIR_ROUNDS`, default 10;
+//! `BENCH_WORKERS`, default 64). It takes about two minutes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +78,8 @@ async fn run() {
     let rounds = env("BENCH_ROUNDS", 5) as usize;
     let workers = env("BENCH_WORKERS", 64) as usize;
     let round = Duration::from_secs(secs);
+    let pair_rounds = env("BENCH_PAIR_ROUNDS", 10) as usize;
+    let pair_round = Duration::from_secs(1);
 
     let etcd = distlock_tests::Etcd::start().await;
     let namespace = etcd.namespace();
@@ -147,6 +154,7 @@ async fn run() {
     for (_, target) in &cases {
         measure(target, workers, Duration::from_millis(300)).await;
     }
+    let [etcd_puts, etcd_txns, core, no_layer, no_key, distinct, hot] = [0, 1, 2, 3, 4, 5, 6];
     // Rounds alternate the order of the cases (ABBA), so that a drifting load
     // on the machine weighs alike on the cases compared.
     let mut results = vec![Vec::new(); cases.len()];
@@ -157,6 +165,20 @@ async fn run() {
         }
         for i in order {
             results[i].push(measure(&cases[i].1, workers, round).await);
+        }
+    }
+
+    // The pass-through cost is small against the noise of a shared machine:
+    // more, shorter rounds, alternating the two.
+    let (mut bare_rates, mut keyless_rates) = (Vec::new(), Vec::new());
+    for r in 0..pair_rounds {
+        let (bare_target, keyless_target) = (&cases[no_layer].1, &cases[no_key].1);
+        if r % 2 == 0 {
+            bare_rates.push(measure(bare_target, workers, pair_round).await);
+            keyless_rates.push(measure(keyless_target, workers, pair_round).await);
+        } else {
+            keyless_rates.push(measure(keyless_target, workers, pair_round).await);
+            bare_rates.push(measure(bare_target, workers, pair_round).await);
         }
     }
 
@@ -171,7 +193,6 @@ async fn run() {
             all.join(", ")
         );
     }
-    let [etcd_puts, etcd_txns, core, no_layer, no_key, distinct, hot] = [0, 1, 2, 3, 4, 5, 6];
     // A ratio is taken within each round, then the median of the rounds.
     let ratio = |a: usize, b: usize| {
         let per_round: Vec<f64> = results[a]
@@ -189,6 +210,19 @@ async fn run() {
     println!(
         "| layer, no key ÷ no layer | {r:.3} ({:.1}% cost) | ≥ 0.95 (< 5% cost) | {all} |",
         (1.0 - r) * 100.0
+    );
+    let paired: Vec<f64> = keyless_rates
+        .iter()
+        .zip(&bare_rates)
+        .map(|(k, b)| k / b)
+        .collect();
+    let all: Vec<String> = paired.iter().map(|r| format!("{r:.2}")).collect();
+    let r = median(paired);
+    println!(
+        "| the same, {pair_rounds} paired rounds of {}s | {r:.3} ({:.1}% cost) | ≥ 0.95 (< 5% cost) | {} |",
+        pair_round.as_secs(),
+        (1.0 - r) * 100.0,
+        all.join(", ")
     );
     let (r, all) = ratio(distinct, etcd_puts);
     println!(
@@ -224,6 +258,7 @@ async fn in_process(manager: LockManager) {
     const CALLS: u32 = 100_000;
     let app = || Router::new().route("/", get(|| async { "ok" }));
     let bare = app();
+    let noop = app().layer(tower::layer::layer_fn(Noop));
     let layered = app().layer(LockLayer::new(manager, Header::new("x-key")));
     let time = |router: Router| async move {
         let started = Instant::now();
@@ -236,18 +271,44 @@ async fn in_process(manager: LockManager) {
         }
         started.elapsed().as_nanos() as f64 / f64::from(CALLS)
     };
-    let (mut without, mut with) = (Vec::new(), Vec::new());
+    let (mut without, mut with_noop, mut with) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         without.push(time(bare.clone()).await);
+        with_noop.push(time(noop.clone()).await);
         with.push(time(layered.clone()).await);
     }
-    let (without, with) = (median(without), median(with));
+    let (without, with_noop, with) = (median(without), median(with_noop), median(with));
     println!();
+    println!("in process (no network; {CALLS} calls, median of 5):");
+    println!("| router | ns/request |");
+    println!("|---|---:|");
+    println!("| no layer | {without:.0} |");
     println!(
-        "in process (no network), {CALLS} calls × 5: no layer {without:.0} ns/request, \
-         layer without key {with:.0} ns/request ({:+.0} ns)",
-        with - without
+        "| a no-op tower layer | {with_noop:.0} ({:+.0}) |",
+        with_noop - without
     );
+    println!("| LockLayer, no key | {with:.0} ({:+.0}) |", with - without);
+}
+
+/// A layer that does nothing: what any layer costs in an axum router.
+#[derive(Clone)]
+struct Noop<S>(S);
+
+impl<S: tower::Service<R>, R> tower::Service<R> for Noop<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> S::Future {
+        self.0.call(req)
+    }
 }
 
 /// A server for `app` on a free loopback port, for the rest of the run.
