@@ -48,6 +48,7 @@ fn app(server: &'static str, manager: LockManager) -> Router {
     // a background job would lock too.
     let layer = LockLayer::new(manager, PathSegment::new(1).prefix("order:"))
         .ttl(Duration::from_secs(10)) // a crashed server frees its orders within 10 s
+        .expect("a valid TTL")
         .wait(Duration::from_secs(1)) // then 503 + Retry-After
         .retry_after(Duration::from_secs(2));
     Router::new()

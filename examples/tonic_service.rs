@@ -54,6 +54,7 @@ async fn main() -> Result<(), Error> {
 
     let layer = LockLayer::new(manager, Header::new("x-order-id").prefix("order:"))
         .ttl(Duration::from_secs(10))
+        .expect("a valid TTL")
         .wait(Duration::from_millis(500));
     let (_reporter, health) = tonic_health::server::health_reporter();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

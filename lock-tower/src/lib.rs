@@ -36,6 +36,7 @@
 //!     .layer(
 //!         LockLayer::new(manager, PathSegment::new(1).prefix("order:"))
 //!             .ttl(Duration::from_secs(10))
+//!             .expect("10s is a valid TTL")
 //!             .wait(Duration::from_secs(3)),
 //!     );
 //! # let _ = app;

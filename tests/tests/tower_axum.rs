@@ -201,6 +201,7 @@ fn app(probe: Arc<Probe>, layer: LockLayer<Header>) -> Router {
 fn layer(manager: &LockManager) -> LockLayer<Header> {
     LockLayer::new(manager.clone(), Header::new(KEY))
         .ttl(Duration::from_secs(5))
+        .unwrap()
         .wait(Duration::from_secs(10))
 }
 

@@ -45,6 +45,7 @@ impl Fixture {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let layer = LockLayer::new(manager, Header::new("x-key"))
             .ttl(Duration::from_secs(5))
+            .unwrap()
             .wait(WAIT);
         let server = tokio::spawn(async move {
             Server::builder()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use distlock::{LockManager, LockOptions};
+use distlock::{LockError, LockManager, LockOptions};
 use http::Response;
 use tower_layer::Layer;
 
@@ -77,6 +77,7 @@ impl Settings {
 ///     .layer(
 ///         LockLayer::new(manager, Header::new("x-account-id").prefix("account:"))
 ///             .ttl(Duration::from_secs(10))
+///             .expect("10s is a valid TTL")
 ///             .wait(Duration::from_secs(2)),
 ///     );
 ///
@@ -137,18 +138,22 @@ impl<E> LockLayer<E> {
     /// Sets the locks' TTL: how long a key outlives a server that died holding
     /// it. Locks are renewed every `ttl / 3` while held.
     ///
-    /// # Panics
-    ///
-    /// When `ttl` is shorter than 1 s (etcd leases count in seconds).
+    /// Fails with [`ErrorCode::InvalidOptions`](distlock::ErrorCode::InvalidOptions)
+    /// when `ttl` is shorter than 1 s (etcd leases count in seconds).
     ///
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// use std::time::Duration;
     /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
-    ///     .ttl(Duration::from_secs(5));
+    ///     .ttl(Duration::from_secs(5))?;
     /// assert_eq!(layer.lock_options().renew_interval, Duration::from_secs(5) / 3);
+    ///
+    /// let too_short = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    ///     .ttl(Duration::from_millis(500));
+    /// assert_eq!(too_short.unwrap_err().code(), distlock::ErrorCode::InvalidOptions);
+    /// # Ok::<(), distlock::LockError>(())
     /// ```
-    pub fn ttl(mut self, ttl: Duration) -> Self {
+    pub fn ttl(mut self, ttl: Duration) -> Result<Self, LockError> {
         let options = self.settings().options.clone().ttl(ttl);
         let options = if options.auto_renew {
             options.renew_interval((ttl / 3).max(Duration::from_millis(1)))
@@ -161,24 +166,22 @@ impl<E> LockLayer<E> {
     /// Sets the lock options (TTL, renewal, retries of backend failures)
     /// in full.
     ///
-    /// # Panics
-    ///
-    /// When the options are invalid ([`LockOptions::validate`]).
+    /// Fails with [`ErrorCode::InvalidOptions`](distlock::ErrorCode::InvalidOptions)
+    /// when the options are invalid ([`LockOptions::validate`]).
     ///
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// use distlock::LockOptions;
     /// use std::time::Duration;
     /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
-    ///     .options(LockOptions::default().max_retries(3));
+    ///     .options(LockOptions::default().max_retries(3))?;
     /// assert_eq!(layer.lock_options().max_retries, 3);
+    /// # Ok::<(), distlock::LockError>(())
     /// ```
-    pub fn options(mut self, options: LockOptions) -> Self {
-        if let Err(err) = options.validate() {
-            panic!("invalid lock options for LockLayer: {err}");
-        }
+    pub fn options(mut self, options: LockOptions) -> Result<Self, LockError> {
+        options.validate()?;
         self.settings().options = options;
-        self
+        Ok(self)
     }
 
     /// The lock options in use.
