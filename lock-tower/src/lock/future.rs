@@ -136,16 +136,7 @@ async fn acquire(
     options: LockOptions,
     wait: std::time::Duration,
 ) -> distlock::Result<LockGuard> {
-    let lock = manager.new_lock(key, options)?;
-    if !wait.is_zero() {
-        return lock.lock_timeout(wait).await;
-    }
-    lock.try_lock().await?.ok_or_else(|| {
-        LockError::new(
-            ErrorCode::Timeout,
-            format!("lock `{}` is busy", lock.name()),
-        )
-    })
+    manager.new_lock(key, options)?.lock_timeout(wait).await
 }
 
 /// How an acquisition failure is answered.
