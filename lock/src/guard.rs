@@ -135,6 +135,20 @@ impl Hold {
         *guards == 0
     }
 
+    /// Runs [`release`](Hold::release) on the runtime, for when nobody can
+    /// await it.
+    fn release_in_background(self: Arc<Self>) {
+        let Some(runtime) = self.shared.runtime() else {
+            debug!(key = %self.key, "no runtime to release on; the lease will");
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(err) = self.release().await {
+                debug!(%err, "background release");
+            }
+        });
+    }
+
     /// Deletes the key (fenced by its create revision), then frees the local
     /// slot. `Expired` when the lock had been lost.
     async fn release(self: Arc<Self>) -> Result<()> {
@@ -329,35 +343,33 @@ impl LockGuard {
         if !hold.leave() {
             return Ok(());
         }
-        // A task of its own, so that dropping this future cannot abandon the
-        // release halfway.
-        tokio::spawn(hold.release()).await.unwrap_or_else(|e| {
-            Err(LockError::with_source(
-                ErrorCode::Backend,
-                "release task failed",
-                e,
-            ))
-        })
+        // Should this future be dropped halfway, the release finishes in the
+        // background (every step of it can be repeated safely).
+        let mut unfinished = ReleaseOnDrop(Some(Arc::clone(&hold)));
+        let released = hold.release().await;
+        unfinished.0 = None;
+        released
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let Some(hold) = self.hold.take() else {
-            return;
-        };
-        if !hold.leave() {
-            return;
-        }
-        let Some(runtime) = hold.shared.runtime() else {
-            debug!(key = %hold.key, "no runtime to release on; the lease will");
-            return;
-        };
-        runtime.spawn(async move {
-            if let Err(err) = hold.release().await {
-                debug!(%err, "background release");
+        if let Some(hold) = self.hold.take() {
+            if hold.leave() {
+                hold.release_in_background();
             }
-        });
+        }
+    }
+}
+
+/// Releases a hold in the background unless disarmed (set to `None`).
+struct ReleaseOnDrop(Option<Arc<Hold>>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if let Some(hold) = self.0.take() {
+            hold.release_in_background();
+        }
     }
 }
 

@@ -5,7 +5,13 @@
 //! `cargo bench -p distlock-tests --bench lock_latency`
 //!
 //! Rows:
-//! - raw put: one `put`, the unit of a Raft write;
+//! - raw put: one `put`, the unit of a Raft write, back to back; and the same
+//!   after 30 ms idle, the way each hand-off's release is issued;
+//! - raw get, raw delete: a linearizable read, and the plain delete that any
+//!   release has to make;
+//! - delete + watch event, floor: from a delete call to a watcher (started at
+//!   the next revision) hearing it, and that plus one confirmation read — the
+//!   least any correct watch-based hand-off can cost;
 //! - etcd lock RPC cycle: `lock` + `unlock` with a pre-granted lease, uncontended;
 //! - etcd lock RPC hand-off: from the holder's `unlock` call to the waiting
 //!   client's `lock` returning;
@@ -49,6 +55,35 @@ async fn raw_puts(client: &mut Client) -> Vec<Duration> {
     out
 }
 
+/// Puts issued the way a hand-off's release is: after the client and etcd
+/// sat idle for a while (here 30 ms), not back to back. On this VM, waking
+/// idle threads costs more than the put itself.
+async fn raw_puts_after_idle(client: &mut Client) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(HANDOFFS);
+    for i in 0..HANDOFFS {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let t = Instant::now();
+        client
+            .put("/bench/idle-put", i.to_string(), None)
+            .await
+            .unwrap();
+        out.push(t.elapsed());
+    }
+    out
+}
+
+/// A plain delete of an existing key: the write any release has to make.
+async fn raw_deletes(client: &mut Client) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(CYCLES);
+    for _ in 0..CYCLES {
+        client.put("/bench/delete", "", None).await.unwrap();
+        let t = Instant::now();
+        client.delete("/bench/delete", None).await.unwrap();
+        out.push(t.elapsed());
+    }
+    out
+}
+
 async fn raw_gets(client: &mut Client) -> Vec<Duration> {
     let mut out = Vec::with_capacity(CYCLES);
     for _ in 0..CYCLES {
@@ -59,22 +94,36 @@ async fn raw_gets(client: &mut Client) -> Vec<Duration> {
     out
 }
 
-async fn rpc_cycles(client: &mut Client) -> Vec<Duration> {
+/// Uncontended cycles of etcd's lock RPC (lock + unlock, pre-granted lease)
+/// and of distlock (lock + unlock), interleaved one by one so that drift on
+/// a shared machine weighs on both alike.
+async fn paired_cycles(
+    client: &mut Client,
+    manager: &LockManager,
+) -> (Vec<Duration>, Vec<Duration>) {
     let lease = client.lease_grant(30, None).await.unwrap().id();
-    let mut out = Vec::with_capacity(CYCLES);
-    for _ in 0..CYCLES {
+    let lock = manager.new_lock("cycle", LockOptions::default()).unwrap();
+    lock.lock().await.unwrap().unlock().await.unwrap(); // starts the session
+    let (mut rpc, mut ours) = (Vec::with_capacity(CYCLES), Vec::with_capacity(CYCLES));
+    for i in 0..CYCLES * 2 {
         let t = Instant::now();
-        let key = client
-            .lock("/bench/rpc-cycle", Some(RpcLockOptions::new().with_lease(lease)))
-            .await
-            .unwrap()
-            .key()
-            .to_vec();
-        client.unlock(key).await.unwrap();
-        out.push(t.elapsed());
+        if i % 2 == 0 {
+            let opts = Some(RpcLockOptions::new().with_lease(lease));
+            let key = client
+                .lock("/bench/rpc-cycle", opts)
+                .await
+                .unwrap()
+                .key()
+                .to_vec();
+            client.unlock(key).await.unwrap();
+            rpc.push(t.elapsed());
+        } else {
+            lock.lock().await.unwrap().unlock().await.unwrap();
+            ours.push(t.elapsed());
+        }
     }
     client.lease_revoke(lease).await.unwrap();
-    out
+    (rpc, ours)
 }
 
 async fn rpc_handoffs(holder: &mut Client, waiter: &Client) -> Vec<Duration> {
@@ -83,10 +132,20 @@ async fn rpc_handoffs(holder: &mut Client, waiter: &Client) -> Vec<Duration> {
     let mut out = Vec::with_capacity(HANDOFFS);
     for _ in 0..HANDOFFS {
         let opts = |lease| Some(RpcLockOptions::new().with_lease(lease));
-        let key = holder.lock("/bench/rpc-handoff", opts(lease_a)).await.unwrap().key().to_vec();
+        let key = holder
+            .lock("/bench/rpc-handoff", opts(lease_a))
+            .await
+            .unwrap()
+            .key()
+            .to_vec();
         let mut w = waiter.clone();
         let waiting = tokio::spawn(async move {
-            let key = w.lock("/bench/rpc-handoff", opts(lease_b)).await.unwrap().key().to_vec();
+            let key = w
+                .lock("/bench/rpc-handoff", opts(lease_b))
+                .await
+                .unwrap()
+                .key()
+                .to_vec();
             (Instant::now(), key, w)
         });
         tokio::time::sleep(Duration::from_millis(30)).await; // the waiter is queued
@@ -106,7 +165,13 @@ async fn raw_handoff_floor(holder: &mut Client, waiter: &Client, confirm: bool) 
     let mut out = Vec::with_capacity(HANDOFFS);
     for i in 0..HANDOFFS {
         let key = format!("/bench/floor/{i}");
-        let rev = holder.put(key.clone(), "", None).await.unwrap().header().unwrap().revision();
+        let rev = holder
+            .put(key.clone(), "", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
         let mut w = waiter.clone();
         let watched = key.clone();
         let waiting = tokio::spawn(async move {
@@ -127,18 +192,6 @@ async fn raw_handoff_floor(holder: &mut Client, waiter: &Client, confirm: bool) 
         let t = Instant::now();
         holder.delete(key, None).await.unwrap();
         out.push(waiting.await.unwrap() - t);
-    }
-    out
-}
-
-async fn distlock_cycles(manager: &LockManager) -> Vec<Duration> {
-    let lock = manager.new_lock("cycle", LockOptions::default()).unwrap();
-    lock.lock().await.unwrap().unlock().await.unwrap(); // starts the session
-    let mut out = Vec::with_capacity(CYCLES);
-    for _ in 0..CYCLES {
-        let t = Instant::now();
-        lock.lock().await.unwrap().unlock().await.unwrap();
-        out.push(t.elapsed());
     }
     out
 }
@@ -175,24 +228,32 @@ async fn main() {
     let ns = etcd.namespace();
     let mut client = Client::connect(etcd.endpoints(), None).await.unwrap();
     let waiter_client = Client::connect(etcd.endpoints(), None).await.unwrap();
-    let a = LockManager::connect(EtcdConfig::new(etcd.endpoints()), &ns).await.unwrap();
-    let b = LockManager::connect(EtcdConfig::new(etcd.endpoints()), &ns).await.unwrap();
+    let a = LockManager::connect(EtcdConfig::new(etcd.endpoints()), &ns)
+        .await
+        .unwrap();
+    let b = LockManager::connect(EtcdConfig::new(etcd.endpoints()), &ns)
+        .await
+        .unwrap();
 
     let put = stats(raw_puts(&mut client).await);
-    let rpc_cycle = stats(rpc_cycles(&mut client).await);
+    let idle_put = stats(raw_puts_after_idle(&mut client).await);
+    let (rpc_cycle, cycle) = paired_cycles(&mut client, &a).await;
+    let (rpc_cycle, cycle) = (stats(rpc_cycle), stats(cycle));
     let rpc_handoff = stats(rpc_handoffs(&mut client, &waiter_client).await);
     let event = stats(raw_handoff_floor(&mut client, &waiter_client, false).await);
     let floor = stats(raw_handoff_floor(&mut client, &waiter_client, true).await);
     let get = stats(raw_gets(&mut client).await);
-    let cycle = stats(distlock_cycles(&a).await);
+    let delete = stats(raw_deletes(&mut client).await);
     let handoff = stats(distlock_handoffs(&a, &b).await);
 
     println!("\n{:<40} {:>8} {:>8}", "operation (ms)", "median", "p99");
     for (name, s) in [
         ("raw put", &put),
+        ("raw put after 30 ms idle", &idle_put),
         ("etcd lock RPC: lock + unlock", &rpc_cycle),
         ("etcd lock RPC: hand-off", &rpc_handoff),
         ("raw get (linearizable)", &get),
+        ("raw delete", &delete),
         ("delete + watch event", &event),
         ("floor: delete + watch event + get", &floor),
         ("distlock: lock + unlock", &cycle),
@@ -213,12 +274,20 @@ async fn main() {
         verdict(handoff_ratio <= 2.5)
     );
     println!(
+        "distlock hand-off / put after idle:        {:.2}x  (the same, against a put made like the release is)",
+        ratio(handoff.median, idle_put.median)
+    );
+    println!(
         "lock RPC hand-off / put (median):          {:.2}x  (for comparison)",
         ratio(rpc_handoff.median, put.median)
     );
     println!(
         "floor (delete + event + get) / put:        {:.2}x  (no correct watch-based hand-off beats this)",
         ratio(floor.median, put.median)
+    );
+    println!(
+        "raw delete / put (median):                 {:.2}x  (the write a release makes)",
+        ratio(delete.median, put.median)
     );
     a.close().await;
     b.close().await;

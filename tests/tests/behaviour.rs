@@ -48,6 +48,7 @@ on_both_backends!(
     force_unlock_takes_exactly_the_holders_key,
     info_and_list_describe_held_locks,
     close_releases_and_refuses_further_calls,
+    an_unlock_dropped_halfway_still_releases,
 );
 
 /// 3 managers × 4 tasks × 5 rounds under one lock; the detector sees every
@@ -594,4 +595,28 @@ async fn close_releases_and_refuses_further_calls(fx: &Fixture) {
     );
     assert_eq!(guard.renew().await.unwrap_err().code(), ErrorCode::Closed);
     assert_eq!(guard.unlock().await.unwrap_err().code(), ErrorCode::Closed);
+}
+
+/// An `unlock()` future dropped after its first poll
+/// still releases the lock, in the background.
+async fn an_unlock_dropped_halfway_still_releases(fx: &Fixture) {
+    let lock = fx
+        .manager()
+        .new_lock("halfway", LockOptions::default())
+        .unwrap();
+    let other = fx
+        .another()
+        .await
+        .new_lock("halfway", LockOptions::default())
+        .unwrap();
+    for _ in 0..5 {
+        let guard = lock.lock().await.unwrap();
+        let _ = timeout(Duration::ZERO, guard.unlock()).await;
+        let g = other
+            .lock_timeout(Duration::from_secs(5))
+            .await
+            .expect("the half-done unlock never finished");
+        g.unlock().await.unwrap();
+    }
+    assert!(fx.manager().list_locks("").await.unwrap().is_empty());
 }
