@@ -20,7 +20,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -55,13 +54,17 @@ pub(crate) struct Won {
     pub(crate) slot: Slot,
 }
 
+/// An enqueue with its retries, owning everything it needs.
+type EnqueueFuture = Pin<Box<dyn Future<Output = Result<Enqueued>> + Send>>;
+
 /// What a contender may have left in the backend.
 enum Written {
     /// Nothing.
     Nothing,
-    /// The enqueue transaction is in flight. It runs as its own task so
-    /// dropping us cannot leave it half-sent; cleanup awaits it first.
-    InFlight(JoinHandle<Result<Enqueued>>),
+    /// The enqueue transaction is in flight. If we are dropped now, the
+    /// cleanup task takes this future over and drives it to its end first,
+    /// so a request already sent cannot land after the cleanup.
+    InFlight(EnqueueFuture),
     /// Perhaps a key, with an unknown revision (the enqueue failed in a way
     /// that does not say whether it applied).
     Unknown,
@@ -136,21 +139,19 @@ impl Contender {
             self.key.clone(),
             self.retry,
         );
-        let task = self.runtime.spawn(async move {
+        self.written = Written::InFlight(Box::pin(async move {
             retry
                 .run("enqueue", || {
                     backend.enqueue(&queue, &key, lease, value.clone())
                 })
                 .await
-        });
-        self.written = Written::InFlight(task);
-        let Written::InFlight(task) = &mut self.written else {
+        }));
+        let Written::InFlight(in_flight) = &mut self.written else {
             unreachable!("just set")
         };
-        let joined = task.await;
+        let outcome = in_flight.await;
         self.written = Written::Unknown;
-        let enqueued = joined
-            .map_err(|e| LockError::with_source(ErrorCode::Backend, "enqueue task failed", e))??;
+        let enqueued = outcome?;
         self.written = Written::Key(enqueued.rev);
         debug!(key = %self.key, rev = enqueued.rev, head = enqueued.head, "enqueued");
         Ok(enqueued)
@@ -256,10 +257,10 @@ impl Drop for Contender {
             // slot, so delete it whatever its revision.
             let rev = match written {
                 Written::Key(rev) => Some(rev),
-                Written::InFlight(task) => match task.await {
-                    Ok(Ok(enqueued)) => Some(enqueued.rev),
-                    Ok(Err(err)) if err.code() == ErrorCode::Expired => return,
-                    _ => None,
+                Written::InFlight(in_flight) => match in_flight.await {
+                    Ok(enqueued) => Some(enqueued.rev),
+                    Err(err) if err.code() == ErrorCode::Expired => return,
+                    Err(_) => None,
                 },
                 Written::Unknown | Written::Nothing => None,
             };
