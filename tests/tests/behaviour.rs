@@ -8,29 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distlock::{ErrorCode, LockOptions};
-use support::{short_ttl, Fixture, OverlapDetector};
+use support::{on_both_backends, short_ttl, Fixture, OverlapDetector};
 use tokio::time::{sleep, timeout, Instant};
-
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(&super::Fixture::etcd().await).await;
-                }
-            )*
-        }
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(&super::Fixture::memory().await).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     mutual_exclusion_across_managers_and_tasks,

@@ -10,30 +10,9 @@ use std::time::Duration;
 use distlock::EtcdConfig;
 use distlock::{distributed_lock, ErrorCode, LockError, LockManager, LockOptions};
 use distlock_tests::{Etcd, TcpProxy};
-use support::{Fixture, OverlapDetector};
+use support::{on_both_backends, Fixture, OverlapDetector};
 use tokio::sync::{Barrier, Notify};
 use tokio::time::{sleep, timeout, Instant};
-
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(&super::Fixture::etcd().await).await;
-                }
-            )*
-        }
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(&super::Fixture::memory().await).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     one_call_at_a_time_per_key_across_two_managers,

@@ -18,6 +18,32 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Turns each listed `async fn(&Fixture)` into two tests: `etcd::name` on a
+/// real etcd started for it, `memory::name` in memory.
+#[allow(unused_macros)] // not every test binary runs on both backends
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(&super::Fixture::etcd().await).await;
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(&super::Fixture::memory().await).await;
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;
+
 /// A backend to run the behaviour suite on.
 pub struct Fixture {
     pub etcd: Option<Etcd>,
