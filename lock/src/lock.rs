@@ -238,24 +238,19 @@ impl Lock {
 
     /// Takes the name's local slot, then competes in the backend's queue.
     async fn contend(&self, mode: Mode) -> Result<Option<LockGuard>> {
-        let Some(slot) = self.take_slot(mode).await else {
-            return Ok(None);
-        };
         let mut retry = Retry::new(&self.opts);
         if mode == Mode::Try {
             retry = retry.within(self.opts.ttl);
         }
-        let mut slot = Some(slot);
         // A shared session can vanish unnoticed between keep-alives (its lease
         // revoked); then etcd refuses the enqueue and we retry once on a fresh one.
         for attempt in 0..2 {
+            let Some(slot) = self.take_slot(mode).await else {
+                return Ok(None);
+            };
             let (session, dedicated) = self.shared.session_for(&self.opts).await?;
             let key = Keyspace::contender(&self.queue, session.lease());
             let value = Metadata::new(&self.owner, session.ttl()).encode();
-            let slot = match slot.take() {
-                Some(slot) => slot,
-                None => self.take_slot(mode).await.ok_or_else(lease_gone)?,
-            };
             let contender = Contender::new(
                 Arc::clone(&self.shared.backend),
                 self.queue.clone(),
