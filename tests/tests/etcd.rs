@@ -259,3 +259,57 @@ async fn a_held_lock_survives_a_leader_failover() {
     assert!(next.fencing_token() > token);
     next.unlock().await.unwrap();
 }
+
+/// A waiter survives losing the cluster member it talks to: its watches and
+/// keep-alives move to another member, and it gets the lock when released.
+#[tokio::test]
+async fn a_waiter_survives_losing_the_member_it_talks_to() {
+    init_tracing();
+    let mut cluster = Etcd::start_cluster(3).await;
+    let ns = distlock_tests::unique_namespace("member-loss");
+    let leader = cluster.leader().await;
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (doomed, survivor) = (followers[0], followers[1]);
+    let config = |members: &[usize]| {
+        EtcdConfig::new(members.iter().map(|&i| cluster.member_endpoint(i)))
+            .request_timeout(Duration::from_secs(1))
+    };
+    let holder = LockManager::connect(config(&[survivor, leader]), &ns)
+        .await
+        .unwrap();
+    let waiter = LockManager::connect(config(&[doomed, survivor]), &ns)
+        .await
+        .unwrap();
+    let opts = short_ttl(5);
+    let guard = holder
+        .new_lock("m", opts.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let lock = waiter.new_lock("m", opts).unwrap();
+    let waiting = tokio::spawn(async move { lock.lock_timeout(Duration::from_secs(20)).await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while holder.lock_info("m").await.unwrap().unwrap().waiters == 0 {
+        assert!(Instant::now() < deadline, "the waiter never queued");
+        sleep(Duration::from_millis(10)).await;
+    }
+
+    cluster.kill_member(doomed);
+    sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the waiter gave up: {:?}",
+        waiting.await
+    );
+    let token = guard.fencing_token();
+    guard.unlock().await.unwrap();
+    let next = timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("the waiter never got the lock")
+        .unwrap()
+        .expect("the waiter failed instead of moving to another member");
+    assert!(next.is_held());
+    assert!(next.fencing_token() > token);
+    next.unlock().await.unwrap();
+}
