@@ -2,11 +2,13 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
+use crate::cleanup::{log_removal, remove_key, Removal};
 use crate::error::{ErrorCode, LockError, Result};
 use crate::local::Slot;
 use crate::manager::Shared;
@@ -27,11 +29,12 @@ pub(crate) struct Hold {
     lost: CancellationToken,
     /// Live guards; 0 once released.
     guards: Mutex<usize>,
-    /// The name's local slot, freed only after the key is deleted.
-    slot: Mutex<Option<Slot>>,
+    /// The name's local slot, freed once the key is deleted or the lock lost.
+    slot: Arc<Mutex<Option<Slot>>>,
     /// The task watching our key.
     watcher: AbortHandle,
-    retry: Retry,
+    /// The pause between attempts of the release.
+    retry_interval: Duration,
     shared: Arc<Shared>,
 }
 
@@ -50,11 +53,17 @@ pub(crate) struct HoldParts {
 }
 
 impl Hold {
-    /// A hold with one guard, whose key is watched from `header + 1`.
+    /// A hold with one guard, whose key is watched from `header + 1`. When
+    /// the lock is lost — the key deleted, or the session lost, which takes the
+    /// key with its lease — the name's local slot is freed at once, so the
+    /// process's other waiters for the name need not wait for the lost guard
+    /// to be dropped.
     pub(crate) fn new(p: HoldParts) -> Arc<Self> {
         let lost = p.session.lost().child_token();
+        let slot = Arc::new(Mutex::new(Some(p.slot)));
         let watcher = tokio::spawn({
             let (backend, lost, key) = (Arc::clone(&p.shared.backend), lost.clone(), p.key.clone());
+            let slot = Arc::clone(&slot);
             let gone = crate::queue::watch_gone(
                 backend,
                 p.queue,
@@ -73,6 +82,8 @@ impl Hold {
                     }
                     _ = lost.cancelled() => {}
                 }
+                debug!(%key, "lock lost; freeing its local slot");
+                free(&slot);
             }
         })
         .abort_handle();
@@ -84,9 +95,9 @@ impl Hold {
             dedicated: p.dedicated,
             lost,
             guards: Mutex::new(1),
-            slot: Mutex::new(Some(p.slot)),
+            slot,
             watcher,
-            retry: p.retry,
+            retry_interval: p.retry.interval(),
             shared: p.shared,
         })
     }
@@ -138,18 +149,16 @@ impl Hold {
     /// Runs [`release`](Hold::release) on the runtime, for when nobody can
     /// await it.
     fn release_in_background(self: Arc<Self>) {
-        let Some(runtime) = self.shared.runtime() else {
-            debug!(key = %self.key, "no runtime to release on; the lease will");
-            return;
-        };
-        runtime.spawn(async move {
+        let shared = Arc::clone(&self.shared);
+        shared.spawn_background(async move {
             if let Err(err) = self.release().await {
                 debug!(%err, "background release");
             }
         });
     }
 
-    /// Deletes the key (fenced by its create revision), then frees the local
+    /// Deletes the key (fenced by its create revision), retrying until it is
+    /// gone or the session is lost (see [`remove_key`]), then frees the local
     /// slot. `Expired` when the lock had been lost.
     async fn release(self: Arc<Self>) -> Result<()> {
         let span = tracing::debug_span!("distlock.release", key = %self.key, token = self.token);
@@ -162,22 +171,22 @@ impl Hold {
         let released = if self.shared.is_closed() {
             Err(LockError::closed()) // close() revoked the leases
         } else if self.dedicated {
+            // The lease is this hold's alone: revoking it deletes the key, and
+            // should the revoke fail, the lease is no longer renewed.
             self.session.close().await;
-            Ok(true)
+            Ok(Removal::Deleted)
         } else {
-            let (backend, key, token) = (&self.shared.backend, &self.key, self.token as i64);
-            let lost = self.session.lost();
-            tokio::select! {
-                deleted = self.retry.run("release", || backend.delete(key, Some(token))) => deleted,
-                // The lease is gone, and the key with it.
-                _ = lost.cancelled() => Ok(false),
-            }
+            let (token, interval) = (self.token as i64, self.retry_interval);
+            let removed = remove_key(self.shared.backend.as_ref(), &self.session, &self.key, Some(token), interval);
+            let removed = removed.await;
+            log_removal(&self.key, "release", &removed);
+            removed
         };
         self.lost.cancel(); // stops anyone still waiting on `lost()`
-        drop(self.slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+        free(&self.slot);
         debug!(key = %self.key, token = self.token, ?released, "released");
         match released {
-            Ok(true) if !was_lost => Ok(()),
+            Ok(Removal::Deleted) if !was_lost => Ok(()),
             Ok(_) => Err(LockError::new(
                 ErrorCode::Expired,
                 format!("lock `{}` had been lost before it was unlocked", self.name),
@@ -185,6 +194,11 @@ impl Hold {
             Err(err) => Err(err),
         }
     }
+}
+
+/// Frees a hold's local slot, if not yet freed.
+fn free(slot: &Mutex<Option<Slot>>) {
+    drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
 /// Proof that a lock is held. Unlock it with [`unlock`](LockGuard::unlock) to
@@ -323,9 +337,12 @@ impl LockGuard {
     }
 
     /// Releases this guard; the lock itself is released with the last guard
-    /// of its [`Lock`](crate::Lock). Fails with `Expired` when the lock had been
-    /// lost, and with `Backend` when the release could not be confirmed (the
-    /// key then goes with its lease).
+    /// of its [`Lock`](crate::Lock): its key is deleted, retrying transient
+    /// failures until the delete succeeds or the lease is lost (at most about
+    /// one TTL). Fails with `Expired` when the lock had been lost, and with
+    /// `Backend` when the key could not be deleted within a TTL; that key's
+    /// lease is then retired (no longer used for new locks, revoked once its
+    /// other locks are released), so the key goes with it.
     ///
     /// ```
     /// # use distlock::{LockManager, LockOptions};

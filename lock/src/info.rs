@@ -15,6 +15,10 @@ pub(crate) struct Metadata {
     pub(crate) created_ms: u64,
     #[serde(default)]
     pub(crate) ttl_ms: u64,
+    /// Unique per acquisition: tells a retry of our own enqueue, which finds
+    /// the key it created, from a leftover key of an earlier acquisition.
+    #[serde(default)]
+    pub(crate) acquisition: String,
 }
 
 impl Metadata {
@@ -25,6 +29,7 @@ impl Metadata {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             ttl_ms: ttl.as_millis() as u64,
+            acquisition: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
         }
     }
 

@@ -93,6 +93,12 @@ impl Keyspace {
         format!("{queue}{lease:x}")
     }
 
+    /// The lease of a contender key in `queue`, if it is one.
+    pub(crate) fn lease_of(queue: &str, key: &str) -> Option<i64> {
+        let hex = key.strip_prefix(queue)?;
+        i64::from_str_radix(hex, 16).ok()
+    }
+
     /// The lock name a contender key belongs to, if the key is in this keyspace
     /// and well formed.
     pub(crate) fn name_of(&self, key: &str) -> Option<String> {
@@ -105,6 +111,15 @@ impl Keyspace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contender_keys_name_their_lease() {
+        let queue = Keyspace::new("/ns").queue("a/b");
+        let key = Keyspace::contender(&queue, 0x694d_0001);
+        assert_eq!(Keyspace::lease_of(&queue, &key), Some(0x694d_0001));
+        assert_eq!(Keyspace::lease_of(&queue, "/ns/locks/other/1"), None);
+        assert_eq!(Keyspace::lease_of(&queue, &format!("{queue}zz")), None);
+    }
 
     #[test]
     fn names_are_validated() {

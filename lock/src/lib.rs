@@ -28,6 +28,7 @@
 //! services contend on the same locks.
 
 mod backend;
+mod cleanup;
 mod config;
 mod error;
 mod guard;
@@ -54,6 +55,15 @@ pub use manager::LockManager;
 pub use options::LockOptions;
 
 pub use distlock_macros::distributed_lock;
+
+/// Fault injection for tests of failure paths (feature `fault-injection`):
+/// [`LockManager::with_faults`] makes a manager whose backend calls fail,
+/// stall, answer late or apply and lose their answer, as [`testing::Faults`]
+/// says. Not for production use.
+#[cfg(feature = "fault-injection")]
+pub mod testing {
+    pub use crate::backend::faulty::{Fault, Faults, Op};
+}
 
 /// What `#[distributed_lock]`'s expansion names; not a public API.
 #[doc(hidden)]

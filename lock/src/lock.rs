@@ -8,7 +8,6 @@ use tracing::{debug, Instrument};
 use crate::error::{ErrorCode, LockError, Result};
 use crate::guard::{Hold, HoldParts, LockGuard};
 use crate::info::Metadata;
-use crate::key::Keyspace;
 use crate::local::Slot;
 use crate::manager::Shared;
 use crate::options::LockOptions;
@@ -225,10 +224,26 @@ impl Lock {
                         format!("lock `{}` is already held by this handle", self.name),
                     ));
                 }
-                return hold.reenter().map(Some);
+                match hold.reenter() {
+                    Ok(guard) => return Ok(Some(guard)),
+                    // Its last guard went meanwhile: acquire anew, behind its release.
+                    Err(err) if err.code() == ErrorCode::NotHeld => {}
+                    Err(err) => return Err(err),
+                }
             }
+            // A try is one attempt, bounded by the backend's request timeout
+            // (lease grant and backend retries included).
+            let bound = match mode {
+                Mode::Try => self.shared.backend.request_timeout(),
+                Mode::Wait => Duration::MAX,
+            };
             tokio::select! {
-                won = self.contend(mode) => won,
+                won = tokio::time::timeout(bound, self.contend(mode)) => won.unwrap_or_else(|_| {
+                    Err(LockError::new(
+                        ErrorCode::Backend,
+                        format!("no answer from the backend within {bound:?} for lock `{}`", self.name),
+                    ))
+                }),
                 _ = self.shared.closed.cancelled() => Err(LockError::closed()),
             }
         }
@@ -240,7 +255,7 @@ impl Lock {
     async fn contend(&self, mode: Mode) -> Result<Option<LockGuard>> {
         let mut retry = Retry::new(&self.opts);
         if mode == Mode::Try {
-            retry = retry.within(self.opts.ttl);
+            retry = retry.within(self.shared.backend.request_timeout());
         }
         // A shared session can vanish unnoticed between keep-alives (its lease
         // revoked); then etcd refuses the enqueue and we retry once on a fresh one.
@@ -248,20 +263,18 @@ impl Lock {
             let Some(slot) = self.take_slot(mode).await else {
                 return Ok(None);
             };
-            let (session, dedicated) = self.shared.session_for(&self.opts).await?;
-            let key = Keyspace::contender(&self.queue, session.lease());
+            let (session, dedicated) = self.shared.session_for(&self.opts, &retry).await?;
             let value = Metadata::new(&self.owner, session.ttl()).encode();
             let contender = Contender::new(
-                Arc::clone(&self.shared.backend),
+                Arc::clone(&self.shared),
+                Arc::clone(&session),
                 self.queue.clone(),
-                key.clone(),
+                value,
                 slot,
                 retry,
             );
-            let won = match contender
-                .acquire(session.lease(), value, mode, session.lost())
-                .await?
-            {
+            let key = contender.key().to_owned();
+            let won = match contender.acquire(mode).await? {
                 Outcome::Won(won) => won,
                 Outcome::Busy => return Ok(None),
                 Outcome::LeaseGone => {

@@ -5,9 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
+use std::future::Future;
+
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
 
 use crate::backend::etcd::{EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
 use crate::backend::memory::MemoryBackend;
@@ -19,6 +22,7 @@ use crate::key::{validate_name, Keyspace};
 use crate::local::LocalQueues;
 use crate::lock::Lock;
 use crate::options::LockOptions;
+use crate::retry::Retry;
 use crate::session::Session;
 
 /// Sessions that auto-renewing locks with the same settings share.
@@ -32,8 +36,11 @@ pub(crate) struct Shared {
     /// Cancelled by `close()` or when the last handle goes; every session's
     /// `lost` token is its child.
     pub(crate) closed: CancellationToken,
-    shared_sessions: tokio::sync::Mutex<HashMap<SessionKey, Arc<Session>>>,
+    /// The shared session per setting; its keeper task keeps it alive.
+    shared_sessions: tokio::sync::Mutex<HashMap<SessionKey, Weak<Session>>>,
     all_sessions: Mutex<Vec<Weak<Session>>>,
+    /// Background releases and cleanups, which `close()` waits for.
+    background: TaskTracker,
     /// `host/pid/manager-id`; each lock handle appends its own id.
     process_owner: String,
     runtime: OnceLock<Handle>,
@@ -49,6 +56,7 @@ impl Shared {
             closed: CancellationToken::new(),
             shared_sessions: tokio::sync::Mutex::new(HashMap::new()),
             all_sessions: Mutex::new(Vec::new()),
+            background: TaskTracker::new(),
             process_owner: format!("{}/{}/{}", hostname(), std::process::id(), &manager_id[..8]),
             runtime: OnceLock::new(),
         };
@@ -85,31 +93,64 @@ impl Shared {
         format!("{}/{}", self.process_owner, &handle[..8])
     }
 
+    /// Runs a release or cleanup in the background, on the manager's runtime;
+    /// [`close`](LockManager::close) waits for these.
+    pub(crate) fn spawn_background(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match self.runtime() {
+            Some(runtime) => {
+                runtime.spawn(self.background.track_future(task));
+            }
+            None => debug!("no runtime for a background release; the lease will expire"),
+        }
+    }
+
     /// The session a lock with `opts` should use, and whether it is the
     /// lock's alone. Auto-renewing locks with equal settings share one lease;
     /// a lock without auto-renew gets a lease of its own that simply runs out.
-    pub(crate) async fn session_for(&self, opts: &LockOptions) -> Result<(Arc<Session>, bool)> {
+    /// Lease grants are retried as `retry` allows.
+    pub(crate) async fn session_for(
+        &self,
+        opts: &LockOptions,
+        retry: &Retry,
+    ) -> Result<(Arc<Session>, bool)> {
         if !opts.auto_renew {
-            let session = self.start_session(opts).await?;
+            let session = self.start_session(opts, retry).await?;
             return Ok((session, true));
         }
         let key = (opts.ttl_secs(), opts.renew_interval, opts.retry_interval);
         let mut sessions = self.shared_sessions.lock().await;
-        if let Some(live) = sessions.get(&key).filter(|s| !s.is_lost()) {
-            return Ok((Arc::clone(live), false));
+        if let Some(live) = sessions
+            .get(&key)
+            .and_then(Weak::upgrade)
+            .filter(|s| s.is_usable())
+        {
+            return Ok((live, false));
         }
-        let session = self.start_session(opts).await?;
-        sessions.insert(key, Arc::clone(&session));
+        let session = self.start_session(opts, retry).await?;
+        sessions.insert(key, Arc::downgrade(&session));
         Ok((session, false))
     }
 
-    async fn start_session(&self, opts: &LockOptions) -> Result<Arc<Session>> {
+    async fn start_session(&self, opts: &LockOptions, retry: &Retry) -> Result<Arc<Session>> {
         self.ensure_open()?;
-        let session = Session::start(Arc::clone(&self.backend), opts, &self.closed).await?;
+        let session = Session::start(Arc::clone(&self.backend), opts, &self.closed, retry).await?;
         let mut all = self.all_sessions.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|s| s.strong_count() > 0);
         all.push(Arc::downgrade(&session));
         Ok(session)
+    }
+
+    /// Whether `lease` is the lease of one of this manager's live sessions.
+    pub(crate) fn owns_lease(&self, lease: i64) -> bool {
+        let all = self.all_sessions.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .filter_map(Weak::upgrade)
+            .any(|s| s.lease() == lease)
+    }
+
+    fn sessions(&self) -> Vec<Arc<Session>> {
+        let all = self.all_sessions.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().filter_map(Weak::upgrade).collect()
     }
 }
 
@@ -247,6 +288,30 @@ impl LockManager {
     /// ```
     pub fn peer(&self) -> LockManager {
         Self::with_backend(Arc::clone(&self.shared.backend), &self.namespace)
+    }
+
+    /// A peer of this manager (see [`peer`](LockManager::peer)) whose backend
+    /// calls go through `faults`: for tests of failure paths. Feature
+    /// `fault-injection`.
+    ///
+    /// ```
+    /// use distlock::testing::{Fault, Faults, Op};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let faults = Faults::new();
+    /// let manager = distlock::LockManager::in_memory().with_faults(&faults);
+    /// faults.inject(Op::Grant, Fault::Fail, 2); // two transient failures, then success
+    /// let lock = manager.new_lock("a", distlock::LockOptions::default())?;
+    /// lock.lock().await?.unlock().await?;
+    /// assert_eq!(faults.calls(Op::Grant), 3);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "fault-injection")]
+    pub fn with_faults(&self, faults: &crate::testing::Faults) -> LockManager {
+        let backend = crate::backend::faulty::FaultyBackend::new(
+            Arc::clone(&self.shared.backend),
+            faults.clone(),
+        );
+        Self::with_backend(Arc::new(backend), &self.namespace)
     }
 
     /// Whether `other` is a clone of this manager (not merely a peer).
@@ -419,16 +484,21 @@ impl LockManager {
             return;
         }
         self.shared.closed.cancel();
-        let sessions: Vec<Arc<Session>> = {
-            let all = self
-                .shared
-                .all_sessions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            all.iter().filter_map(Weak::upgrade).collect()
-        };
-        for session in sessions {
-            session.close().await;
+        // Revoke every lease at once: each revoke is bounded by the request
+        // timeout, so closing takes one timeout at most even when etcd is down.
+        let mut revokes = tokio::task::JoinSet::new();
+        for session in self.shared.sessions() {
+            revokes.spawn(async move { session.close().await });
+        }
+        while revokes.join_next().await.is_some() {}
+        // Background releases and cleanups end once their sessions are lost.
+        self.shared.background.close();
+        let timeout = self.shared.backend.request_timeout();
+        if tokio::time::timeout(timeout, self.shared.background.wait())
+            .await
+            .is_err()
+        {
+            debug!("background releases still running after close");
         }
         info!(namespace = %self.namespace, "lock manager closed");
     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::session::safety_margin;
 use crate::error::{ErrorCode, LockError, Result};
 
 /// How a lock behaves: how long it lives, whether and how often it is renewed,
@@ -161,6 +162,19 @@ impl LockOptions {
                 self.renew_interval, self.ttl
             ));
         }
+        // The session is declared lost `margin` before the lease can expire;
+        // a renewal sent `renew_interval` after the last one must land before
+        // that with another `margin` to spare for its round trip.
+        let lease = Duration::from_secs(self.ttl_secs() as u64);
+        let margin = safety_margin(lease);
+        let latest = lease.saturating_sub(margin * 2);
+        if self.auto_renew && self.renew_interval > latest {
+            return invalid(format!(
+                "renew_interval ({:?}) leaves no time for a renewal to land before a {:?} lease \
+                 is given up; use at most {latest:?} (ttl minus twice {margin:?})",
+                self.renew_interval, self.ttl
+            ));
+        }
         if self.retry_interval.is_zero() {
             return invalid("retry_interval must be positive".into());
         }
@@ -198,6 +212,16 @@ mod tests {
             LockOptions::default().renew_interval(Duration::ZERO),
             LockOptions::default().retry_interval(Duration::ZERO),
             LockOptions::default().ttl(Duration::MAX),
+            // Renewal would land after the session is given up (issue #8.5).
+            LockOptions::default()
+                .ttl(Duration::from_secs(10))
+                .renew_interval(Duration::from_millis(9500)),
+            LockOptions::default()
+                .ttl(Duration::from_secs(10))
+                .renew_interval(Duration::from_millis(8001)),
+            LockOptions::default()
+                .ttl(Duration::from_secs(1))
+                .renew_interval(Duration::from_millis(900)),
         ];
         for opts in bad {
             assert_eq!(
@@ -205,6 +229,16 @@ mod tests {
                 ErrorCode::InvalidOptions,
                 "{opts:?}"
             );
+        }
+        for ok in [
+            LockOptions::default()
+                .ttl(Duration::from_secs(10))
+                .renew_interval(Duration::from_secs(8)),
+            LockOptions::default()
+                .ttl(Duration::from_secs(1))
+                .renew_interval(Duration::from_millis(333)),
+        ] {
+            assert!(ok.validate().is_ok(), "{ok:?}");
         }
         // Without auto-renew the renew interval is irrelevant.
         let ok = LockOptions::default()

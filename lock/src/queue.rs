@@ -13,20 +13,23 @@
 //! A [`Contender`] that is dropped before it wins — a timeout, a lost
 //! `try_lock`, a `lock()` future dropped mid-await, an error — removes its key
 //! in the background while it still owns the lock name's local slot, so no
-//! ghost key is left blocking the queue.
+//! ghost key is left blocking the queue (see [`cleanup`](crate::cleanup) for
+//! the invariant).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::runtime::Handle;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::backend::{Backend, Enqueued, Position};
+use crate::cleanup::{log_removal, remove_key};
 use crate::error::{ErrorCode, LockError, Result};
+use crate::key::Keyspace;
 use crate::local::Slot;
+use crate::manager::Shared;
 use crate::retry::Retry;
+use crate::session::Session;
 
 /// Whether to wait for a busy lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,71 +75,109 @@ enum Written {
     Key(i64),
 }
 
+/// How many leftover keys of ours one acquisition deletes from its own place
+/// before it gives up (each one needs a request that applied unheard).
+const MAX_LEFTOVERS: usize = 3;
+
 /// One attempt to take a lock with one key.
 pub(crate) struct Contender {
-    backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
+    session: Arc<Session>,
     queue: String,
     key: String,
+    /// Our key's value; it also identifies this acquisition (see
+    /// [`Metadata`](crate::info::Metadata)), telling our own earlier attempt
+    /// from a leftover.
+    value: Vec<u8>,
     retry: Retry,
     /// What we may have written, hence what the cleanup must delete.
     written: Written,
     slot: Option<Slot>,
-    runtime: Handle,
 }
 
 impl Contender {
-    /// A contender for `key` in `queue`, owning the name's local `slot`.
+    /// A contender for `queue` under `session`, owning the name's local `slot`.
     pub(crate) fn new(
-        backend: Arc<dyn Backend>,
+        shared: Arc<Shared>,
+        session: Arc<Session>,
         queue: String,
-        key: String,
+        value: Vec<u8>,
         slot: Slot,
         retry: Retry,
     ) -> Self {
         Contender {
-            backend,
+            key: Keyspace::contender(&queue, session.lease()),
+            shared,
+            session,
             queue,
-            key,
+            value,
             retry,
             written: Written::Nothing,
             slot: Some(slot),
-            runtime: Handle::current(),
         }
+    }
+
+    /// Our key.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn backend(&self) -> &Arc<dyn Backend> {
+        &self.shared.backend
     }
 
     /// Takes the lock, or finds it busy (`Mode::Try`) or the lease gone.
     /// Fails with `Expired` when our key or session disappears while waiting.
-    pub(crate) async fn acquire(
-        mut self,
-        lease: i64,
-        value: Vec<u8>,
-        mode: Mode,
-        session_lost: &CancellationToken,
-    ) -> Result<Outcome> {
-        let enqueued = match self.enqueue(lease, value).await {
-            Ok(enqueued) => enqueued,
-            // etcd refused the whole transaction: nothing to clean up.
-            Err(err) if err.code() == ErrorCode::Expired => {
-                self.written = Written::Nothing;
-                return Ok(Outcome::LeaseGone);
+    pub(crate) async fn acquire(mut self, mode: Mode) -> Result<Outcome> {
+        let mut leftovers = 0;
+        let enqueued = loop {
+            let enqueued = match self.enqueue().await {
+                Ok(enqueued) => enqueued,
+                // etcd refused the whole transaction: nothing to clean up.
+                Err(err) if err.code() == ErrorCode::Expired => {
+                    self.written = Written::Nothing;
+                    return Ok(Outcome::LeaseGone);
+                }
+                Err(err) => return Err(err),
+            };
+            match &enqueued.existing {
+                Some(value) if *value != self.value && leftovers < MAX_LEFTOVERS => {
+                    // A key of ours that outlived its acquisition: never adopt
+                    // it (its token would repeat); delete it and enqueue anew.
+                    leftovers += 1;
+                    warn!(key = %self.key, rev = enqueued.rev, "deleting a leftover key of ours");
+                    let (backend, key, rev) = (self.backend(), &self.key, enqueued.rev);
+                    self.retry
+                        .run("leftover delete", || backend.delete(key, Some(rev)))
+                        .await?;
+                    self.written = Written::Nothing;
+                }
+                Some(value) if *value != self.value => {
+                    return Err(LockError::new(
+                        ErrorCode::Backend,
+                        format!("key `{}` keeps reappearing", self.key),
+                    ))
+                }
+                _ => break enqueued,
             }
-            Err(err) => return Err(err),
         };
         if enqueued.head {
-            return Ok(Outcome::Won(self.win(enqueued.rev, enqueued.header)));
+            return self.win(enqueued.rev, enqueued.header).map(Outcome::Won);
         }
         if mode == Mode::Try {
             self.withdraw().await;
             return Ok(Outcome::Busy);
         }
-        self.wait(enqueued, session_lost).await.map(Outcome::Won)
+        self.wait(enqueued).await.map(Outcome::Won)
     }
 
-    async fn enqueue(&mut self, lease: i64, value: Vec<u8>) -> Result<Enqueued> {
-        let (backend, queue, key, retry) = (
-            Arc::clone(&self.backend),
+    async fn enqueue(&mut self) -> Result<Enqueued> {
+        let (backend, queue, key, lease, value, retry) = (
+            Arc::clone(self.backend()),
             self.queue.clone(),
             self.key.clone(),
+            self.session.lease(),
+            self.value.clone(),
             self.retry,
         );
         self.written = Written::InFlight(Box::pin(async move {
@@ -157,32 +198,42 @@ impl Contender {
         Ok(enqueued)
     }
 
-    async fn wait(self, enqueued: Enqueued, session_lost: &CancellationToken) -> Result<Won> {
+    async fn wait(self, enqueued: Enqueued) -> Result<Won> {
         let rev = enqueued.rev;
         let mut own_key_gone: Pin<Box<dyn Future<Output = Result<()>> + Send>> =
             Box::pin(watch_gone(
-                Arc::clone(&self.backend),
+                Arc::clone(self.backend()),
                 self.queue.clone(),
                 self.key.clone(),
                 rev,
                 enqueued.header + 1,
                 self.retry,
             ));
+        let session_lost = self.session.lost().clone();
+        let backend = Arc::clone(self.backend());
         loop {
+            let (queue, key) = (&self.queue, &self.key);
             let positioned = self
                 .retry
-                .run("queue read", || {
-                    self.backend.position(&self.queue, &self.key, rev)
-                })
+                .run("queue read", || backend.position(queue, key, rev))
                 .await?;
             let predecessor = match positioned.position {
-                Position::Head => return Ok(self.win(rev, positioned.header)),
+                Position::Head => return self.win(rev, positioned.header),
                 Position::Gone => return Err(vanished()),
                 Position::Behind { predecessor } => predecessor,
             };
+            if self.is_leftover(&predecessor) {
+                // We hold this name's slot, so a key of ours ahead of us is a
+                // leftover (a lost hold's, or a request that applied unheard).
+                warn!(key = %predecessor, "deleting a leftover key of ours ahead of us");
+                self.retry
+                    .run("leftover delete", || backend.delete(&predecessor, None))
+                    .await?;
+                continue;
+            }
             debug!(key = %self.key, %predecessor, "waiting for predecessor");
             tokio::select! {
-                deleted = self.backend.wait_deleted(&predecessor, positioned.header + 1) => {
+                deleted = backend.wait_deleted(&predecessor, positioned.header + 1) => {
                     if let Err(err) = deleted {
                         if !err.is_transient() {
                             return Err(err);
@@ -194,14 +245,14 @@ impl Contender {
                     gone?;
                     return Err(vanished());
                 }
-                _ = session_lost.cancelled() => {
-                    return Err(LockError::new(
-                        ErrorCode::Expired,
-                        "the session lease was lost while waiting for the lock",
-                    ));
-                }
+                _ = session_lost.cancelled() => return Err(session_lost_error()),
             }
         }
+    }
+
+    /// Whether `key` in our queue is one of this manager's keys (not ours).
+    fn is_leftover(&self, key: &str) -> bool {
+        Keyspace::lease_of(&self.queue, key).is_some_and(|lease| self.shared.owns_lease(lease))
     }
 
     /// Leaves the queue after a lost `try_lock`; on failure, the drop cleanup
@@ -210,7 +261,7 @@ impl Contender {
         let Written::Key(rev) = self.written else {
             return;
         };
-        match self.backend.delete(&self.key, Some(rev)).await {
+        match self.backend().delete(&self.key, Some(rev)).await {
             Ok(_) => self.disarm(),
             Err(err) => {
                 debug!(key = %self.key, %err, "withdraw failed; cleaning up in the background")
@@ -218,13 +269,19 @@ impl Contender {
         }
     }
 
-    fn win(mut self, rev: i64, header: i64) -> Won {
+    /// Our key holds the lock; it is ours unless the session was lost
+    /// meanwhile (then the key goes with the lease, and the drop cleanup sees
+    /// to it).
+    fn win(mut self, rev: i64, header: i64) -> Result<Won> {
+        if self.session.is_lost() {
+            return Err(session_lost_error());
+        }
         let slot = self
             .slot
             .take()
             .expect("a contender owns its slot until it wins");
         self.disarm();
-        Won { rev, header, slot }
+        Ok(Won { rev, header, slot })
     }
 
     /// Marks the key as needing no cleanup.
@@ -241,6 +298,13 @@ fn vanished() -> LockError {
     )
 }
 
+fn session_lost_error() -> LockError {
+    LockError::new(
+        ErrorCode::Expired,
+        "the session lease was lost while acquiring the lock",
+    )
+}
+
 impl Drop for Contender {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else {
@@ -250,27 +314,35 @@ impl Drop for Contender {
         if matches!(written, Written::Nothing) {
             return; // nothing reached the backend; the slot frees now
         }
-        let (backend, key, retry) = (Arc::clone(&self.backend), self.key.clone(), self.retry);
-        self.runtime.spawn(async move {
-            // Wait for an in-flight enqueue. If the outcome is unknown, the key
-            // may exist with any revision; it is ours alone while we hold the
-            // slot, so delete it whatever its revision.
+        let (shared, session, key) = (
+            Arc::clone(&self.shared),
+            Arc::clone(&self.session),
+            self.key.clone(),
+        );
+        let interval = self.retry.interval();
+        self.shared.spawn_background(async move {
+            // Wait for an in-flight enqueue (or the session's end). If the
+            // outcome is unknown, the key may exist with any revision; it is
+            // ours alone while we hold the slot, so delete it whatever its
+            // revision — and since the request may still apply later, retire
+            // the session so that such a key goes with its lease.
             let rev = match written {
                 Written::Key(rev) => Some(rev),
-                Written::InFlight(in_flight) => match in_flight.await {
-                    Ok(enqueued) => Some(enqueued.rev),
-                    Err(err) if err.code() == ErrorCode::Expired => return,
-                    Err(_) => None,
+                Written::InFlight(in_flight) => tokio::select! {
+                    outcome = in_flight => match outcome {
+                        Ok(enqueued) => Some(enqueued.rev),
+                        Err(err) if err.code() == ErrorCode::Expired => return,
+                        Err(_) => None,
+                    },
+                    _ = session.lost().cancelled() => return,
                 },
                 Written::Unknown | Written::Nothing => None,
             };
-            let removed = retry.run("cleanup", || backend.delete(&key, rev)).await;
-            match removed {
-                Ok(_) => debug!(%key, "abandoned queue key removed"),
-                Err(err) => {
-                    warn!(%key, %err, "could not remove an abandoned queue key; its lease will")
-                }
+            if rev.is_none() {
+                session.retire("an enqueue's outcome is unknown");
             }
+            let removed = remove_key(shared.backend.as_ref(), &session, &key, rev, interval).await;
+            log_removal(&key, "abandoned contender", &removed);
             drop(slot);
         });
     }

@@ -9,6 +9,7 @@
 //! gone, the session is lost and every guard on it hears so — before the
 //! server can expire the lease and hand the locks to someone else.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,10 +20,11 @@ use tracing::{debug, warn, Instrument};
 use crate::backend::Backend;
 use crate::error::{ErrorCode, LockError, Result};
 use crate::options::LockOptions;
+use crate::retry::Retry;
 
 /// How long before the client-side expiry estimate a session is declared
 /// lost: a tenth of the TTL, at most one second.
-fn safety_margin(ttl: Duration) -> Duration {
+pub(crate) fn safety_margin(ttl: Duration) -> Duration {
     (ttl / 10).min(Duration::from_secs(1))
 }
 
@@ -36,20 +38,28 @@ pub(crate) struct Session {
     lost: CancellationToken,
     /// The client-side expiry estimate, minus the safety margin.
     deadline: Mutex<Instant>,
+    /// No new keys go under a retired session: a key of ours may exist under
+    /// it that nobody can delete. It is revoked once nobody uses it.
+    retired: AtomicBool,
 }
 
 impl Session {
-    /// Grants a lease for `opts` and starts its keeper task: renewing every
-    /// `renew_interval` when `auto_renew`, and declaring the session lost at its
-    /// deadline.
+    /// Grants a lease for `opts` (retrying transient failures as `retry`
+    /// allows) and starts its keeper task: renewing every `renew_interval`
+    /// when `auto_renew`, and declaring the session lost at its deadline.
     /// The session is also lost when `parent` is cancelled (the manager closes).
     pub(crate) async fn start(
         backend: Arc<dyn Backend>,
         opts: &LockOptions,
         parent: &CancellationToken,
+        retry: &Retry,
     ) -> Result<Arc<Self>> {
-        let sent = Instant::now();
-        let granted = backend.grant(opts.ttl_secs()).await?;
+        let (sent, granted) = retry
+            .run("lease grant", || async {
+                let sent = Instant::now();
+                backend.grant(opts.ttl_secs()).await.map(|g| (sent, g))
+            })
+            .await?;
         // The server may grant more than asked (its minimum TTL); the lock
         // promises the asked TTL, so the client counts with the smaller one.
         let ttl = granted.ttl.min(Duration::from_secs(opts.ttl_secs() as u64));
@@ -60,6 +70,7 @@ impl Session {
             backend,
             lost: parent.child_token(),
             deadline: Mutex::new(sent + ttl - safety_margin(ttl)),
+            retired: AtomicBool::new(false),
         });
         debug!(
             lease = format_args!("{:x}", session.lease),
@@ -88,6 +99,24 @@ impl Session {
 
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
+    }
+
+    /// Whether new keys may go under this session: not lost, not retired.
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.is_lost() && !self.retired.load(Ordering::SeqCst)
+    }
+
+    /// Takes the session out of use because a key of ours may exist under its
+    /// lease that we cannot delete (a request whose outcome is unknown, a
+    /// release that kept failing). Its holds keep it alive; once the last user
+    /// is gone it is revoked, and such a key with it.
+    pub(crate) fn retire(&self, why: &str) {
+        if !self.retired.swap(true, Ordering::SeqCst) {
+            warn!(
+                lease = format_args!("{:x}", self.lease),
+                why, "session retired; its lease is revoked when its last lock is released"
+            );
+        }
     }
 
     fn deadline(&self) -> Instant {
@@ -154,6 +183,10 @@ impl Session {
                     "the lock's lease expired on the server",
                 ))
             }
+            Ok(Err(err)) if err.code() == ErrorCode::Expired => {
+                self.expire("the server reports the lease gone");
+                Err(err)
+            }
             Ok(Err(err)) => Err(err),
             Err(_) => Err(LockError::new(
                 ErrorCode::Backend,
@@ -162,11 +195,19 @@ impl Session {
         }
     }
 
-    /// The keeper task: renews on schedule and watches the deadline.
+    /// The keeper task: renews on schedule, watches the deadline, and ends a
+    /// retired session once the keeper is its only user.
     async fn keep(self: Arc<Self>, renew_interval: Duration, retry_interval: Duration) {
         let mut next_renew = Instant::now() + renew_interval;
         loop {
+            if self.retired.load(Ordering::SeqCst) && Arc::strong_count(&self) == 1 {
+                debug!(lease = format_args!("{:x}", self.lease), "retired session unused; revoking");
+                self.close().await;
+                return;
+            }
             let deadline = self.deadline();
+            // A retired session is checked for users at least once a second.
+            let check_retired = Instant::now() + Duration::from_secs(1);
             tokio::select! {
                 _ = self.lost.cancelled() => return,
                 _ = tokio::time::sleep_until(deadline) => {
@@ -175,6 +216,7 @@ impl Session {
                         return;
                     }
                 }
+                _ = tokio::time::sleep_until(check_retired), if self.retired.load(Ordering::SeqCst) => {}
                 _ = tokio::time::sleep_until(next_renew), if self.auto_renew => {
                     next_renew = match self.renew().await {
                         Ok(()) => Instant::now() + renew_interval,

@@ -12,9 +12,7 @@ use super::watch_hub::WatchHub;
 use super::{Backend, BoxFuture, Enqueued, Entry, Granted, Position, Positioned};
 use crate::error::{ErrorCode, LockError, Result};
 
-/// Unary requests that take longer than this fail with a transient error, so a
-/// blackholed connection cannot hang a lock call forever.
-pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) use super::DEFAULT_REQUEST_TIMEOUT;
 
 /// [`Backend`] on an etcd cluster.
 pub(crate) struct EtcdBackend {
@@ -118,6 +116,10 @@ fn oldest(queue: &str) -> TxnOp {
 }
 
 impl Backend for EtcdBackend {
+    fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     fn grant(&self, ttl_secs: i64) -> BoxFuture<'_, Result<Granted>> {
         Box::pin(async move {
             let resp = self
@@ -198,17 +200,23 @@ impl Backend for EtcdBackend {
                 .or_else([TxnOp::get(key, None), oldest(queue)]);
             let resp = self.txn("enqueue", txn).await?;
             let header = header_revision(resp.header());
-            let rev = if resp.succeeded() {
-                header
+            let (rev, existing) = if resp.succeeded() {
+                (header, None)
             } else {
-                range_kvs(&resp, 0)
-                    .first()
-                    .map_or(header, |kv| kv.create_revision())
+                match range_kvs(&resp, 0).first() {
+                    Some(kv) => (kv.create_revision(), Some(kv.value().to_vec())),
+                    None => (header, None),
+                }
             };
             let head = range_kvs(&resp, 1)
                 .first()
                 .is_some_and(|kv| kv.create_revision() == rev);
-            Ok(Enqueued { rev, head, header })
+            Ok(Enqueued {
+                rev,
+                head,
+                header,
+                existing,
+            })
         })
     }
 

@@ -191,7 +191,8 @@ impl Backend for MemoryBackend {
                     // As etcd refuses a put on an unknown lease.
                     return Err(LockError::new(ErrorCode::Expired, "lease not found"));
                 }
-                if !state.keys.contains_key(key) {
+                let existing = state.keys.get(key).map(|s| s.value.clone());
+                if existing.is_none() {
                     state.revision += 1;
                     let create_rev = state.revision;
                     state.keys.insert(
@@ -213,6 +214,7 @@ impl Backend for MemoryBackend {
                     rev,
                     head,
                     header: state.revision,
+                    existing,
                 })
             })
         })

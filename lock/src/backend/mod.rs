@@ -13,7 +13,13 @@ use std::time::Duration;
 
 use crate::error::Result;
 
+/// Unary requests that take longer than this fail with a transient error, so a
+/// blackholed connection cannot hang a lock call forever.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub(crate) mod etcd;
+#[cfg(feature = "fault-injection")]
+pub(crate) mod faulty;
 pub(crate) mod memory;
 mod watch_hub;
 
@@ -28,7 +34,7 @@ pub(crate) struct Granted {
 }
 
 /// The outcome of putting a contender key into a queue.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Enqueued {
     /// The key's create revision: its place in the queue and its fencing token.
     pub(crate) rev: i64,
@@ -36,6 +42,9 @@ pub(crate) struct Enqueued {
     pub(crate) head: bool,
     /// The store revision the answer was read at.
     pub(crate) header: i64,
+    /// The value of the key when it existed already (the enqueue did not
+    /// create it): an earlier attempt of ours that applied, or a leftover.
+    pub(crate) existing: Option<Vec<u8>>,
 }
 
 /// Where a contender key stands in its queue.
@@ -68,6 +77,12 @@ pub(crate) struct Entry {
 
 /// The storage primitives of the lock algorithm. Every call is linearizable.
 pub(crate) trait Backend: Send + Sync + 'static {
+    /// How long one request may take before it fails transiently: the bound of
+    /// a single attempt (`try_lock`).
+    fn request_timeout(&self) -> Duration {
+        DEFAULT_REQUEST_TIMEOUT
+    }
+
     /// Grants a lease of `ttl_secs` seconds (the backend may grant more).
     fn grant(&self, ttl_secs: i64) -> BoxFuture<'_, Result<Granted>>;
 
@@ -82,8 +97,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn time_to_live(&self, lease: i64) -> BoxFuture<'_, Result<i64>>;
 
     /// Atomically creates `key` (attached to `lease`, holding `value`) unless
-    /// it exists, and reports its create revision and whether it is the oldest
-    /// key under `queue`. Idempotent, so it may be retried.
+    /// it exists, and reports its create revision, whether it is the oldest
+    /// key under `queue`, and the value it already had if it existed.
+    /// Idempotent, so it may be retried.
     fn enqueue<'a>(
         &'a self,
         queue: &'a str,

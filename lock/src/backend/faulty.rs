@@ -1,0 +1,280 @@
+//! A backend that injects faults into another one, for tests of failure paths
+//! (feature `fault-injection`; not for production use).
+//!
+//! Each [`Op`] of the storage interface can be made to fail before it reaches
+//! the store, to apply and then lose its answer (the case a client cannot tell
+//! from a failure), to answer late, to hang until the request timeout, or to be
+//! refused for good. Rules are consumed in order, per operation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::{Backend, BoxFuture, Enqueued, Entry, Granted, Positioned};
+use crate::error::{LockError, Result};
+
+/// An operation of the storage interface a lock manager uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Op {
+    /// Granting a lease.
+    Grant,
+    /// One lease keep-alive.
+    KeepAlive,
+    /// Revoking a lease.
+    Revoke,
+    /// Asking a lease's remaining TTL.
+    TimeToLive,
+    /// The transaction that puts a contender key and reads the queue head.
+    Enqueue,
+    /// The read that confirms a key and finds its predecessor.
+    Position,
+    /// Watching for a key's deletion.
+    WaitDeleted,
+    /// A fenced delete (release, cleanup, force-unlock).
+    Delete,
+    /// A range read (info, list).
+    List,
+}
+
+/// What happens to an operation a rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Fails with a transient error without reaching the store.
+    Fail,
+    /// Reaches the store and applies, then the answer is lost: a transient
+    /// error, as after a timeout on a request that did arrive.
+    Lose,
+    /// Answers after this delay.
+    Delay(Duration),
+    /// Never answers: fails transiently after the request timeout, without
+    /// reaching the store.
+    Stall,
+    /// Fails with a permanent (not transient) backend error.
+    Refuse,
+}
+
+#[derive(Debug)]
+struct Rule {
+    op: Op,
+    fault: Fault,
+    /// How many more calls it applies to; `None` for all.
+    remaining: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: Vec<Rule>,
+    calls: HashMap<Op, usize>,
+}
+
+/// A set of fault rules shared by the tests and the managers made with
+/// [`LockManager::with_faults`](crate::LockManager::with_faults).
+///
+/// ```
+/// use distlock::testing::{Fault, Faults, Op};
+/// use distlock::{LockManager, LockOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+/// let faults = Faults::new();
+/// let manager = LockManager::in_memory().with_faults(&faults);
+/// faults.inject(Op::Delete, Fault::Lose, 1); // the release applies, its answer is lost
+/// let guard = manager.new_lock("a", LockOptions::default())?.lock().await?;
+/// guard.unlock().await?;
+/// assert_eq!(faults.calls(Op::Delete), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    state: Arc<Mutex<State>>,
+}
+
+impl Faults {
+    /// No faults yet.
+    ///
+    /// ```
+    /// let faults = distlock::testing::Faults::new();
+    /// assert_eq!(faults.calls(distlock::testing::Op::Grant), 0);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `fault` to the next `times` calls of `op` (after the rules
+    /// already queued for it).
+    ///
+    /// ```
+    /// # use distlock::testing::{Fault, Faults, Op};
+    /// Faults::new().inject(Op::Enqueue, Fault::Fail, 3);
+    /// ```
+    pub fn inject(&self, op: Op, fault: Fault, times: usize) -> &Self {
+        self.state().rules.push(Rule {
+            op,
+            fault,
+            remaining: Some(times),
+        });
+        self
+    }
+
+    /// Applies `fault` to every later call of `op`, until healed.
+    ///
+    /// ```
+    /// # use distlock::testing::{Fault, Faults, Op};
+    /// Faults::new().always(Op::KeepAlive, Fault::Stall);
+    /// ```
+    pub fn always(&self, op: Op, fault: Fault) -> &Self {
+        self.state().rules.push(Rule {
+            op,
+            fault,
+            remaining: None,
+        });
+        self
+    }
+
+    /// Removes every rule for `op`.
+    ///
+    /// ```
+    /// # use distlock::testing::{Fault, Faults, Op};
+    /// let faults = Faults::new();
+    /// faults.always(Op::Delete, Fault::Fail).heal_op(Op::Delete);
+    /// ```
+    pub fn heal_op(&self, op: Op) -> &Self {
+        self.state().rules.retain(|r| r.op != op);
+        self
+    }
+
+    /// Removes every rule.
+    ///
+    /// ```
+    /// # use distlock::testing::{Fault, Faults, Op};
+    /// let faults = Faults::new();
+    /// faults.always(Op::Delete, Fault::Fail);
+    /// faults.heal();
+    /// ```
+    pub fn heal(&self) {
+        self.state().rules.clear();
+    }
+
+    /// How many calls of `op` were made so far, faulty or not.
+    ///
+    /// ```
+    /// # use distlock::testing::{Faults, Op};
+    /// assert_eq!(Faults::new().calls(Op::List), 0);
+    /// ```
+    pub fn calls(&self, op: Op) -> usize {
+        self.state().calls.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Counts a call of `op` and takes the fault that applies to it.
+    fn next(&self, op: Op) -> Option<Fault> {
+        let mut state = self.state();
+        *state.calls.entry(op).or_default() += 1;
+        let i = state.rules.iter().position(|r| r.op == op)?;
+        let rule = &mut state.rules[i];
+        let fault = rule.fault;
+        if let Some(n) = rule.remaining.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.rules.remove(i);
+            }
+        }
+        Some(fault)
+    }
+}
+
+/// [`Backend`] wrapper applying [`Faults`].
+pub(crate) struct FaultyBackend {
+    inner: Arc<dyn Backend>,
+    faults: Faults,
+}
+
+impl FaultyBackend {
+    pub(crate) fn new(inner: Arc<dyn Backend>, faults: Faults) -> Self {
+        FaultyBackend { inner, faults }
+    }
+
+    async fn run<'a, T: Send + 'a>(&'a self, op: Op, call: BoxFuture<'a, Result<T>>) -> Result<T> {
+        let injected = |what: &str, transient: bool| {
+            LockError::backend(
+                format!("injected fault: {op:?} {what}"),
+                std::io::Error::other("fault injection"),
+                transient,
+            )
+        };
+        match self.faults.next(op) {
+            None => call.await,
+            Some(Fault::Fail) => Err(injected("failed", true)),
+            Some(Fault::Refuse) => Err(injected("refused", false)),
+            Some(Fault::Stall) => {
+                tokio::time::sleep(self.request_timeout()).await;
+                Err(injected("got no answer", true))
+            }
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                call.await
+            }
+            Some(Fault::Lose) => {
+                let _applied = call.await;
+                Err(injected("answer lost", true))
+            }
+        }
+    }
+}
+
+impl Backend for FaultyBackend {
+    fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout()
+    }
+
+    fn grant(&self, ttl_secs: i64) -> BoxFuture<'_, Result<Granted>> {
+        Box::pin(self.run(Op::Grant, self.inner.grant(ttl_secs)))
+    }
+
+    fn keep_alive(&self, lease: i64) -> BoxFuture<'_, Result<i64>> {
+        Box::pin(self.run(Op::KeepAlive, self.inner.keep_alive(lease)))
+    }
+
+    fn revoke(&self, lease: i64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.run(Op::Revoke, self.inner.revoke(lease)))
+    }
+
+    fn time_to_live(&self, lease: i64) -> BoxFuture<'_, Result<i64>> {
+        Box::pin(self.run(Op::TimeToLive, self.inner.time_to_live(lease)))
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        queue: &'a str,
+        key: &'a str,
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Enqueued>> {
+        Box::pin(self.run(Op::Enqueue, self.inner.enqueue(queue, key, lease, value)))
+    }
+
+    fn position<'a>(
+        &'a self,
+        queue: &'a str,
+        key: &'a str,
+        rev: i64,
+    ) -> BoxFuture<'a, Result<Positioned>> {
+        Box::pin(self.run(Op::Position, self.inner.position(queue, key, rev)))
+    }
+
+    fn wait_deleted<'a>(&'a self, key: &'a str, from: i64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.run(Op::WaitDeleted, self.inner.wait_deleted(key, from)))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.run(Op::Delete, self.inner.delete(key, rev)))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>> {
+        Box::pin(self.run(Op::List, self.inner.list(prefix)))
+    }
+}

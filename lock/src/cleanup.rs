@@ -1,0 +1,104 @@
+//! Who deletes our keys, and how persistently.
+//!
+//! # The key invariant
+//!
+//! A manager has at most **one key per (lock name, lease)**: the local slot
+//! of a name ([`local`](crate::local)) admits one contender at a time, and a
+//! contender's key is `{queue}{lease hex}`. Whoever created a key — the
+//! contender while it waits, then the hold while it holds, then the release
+//! or cleanup task — owns deleting it, and keeps the name's local slot,
+//! until one of these is true:
+//!
+//! - the key is confirmed gone (deleted by us, or by someone else: then the
+//!   lock had been lost);
+//! - its session is lost: the lease is no longer renewed (and is revoked when
+//!   etcd can be reached), so the key goes with it within one TTL;
+//! - the manager is closed (every lease revoked).
+//!
+//! When a key may exist that nobody can delete — a request whose answer was
+//! lost may still apply, or deletes kept failing for a whole TTL — the key's
+//! session is **retired**: no new key goes under it, and its lease is revoked
+//! once its last hold is released, taking such a key with it. A key of ours
+//! found later in a queue we hold the slot of is a leftover: it is deleted,
+//! never adopted as a new hold (its create revision would repeat an old
+//! fencing token).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::error::{ErrorCode, LockError, Result};
+use crate::backend::Backend;
+use crate::session::Session;
+
+/// How a persistent delete ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// We deleted the key — or an earlier attempt whose answer was lost did.
+    Deleted,
+    /// The key was gone before we deleted it (force-unlocked, expired), or its
+    /// session was lost, which takes the key with it.
+    Gone,
+}
+
+/// Deletes `key` (fenced by create revision `rev`, or whatever its revision
+/// when `None`), retrying transient failures every `interval` until it is
+/// gone or its session is lost (which includes the manager closing). A delete
+/// that cannot succeed within one TTL, or is refused for good, retires the
+/// session so the key goes with its lease, and reports the error.
+pub(crate) async fn remove_key(
+    backend: &dyn Backend,
+    session: &Arc<Session>,
+    key: &str,
+    rev: Option<i64>,
+    interval: Duration,
+) -> Result<Removal> {
+    let give_up_at = Instant::now() + session.ttl();
+    let lost = session.lost();
+    let mut unanswered = false;
+    loop {
+        let attempt = tokio::select! {
+            biased;
+            _ = lost.cancelled() => return Ok(Removal::Gone),
+            deleted = backend.delete(key, rev) => deleted,
+        };
+        let err = match attempt {
+            Ok(true) => return Ok(Removal::Deleted),
+            // Not there: our earlier attempt may have applied unheard.
+            Ok(false) if unanswered => return Ok(Removal::Deleted),
+            Ok(false) => return Ok(Removal::Gone),
+            Err(err) if err.is_transient() => err,
+            Err(err) => {
+                session.retire("a delete of its key was refused");
+                return Err(err);
+            }
+        };
+        unanswered = true;
+        if Instant::now() + interval >= give_up_at {
+            session.retire("a delete of its key kept failing");
+            return Err(LockError::with_source(
+                ErrorCode::Backend,
+                format!(
+                    "could not delete `{key}` within the lease TTL; it goes with its lease, \
+                     which is revoked once the session's other locks are released"
+                ),
+                err,
+            ));
+        }
+        debug!(%key, %err, "delete failed; retrying");
+        tokio::select! {
+            _ = lost.cancelled() => return Ok(Removal::Gone),
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Logs the end of a background removal.
+pub(crate) fn log_removal(key: &str, what: &str, removal: &Result<Removal>) {
+    match removal {
+        Ok(removal) => debug!(%key, ?removal, "{what}: key removed"),
+        Err(err) => warn!(%key, %err, "{what}: key not removed"),
+    }
+}
