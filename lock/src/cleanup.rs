@@ -29,8 +29,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::error::{ErrorCode, LockError, Result};
 use crate::backend::Backend;
+use crate::error::{ErrorCode, LockError, Result};
 use crate::session::Session;
 
 /// How a persistent delete ended.

@@ -177,7 +177,13 @@ impl Hold {
             Ok(Removal::Deleted)
         } else {
             let (token, interval) = (self.token as i64, self.retry_interval);
-            let removed = remove_key(self.shared.backend.as_ref(), &self.session, &self.key, Some(token), interval);
+            let removed = remove_key(
+                self.shared.backend.as_ref(),
+                &self.session,
+                &self.key,
+                Some(token),
+                interval,
+            );
             let removed = removed.await;
             log_removal(&self.key, "release", &removed);
             removed

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::session::safety_margin;
 use crate::error::{ErrorCode, LockError, Result};
+use crate::session::safety_margin;
 
 /// How a lock behaves: how long it lives, whether and how often it is renewed,
 /// and how backend failures are retried.

@@ -201,7 +201,10 @@ impl Session {
         let mut next_renew = Instant::now() + renew_interval;
         loop {
             if self.retired.load(Ordering::SeqCst) && Arc::strong_count(&self) == 1 {
-                debug!(lease = format_args!("{:x}", self.lease), "retired session unused; revoking");
+                debug!(
+                    lease = format_args!("{:x}", self.lease),
+                    "retired session unused; revoking"
+                );
                 self.close().await;
                 return;
             }

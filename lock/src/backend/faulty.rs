@@ -67,6 +67,7 @@ struct Rule {
 struct State {
     rules: Vec<Rule>,
     calls: HashMap<Op, usize>,
+    request_timeout: Option<Duration>,
 }
 
 /// A set of fault rules shared by the tests and the managers made with
@@ -133,6 +134,18 @@ impl Faults {
             fault,
             remaining: None,
         });
+        self
+    }
+
+    /// Sets the request timeout the faulty backend reports (and
+    /// [`Fault::Stall`] waits for) instead of the wrapped backend's.
+    ///
+    /// ```
+    /// # use distlock::testing::Faults; use std::time::Duration;
+    /// Faults::new().request_timeout(Duration::from_millis(500));
+    /// ```
+    pub fn request_timeout(&self, timeout: Duration) -> &Self {
+        self.state().request_timeout = Some(timeout);
         self
     }
 
@@ -228,7 +241,8 @@ impl FaultyBackend {
 
 impl Backend for FaultyBackend {
     fn request_timeout(&self) -> Duration {
-        self.inner.request_timeout()
+        let set = self.faults.state().request_timeout;
+        set.unwrap_or_else(|| self.inner.request_timeout())
     }
 
     fn grant(&self, ttl_secs: i64) -> BoxFuture<'_, Result<Granted>> {

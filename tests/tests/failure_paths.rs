@@ -1,0 +1,423 @@
+//! Failure paths of the core, driven by injected faults: a fault-injecting
+//! backend (`LockManager::with_faults`) over real etcd and over memory, and a
+//! blackholing TCP proxy in front of real etcd. Each test states the defect it
+//! guards against (issue #8) and checks the outcome another process sees.
+
+mod support;
+
+use std::time::Duration;
+
+use distlock::testing::{Fault, Faults, Op};
+use distlock::{ErrorCode, EtcdConfig, LockManager, LockOptions};
+use distlock_tests::{Etcd, TcpProxy};
+use support::{connect, init_tracing, on_both_backends, raw_client, raw_keys, short_ttl, Fixture};
+use tokio::time::{sleep, timeout, Instant};
+
+/// A manager of `fx` whose backend calls go through `faults`, with a short
+/// request timeout so that stalls are quick.
+async fn faulty(fx: &Fixture, faults: &Faults) -> LockManager {
+    faults.request_timeout(Duration::from_millis(800));
+    fx.another().await.with_faults(faults)
+}
+
+/// Keys left under the namespace (memory: held locks, as `list_locks` sees them).
+async fn keys_left(fx: &Fixture, observer: &LockManager) -> usize {
+    match fx.raw_keys().await {
+        Some(keys) => keys.len(),
+        None => observer.list_locks("").await.unwrap().len(),
+    }
+}
+
+/// #8.1/#8.2: a release whose deletes fail for longer than the lock's retry
+/// budget (`max_retries(2)`, a try-mode acquisition held past its TTL) keeps
+/// deleting until it succeeds: another process gets the lock.
+async fn a_release_that_keeps_failing_still_frees_the_lock(fx: &Fixture) {
+    let faults = Faults::new();
+    let holder = faulty(fx, &faults).await;
+    let other = fx.another().await;
+    let opts = short_ttl(2).max_retries(2);
+    let lock = holder.new_lock("r", opts.clone()).unwrap();
+    let guard = lock.try_lock().await.unwrap().expect("free lock");
+    sleep(Duration::from_millis(2300)).await; // held past its TTL
+    faults.inject(Op::Delete, Fault::Fail, 8); // ~0.8 s of failures
+    timeout(Duration::from_secs(5), guard.unlock())
+        .await
+        .expect("unlock bounded")
+        .expect("unlock succeeds once the deletes get through");
+    let taken = other.new_lock("r", opts).unwrap();
+    let g = taken
+        .lock_timeout(Duration::from_secs(3))
+        .await
+        .expect("the lock was freed");
+    g.unlock().await.unwrap();
+    assert_eq!(keys_left(fx, &other).await, 0);
+}
+
+/// #8.3: a release that cannot delete its key must not leave it to be adopted
+/// by the next acquisition: fencing tokens of one manager for one name
+/// strictly increase.
+async fn tokens_never_repeat_after_a_failed_release(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    let lock = manager.new_lock("t", short_ttl(2).max_retries(3)).unwrap();
+    let first = lock.lock().await.unwrap();
+    let t1 = first.fencing_token();
+    faults.always(Op::Delete, Fault::Fail);
+    let started = Instant::now();
+    let err = timeout(Duration::from_secs(6), first.unlock())
+        .await
+        .expect("a failing release ends within about a TTL")
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Backend, "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "gave up early"
+    );
+    faults.heal();
+    let second = lock
+        .lock_timeout(Duration::from_secs(6))
+        .await
+        .expect("the name is usable again");
+    let t2 = second.fencing_token();
+    assert!(t2 > t1, "token repeated or went back: {t1} then {t2}");
+    second.unlock().await.unwrap();
+    // The retired session's lease is revoked, and the old key with it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while keys_left(fx, &fx.manager()).await > 0 {
+        assert!(Instant::now() < deadline, "a key was left behind");
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// #8.6: transient failures of a lease grant are retried, for locks without
+/// auto-renew (a lease each) as for the shared session.
+async fn lease_grants_are_retried(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    faults.inject(Op::Grant, Fault::Fail, 2);
+    let own = manager
+        .new_lock("g1", LockOptions::default().auto_renew(false))
+        .unwrap();
+    own.lock()
+        .await
+        .expect("grant retried")
+        .unlock()
+        .await
+        .unwrap();
+    faults.inject(Op::Grant, Fault::Stall, 1);
+    let shared = manager.new_lock("g2", LockOptions::default()).unwrap();
+    shared
+        .lock()
+        .await
+        .expect("grant retried")
+        .unlock()
+        .await
+        .unwrap();
+    assert_eq!(faults.calls(Op::Grant), 5);
+}
+
+/// #9.3: "try once" is one attempt bounded by the request timeout, backend
+/// retries included; a finite wait bounds the whole call.
+async fn a_try_is_bounded_while_the_backend_stalls(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    // Separate names: an abandoned attempt's cleanup keeps its name's slot
+    // until the stalled request is over.
+    let (z1, z2) = (
+        manager.new_lock("z1", LockOptions::default()).unwrap(),
+        manager.new_lock("z2", LockOptions::default()).unwrap(),
+    );
+    faults.always(Op::Enqueue, Fault::Stall);
+    for (what, call) in [
+        (
+            "try_lock",
+            Box::pin(async { z1.try_lock().await.map(|_| ()) })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+        ),
+        (
+            "lock_timeout(0)",
+            Box::pin(async { z2.lock_timeout(Duration::ZERO).await.map(|_| ()) }),
+        ),
+    ] {
+        let started = Instant::now();
+        let err = timeout(Duration::from_secs(10), call)
+            .await
+            .unwrap_or_else(|_| panic!("{what} hung"))
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Backend, "{what}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{what} took {:?}",
+            started.elapsed()
+        );
+    }
+    let lock = manager.new_lock("z3", LockOptions::default()).unwrap();
+    let started = Instant::now();
+    let err = lock.lock_timeout(Duration::from_secs(2)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    faults.heal();
+    manager.close().await;
+}
+
+/// #8.8: a lock lost while its guard is still alive (here force-unlocked)
+/// frees the name in its own process at once; the lost guard's late release
+/// does not touch the new holder's key.
+async fn a_lost_lock_frees_its_own_process(fx: &Fixture) {
+    let manager = fx.manager();
+    let admin = fx.another().await;
+    let first = manager.new_lock("lost", LockOptions::default()).unwrap();
+    let lost_guard = first.lock().await.unwrap();
+    let second = manager.new_lock("lost", LockOptions::default()).unwrap();
+    let waiter = tokio::spawn(async move {
+        let g = second.lock_timeout(Duration::from_secs(8)).await;
+        (second, g)
+    });
+    sleep(Duration::from_millis(300)).await;
+    assert!(admin.force_unlock("lost").await.unwrap());
+    let (second, taken) = timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    let taken = taken.expect("the waiter in the holder's own process gets the lock");
+    assert!(!lost_guard.is_held());
+    assert_eq!(
+        lost_guard.unlock().await.unwrap_err().code(),
+        ErrorCode::Expired
+    );
+    assert!(
+        taken.is_held(),
+        "the lost guard's release deleted the new holder's key"
+    );
+    let outsider = admin.new_lock("lost", LockOptions::default()).unwrap();
+    assert!(outsider.try_lock().await.unwrap().is_none());
+    taken.unlock().await.unwrap();
+    drop(second);
+    assert!(outsider.try_lock().await.unwrap().is_some());
+}
+
+/// #9 (smaller): a release whose delete applied but whose answer was lost
+/// reports success, not `Expired`.
+async fn a_release_whose_answer_was_lost_succeeds(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    let guard = manager
+        .new_lock("lose", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    faults.inject(Op::Delete, Fault::Lose, 1);
+    guard.unlock().await.expect("the release applied");
+    assert_eq!(keys_left(fx, &fx.manager()).await, 0);
+}
+
+/// #9 (smaller): `lock()` never hands out a guard whose session was lost while
+/// it waited; it fails with `Expired` instead.
+async fn no_guard_on_a_session_lost_while_acquiring(fx: &Fixture) {
+    let faults = Faults::new();
+    let waiter_manager = faulty(fx, &faults).await;
+    let holder = fx.another().await;
+    let opts = short_ttl(2);
+    let held = holder
+        .new_lock("s", opts.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let lock = waiter_manager.new_lock("s", opts).unwrap();
+    let waiting = tokio::spawn(async move { lock.lock().await.map(|g| (g.is_held(), g)) });
+    sleep(Duration::from_millis(500)).await; // queued and watching
+                                             // The keep-alives reach etcd but their answers are lost: the client gives
+                                             // the session up (at ~1.8 s) while etcd keeps the lease, and the key,
+                                             // alive a while longer; the read that confirms the win comes in between.
+    faults.always(Op::KeepAlive, Fault::Lose);
+    faults.always(Op::Revoke, Fault::Fail);
+    faults.always(Op::Position, Fault::Delay(Duration::from_millis(2500)));
+    held.unlock().await.unwrap();
+    let outcome = timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    match outcome {
+        Err(err) => assert_eq!(err.code(), ErrorCode::Expired, "{err}"),
+        Ok((held, _guard)) => assert!(held, "lock() returned a guard that is not held"),
+    }
+    faults.heal();
+}
+
+/// #9 (smaller): a reentrant `lock()` racing the drop of the last guard
+/// acquires (anew) instead of failing with `NotHeld`.
+async fn a_reentrant_lock_racing_the_last_drop_acquires(fx: &Fixture) {
+    let manager = fx.manager();
+    let lock = std::sync::Arc::new(manager.new_lock("race", LockOptions::default()).unwrap());
+    for round in 0..150 {
+        let guard = lock.lock().await.unwrap();
+        let dropper = std::thread::spawn(move || drop(guard));
+        let again = lock.lock().await;
+        dropper.join().unwrap();
+        let again = again.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        again.unlock().await.unwrap();
+    }
+}
+
+/// #9 (smaller): background cleanups stop when the manager closes.
+async fn cleanups_end_with_close(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    let holder = fx.another().await;
+    let held = holder
+        .new_lock("c", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    faults.always(Op::Delete, Fault::Fail);
+    let lock = manager.new_lock("c", LockOptions::default()).unwrap();
+    let err = lock
+        .lock_timeout(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Timeout);
+    sleep(Duration::from_millis(300)).await; // the cleanup is retrying
+    assert!(faults.calls(Op::Delete) > 0);
+    manager.close().await;
+    let after_close = faults.calls(Op::Delete);
+    sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        faults.calls(Op::Delete),
+        after_close,
+        "a cleanup outlived close()"
+    );
+    held.unlock().await.unwrap();
+}
+
+/// #9 (smaller): `close()` revokes its sessions concurrently, so it takes one
+/// slow revoke, not one per session.
+async fn close_revokes_sessions_at_once(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    let mut guards = Vec::new();
+    for ttl in [5, 6, 7] {
+        let lock = manager
+            .new_lock(format!("close-{ttl}"), short_ttl(ttl))
+            .unwrap();
+        guards.push(lock.lock().await.unwrap());
+    }
+    faults.always(Op::Revoke, Fault::Delay(Duration::from_millis(1500)));
+    let started = Instant::now();
+    manager.close().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(3000),
+        "close took {took:?} for 3 sessions"
+    );
+    assert!(guards.iter().all(|g| !g.is_held()));
+    faults.heal();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while keys_left(fx, &fx.manager()).await > 0 {
+        assert!(Instant::now() < deadline, "close left keys");
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// #8.5: options under which every lock would be lost are refused.
+async fn options_that_lose_every_lock_are_refused(fx: &Fixture) {
+    let opts = LockOptions::default()
+        .ttl(Duration::from_secs(10))
+        .renew_interval(Duration::from_millis(9500));
+    let err = fx.manager().new_lock("o", opts).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidOptions);
+}
+
+on_both_backends!(
+    a_release_that_keeps_failing_still_frees_the_lock,
+    tokens_never_repeat_after_a_failed_release,
+    lease_grants_are_retried,
+    a_try_is_bounded_while_the_backend_stalls,
+    a_lost_lock_frees_its_own_process,
+    a_release_whose_answer_was_lost_succeeds,
+    no_guard_on_a_session_lost_while_acquiring,
+    a_reentrant_lock_racing_the_last_drop_acquires,
+    cleanups_end_with_close,
+    close_revokes_sessions_at_once,
+    options_that_lose_every_lock_are_refused,
+);
+
+/// #8.1, as observed: a `try_lock`ed lock held past its TTL, unlocked during
+/// a one-second network stall, is free for others soon after the network
+/// heals (not 12 s later, not never).
+#[tokio::test]
+async fn an_unlock_during_a_network_stall_frees_the_lock_after_the_heal() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let proxy = TcpProxy::start_for(&etcd.endpoints()[0]).await;
+    let config = EtcdConfig::new([proxy.endpoint()]).request_timeout(Duration::from_millis(400));
+    let stalled = LockManager::connect(config, &ns).await.unwrap();
+    let other = connect(&etcd, &ns).await;
+    let opts = short_ttl(3);
+    let guard = stalled
+        .new_lock("stall", opts.clone())
+        .unwrap()
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("free");
+    sleep(Duration::from_millis(3300)).await;
+    proxy.blackhole();
+    let unlock = tokio::spawn(guard.unlock());
+    sleep(Duration::from_secs(1)).await;
+    proxy.restore();
+    let healed = Instant::now();
+    let taken = other
+        .new_lock("stall", opts)
+        .unwrap()
+        .lock_timeout(Duration::from_secs(4))
+        .await
+        .expect("free within a TTL of the heal");
+    assert!(healed.elapsed() < Duration::from_secs(3));
+    // Whether the holder's unlock saw its delete land or its lease go, it ended.
+    timeout(Duration::from_secs(5), unlock)
+        .await
+        .unwrap()
+        .unwrap()
+        .ok();
+    taken.unlock().await.unwrap();
+    assert!(raw_keys(&etcd, &ns).await.is_empty());
+}
+
+/// #8.3: a key of ours left in a queue (a request that applied after we gave
+/// up on it) is deleted, never adopted: the token it would repeat is never
+/// handed out, and nothing is left.
+#[tokio::test]
+async fn a_leftover_key_of_ours_is_never_adopted() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let manager = connect(&etcd, &ns).await;
+    let lock = manager.new_lock("left", LockOptions::default()).unwrap();
+    let guard = lock.lock().await.unwrap();
+    let key = manager.lock_info("left").await.unwrap().unwrap().key;
+    guard.unlock().await.unwrap();
+    // What a stale enqueue of ours landing late would leave: our key, our lease.
+    let lease = i64::from_str_radix(key.rsplit('/').next().unwrap(), 16).unwrap();
+    let mut raw = raw_client(&etcd).await;
+    let put = raw
+        .put(
+            key.as_str(),
+            r#"{"owner":"stale"}"#,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap();
+    let leftover_rev = put.header().unwrap().revision() as u64;
+    let again = lock.lock_timeout(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        again.fencing_token() > leftover_rev,
+        "adopted the leftover (token {}, leftover {leftover_rev})",
+        again.fencing_token()
+    );
+    again.unlock().await.unwrap();
+    assert!(raw_keys(&etcd, &ns).await.is_empty());
+}
