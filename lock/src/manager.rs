@@ -16,7 +16,7 @@ use crate::backend::etcd::{EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, Entry};
 use crate::config::EtcdConfig;
-use crate::error::{LockError, Result};
+use crate::error::{ErrorCode, LockError, Result};
 use crate::info::{LockInfo, Metadata};
 use crate::key::{validate_name, Keyspace};
 use crate::local::LocalQueues;
@@ -158,6 +158,25 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // Stops every keeper: leases are no longer renewed and run out.
         self.closed.cancel();
+    }
+}
+
+/// A queue's holder as [`LockInfo`], with its lease's expiry from `expiries`.
+fn describe(
+    name: &str,
+    holder: &Entry,
+    waiters: usize,
+    expiries: &HashMap<i64, Option<SystemTime>>,
+) -> LockInfo {
+    let meta = Metadata::decode(&holder.value);
+    LockInfo {
+        name: name.to_owned(),
+        create_time: meta.create_time(),
+        owner: meta.owner,
+        key: holder.key.clone(),
+        expire_time: expiries.get(&holder.lease).copied().flatten(),
+        fencing_token: holder.create_rev as u64,
+        waiters,
     }
 }
 
@@ -368,10 +387,11 @@ impl LockManager {
             .backend
             .list(&self.shared.keys.queue(name))
             .await?;
-        match entries.first() {
-            None => Ok(None),
-            Some(holder) => Ok(Some(self.describe(name, holder, entries.len() - 1).await?)),
-        }
+        let Some(holder) = entries.first() else {
+            return Ok(None);
+        };
+        let expiries = self.expiries([holder.lease]).await?;
+        Ok(Some(describe(name, holder, entries.len() - 1, &expiries)))
     }
 
     /// Every held lock whose *name* starts with `prefix` (`""` lists all),
@@ -402,31 +422,47 @@ impl LockManager {
                 }
             }
         }
-        let mut out = Vec::with_capacity(queues.len());
-        for (name, mut queue) in queues {
+        for queue in queues.values_mut() {
             queue.sort_by_key(|e| e.create_rev);
-            out.push(self.describe(&name, &queue[0], queue.len() - 1).await?);
         }
-        Ok(out)
+        // A manager's locks share a lease: one TTL query per distinct lease.
+        let expiries = self.expiries(queues.values().map(|q| q[0].lease)).await?;
+        Ok(queues
+            .iter()
+            .map(|(name, queue)| describe(name, &queue[0], queue.len() - 1, &expiries))
+            .collect())
     }
 
-    async fn describe(&self, name: &str, holder: &Entry, waiters: usize) -> Result<LockInfo> {
-        let meta = Metadata::decode(&holder.value);
-        let expire_time = if holder.lease == 0 {
-            None
-        } else {
-            let remaining = self.shared.backend.time_to_live(holder.lease).await?;
-            (remaining > 0).then(|| SystemTime::now() + Duration::from_secs(remaining as u64))
-        };
-        Ok(LockInfo {
-            name: name.to_owned(),
-            owner: meta.owner.clone(),
-            key: holder.key.clone(),
-            create_time: meta.create_time(),
-            expire_time,
-            fencing_token: holder.create_rev as u64,
-            waiters,
-        })
+    /// When each of `leases` expires (`None` when it is gone), asking each
+    /// distinct lease once, several at a time.
+    async fn expiries(
+        &self,
+        leases: impl IntoIterator<Item = i64>,
+    ) -> Result<HashMap<i64, Option<SystemTime>>> {
+        const AT_ONCE: usize = 16;
+        let mut pending: Vec<i64> = leases.into_iter().filter(|&l| l != 0).collect();
+        pending.sort_unstable();
+        pending.dedup();
+        let mut out = HashMap::with_capacity(pending.len());
+        let mut asking = tokio::task::JoinSet::new();
+        let mut pending = pending.into_iter();
+        loop {
+            while asking.len() < AT_ONCE {
+                let Some(lease) = pending.next() else { break };
+                let backend = Arc::clone(&self.shared.backend);
+                asking.spawn(async move { (lease, backend.time_to_live(lease).await) });
+            }
+            let Some(answer) = asking.join_next().await else {
+                return Ok(out);
+            };
+            let (lease, remaining) = answer.map_err(|e| {
+                LockError::with_source(ErrorCode::Backend, "lease query task failed", e)
+            })?;
+            let remaining = remaining?;
+            let expiry = (remaining > 0)
+                .then(|| SystemTime::now() + Duration::from_secs(remaining as u64));
+            out.insert(lease, expiry);
+        }
     }
 
     /// Removes the current holder of lock `name` — an administrator's tool.
