@@ -161,6 +161,17 @@ impl LockError {
     pub(crate) fn is_transient(&self) -> bool {
         self.transient
     }
+
+    /// The same failure for another caller of a shared request (a batch):
+    /// same code and transience, named for `what`, the cause kept as text.
+    pub(crate) fn duplicate(&self, what: &str) -> Self {
+        LockError {
+            code: self.code,
+            message: format!("{what}: {}", self.message),
+            source: Some(self.to_string().into()),
+            transient: self.transient,
+        }
+    }
 }
 
 /// Shorthand for `Result<T, LockError>`.

@@ -52,8 +52,13 @@ pub(crate) struct HoldParts {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// How long a hold lasts before its key is watched for deletion.
+const WATCH_AFTER: Duration = Duration::from_millis(100);
+
 impl Hold {
-    /// A hold with one guard, whose key is watched from `header + 1`. When
+    /// A hold with one guard, whose key is watched from `header + 1` once the
+    /// hold has lasted [`WATCH_AFTER`] (a short hold costs etcd no watch; a
+    /// deletion meanwhile is still seen, as the watch starts in the past). When
     /// the lock is lost — the key deleted, or the session lost, which takes the
     /// key with its lease — the name's local slot is freed at once, so the
     /// process's other waiters for the name need not wait for the lost guard
@@ -64,7 +69,7 @@ impl Hold {
         let watcher = tokio::spawn({
             let (backend, lost, key) = (Arc::clone(&p.shared.backend), lost.clone(), p.key.clone());
             let slot = Arc::clone(&slot);
-            let gone = crate::queue::watch_gone(
+            let watch = crate::queue::watch_gone(
                 backend,
                 p.queue,
                 p.key.clone(),
@@ -72,6 +77,10 @@ impl Hold {
                 p.header + 1,
                 p.retry,
             );
+            let gone = async move {
+                tokio::time::sleep(WATCH_AFTER).await;
+                watch.await
+            };
             async move {
                 tokio::select! {
                     gone = gone => {

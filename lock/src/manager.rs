@@ -459,8 +459,8 @@ impl LockManager {
                 LockError::with_source(ErrorCode::Backend, "lease query task failed", e)
             })?;
             let remaining = remaining?;
-            let expiry = (remaining > 0)
-                .then(|| SystemTime::now() + Duration::from_secs(remaining as u64));
+            let expiry =
+                (remaining > 0).then(|| SystemTime::now() + Duration::from_secs(remaining as u64));
             out.insert(lease, expiry);
         }
     }

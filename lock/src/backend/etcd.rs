@@ -8,6 +8,7 @@ use etcd_client::{
 };
 use tonic::Code;
 
+use super::batch::Batcher;
 use super::watch_hub::WatchHub;
 use super::{Backend, BoxFuture, Enqueued, Entry, Granted, Position, Positioned};
 use crate::error::{ErrorCode, LockError, Result};
@@ -19,12 +20,15 @@ pub(crate) struct EtcdBackend {
     client: Client,
     request_timeout: Duration,
     watches: WatchHub,
+    /// Enqueues and deletes, coalesced into one transaction per round trip.
+    writes: Batcher,
 }
 
 impl EtcdBackend {
     pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
         EtcdBackend {
             watches: WatchHub::new(client.clone()),
+            writes: Batcher::new(client.clone(), request_timeout),
             client,
             request_timeout,
         }
@@ -57,7 +61,7 @@ impl EtcdBackend {
 /// Maps an etcd error: a lease the server does not know is `Expired`; a
 /// backend error is transient when it may go away by itself (no leader, no
 /// connection).
-fn map_error(what: &str, err: etcd_client::Error) -> LockError {
+pub(crate) fn map_error(what: &str, err: etcd_client::Error) -> LockError {
     use etcd_client::Error as E;
     if is_not_found(&err) {
         return LockError::with_source(
@@ -198,8 +202,7 @@ impl Backend for EtcdBackend {
                     oldest(queue),
                 ])
                 .or_else([TxnOp::get(key, None), oldest(queue)]);
-            let resp = self.txn("enqueue", txn).await?;
-            let header = header_revision(resp.header());
+            let (resp, header) = self.writes.txn("enqueue", queue, txn).await?;
             let (rev, existing) = if resp.succeeded() {
                 (header, None)
             } else {
@@ -267,7 +270,9 @@ impl Backend for EtcdBackend {
             let txn = Txn::new()
                 .when([fence])
                 .and_then([TxnOp::delete(key, None)]);
-            Ok(self.txn("delete", txn).await?.succeeded())
+            // The key's queue: `{queue}{lease hex}`.
+            let queue = key.rfind('/').map_or(key, |i| &key[..=i]);
+            Ok(self.writes.txn("delete", queue, txn).await?.0.succeeded())
         })
     }
 

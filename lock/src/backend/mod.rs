@@ -17,6 +17,7 @@ use crate::error::Result;
 /// blackholed connection cannot hang a lock call forever.
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+mod batch;
 pub(crate) mod etcd;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faulty;

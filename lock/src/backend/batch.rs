@@ -1,0 +1,249 @@
+//! Group commit: a manager's concurrent write transactions (enqueues and
+//! fenced deletes) go to etcd as one transaction per round trip.
+//!
+//! Each write keeps its own compare: the batch is an unconditional outer
+//! transaction whose operations are the members' transactions, nested (etcd
+//! ≥ 3.3). etcd applies it as one Raft proposal, so every key it creates
+//! shares one create revision. That is why a batch never holds two writes to
+//! one lock's queue: two contenders of one lock created in one batch would
+//! tie for the same place and the same fencing token. A write whose queue is
+//! taken waits for the next batch. While [`MAX_IN_FLIGHT`] batches are
+//! on their way, new writes queue up and form the next, larger batch: under
+//! light load each write goes alone, as it would without batching.
+//!
+//! If etcd refuses a batch as a whole (a member names a lease that is gone,
+//! two members touch one key), each member is sent on its own, so that only
+//! the member at fault sees the error.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tonic::Code;
+
+use super::etcd::map_error;
+use crate::error::{LockError, Result};
+
+/// At most this many members in one batch (etcd's default `--max-txn-ops`).
+const MAX_BATCH: usize = 128;
+
+/// At most this many batches on their way at once.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// A write's transaction, its answer with the revision it was applied at.
+pub(crate) type Answer = Result<(TxnResponse, i64)>;
+
+struct Member {
+    what: &'static str,
+    /// The lock queue the write touches; one write per queue in a batch.
+    queue: String,
+    txn: Txn,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// Coalesces one etcd client's write transactions.
+pub(crate) struct Batcher {
+    queue: mpsc::UnboundedSender<Member>,
+}
+
+impl Batcher {
+    /// Starts the batching task, which ends when the batcher is dropped.
+    pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
+        let (queue, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(run(client, request_timeout, incoming));
+        Batcher { queue }
+    }
+
+    /// Runs `txn`, a write to the lock queue `queue`, in a batch, and
+    /// returns its response and the store revision after it; errors as
+    /// [`map_error`] maps them.
+    pub(crate) async fn txn(&self, what: &'static str, queue: &str, txn: Txn) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        let member = Member {
+            what,
+            queue: queue.to_owned(),
+            txn,
+            reply,
+        };
+        if self.queue.send(member).is_err() {
+            return Err(gone());
+        }
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
+
+fn gone() -> LockError {
+    LockError::backend(
+        "etcd write batcher stopped",
+        std::io::Error::other("batcher gone"),
+        true,
+    )
+}
+
+async fn run(
+    client: Client,
+    request_timeout: Duration,
+    mut incoming: mpsc::UnboundedReceiver<Member>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut pending: VecDeque<Member> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match incoming.recv().await {
+                Some(member) => pending.push_back(member),
+                None => return,
+            }
+        }
+        // Wait for room on the wire; writes arriving meanwhile join this batch.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        while let Ok(member) = incoming.try_recv() {
+            pending.push_back(member);
+        }
+        let batch = take_batch(&mut pending);
+        let client = client.clone();
+        tokio::spawn(async move {
+            send(client, request_timeout, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// The oldest pending writes, at most one per queue and [`MAX_BATCH`] in all;
+/// the others stay pending, in order.
+fn take_batch(pending: &mut VecDeque<Member>) -> Vec<Member> {
+    let mut batch = Vec::new();
+    let mut queues = HashSet::new();
+    let mut rest = VecDeque::with_capacity(pending.len());
+    for member in pending.drain(..) {
+        if batch.len() < MAX_BATCH && queues.insert(member.queue.clone()) {
+            batch.push(member);
+        } else {
+            rest.push_back(member);
+        }
+    }
+    *pending = rest;
+    batch
+}
+
+async fn send(client: Client, request_timeout: Duration, mut batch: Vec<Member>) {
+    if batch.len() == 1 {
+        let member = batch.pop().expect("one member");
+        let answer = alone(client, request_timeout, member.what, member.txn).await;
+        let _ = member.reply.send(answer);
+        return;
+    }
+    let outer = Txn::new().and_then(
+        batch
+            .iter()
+            .map(|m| TxnOp::txn(m.txn.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let sent = tokio::time::timeout(request_timeout, client.clone().txn(outer)).await;
+    match sent {
+        Ok(Ok(resp)) => {
+            let revision = resp.header().map_or(0, |h| h.revision());
+            let mut inner = resp.op_responses().into_iter();
+            for member in batch {
+                let answer = match inner.next() {
+                    Some(TxnOpResponse::Txn(r)) => Ok((r, revision)),
+                    _ => Err(LockError::backend(
+                        format!("etcd {}: malformed batch answer", member.what),
+                        std::io::Error::other("missing nested response"),
+                        false,
+                    )),
+                };
+                let _ = member.reply.send(answer);
+            }
+        }
+        // Refused as a whole because of one member: send each on its own.
+        Ok(Err(etcd_client::Error::GRpcStatus(status)))
+            if matches!(status.code(), Code::NotFound | Code::InvalidArgument) =>
+        {
+            let mut each = tokio::task::JoinSet::new();
+            for member in batch {
+                let client = client.clone();
+                each.spawn(async move {
+                    let answer = alone(client, request_timeout, member.what, member.txn).await;
+                    let _ = member.reply.send(answer);
+                });
+            }
+            while each.join_next().await.is_some() {}
+        }
+        Ok(Err(err)) => {
+            let err = map_error("batched write", err);
+            for member in batch {
+                let _ = member.reply.send(Err(err.duplicate(member.what)));
+            }
+        }
+        Err(_elapsed) => {
+            for member in batch {
+                let _ = member.reply.send(Err(LockError::backend(
+                    format!(
+                        "etcd {} got no answer within {request_timeout:?}",
+                        member.what
+                    ),
+                    std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    true,
+                )));
+            }
+        }
+    }
+}
+
+/// One transaction on its own.
+async fn alone(client: Client, request_timeout: Duration, what: &str, txn: Txn) -> Answer {
+    match tokio::time::timeout(request_timeout, client.clone().txn(txn)).await {
+        Ok(Ok(resp)) => {
+            let revision = resp.header().map_or(0, |h| h.revision());
+            Ok((resp, revision))
+        }
+        Ok(Err(err)) => Err(map_error(what, err)),
+        Err(elapsed) => Err(LockError::backend(
+            format!("etcd {what} got no answer within {request_timeout:?}"),
+            elapsed,
+            true,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(queue: &str) -> Member {
+        Member {
+            what: "test",
+            queue: queue.to_owned(),
+            txn: Txn::new(),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_batch_takes_one_write_per_queue_in_order() {
+        let mut pending: VecDeque<Member> = ["a", "b", "a", "c", "b", "a"]
+            .into_iter()
+            .map(member)
+            .collect();
+        let queues = |ms: &[Member]| ms.iter().map(|m| m.queue.clone()).collect::<Vec<_>>();
+        let first = take_batch(&mut pending);
+        assert_eq!(queues(&first), ["a", "b", "c"]);
+        let second = take_batch(&mut pending);
+        assert_eq!(queues(&second), ["a", "b"]);
+        let third = take_batch(&mut pending);
+        assert_eq!(queues(&third), ["a"]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_bounded() {
+        let mut pending: VecDeque<Member> =
+            (0..MAX_BATCH + 5).map(|i| member(&i.to_string())).collect();
+        assert_eq!(take_batch(&mut pending).len(), MAX_BATCH);
+        assert_eq!(pending.len(), 5);
+    }
+}
