@@ -227,6 +227,18 @@ impl Lock {
                 }
                 return hold.reenter().map(Some);
             }
+            // --- owner scopes (owner.rs): inside a scope that holds this name
+            // through this manager, a child section of its hold. ---
+            let in_scope = crate::owner::acquire_in_scope(
+                &self.shared,
+                &self.name,
+                &self.owner,
+                self.opts.reentrant,
+                mode,
+            );
+            if let Some(section) = in_scope.await {
+                return section;
+            }
             tokio::select! {
                 won = self.contend(mode) => won,
                 _ = self.shared.closed.cancelled() => Err(LockError::closed()),

@@ -250,6 +250,7 @@ impl LockManager {
     }
 
     /// Whether `other` is a clone of this manager (not merely a peer).
+    #[allow(dead_code)] // owner scopes (owner.rs) compare the shared state directly
     pub(crate) fn same_as(&self, other: &LockManager) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
