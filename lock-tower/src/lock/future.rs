@@ -214,15 +214,18 @@ where
                         );
                         return Poll::Ready(Ok(ctx.reject(RejectionKind::Lost, err)));
                     }
-                    if is_lost {
-                        warn!(key = ?ctx.as_ref().map(|c| &c.key), "lock lost as the request completed; returning its response");
-                    }
                     let result = ready!(polled);
-                    let (Some(guard), Some(lost), Some(ctx)) =
+                    let (Some(guard), Some(mut lost), Some(ctx)) =
                         (guard.take(), lost.take(), ctx.take())
                     else {
                         panic!("ResponseFuture polled after completion");
                     };
+                    if is_lost {
+                        // The handler's work is done: its response goes out
+                        // as is (a loss noticed later still stops the body).
+                        warn!(key = %ctx.key, "lock lost as the request completed; returning its response");
+                        lost = Box::pin(std::future::pending());
+                    }
                     state.set(State::Done);
                     // An error drops the guard: the lock is released.
                     let response = result?;
