@@ -156,8 +156,19 @@ fn not_result(ty: &Type) -> String {
 /// `E: From<LockError>`; tuples, references, `impl Trait` and the like cannot
 /// be one and are refused here.
 fn may_be_result(ty: &Type) -> bool {
+    /// Names no one gives a `Result` alias: refused with the clearer message.
+    const NOT_RESULTS: &[&str] = &[
+        "Option", "Vec", "String", "Box", "Arc", "Rc", "Cow", "HashMap", "BTreeMap", "bool",
+        "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
+        "i128", "isize", "f32", "f64",
+    ];
     match ty {
-        Type::Path(_) | Type::Macro(_) => true,
+        Type::Path(p) => !p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| NOT_RESULTS.contains(&s.ident.to_string().as_str())),
+        Type::Macro(_) => true,
         Type::Group(g) => may_be_result(&g.elem),
         Type::Paren(p) => may_be_result(&p.elem),
         _ => false,
@@ -272,15 +283,21 @@ impl VisitMut for InferImplTrait {
 fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
     let key_var = format_ident!("__distlock_key", span = Span::mixed_site());
     let manager_var = format_ident!("__distlock_manager", span = Span::mixed_site());
-    let krate = match &args.krate {
+    // `::distlock`, or the `crate = "..."` path, spanned at `span` so that
+    // type errors point where they did before.
+    let krate_at = |span: Span| match &args.krate {
         Some(path) => quote!(#path),
-        None => quote!(::distlock),
+        None => quote_spanned!(span=> ::distlock),
     };
-    let key = render_key(&args.key, &krate);
+    let krate = krate_at(Span::call_site());
+    let key = render_key(&args.key, &krate_at(args.key.lit.span()));
     let manager = match &args.manager {
-        Some(expr) => quote_spanned! {expr.span()=>
-            #krate::__private::manager(&(#expr))
-        },
+        Some(expr) => {
+            let krate = krate_at(expr.span());
+            quote_spanned! {expr.span()=>
+                #krate::__private::manager(&(#expr))
+            }
+        }
         None => quote!(#krate::__private::use_default_manager()),
     };
     let spec = spec(args, &func.sig.ident.to_string(), &krate);
@@ -294,6 +311,7 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
         InferImplTrait.visit_type_mut(&mut output);
         // Spanned at the return type: an `E` without `From<LockError>` is
         // reported there.
+        let krate = krate_at(output.span());
         let call = quote_spanned! {output.span()=>
             #krate::__private::#entry::<#output, _>(#spec, #manager_var, #key_var, #body).await
         };
@@ -524,7 +542,7 @@ mod tests {
         let out = expand(
             quote!(key = "{x}", bogus = 1),
             quote!(
-                fn f(y: u8) -> (u32, u8) {
+                fn f(y: u8) -> u32 {
                     (1, y)
                 }
             ),
@@ -533,7 +551,7 @@ mod tests {
             "unknown name `x`",
             "unknown argument `bogus`",
             "needs an `async fn`",
-            "found `(u32",
+            "found `u32`",
         ] {
             assert!(out.contains(needle), "missing {needle:?} in {out}");
         }
@@ -551,6 +569,8 @@ mod tests {
             assert!(may_be_result(&syn::parse2(ok.clone()).unwrap()), "{ok}");
         }
         for bad in [
+            quote!(u32),
+            quote!(Option<u8>),
             quote!(impl Future),
             quote!(()),
             quote!((u8, u8)),
