@@ -1,34 +1,12 @@
-//! Owners and scopes: who counts as "the same holder" of a lock (DESIGN §7).
+//! Owners and scopes: who counts as "the same holder" of a lock (DESIGN §7);
+//! the model is described on [`OwnerScope`].
 //!
-//! A hold belongs to a logical *owner*: a [`Lock`](crate::Lock) handle, a
-//! [`#[distributed_lock]`](crate::distributed_lock) call, or a request under
-//! `distlock_tower::LockLayer`. The last two run their work inside an
-//! [`OwnerScope`], a task-local record of the hold. Inside a scope that holds
-//! lock `name` through a manager, acquiring `name` again through that same
-//! manager (a nested locked call, a second layer, `manager.new_lock(name, ..)
-//! .lock()`) does not go to the backend: it becomes a *child section* of the
-//! scope's hold.
-//!
-//! - **Nesting never deadlocks.** A child section runs in a scope of its own
-//!   (a new level), so a locked call that calls itself, or another function
-//!   on the same key, reenters at each level.
-//! - **Concurrency inside an owner still excludes.** Before it runs, a child
-//!   section takes its scope's per-key child mutex (async, FIFO, bounded by
-//!   the nested call's own `wait`), so two *concurrent* sections on one key
-//!   (`tokio::join!(settle(7), settle(7))` inside a locked call) run one after
-//!   the other, never overlapping.
-//! - **Loss is shared.** A child section is a guard on the outer hold: when the
-//!   outer lock is lost, every section is lost with it; each nested call then
-//!   follows its own `on_lost`.
-//! - **Handles.** A [`Lock`](crate::Lock) handle stays an owner of its own:
-//!   locking a handle that holds again is reentrant (or `AlreadyHeld`), with no
-//!   mutex in between. A handle that does not hold, used inside a scope that
-//!   holds its name, enters a child section like a nested call; locking that
-//!   handle again while its section lives reenters the section.
-//!   [`Lock::hold_count`](crate::Lock::hold_count) counts the handle's own
-//!   backend holds only, not sections.
-//! - **Tasks.** The record is per task: a spawned task is another owner and
-//!   waits for the lock like any other caller.
+//! A scope is a chain of [`Frame`]s in a task-local: each level records the
+//! hold it owns (manager, name, a weak reference to the hold) and a FIFO
+//! mutex that the child sections entered directly at that level take turns
+//! on. `Lock::acquire` asks [`acquire_in_scope`] first; when an enclosing
+//! level holds the name through the same manager, the acquisition becomes a
+//! guard on that hold carrying a [`Section`] instead of going to the backend.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -207,18 +185,36 @@ pub(crate) async fn acquire_in_scope(
     Some(frame.enter_section(handle, reentrant, mode).await)
 }
 
-/// An owner scope: work run inside it owns `guard`'s hold. Locking the same
-/// name through the same manager inside it (a
-/// [`#[distributed_lock]`](crate::distributed_lock) call, a [`Lock`] handle
-/// that does not hold) enters a child section of the hold instead of waiting
-/// for itself; concurrent sections exclude each other (see
-/// [`LockGuard::scope`]).
-///
-/// The `#[distributed_lock]` macro runs every body in one, and
-/// `distlock_tower::LockLayer` runs each keyed request's handler in one.
+/// An owner scope: work run inside it, in this task, owns a hold (see
+/// DESIGN §7). The [`#[distributed_lock]`](crate::distributed_lock) macro runs
+/// every body in one, `distlock_tower::LockLayer` runs each keyed request's
+/// handler in one, and [`LockGuard::scope`] makes one for any guard.
 /// [`current_lock`](crate::current_lock) reads the innermost.
 ///
+/// - **Who is the same owner:** the code running inside the scope, in this
+///   task. A task spawned from it, and another [`LockManager`] (even a peer
+///   on the same namespace), are other owners and wait like anyone else.
+/// - **Nesting:** locking the scope's name through the same manager inside it
+///   (a locked call, a second layer, a [`Lock`] handle that does not hold)
+///   does not wait for the backend: it enters a *child section* of the hold,
+///   which is a scope level of its own. Chains of nested calls never
+///   deadlock, and each keeps its own `wait`, `skip_if_busy` and `on_lost`.
+/// - **Concurrency inside an owner:** child sections entered concurrently at
+///   one level (`tokio::join!`) take turns on that level's FIFO mutex, each
+///   within its own wait: two same-key critical sections never overlap.
+/// - **Loss:** a section is a guard on the outer hold, so the outer lock's
+///   loss is every section's loss.
+/// - **Handles:** a [`Lock`] handle stays an owner of its own. Locking a handle
+///   that holds again is reentrant (or `AlreadyHeld` with
+///   [`reentrant(false)`](crate::LockOptions::reentrant)), inside a scope or
+///   not; [`Lock::hold_count`] counts the handle's own backend holds, not
+///   sections. A guard from a handle does not open a scope by itself: code
+///   that runs locked calls while it holds must run under
+///   [`guard.scope()`](LockGuard::scope), or those calls are other owners.
+///
 /// [`Lock`]: crate::Lock
+/// [`Lock::hold_count`]: crate::Lock::hold_count
+/// [`LockManager`]: crate::LockManager
 ///
 /// ```
 /// use distlock::{distributed_lock, LockError, LockManager, LockOptions};
