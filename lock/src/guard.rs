@@ -258,6 +258,11 @@ impl LockGuard {
         self
     }
 
+    /// The child section this guard carries, if any.
+    pub(crate) fn section(&self) -> Option<&Arc<crate::owner::Section>> {
+        self.section.as_ref()
+    }
+
     /// Whether this guard is a child section of an owner scope's hold.
     pub(crate) fn is_section(&self) -> bool {
         self.section.is_some()

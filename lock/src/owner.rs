@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Mutex as FairMutex, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{ErrorCode, LockError, Result};
 use crate::guard::{Hold, LockGuard};
@@ -37,6 +38,11 @@ pub(crate) struct Frame {
     /// Weak, so that a scope (or a `CurrentLock`) kept past its guard cannot
     /// keep the lock held.
     hold: Weak<Hold>,
+    /// For a level that is a child section: the section, which may end
+    /// before the hold does.
+    section: Option<Weak<Section>>,
+    /// Cancelled when that section ends (never for a level on a whole hold).
+    section_ended: CancellationToken,
     /// Taken by each child section entered directly inside this level.
     children: Arc<FairMutex<()>>,
     /// The live child section of each `Lock` handle at this level, by handle
@@ -48,13 +54,23 @@ pub(crate) struct Frame {
 /// when the last guard that carries it is gone.
 pub(crate) struct Section {
     _turn: OwnedMutexGuard<()>,
+    ended: CancellationToken,
+}
+
+impl Drop for Section {
+    fn drop(&mut self) {
+        self.ended.cancel();
+    }
 }
 
 impl Frame {
     fn of(guard: &LockGuard, parent: Option<Arc<Frame>>) -> Frame {
         let hold = guard.hold_ref();
+        let section = guard.section();
         Frame {
             parent,
+            section: section.map(Arc::downgrade),
+            section_ended: section.map_or_else(CancellationToken::new, |s| s.ended.clone()),
             shared: Arc::downgrade(hold.shared()),
             name: hold.name.clone(),
             token: hold.token(),
@@ -85,18 +101,27 @@ impl Frame {
         self.token
     }
 
+    /// The hold is held, and so is the section this level is, if any.
     pub(crate) fn is_held(&self) -> bool {
-        self.hold
-            .upgrade()
-            .is_some_and(|h| h.count() > 0 && h.is_held())
+        let section_lives = self.section.as_ref().is_none_or(|s| s.strong_count() > 0);
+        section_lives
+            && self
+                .hold
+                .upgrade()
+                .is_some_and(|h| h.count() > 0 && h.is_held())
     }
 
-    /// Resolves when the hold is lost or released (at once if it is gone).
+    /// Resolves when the hold is lost or released, or the section this level
+    /// is ends (at once if either is gone).
     pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         let lost = self.hold.upgrade().map(|h| h.lost_token().clone());
+        let ended = self.section_ended.clone();
         async move {
             if let Some(lost) = lost {
-                lost.cancelled_owned().await;
+                tokio::select! {
+                    _ = lost.cancelled_owned() => {}
+                    _ = ended.cancelled_owned() => {}
+                }
             }
         }
     }
@@ -146,7 +171,10 @@ impl Frame {
             }
         };
         let guard = hold.reenter()?; // `Expired` if lost meanwhile
-        let section = Arc::new(Section { _turn: turn });
+        let section = Arc::new(Section {
+            _turn: turn,
+            ended: CancellationToken::new(),
+        });
         let mut sections = self.sections();
         sections.retain(|_, s| s.strong_count() > 0);
         sections.insert(handle.to_owned(), Arc::downgrade(&section));

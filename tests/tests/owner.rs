@@ -24,6 +24,7 @@ on_both_backends!(
     a_body_that_completes_as_the_loss_is_noticed_returns_its_result,
     lock_handles_inside_a_scope,
     a_guard_scope_lets_locked_calls_run_under_the_guard,
+    a_nested_calls_current_lock_ends_with_the_call,
 );
 
 #[derive(Debug)]
@@ -438,4 +439,29 @@ async fn a_guard_scope_lets_locked_calls_run_under_the_guard(fx: &Fixture) {
 #[distributed_lock(key = "order:{id}", ttl = "3s", wait = "0s", manager = manager)]
 async fn settle_if_free(manager: &LockManager, id: u64) -> Result<(), AppError> {
     Ok(())
+}
+
+#[distributed_lock(key = "page:{id}", ttl = "3s", manager = manager)]
+async fn page_section(manager: &LockManager, id: u64) -> Result<distlock::CurrentLock, AppError> {
+    let lock = distlock::current_lock().unwrap();
+    assert!(lock.is_held());
+    Ok(lock)
+}
+
+#[distributed_lock(key = "page:{id}", ttl = "3s", manager = manager)]
+async fn page(manager: &LockManager, id: u64) -> Result<(), AppError> {
+    let inner = page_section(manager, id).await?;
+    // The section ended with the nested call, though the hold lives on.
+    assert!(!inner.is_held(), "a finished section still reads as held");
+    timeout(Duration::from_secs(1), inner.lost())
+        .await
+        .map_err(|_| AppError::App("a finished section's lost() never resolved"))?;
+    let outer = distlock::current_lock().unwrap();
+    assert!(outer.is_held());
+    assert_eq!(outer.fencing_token(), inner.fencing_token());
+    Ok(())
+}
+
+async fn a_nested_calls_current_lock_ends_with_the_call(fx: &Fixture) {
+    page(&fx.manager(), 1).await.unwrap();
 }
