@@ -93,8 +93,9 @@ use proc_macro::TokenStream;
 /// deadlock. Two such calls made *concurrently* inside one owner
 /// (`tokio::join!(settle(7), settle(7))`) take turns, FIFO, each within its
 /// own `wait`: same-key critical sections never overlap. A nested call keeps
-/// its own `wait`, `skip_if_busy` and `on_lost`; the outer lock's loss is
-/// every nested call's loss. Tasks spawned inside the body, and other
+/// its own `wait`, `skip_if_busy`, `on_lost` and `hold_at_most`; its `ttl`,
+/// renewal and `hold_at_least` give way to the outer hold's, and the outer
+/// lock's loss is every nested call's loss. Tasks spawned inside the body, and other
 /// managers, are other owners: they wait like any other caller.
 ///
 /// ```

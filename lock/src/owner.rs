@@ -232,6 +232,9 @@ pub(crate) async fn acquire_in_scope(
 ///   within its own wait: two same-key critical sections never overlap.
 /// - **Loss:** a section is a guard on the outer hold, so the outer lock's
 ///   loss is every section's loss.
+/// - **Settings:** a section runs on the outer hold as it is: the nested
+///   call's `ttl`, renewal and `hold_at_least` do not apply to it (its
+///   `wait`, `skip_if_busy`, `on_lost` and `hold_at_most` do).
 /// - **Handles:** a [`Lock`] handle stays an owner of its own. Locking a handle
 ///   that holds again is reentrant (or `AlreadyHeld` with
 ///   [`reentrant(false)`](crate::LockOptions::reentrant)), inside a scope or
