@@ -78,6 +78,19 @@ impl Instance {
         Ok(())
     }
 
+    /// Audits twice at once: the two nested calls run under this call's lock,
+    /// one after the other (concurrent same-key sections never overlap).
+    #[distributed_lock(key = "order:{order_id}", ttl = "5s", manager = self.locks)]
+    async fn reconcile(&self, order_id: u64) -> Result<(), AppError> {
+        self.log(format_args!(
+            "reconciling order {order_id}: two audits at once"
+        ));
+        let (a, b) = tokio::join!(self.audit(order_id), self.audit(order_id));
+        a?;
+        b?;
+        Ok(())
+    }
+
     /// Gives up when the order stays busy for 200 ms.
     #[distributed_lock(key = "order:{order_id}", wait = "200ms", manager = self.locks)]
     async fn refund(&self, order_id: u64) -> Result<(), AppError> {
@@ -159,7 +172,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
 
-    println!("4. Without `manager = ...` the default manager is used; unset, that is an error:");
+    println!("4. Nested calls are sections of the outer call's hold; concurrent ones take turns:");
+    east.reconcile(42).await?;
+    println!();
+
+    println!("5. Without `manager = ...` the default manager is used; unset, that is an error:");
     match reserve("A-1", 3).await {
         Err(AppError::Lock(e)) => println!("   before set_default_manager: {e}"),
         other => panic!("expected an error, got {other:?}"),

@@ -25,10 +25,20 @@ pub(crate) const KNOWN: &[&str] = &[
     "retry_interval",
     "max_retries",
     "on_lost",
+    "skip_if_busy",
+    "hold_at_least",
+    "hold_at_most",
+    "crate",
 ];
 
 /// The default lease TTL.
 const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// The default wait: `distlock::DEFAULT_WAIT`, as `LockLayer` waits.
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// What `wait = "forever"` (or `"unlimited"`) spells.
+const FOREVER: &[&str] = &["forever", "unlimited"];
 
 /// Collects errors; [`finish`](Errors::finish) reports them all at once.
 #[derive(Default)]
@@ -69,6 +79,7 @@ pub(crate) enum OnLost {
 pub(crate) struct Args {
     pub(crate) key: Template,
     pub(crate) ttl: Duration,
+    /// `None`: without limit (`wait = "forever"`).
     pub(crate) wait: Option<Duration>,
     pub(crate) manager: Option<Expr>,
     pub(crate) auto_renew: bool,
@@ -76,6 +87,11 @@ pub(crate) struct Args {
     pub(crate) retry_interval: Option<Duration>,
     pub(crate) max_retries: Option<u32>,
     pub(crate) on_lost: OnLost,
+    pub(crate) skip_if_busy: bool,
+    pub(crate) hold_at_least: Option<Duration>,
+    pub(crate) hold_at_most: Option<Duration>,
+    /// The path the generated code names the `distlock` crate by.
+    pub(crate) krate: Option<Path>,
 }
 
 /// The arguments as written: `name = value, ...`.
@@ -87,6 +103,16 @@ pub(crate) struct RawArg {
     value: Option<Expr>,
 }
 
+impl RawArgs {
+    /// Whether `skip_if_busy` is given (and not `= false`), before checking.
+    pub(crate) fn skips(&self) -> bool {
+        self.0.iter().any(|arg| {
+            arg.name.is_ident("skip_if_busy")
+                && !matches!(&arg.value, Some(Expr::Lit(ExprLit { lit: Lit::Bool(b), .. })) if !b.value)
+        })
+    }
+}
+
 impl Parse for RawArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         Punctuated::parse_terminated(input).map(RawArgs)
@@ -95,7 +121,13 @@ impl Parse for RawArgs {
 
 impl Parse for RawArg {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let name: Path = input.parse()?;
+        // `crate = "..."`: a keyword, taken as a name here.
+        let name: Path = if input.peek(Token![crate]) {
+            let krate: Token![crate] = input.parse()?;
+            syn::Ident::new("crate", krate.span).into()
+        } else {
+            input.parse()?
+        };
         let value = if input.peek(Token![=]) {
             input.parse::<Token![=]>()?;
             Some(input.parse()?)
@@ -127,7 +159,13 @@ impl Args {
                 errors.at(ident.span(), format!("duplicate argument `{name}`"));
                 continue;
             }
-            let Some(value) = arg.value else {
+            let value = match (arg.value, name.as_str()) {
+                (Some(value), _) => Some(value),
+                // A flag: `skip_if_busy` alone means `skip_if_busy = true`.
+                (None, "skip_if_busy") => Some(syn::parse_quote!(true)),
+                (None, _) => None,
+            };
+            let Some(value) = value else {
                 errors.at(
                     ident.span(),
                     format!("`{name}` needs a value: `{name} = ...`"),
@@ -184,10 +222,77 @@ impl Args {
             }),
             None => Some(DEFAULT_TTL),
         };
-        let wait = values
-            .remove("wait")
-            .and_then(|(_, v)| duration(&v, "wait", errors))
-            .map(|(_, d)| d);
+        let skip_if_busy = match values.remove("skip_if_busy") {
+            Some((_, value)) => boolean(&value, "skip_if_busy", errors).unwrap_or(false),
+            None => false,
+        };
+        let wait = match values.remove("wait") {
+            Some((ident, _)) if skip_if_busy => {
+                errors.at(
+                    ident,
+                    "`wait` has no effect with `skip_if_busy`, which tries once and skips the \
+                     body when the lock is busy; remove one of them",
+                );
+                None
+            }
+            Some((_, value)) => match &value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) if FOREVER.contains(&s.value().as_str()) => Some(None),
+                _ => duration(&value, "wait", errors).map(|(_, d)| Some(d)),
+            },
+            None => Some(Some(DEFAULT_WAIT)),
+        };
+        let hold_at_least = values.remove("hold_at_least").and_then(|(_, value)| {
+            let (lit, at_least) = duration(&value, "hold_at_least", errors)?;
+            if at_least.is_zero() {
+                errors.at(lit.span(), "hold_at_least must be longer than zero");
+                return None;
+            }
+            Some((lit, at_least))
+        });
+        let hold_at_most = values.remove("hold_at_most").and_then(|(_, value)| {
+            let (lit, at_most) = duration(&value, "hold_at_most", errors)?;
+            if at_most.is_zero() {
+                errors.at(lit.span(), "hold_at_most must be longer than zero");
+                return None;
+            }
+            if let Some((_, at_least)) = &hold_at_least {
+                if at_most < *at_least {
+                    errors.at(
+                        lit.span(),
+                        format!(
+                            "hold_at_most ({at_most:?}) must not be shorter than hold_at_least \
+                             ({at_least:?})"
+                        ),
+                    );
+                    return None;
+                }
+            }
+            Some(at_most)
+        });
+        let krate = values.remove("crate").and_then(|(_, value)| {
+            let lit = string(
+                &value,
+                "crate",
+                "the path of the `distlock` crate, such as \"my_kit::distlock\"",
+                errors,
+            )?;
+            match lit.parse_with(Path::parse_mod_style) {
+                Ok(path) => Some(path),
+                Err(_) => {
+                    errors.at(
+                        lit.span(),
+                        format!(
+                            "`crate` takes a path such as \"::distlock\" or \"my_kit::distlock\", \
+                             not {:?}",
+                            lit.value()
+                        ),
+                    );
+                    None
+                }
+            }
+        });
         let manager = values.remove("manager").map(|(_, v)| v);
         let auto_renew = match values.remove("auto_renew") {
             Some((_, value)) => boolean(&value, "auto_renew", errors),
@@ -263,13 +368,17 @@ impl Args {
         Some(Args {
             key: key?,
             ttl,
-            wait,
+            wait: wait?,
             manager,
             auto_renew: auto_renew?,
             renew_interval: renew_interval.unwrap_or(ttl / 3),
             retry_interval,
             max_retries,
             on_lost: on_lost?,
+            skip_if_busy,
+            hold_at_least: hold_at_least.map(|(_, d)| d),
+            hold_at_most,
+            krate,
         })
     }
 }
@@ -406,7 +515,13 @@ mod tests {
             check(quote::quote!(key = "order:{order_id}")).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(args.ttl, Duration::from_secs(30));
         assert_eq!(args.renew_interval, Duration::from_secs(10));
-        assert_eq!(args.wait, None);
+        assert_eq!(
+            args.wait,
+            Some(Duration::from_secs(10)),
+            "bounded by default"
+        );
+        assert!(!args.skip_if_busy);
+        assert!(args.krate.is_none());
         assert!(args.auto_renew);
         assert!(args.manager.is_none());
         assert_eq!(args.on_lost, OnLost::Cancel);
@@ -435,6 +550,52 @@ mod tests {
         assert_eq!(args.max_retries, Some(3));
         assert_eq!(args.on_lost, OnLost::Continue);
         assert!(args.manager.is_some());
+    }
+
+    #[test]
+    fn scheduling_arguments() {
+        let args = check(quote::quote!(
+            key = "k",
+            skip_if_busy,
+            hold_at_least = "30s",
+            hold_at_most = "5m",
+            crate = "kit::distlock"
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(args.skip_if_busy);
+        assert_eq!(args.hold_at_least, Some(Duration::from_secs(30)));
+        assert_eq!(args.hold_at_most, Some(Duration::from_secs(300)));
+        let krate = args.krate.unwrap();
+        assert_eq!(quote::quote!(#krate).to_string(), "kit :: distlock");
+        let forever = check(quote::quote!(key = "k", wait = "forever")).unwrap();
+        assert_eq!(forever.wait, None);
+        assert!(
+            !check(quote::quote!(key = "k", skip_if_busy = false))
+                .unwrap()
+                .skip_if_busy
+        );
+    }
+
+    #[test]
+    fn scheduling_mistakes() {
+        let errors = check(quote::quote!(
+            key = "k",
+            skip_if_busy,
+            wait = "1s",
+            hold_at_least = "10s",
+            hold_at_most = "5s",
+            crate = "not a path"
+        ))
+        .err()
+        .unwrap()
+        .join("\n");
+        for needle in [
+            "`wait` has no effect with `skip_if_busy`",
+            "must not be shorter than hold_at_least",
+            "`crate` takes a path",
+        ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
     }
 
     #[test]

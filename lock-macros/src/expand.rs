@@ -49,7 +49,8 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
     let raw = syn::parse2::<RawArgs>(args)
         .map_err(|e| errors.push(e))
         .ok();
-    let shape = Shape::of(&func, &mut errors);
+    let skips = raw.as_ref().is_some_and(RawArgs::skips);
+    let shape = Shape::of(&func, skips, &mut errors);
     let names = binding_names(&func.sig);
     let args = raw.and_then(|raw| Args::check(raw, &names, &mut errors));
     match (errors.finish(), shape, args) {
@@ -76,15 +77,24 @@ enum Shape {
 }
 
 impl Shape {
-    fn of(func: &ItemFn, errors: &mut Errors) -> Option<Shape> {
+    /// `skips`: the function has `skip_if_busy`, so it may return `()` or
+    /// `Option<T>` too (the type checker holds it to `SkipResult`).
+    fn of(func: &ItemFn, skips: bool, errors: &mut Errors) -> Option<Shape> {
         let sig = &func.sig;
         if sig.asyncness.is_some() {
-            let output = result_output(sig, errors)?;
+            let output = if skips {
+                match &sig.output {
+                    ReturnType::Type(_, ty) => (**ty).clone(),
+                    ReturnType::Default => syn::parse_quote!(()),
+                }
+            } else {
+                result_output(sig, errors)?
+            };
             return Some(Shape::AsyncFn { output });
         }
         if async_trait_body(&func.block).is_some() {
             if let Some(output) = future_output(&sig.output) {
-                if !is_result(&output) {
+                if !skips && !may_be_result(&output) {
                     errors.spanned(&output, not_result(&output));
                     return None;
                 }
@@ -108,7 +118,7 @@ impl Shape {
 /// The return type of an `async fn`, which must look like `Result<T, E>`.
 fn result_output(sig: &Signature, errors: &mut Errors) -> Option<Type> {
     match &sig.output {
-        ReturnType::Type(_, ty) if is_result(ty) => Some((**ty).clone()),
+        ReturnType::Type(_, ty) if may_be_result(ty) => Some((**ty).clone()),
         ReturnType::Type(_, ty) => {
             errors.spanned(ty, not_result(ty));
             None
@@ -119,7 +129,7 @@ fn result_output(sig: &Signature, errors: &mut Errors) -> Option<Type> {
                 format!(
                     "`{}` returns `()`, but #[distributed_lock] needs it to return `Result<T, E>` \
                      with `E: From<distlock::LockError>`, to report a lock it could not take \
-                     or lost",
+                     or lost (a `skip_if_busy` function may return `()`)",
                     sig.ident
                 ),
             );
@@ -140,18 +150,27 @@ fn not_result(ty: &Type) -> String {
     )
 }
 
-/// `Result<..>`, `io::Result<..>`, `AppResult<..>`: a path whose last segment
-/// is named `...Result`. The type checker then holds it to `Result<T, E>`
-/// with `E: From<LockError>`.
-fn is_result(ty: &Type) -> bool {
+/// A type that may name `Result<T, E>`: any path (`Result<..>`,
+/// `io::Result<..>`, an alias such as `Outcome<T>`), since an alias can have
+/// any name. The type checker then holds it to `Result<T, E>` with
+/// `E: From<LockError>`; tuples, references, `impl Trait` and the like cannot
+/// be one and are refused here.
+fn may_be_result(ty: &Type) -> bool {
+    /// Names no one gives a `Result` alias: refused with the clearer message.
+    const NOT_RESULTS: &[&str] = &[
+        "Option", "Vec", "String", "Box", "Arc", "Rc", "Cow", "HashMap", "BTreeMap", "bool",
+        "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
+        "i128", "isize", "f32", "f64",
+    ];
     match ty {
-        Type::Path(p) if p.qself.is_none() => p
+        Type::Path(p) => !p
             .path
             .segments
             .last()
-            .is_some_and(|s| s.ident.to_string().ends_with("Result")),
-        Type::Group(g) => is_result(&g.elem),
-        Type::Paren(p) => is_result(&p.elem),
+            .is_some_and(|s| NOT_RESULTS.contains(&s.ident.to_string().as_str())),
+        Type::Macro(_) => true,
+        Type::Group(g) => may_be_result(&g.elem),
+        Type::Paren(p) => may_be_result(&p.elem),
         _ => false,
     }
 }
@@ -264,21 +283,37 @@ impl VisitMut for InferImplTrait {
 fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
     let key_var = format_ident!("__distlock_key", span = Span::mixed_site());
     let manager_var = format_ident!("__distlock_manager", span = Span::mixed_site());
-    let key = render_key(&args.key);
-    let manager = match &args.manager {
-        Some(expr) => quote_spanned! {expr.span()=>
-            ::distlock::__private::manager(&(#expr))
-        },
-        None => quote!(::distlock::__private::use_default_manager()),
+    // `::distlock`, or the `crate = "..."` path, spanned at `span` so that
+    // type errors point where they did before.
+    let krate_at = |span: Span| match &args.krate {
+        Some(path) => quote!(#path),
+        None => quote_spanned!(span=> ::distlock),
     };
-    let spec = spec(args, &func.sig.ident.to_string());
+    let krate = krate_at(Span::call_site());
+    let key = render_key(&args.key, &krate_at(args.key.lit.span()));
+    let manager = match &args.manager {
+        Some(expr) => {
+            let krate = krate_at(expr.span());
+            quote_spanned! {expr.span()=>
+                #krate::__private::manager(&(#expr))
+            }
+        }
+        None => quote!(#krate::__private::use_default_manager()),
+    };
+    let spec = spec(args, &func.sig.ident.to_string(), &krate);
+    let entry = if args.skip_if_busy {
+        quote!(locked_or_skip)
+    } else {
+        quote!(locked)
+    };
     let run = |output: &Type, body: TokenStream| {
         let mut output = output.clone();
         InferImplTrait.visit_type_mut(&mut output);
         // Spanned at the return type: an `E` without `From<LockError>` is
         // reported there.
+        let krate = krate_at(output.span());
         let call = quote_spanned! {output.span()=>
-            ::distlock::__private::locked::<#output, _>(#spec, #manager_var, #key_var, #body).await
+            #krate::__private::#entry::<#output, _>(#spec, #manager_var, #key_var, #body).await
         };
         quote! {
             let #key_var = #key;
@@ -293,6 +328,14 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
             let ItemFn {
                 attrs, vis, sig, ..
             } = &func;
+            // Inner attributes (`#![allow(..)]` atop the body) apply to the
+            // whole function: they become outer attributes of the function,
+            // since the body's new home, an `async` block, cannot carry them.
+            let attrs = attrs.iter().map(|attr| {
+                let mut attr = attr.clone();
+                attr.style = syn::AttrStyle::Outer;
+                attr
+            });
             quote! {
                 #(#attrs)*
                 #vis #sig {
@@ -311,34 +354,45 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
 }
 
 /// An expression building the key from the template.
-fn render_key(template: &Template) -> TokenStream {
+fn render_key(template: &Template, krate: &TokenStream) -> TokenStream {
     let span = template.lit.span();
     let pieces = template.parts.iter().map(|part| match part {
         Part::Text(text) => quote_spanned!(span=> .text(#text)),
         Part::Value(value) => quote_spanned!(span=> .value(&(#value))),
     });
     quote_spanned! {span=>
-        ::distlock::__private::Key::new() #(#pieces)* .finish()
+        #krate::__private::Key::new() #(#pieces)* .finish()
     }
 }
 
 /// The call's settings, as an expression of type `__private::Spec`.
-fn spec(args: &Args, function: &str) -> TokenStream {
+fn spec(args: &Args, function: &str, krate: &TokenStream) -> TokenStream {
     let duration = |d: std::time::Duration| {
         let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
-        quote!(::distlock::__private::Duration::new(#secs, #nanos))
+        quote!(#krate::__private::Duration::new(#secs, #nanos))
     };
     let ttl = duration(args.ttl);
-    let mut spec = quote!(::distlock::__private::Spec::new(#function, #ttl));
+    let mut spec = quote!(#krate::__private::Spec::new(#function, #ttl));
     if args.auto_renew {
         let every = duration(args.renew_interval);
         spec.extend(quote!(.renew_every(#every)));
     } else {
         spec.extend(quote!(.no_auto_renew()));
     }
-    if let Some(wait) = args.wait {
-        let wait = duration(wait);
-        spec.extend(quote!(.wait(#wait)));
+    match args.wait {
+        Some(wait) => {
+            let wait = duration(wait);
+            spec.extend(quote!(.wait(#wait)));
+        }
+        None => spec.extend(quote!(.wait_forever())),
+    }
+    if let Some(at_least) = args.hold_at_least {
+        let at_least = duration(at_least);
+        spec.extend(quote!(.hold_at_least(#at_least)));
+    }
+    if let Some(at_most) = args.hold_at_most {
+        let at_most = duration(at_most);
+        spec.extend(quote!(.hold_at_most(#at_most)));
     }
     if let Some(pause) = args.retry_interval {
         let pause = duration(pause);
@@ -489,7 +543,7 @@ mod tests {
             quote!(key = "{x}", bogus = 1),
             quote!(
                 fn f(y: u8) -> u32 {
-                    1
+                    (1, y)
                 }
             ),
         );
@@ -510,16 +564,65 @@ mod tests {
             quote!(std::io::Result<()>),
             quote!(anyhow::Result<u8>),
             quote!(AppResult<u8>),
+            quote!(Outcome<u8>), // an alias need not end in `Result`
         ] {
-            assert!(is_result(&syn::parse2(ok.clone()).unwrap()), "{ok}");
+            assert!(may_be_result(&syn::parse2(ok.clone()).unwrap()), "{ok}");
         }
         for bad in [
             quote!(u32),
             quote!(Option<u8>),
             quote!(impl Future),
             quote!(()),
+            quote!((u8, u8)),
+            quote!(&'static str),
         ] {
-            assert!(!is_result(&syn::parse2(bad.clone()).unwrap()), "{bad}");
+            assert!(!may_be_result(&syn::parse2(bad.clone()).unwrap()), "{bad}");
         }
+    }
+
+    #[test]
+    fn inner_attributes_become_outer() {
+        let out = expand(
+            quote!(key = "k"),
+            quote!(
+                async fn f() -> Result<(), E> {
+                    #![allow(unused_mut)]
+                    let mut x = 1;
+                    Ok(())
+                }
+            ),
+        );
+        assert!(
+            out.starts_with("# [allow (unused_mut)] async fn f"),
+            "{out}"
+        );
+        assert!(!out.contains("# !"), "{out}");
+    }
+
+    #[test]
+    fn crate_path_and_scheduling() {
+        let out = expand(
+            quote!(
+                key = "job",
+                crate = "kit::distlock",
+                skip_if_busy,
+                hold_at_least = "2s",
+                hold_at_most = "1m"
+            ),
+            quote!(
+                async fn job() {}
+            ),
+        );
+        assert_eq!(
+            out.matches("distlock ::").count(),
+            out.matches("kit :: distlock ::").count(),
+            "{out}"
+        );
+        assert!(
+            out.contains("kit :: distlock :: __private :: locked_or_skip :: < () , _ >"),
+            "{out}"
+        );
+        assert!(out.contains(". hold_at_least ("), "{out}");
+        assert!(out.contains(". hold_at_most ("), "{out}");
     }
 }

@@ -51,13 +51,17 @@ use proc_macro::TokenStream;
 /// |---|---|---|
 /// | `key = "order:{order_id}"` | required | The lock's name: text with `{...}` placeholders, each an argument of the function (or `self`) with optional field accesses (`{req.user.id}`, `{self.shard}`), rendered with `Display`. `{{` and `}}` are literal braces. The rendered key is the lock name as is, so [`LockManager::new_lock`] with the same name contends with the function. |
 /// | `ttl = "30s"` | `"30s"` | The lease TTL: how long the lock outlives a crashed or cut-off holder. Whole seconds, at least `"1s"`. |
-/// | `wait = "10s"` | without limit | How long to wait for a busy lock before failing with [`ErrorCode::Timeout`]; `"0s"` tries once. |
+/// | `wait = "2s"` | `"10s"` ([`DEFAULT_WAIT`], as `LockLayer`) | How long to wait for a busy lock before failing with [`ErrorCode::Timeout`]; `"0s"` tries once; `"forever"` waits without limit (ask for it: an outage then shows as a hang). |
 /// | `manager = <expr>` | the default manager | The [`LockManager`] to lock with: an expression evaluated at each call, before the body, that may use the arguments and `self` (`self.locks`, `state.locks`, `&*MANAGER`); a `LockManager` or a reference, `Box` or `Arc` of one. Without it, the manager set by [`set_default_manager`]; if none is set, the call fails with an [`ErrorCode::InvalidOptions`] error saying so (no panic). |
 /// | `auto_renew = false` | `true` | Renew the lease in the background while the body runs. Without renewal the lock expires `ttl` after it was taken. |
 /// | `renew_interval = "5s"` | `ttl / 3` | How often to renew; shorter than `ttl`. |
 /// | `retry_interval = "100ms"` | `"100ms"` | Pause between retries of transient backend failures (no leader, lost connection). |
 /// | `max_retries = 5` | `0` (without limit) | How many times a transient backend failure is retried. |
-/// | `on_lost = "continue"` | `"cancel"` | When the lock is lost while the body runs (its lease could not be renewed in time, or it was force-unlocked): `"cancel"` drops the body at the await it is suspended at and returns [`ErrorCode::Expired`]; `"continue"` lets it run on and return its own result, checking [`current_lock`] if it cares. |
+/// | `on_lost = "continue"` | `"cancel"` | When the lock is lost while the body runs (its lease could not be renewed in time, or it was force-unlocked): `"cancel"` drops the body at the await it is suspended at and returns [`ErrorCode::Expired`]; `"continue"` lets it run on and return its own result, checking [`current_lock`] if it cares. A body that completes in the poll in which the loss is noticed returns its own result (the loss is logged). |
+/// | `skip_if_busy` | off | For scheduled jobs: try once; when the lock is taken, return at once without running the body and without an error. The function returns `()`, `Option<T>` (`None` when skipped), `Result<(), E>` or `Result<Option<T>, E>` (`Ok(None)`); anything else is a compile error. Lock errors come back as `Err` (logged for `()` and `Option`). Not with `wait`. |
+/// | `hold_at_least = "30s"` | off | Keep the lock at least this long after the call started, even if the body finished sooner (then released in the background), so a replica whose schedule fires a little late skips instead of running the same period again. Closing the manager still releases at once. |
+/// | `hold_at_most = "10m"` | off | Cancel the body this long after the call started and free the lock; the call fails with [`ErrorCode::Timeout`] (logged for `()` / `Option`). Not shorter than `hold_at_least`. |
+/// | `crate = "kit::distlock"` | `"::distlock"` | The path the generated code names the `distlock` crate by: for a renamed dependency or a crate that re-exports it. |
 ///
 /// Durations are [humantime] strings (`"500ms"`, `"30s"`, `"5m"`, `"1h 30m"`)
 /// checked at compile time.
@@ -66,11 +70,11 @@ use proc_macro::TokenStream;
 ///
 /// # Errors
 ///
-/// The function must return `Result<T, E>` (or an alias such as
-/// `anyhow::Result<T>`) with `E: From<LockError>`; lock failures come back as
-/// `Err(E::from(lock_error))`:
+/// The function must return `Result<T, E>` (or an alias of any name, such as
+/// `anyhow::Result<T>` or `Outcome<T>`) with `E: From<LockError>`; lock
+/// failures come back as `Err(E::from(lock_error))`:
 ///
-/// - [`ErrorCode::Timeout`]: the lock stayed busy past `wait`;
+/// - [`ErrorCode::Timeout`]: the lock stayed busy past `wait`, or the body ran past `hold_at_most`;
 /// - [`ErrorCode::Expired`]: the lock was lost while the body ran (`on_lost = "cancel"`);
 /// - [`ErrorCode::InvalidOptions`]: no `manager = ...` and no default manager;
 /// - [`ErrorCode::InvalidKey`]: the rendered key is not a valid lock name;
@@ -79,12 +83,58 @@ use proc_macro::TokenStream;
 /// The body's own result is returned as it is, even if the release afterwards
 /// fails (the lock then goes with its lease).
 ///
-/// # Nested calls
+/// # Owners: nested and concurrent calls
 ///
-/// A locked call made, in the same task, inside another locked call that
-/// holds the same key (same manager namespace) runs under the outer call's
-/// lock instead of waiting for itself. Tasks spawned inside the body are
-/// other tasks: they wait like any other caller.
+/// A locked call is an *owner*: the code its body runs, in its task, works
+/// under its hold (as does a request under `distlock_tower::LockLayer`, and a
+/// [`LockGuard::scope`]). A locked call on the same key through the same
+/// manager inside it does not wait for itself: it reenters the hold as a
+/// child section, a level of its own, so chains of nested calls never
+/// deadlock. Two such calls made *concurrently* inside one owner
+/// (`tokio::join!(settle(7), settle(7))`) take turns, FIFO, each within its
+/// own `wait`: same-key critical sections never overlap. A nested call keeps
+/// its own `wait`, `skip_if_busy`, `on_lost` and `hold_at_most`; its `ttl`,
+/// renewal and `hold_at_least` give way to the outer hold's, and the outer
+/// lock's loss is every nested call's loss. Tasks spawned inside the body, and other
+/// managers, are other owners: they wait like any other caller.
+///
+/// ```
+/// use distlock::{distributed_lock, LockError, LockManager};
+///
+/// #[distributed_lock(key = "order:{id}", manager = manager, wait = "5s")]
+/// async fn settle(manager: &LockManager, id: u64) -> Result<u64, LockError> {
+///     Ok(distlock::current_fencing_token().unwrap())
+/// }
+///
+/// #[distributed_lock(key = "order:{id}", manager = manager)]
+/// async fn settle_twice(manager: &LockManager, id: u64) -> Result<bool, LockError> {
+///     // Both run under this call's hold, one after the other.
+///     let (a, b) = tokio::join!(settle(manager, id), settle(manager, id));
+///     Ok(a? == b?)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+/// assert!(settle_twice(&LockManager::in_memory(), 7).await?);
+/// # Ok(()) }
+/// ```
+///
+/// # Scheduled jobs
+///
+/// ```
+/// use distlock::{distributed_lock, LockManager};
+///
+/// /// Every replica fires this every hour; it runs once per hour.
+/// #[distributed_lock(key = "job:report", skip_if_busy, hold_at_least = "5m", hold_at_most = "50m", manager = manager)]
+/// async fn hourly_report(manager: &LockManager) {
+///     // ...
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let manager = LockManager::in_memory();
+/// hourly_report(&manager).await; // runs
+/// hourly_report(&manager.peer()).await; // within 5 minutes: skipped at once
+/// # }
+/// ```
 ///
 /// # Fencing token
 ///
@@ -131,8 +181,12 @@ use proc_macro::TokenStream;
 /// Every problem in one go, each pointing at its cause: a missing `key`, an
 /// unknown name in the key template, an unknown or repeated argument, an
 /// unparsable duration, a `ttl` under one second or with a fraction of a
-/// second, a `renew_interval` not shorter than `ttl`, a function that is not
-/// `async`, a return type that is not a `Result`.
+/// second, a `renew_interval` not shorter than `ttl`, `wait` with
+/// `skip_if_busy`, a `hold_at_most` shorter than `hold_at_least`, a `crate`
+/// that is not a path, a function that is not `async`, a return type that is
+/// not a `Result` (or, with `skip_if_busy`, none of the four accepted
+/// types). Inner attributes atop the body (`#![allow(..)]`) apply to the
+/// whole function.
 ///
 /// [`LockManager`]: struct.LockManager.html
 /// [`LockManager::new_lock`]: struct.LockManager.html#method.new_lock
@@ -140,6 +194,8 @@ use proc_macro::TokenStream;
 /// [`set_default_manager`]: fn.set_default_manager.html
 /// [`current_lock`]: fn.current_lock.html
 /// [`current_fencing_token`]: fn.current_fencing_token.html
+/// [`DEFAULT_WAIT`]: constant.DEFAULT_WAIT.html
+/// [`LockGuard::scope`]: struct.LockGuard.html#method.scope
 /// [`ErrorCode::Timeout`]: enum.ErrorCode.html#variant.Timeout
 /// [`ErrorCode::Expired`]: enum.ErrorCode.html#variant.Expired
 /// [`ErrorCode::InvalidOptions`]: enum.ErrorCode.html#variant.InvalidOptions

@@ -145,8 +145,28 @@ impl Hold {
         *guards += 1;
         Ok(LockGuard {
             hold: Some(Arc::clone(self)),
+            section: None,
         })
     }
+
+    // --- owner scopes (owner.rs): additive hook ---
+    pub(crate) fn token(&self) -> u64 {
+        self.token
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn lost_token(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// Neither lost nor on a lost session.
+    pub(crate) fn is_held(&self) -> bool {
+        !self.is_lost() && !self.session.is_lost()
+    }
+    // --- end of owner-scope hook ---
 
     /// Drops one guard; true when it was the last.
     fn leave(&self) -> bool {
@@ -239,12 +259,44 @@ fn free(slot: &Mutex<Option<Slot>>) {
 #[must_use = "dropping the guard releases the lock"]
 pub struct LockGuard {
     hold: Option<Arc<Hold>>,
+    // --- owner scopes (owner.rs): additive hook ---
+    /// Set when this guard is a child section of an owner scope's hold: the
+    /// section ends when its last guard is gone.
+    section: Option<Arc<crate::owner::Section>>,
 }
 
 impl LockGuard {
     pub(crate) fn first(hold: Arc<Hold>) -> Self {
-        LockGuard { hold: Some(hold) }
+        LockGuard {
+            hold: Some(hold),
+            section: None,
+        }
     }
+
+    // --- owner scopes (owner.rs): additive hook ---
+    /// The hold, for owner scopes.
+    pub(crate) fn hold_ref(&self) -> &Arc<Hold> {
+        self.hold
+            .as_ref()
+            .expect("a guard holds until unlock or drop")
+    }
+
+    /// This guard, carrying a child section.
+    pub(crate) fn in_section(mut self, section: Arc<crate::owner::Section>) -> Self {
+        self.section = Some(section);
+        self
+    }
+
+    /// The child section this guard carries, if any.
+    pub(crate) fn section(&self) -> Option<&Arc<crate::owner::Section>> {
+        self.section.as_ref()
+    }
+
+    /// Whether this guard is a child section of an owner scope's hold.
+    pub(crate) fn is_section(&self) -> bool {
+        self.section.is_some()
+    }
+    // --- end of owner-scope hook ---
 
     fn hold(&self) -> &Hold {
         self.hold
@@ -300,8 +352,7 @@ impl LockGuard {
     /// # Ok(()) }
     /// ```
     pub fn is_held(&self) -> bool {
-        let hold = self.hold();
-        !hold.is_lost() && !hold.session.is_lost()
+        self.hold().is_held()
     }
 
     /// Resolves when the lock is lost: its lease could not be renewed in time,

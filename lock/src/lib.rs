@@ -39,6 +39,7 @@ mod lock;
 mod macro_support;
 mod manager;
 mod options;
+mod owner;
 mod queue;
 mod retry;
 mod session;
@@ -50,9 +51,11 @@ pub use info::LockInfo;
 pub use lock::Lock;
 pub use macro_support::{
     current_fencing_token, current_lock, default_manager, set_default_manager, CurrentLock,
+    DEFAULT_WAIT,
 };
 pub use manager::LockManager;
 pub use options::LockOptions;
+pub use owner::OwnerScope;
 
 pub use distlock_macros::distributed_lock;
 
@@ -69,7 +72,8 @@ pub mod testing {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::macro_support::{
-        locked, manager, use_default_manager, Key, LockedResult, ManagerRef, Spec,
+        locked, locked_or_skip, manager, use_default_manager, Key, LockedResult, ManagerRef,
+        SkipResult, Spec,
     };
     pub use std::time::Duration;
 }

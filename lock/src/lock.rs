@@ -231,6 +231,18 @@ impl Lock {
                     Err(err) => return Err(err),
                 }
             }
+            // --- owner scopes (owner.rs): inside a scope that holds this name
+            // through this manager, a child section of its hold. ---
+            let in_scope = crate::owner::acquire_in_scope(
+                &self.shared,
+                &self.name,
+                &self.owner,
+                self.opts.reentrant,
+                mode,
+            );
+            if let Some(section) = in_scope.await {
+                return section;
+            }
             // A try is one attempt, bounded by the backend's request timeout
             // (lease grant and backend retries included).
             let bound = match mode {

@@ -5,10 +5,11 @@
 use std::fmt::{self, Display, Write as _};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn, Instrument};
 
 use crate::error::{ErrorCode, LockError};
@@ -16,6 +17,7 @@ use crate::guard::LockGuard;
 use crate::lock::Lock;
 use crate::manager::LockManager;
 use crate::options::LockOptions;
+use crate::owner::{self, Frame};
 
 static DEFAULT_MANAGER: RwLock<Option<LockManager>> = RwLock::new(None);
 
@@ -63,41 +65,6 @@ pub fn default_manager() -> Option<LockManager> {
         .clone()
 }
 
-tokio::task_local! {
-    /// The innermost lock taken by a locked call that encloses the code
-    /// running now, in this task.
-    static HELD: Arc<Frame>;
-}
-
-/// A lock held by a locked call, linked to the locks of the calls around it.
-struct Frame {
-    parent: Option<Arc<Frame>>,
-    manager: LockManager,
-    name: String,
-    token: u64,
-    /// Weak, so that a [`CurrentLock`] kept past the call cannot keep the
-    /// lock held.
-    guard: Weak<LockGuard>,
-}
-
-impl Frame {
-    /// The frame holding `name` through `manager`: this one or an outer one.
-    fn find(self: &Arc<Self>, manager: &LockManager, name: &str) -> Option<Arc<Frame>> {
-        let mut frame = Some(self);
-        while let Some(f) = frame {
-            if f.manager.same_as(manager) && f.name == name {
-                return Some(Arc::clone(f));
-            }
-            frame = f.parent.as_ref();
-        }
-        None
-    }
-
-    fn is_held(&self) -> bool {
-        self.guard.upgrade().is_some_and(|g| g.is_held())
-    }
-}
-
 /// The lock held by the innermost [`#[distributed_lock]`](crate::distributed_lock)
 /// call around the code running now, as [`current_lock`] returns it.
 ///
@@ -141,7 +108,7 @@ impl CurrentLock {
     /// # Ok(()) }
     /// ```
     pub fn name(&self) -> &str {
-        &self.frame.name
+        self.frame.name()
     }
 
     /// The fencing token of the acquisition (see
@@ -161,7 +128,7 @@ impl CurrentLock {
     /// # Ok(()) }
     /// ```
     pub fn fencing_token(&self) -> u64 {
-        self.frame.token
+        self.frame.token()
     }
 
     /// Whether the lock is still held: false once it was lost, or once the
@@ -207,20 +174,15 @@ impl CurrentLock {
     /// # Ok(()) }
     /// ```
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        let lost = self.frame.guard.upgrade().map(|g| g.lost());
-        async move {
-            if let Some(lost) = lost {
-                lost.await;
-            }
-        }
+        self.frame.lost()
     }
 }
 
 impl fmt::Debug for CurrentLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CurrentLock")
-            .field("name", &self.frame.name)
-            .field("fencing_token", &self.frame.token)
+            .field("name", &self.frame.name())
+            .field("fencing_token", &self.frame.token())
             .field("held", &self.is_held())
             .finish()
     }
@@ -244,10 +206,7 @@ impl fmt::Debug for CurrentLock {
 /// # Ok(()) }
 /// ```
 pub fn current_lock() -> Option<CurrentLock> {
-    HELD.try_with(|frame| CurrentLock {
-        frame: Arc::clone(frame),
-    })
-    .ok()
+    owner::current().map(|frame| CurrentLock { frame })
 }
 
 /// The fencing token of [`current_lock`]: shorthand for
@@ -266,11 +225,22 @@ pub fn current_lock() -> Option<CurrentLock> {
 /// # Ok(()) }
 /// ```
 pub fn current_fencing_token() -> Option<u64> {
-    HELD.try_with(|frame| frame.token).ok()
+    owner::current().map(|frame| frame.token())
 }
 
 // ---------------------------------------------------------------------------
 // What the generated code calls (re-exported through `distlock::__private`).
+
+/// How long a [`#[distributed_lock]`](crate::distributed_lock) call waits
+/// for a busy lock unless told otherwise (`wait = "..."`), and what
+/// `distlock_tower::LockLayer` waits by default: 10 seconds, then
+/// [`ErrorCode::Timeout`]. Waiting without limit must be asked for
+/// (`wait = "forever"`, or [`Lock::lock`](crate::Lock::lock)).
+///
+/// ```
+/// assert_eq!(distlock::DEFAULT_WAIT, std::time::Duration::from_secs(10));
+/// ```
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 
 /// What to do when the lock is lost while the body runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,25 +257,32 @@ pub struct Spec {
     ttl: Duration,
     auto_renew: bool,
     renew_interval: Duration,
+    /// `None`: without limit.
     wait: Option<Duration>,
     retry_interval: Option<Duration>,
     max_retries: Option<u32>,
     on_lost: OnLost,
+    skip_if_busy: bool,
+    hold_at_least: Option<Duration>,
+    hold_at_most: Option<Duration>,
 }
 
 impl Spec {
     /// Settings of `function` with lease `ttl`, renewed every `ttl / 3`,
-    /// waiting without limit, cancelled when lost.
+    /// waiting at most [`DEFAULT_WAIT`], cancelled when lost.
     pub const fn new(function: &'static str, ttl: Duration) -> Self {
         Spec {
             function,
             ttl,
             auto_renew: true,
             renew_interval: Duration::from_nanos((ttl.as_nanos() / 3) as u64),
-            wait: None,
+            wait: Some(DEFAULT_WAIT),
             retry_interval: None,
             max_retries: None,
             on_lost: OnLost::Cancel,
+            skip_if_busy: false,
+            hold_at_least: None,
+            hold_at_most: None,
         }
     }
 
@@ -325,6 +302,30 @@ impl Spec {
     /// Waits at most `wait` for the lock; zero tries once.
     pub const fn wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
+        self
+    }
+
+    /// Waits for the lock without limit.
+    pub const fn wait_forever(mut self) -> Self {
+        self.wait = None;
+        self
+    }
+
+    /// Tries once; a busy lock skips the body.
+    pub const fn skip_if_busy(mut self) -> Self {
+        self.skip_if_busy = true;
+        self
+    }
+
+    /// Keeps the lock at least `at_least` after the call started.
+    pub const fn hold_at_least(mut self, at_least: Duration) -> Self {
+        self.hold_at_least = Some(at_least);
+        self
+    }
+
+    /// Cancels the body `at_most` after the call started.
+    pub const fn hold_at_most(mut self, at_most: Duration) -> Self {
+        self.hold_at_most = Some(at_most);
         self
     }
 
@@ -456,6 +457,60 @@ impl<T, E: From<LockError>> LockedResult for Result<T, E> {
     }
 }
 
+/// The return type of a `skip_if_busy` function: one with a value that
+/// means "skipped, nothing to report".
+#[diagnostic::on_unimplemented(
+    message = "a #[distributed_lock(skip_if_busy)] function must return `()`, `Option<T>`, `Result<(), E>` or `Result<Option<T>, E>` with `E: From<distlock::LockError>`, so that a skipped call has a value; `{Self}` is none of them"
+)]
+pub trait SkipResult {
+    /// The result of a call skipped because the lock was busy.
+    fn skipped() -> Self;
+    /// The result for a lock that could not be taken or was lost; `()` and
+    /// `Option` log it.
+    fn from_lock_error(err: LockError) -> Self;
+}
+
+impl SkipResult for () {
+    fn skipped() -> Self {}
+    fn from_lock_error(err: LockError) -> Self {
+        warn!(%err, code = ?err.code(), "locked call failed; its `()` result cannot say so");
+    }
+}
+
+impl<T> SkipResult for Option<T> {
+    fn skipped() -> Self {
+        None
+    }
+    fn from_lock_error(err: LockError) -> Self {
+        warn!(%err, code = ?err.code(), "locked call failed; returning `None`");
+        None
+    }
+}
+
+impl<E: From<LockError>> SkipResult for Result<(), E> {
+    fn skipped() -> Self {
+        Ok(())
+    }
+    fn from_lock_error(err: LockError) -> Self {
+        Err(E::from(err))
+    }
+}
+
+impl<T, E: From<LockError>> SkipResult for Result<Option<T>, E> {
+    fn skipped() -> Self {
+        Ok(None)
+    }
+    fn from_lock_error(err: LockError) -> Self {
+        Err(E::from(err))
+    }
+}
+
+/// How a call reports what is not the body's own result.
+struct Outcomes<R> {
+    error: fn(LockError) -> R,
+    skipped: Option<fn() -> R>,
+}
+
 /// Runs `body` holding the lock `key` of `manager` (or of the default
 /// manager): the expansion of every `#[distributed_lock]` function.
 pub async fn locked<R, F>(spec: Spec, manager: Option<LockManager>, key: String, body: F) -> R
@@ -463,17 +518,58 @@ where
     R: LockedResult,
     F: Future<Output = R>,
 {
+    let outcomes = Outcomes {
+        error: R::from_lock_error,
+        skipped: None,
+    };
     let span = tracing::debug_span!("distlock.locked", function = spec.function, key = %key);
-    run(spec, manager, key, body).instrument(span).await
+    run(spec, manager, key, body, outcomes)
+        .instrument(span)
+        .await
 }
 
-async fn run<R, F>(spec: Spec, manager: Option<LockManager>, key: String, body: F) -> R
+/// [`locked`] for `skip_if_busy` functions: a busy lock returns
+/// [`SkipResult::skipped`] at once.
+pub async fn locked_or_skip<R, F>(
+    spec: Spec,
+    manager: Option<LockManager>,
+    key: String,
+    body: F,
+) -> R
 where
-    R: LockedResult,
+    R: SkipResult,
     F: Future<Output = R>,
 {
+    let outcomes = Outcomes {
+        error: R::from_lock_error,
+        skipped: Some(R::skipped),
+    };
+    let span = tracing::debug_span!("distlock.locked", function = spec.function, key = %key);
+    run(spec.skip_if_busy(), manager, key, body, outcomes)
+        .instrument(span)
+        .await
+}
+
+/// How the body ended.
+enum Ended<R> {
+    Finished(R),
+    Lost,
+    TooLong(Duration),
+}
+
+async fn run<R, F>(
+    spec: Spec,
+    manager: Option<LockManager>,
+    key: String,
+    body: F,
+    outcomes: Outcomes<R>,
+) -> R
+where
+    F: Future<Output = R>,
+{
+    let started = Instant::now();
     let Some(manager) = manager.or_else(default_manager) else {
-        return R::from_lock_error(LockError::new(
+        return (outcomes.error)(LockError::new(
             ErrorCode::InvalidOptions,
             format!(
                 "no lock manager for #[distributed_lock] function `{}`: call \
@@ -483,54 +579,85 @@ where
         ));
     };
 
-    // A nested call for a lock this task already holds runs under it.
-    let outer = HELD.try_with(Arc::clone).ok();
-    if let Some(frame) = outer.as_ref().and_then(|f| f.find(&manager, &key)) {
-        if spec.on_lost == OnLost::Cancel && !frame.is_held() {
-            return R::from_lock_error(lost_error(&spec, &key));
-        }
-        debug!("already held by this task; running under the outer call's lock");
-        return body.await;
-    }
-
+    // Inside an owner scope that holds the key (an outer locked call, a
+    // request under `LockLayer`), this is a child section of that hold: see
+    // `owner.rs`.
     let lock = match manager.new_lock(key.clone(), spec.options()) {
         Ok(lock) => lock,
-        Err(err) => return R::from_lock_error(err),
+        Err(err) => return (outcomes.error)(err),
     };
-    let guard = match acquire(&lock, spec.wait).await {
-        Ok(guard) => Arc::new(guard),
-        Err(err) => return R::from_lock_error(err),
+    let guard = match acquire(&lock, &spec).await {
+        Ok(Some(guard)) => guard,
+        Ok(None) => match outcomes.skipped {
+            Some(skipped) => {
+                debug!("lock busy; skipped the call (skip_if_busy)");
+                return skipped();
+            }
+            None => {
+                return (outcomes.error)(LockError::new(
+                    ErrorCode::Timeout,
+                    format!("lock `{key}` is busy"),
+                ))
+            }
+        },
+        Err(err) => return (outcomes.error)(err),
     };
-    let lost = guard.lost();
-    let frame = Arc::new(Frame {
-        parent: outer,
-        manager: manager.clone(),
-        name: key,
-        token: guard.fencing_token(),
-        guard: Arc::downgrade(&guard),
-    });
-    let name = frame.name.clone();
-    let finished = watch(HELD.scope(frame, body), lost, spec.on_lost).await;
-    release(guard).await;
-    match finished {
-        Some(result) => result,
-        None => {
-            warn!(function = spec.function, key = %name, "lock lost while the function ran; cancelled it");
-            R::from_lock_error(lost_error(&spec, &name))
+    if guard.is_section() {
+        debug!("runs as a child section of an enclosing owner's hold");
+    }
+    let scope = guard.scope();
+    let body = scope.run(body);
+    let ended = match spec.hold_at_most {
+        None => match watch(body, guard.lost(), spec.on_lost).await {
+            Some(result) => Ended::Finished(result),
+            None => Ended::Lost,
+        },
+        Some(limit) => {
+            let deadline = started + limit;
+            match watch(timeout_at(deadline, body), guard.lost(), spec.on_lost).await {
+                Some(Ok(result)) => Ended::Finished(result),
+                Some(Err(_)) => Ended::TooLong(limit),
+                None => Ended::Lost,
+            }
+        }
+    };
+    release(guard, spec.hold_at_least.map(|d| started + d)).await;
+    match ended {
+        Ended::Finished(result) => result,
+        Ended::Lost => {
+            warn!(function = spec.function, key = %key, "lock lost while the function ran; cancelled it");
+            (outcomes.error)(lost_error(&spec, &key))
+        }
+        Ended::TooLong(limit) => {
+            warn!(function = spec.function, key = %key, ?limit, "ran past hold_at_most; cancelled it");
+            (outcomes.error)(LockError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "`{}` ran past hold_at_most ({limit:?}) under lock `{key}`; it was \
+                     cancelled and the lock released",
+                    spec.function
+                ),
+            ))
         }
     }
 }
 
-async fn acquire(lock: &Lock, wait: Option<Duration>) -> Result<LockGuard, LockError> {
-    match wait {
-        None => lock.lock().await,
+/// Takes the lock as `spec` says; `None` when a zero-wait try found it busy.
+async fn acquire(lock: &Lock, spec: &Spec) -> Result<Option<LockGuard>, LockError> {
+    if spec.skip_if_busy {
+        return lock.try_lock().await;
+    }
+    match spec.wait {
+        None => lock.lock().await.map(Some),
         // A zero wait tries once.
-        Some(wait) => lock.lock_timeout(wait).await,
+        Some(wait) => lock.lock_timeout(wait).await.map(Some),
     }
 }
 
 /// Polls `body` until it finishes; `None` when `lost` resolved first and the
-/// policy is to cancel (the body is then dropped at the await it was at).
+/// policy is to cancel (the body is then dropped at the await it was at). A
+/// body that finishes in the poll in which the loss is noticed returns its
+/// result: its work is done (the loss is logged).
 async fn watch<R>(
     body: impl Future<Output = R>,
     lost: impl Future<Output = ()>,
@@ -540,6 +667,12 @@ async fn watch<R>(
     let mut lost = pin!(lost);
     let mut lost_seen = false;
     poll_fn(|cx| {
+        if let Poll::Ready(result) = body.as_mut().poll(cx) {
+            if !lost_seen && lost.as_mut().poll(cx).is_ready() {
+                warn!("lock lost as the function completed; returning its result");
+            }
+            return Poll::Ready(Some(result));
+        }
         if !lost_seen && lost.as_mut().poll(cx).is_ready() {
             if on_lost == OnLost::Cancel {
                 return Poll::Ready(None);
@@ -547,26 +680,41 @@ async fn watch<R>(
             warn!("lock lost while the function runs; it continues (on_lost = \"continue\")");
             lost_seen = true;
         }
-        body.as_mut().poll(cx).map(Some)
+        Poll::Pending
     })
     .await
 }
 
 /// Unlocks, waiting for the release so that the lock is free when the
-/// function returns. The body's result stands whatever the release says.
-async fn release(guard: Arc<LockGuard>) {
-    match Arc::try_unwrap(guard) {
-        Ok(guard) => {
-            if let Err(err) = guard.unlock().await {
-                match err.code() {
-                    ErrorCode::Expired => debug!(%err, "released a lost lock"),
-                    _ => warn!(%err, "release failed; the lock goes with its lease"),
+/// function returns; or, before `hold_until`, keeps it until then and
+/// releases it in the background. The body's result stands whatever the
+/// release says.
+async fn release(guard: LockGuard, hold_until: Option<Instant>) {
+    // A child section ends with its guard; the enclosing owner holds on.
+    let keep = hold_until.filter(|until| *until > Instant::now() && !guard.is_section());
+    if let (Some(until), Ok(runtime)) = (keep, tokio::runtime::Handle::try_current()) {
+        if guard.is_held() {
+            debug!("keeping the lock until hold_at_least has passed");
+            let lost = guard.lost();
+            runtime.spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = lost => {}
                 }
-            }
+                unlock(guard).await;
+            });
+            return;
         }
-        // Only a momentary `CurrentLock` upgrade can race us here; the lock
-        // is then released in the background when it lets go.
-        Err(guard) => drop(guard),
+    }
+    unlock(guard).await;
+}
+
+async fn unlock(guard: LockGuard) {
+    if let Err(err) = guard.unlock().await {
+        match err.code() {
+            ErrorCode::Expired => debug!(%err, "released a lost lock"),
+            _ => warn!(%err, "release failed; the lock goes with its lease"),
+        }
     }
 }
 
@@ -619,8 +767,11 @@ mod tests {
         let never = std::future::pending::<()>;
         let ready = || std::future::ready(());
         assert_eq!(watch(async { 1 }, never(), OnLost::Cancel).await, Some(1));
-        // Lost first: the body is not even polled.
-        assert_eq!(watch(async { 1 }, ready(), OnLost::Cancel).await, None);
+        // Lost in the poll in which the body completes: the result stands.
+        assert_eq!(watch(async { 1 }, ready(), OnLost::Cancel).await, Some(1));
+        // Lost while the body waits: cancelled at its await.
+        let pending = std::future::pending::<u32>;
+        assert_eq!(watch(pending(), ready(), OnLost::Cancel).await, None);
         assert_eq!(watch(async { 1 }, ready(), OnLost::Continue).await, Some(1));
     }
 }

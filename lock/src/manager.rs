@@ -333,11 +333,6 @@ impl LockManager {
         Self::with_backend(Arc::new(backend), &self.namespace)
     }
 
-    /// Whether `other` is a clone of this manager (not merely a peer).
-    pub(crate) fn same_as(&self, other: &LockManager) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
-    }
-
     /// The namespace this manager's locks live in.
     ///
     /// ```

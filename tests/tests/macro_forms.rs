@@ -271,3 +271,56 @@ fn locked_futures_are_send() {
     assert_send(&svc2.by_mut());
     assert_send(&generic(&manager, "k", 1u8));
 }
+
+/// A result alias whose name does not end in `Result` (issue #9, defect 6).
+type Outcome<T> = Result<T, AppError>;
+
+#[distributed_lock(key = "alias:{id}", manager = manager)]
+async fn aliased_outcome(manager: &LockManager, id: u32) -> Outcome<(String, bool)> {
+    Ok(seen(manager).await)
+}
+
+#[tokio::test]
+async fn result_alias_with_any_name() {
+    let manager = LockManager::in_memory();
+    let (key, held) = aliased_outcome(&manager, 3).await.unwrap();
+    assert_eq!(key, "alias:3");
+    assert!(held);
+}
+
+/// Inner attributes atop a locked body (defect 6) apply to the function.
+#[distributed_lock(key = "inner:{id}", manager = manager)]
+async fn inner_attributes(manager: &LockManager, id: u32) -> Result<(String, bool), AppError> {
+    #![allow(unused_mut)]
+    #![deny(unused_variables)]
+    let mut seen_now = seen(manager).await;
+    seen_now.0.push('!');
+    Ok(seen_now)
+}
+
+#[tokio::test]
+async fn inner_attributes_atop_the_body() {
+    let manager = LockManager::in_memory();
+    let (key, held) = inner_attributes(&manager, 4).await.unwrap();
+    assert_eq!(key, "inner:4!");
+    assert!(held);
+}
+
+/// The `distlock` crate re-exported by another (a "kit" crate, or a renamed
+/// dependency): `crate = "..."` names the path the generated code uses.
+mod kit {
+    pub use distlock as locks;
+}
+
+#[distributed_lock(key = "kit:{id}", manager = manager, crate = "kit::locks")]
+async fn through_a_reexport(manager: &LockManager, id: u32) -> Result<(String, bool), AppError> {
+    Ok(seen(manager).await)
+}
+
+#[tokio::test]
+async fn crate_path_for_a_reexported_distlock() {
+    let manager = LockManager::in_memory();
+    let (key, held) = through_a_reexport(&manager, 5).await.unwrap();
+    assert_eq!(key, "kit:5");
+    assert!(held);
+}

@@ -23,6 +23,7 @@ on_both_backends!(
     on_lost_continue_lets_the_body_finish,
     body_reads_its_fencing_token,
     dropped_and_panicking_calls_release_the_lock,
+    the_default_wait_is_bounded,
 );
 
 #[derive(Debug)]
@@ -457,4 +458,77 @@ async fn etcd_partitioned_holder_is_cancelled_before_the_takeover() {
         "taken over too early"
     );
     guard.unlock().await.unwrap();
+}
+
+/// No `wait`, no `max_retries`: the defaults.
+#[distributed_lock(key = "order:{order_id}", ttl = "3s", manager = manager)]
+async fn settle_with_defaults(manager: &LockManager, order_id: u64) -> Result<(), AppError> {
+    Ok(())
+}
+
+/// Issue #9, defect 4: a busy lock and the default wait fail with `Timeout`
+/// after `distlock::DEFAULT_WAIT` (10 s, as the layer), instead of hanging.
+async fn the_default_wait_is_bounded(fx: &Fixture) {
+    let (ours, theirs) = (fx.manager(), fx.another().await);
+    let held = theirs
+        .new_lock("order:70", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = timeout(Duration::from_secs(30), settle_with_defaults(&ours, 70))
+        .await
+        .expect("the default wait hangs")
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.lock_code(), Some(ErrorCode::Timeout), "{err:?}");
+    assert!(waited >= distlock::DEFAULT_WAIT, "gave up after {waited:?}");
+    assert!(
+        waited < distlock::DEFAULT_WAIT + Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    held.unlock().await.unwrap();
+}
+
+/// Defect 4 during an outage: our connection to etcd is blackholed while
+/// the call waits for a lock another process holds; with the default
+/// arguments the call still ends within the default wait. (Here the core
+/// ends it first, when the session is lost, about a TTL in; the wait bounds
+/// what the session does not, see `the_default_wait_is_bounded`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_with_default_arguments_fails_in_bounded_time() {
+    support::init_tracing();
+    let etcd = Etcd::start().await;
+    let proxy = TcpProxy::start_for(&etcd.endpoints()[0]).await;
+    let config = EtcdConfig::new([proxy.endpoint()]).request_timeout(Duration::from_millis(500));
+    let ns = etcd.namespace();
+    let ours = LockManager::connect(config, &ns).await.unwrap();
+    let theirs = support::connect(&etcd, &ns).await;
+    // Healthy first: the manager has its lease when the outage starts.
+    settle_with_defaults(&ours, 71).await.unwrap();
+    let held = theirs
+        .new_lock("order:71", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let outage = async {
+        sleep(Duration::from_millis(500)).await;
+        proxy.blackhole();
+    };
+    let (result, ()) = timeout(Duration::from_secs(60), async {
+        tokio::join!(settle_with_defaults(&ours, 71), outage)
+    })
+    .await
+    .expect("the call hangs during the outage");
+    let waited = started.elapsed();
+    let err = result.unwrap_err();
+    assert!(err.lock_code().is_some(), "{err:?}");
+    assert!(
+        waited < distlock::DEFAULT_WAIT + Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    held.unlock().await.unwrap();
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use distlock::{ErrorCode, LockError, LockGuard, LockManager, LockOptions};
+use distlock::{ErrorCode, LockError, LockGuard, LockManager, LockOptions, OwnerScope};
 use http::Response;
 use pin_project_lite::pin_project;
 use tracing::{debug, warn};
@@ -72,6 +72,8 @@ pin_project! {
             guard: Option<LockGuard>,
             lost: Option<BoxFuture<()>>,
             ctx: Option<Ctx>,
+            // The request's owner scope: the inner service runs in it.
+            scope: OwnerScope,
         },
         Done,
     }
@@ -174,12 +176,17 @@ where
                             let call = call.take().expect("ResponseFuture polled after completion");
                             let held = HeldLock::new(ctx.key.clone(), guard.fencing_token());
                             let lost: BoxFuture<()> = Box::pin(guard.lost());
-                            let future = call(held);
+                            // Work done for the request runs as its owner:
+                            // locking its key in there (a #[distributed_lock]
+                            // call, a second layer) runs under this hold.
+                            let scope = guard.scope();
+                            let future = scope.enter(|| call(held));
                             state.set(State::Running {
                                 future,
                                 guard: Some(guard),
                                 lost: Some(lost),
                                 ctx: Some(ctx),
+                                scope,
                             });
                         }
                     }
@@ -189,11 +196,15 @@ where
                     guard,
                     lost,
                     ctx,
+                    scope,
                 } => {
+                    // A response ready in the poll that notices the loss is
+                    // returned: the handler's work is done.
+                    let polled = scope.enter(|| future.poll(cx));
                     let is_lost = lost
                         .as_mut()
                         .is_some_and(|lost| lost.as_mut().poll(cx).is_ready());
-                    if is_lost {
+                    if is_lost && polled.is_pending() {
                         let ctx = ctx.take().expect("ResponseFuture polled after completion");
                         // Drops the inner future: cancelled at its await point.
                         state.set(State::Done);
@@ -203,12 +214,18 @@ where
                         );
                         return Poll::Ready(Ok(ctx.reject(RejectionKind::Lost, err)));
                     }
-                    let result = ready!(future.poll(cx));
-                    let (Some(guard), Some(lost), Some(ctx)) =
+                    let result = ready!(polled);
+                    let (Some(guard), Some(mut lost), Some(ctx)) =
                         (guard.take(), lost.take(), ctx.take())
                     else {
                         panic!("ResponseFuture polled after completion");
                     };
+                    if is_lost {
+                        // The handler's work is done: its response goes out
+                        // as is (a loss noticed later still stops the body).
+                        warn!(key = %ctx.key, "lock lost as the request completed; returning its response");
+                        lost = Box::pin(std::future::pending());
+                    }
                     state.set(State::Done);
                     // An error drops the guard: the lock is released.
                     let response = result?;
