@@ -44,7 +44,6 @@ pub(crate) struct HoldParts {
     pub(crate) queue: String,
     pub(crate) key: String,
     pub(crate) rev: i64,
-    pub(crate) header: i64,
     pub(crate) slot: Slot,
     pub(crate) session: Arc<Session>,
     pub(crate) dedicated: bool,
@@ -56,9 +55,10 @@ pub(crate) struct HoldParts {
 const WATCH_AFTER: Duration = Duration::from_millis(100);
 
 impl Hold {
-    /// A hold with one guard, whose key is watched from `header + 1` once the
-    /// hold has lasted [`WATCH_AFTER`] (a short hold costs etcd no watch; a
-    /// deletion meanwhile is still seen, as the watch starts in the past). When
+    /// A hold with one guard, whose key is watched once the hold has lasted
+    /// [`WATCH_AFTER`]: a short hold costs etcd no watch. The watch starts
+    /// after a read that confirms the key, so a deletion meanwhile is seen
+    /// by that read. When
     /// the lock is lost — the key deleted, or the session lost, which takes the
     /// key with its lease — the name's local slot is freed at once, so the
     /// process's other waiters for the name need not wait for the lost guard
@@ -69,14 +69,8 @@ impl Hold {
         let watcher = tokio::spawn({
             let (backend, lost, key) = (Arc::clone(&p.shared.backend), lost.clone(), p.key.clone());
             let slot = Arc::clone(&slot);
-            let watch = crate::queue::watch_gone(
-                backend,
-                p.queue,
-                p.key.clone(),
-                p.rev,
-                p.header + 1,
-                p.retry,
-            );
+            let watch =
+                crate::queue::watch_gone(backend, p.queue, p.key.clone(), p.rev, None, p.retry);
             let gone = async move {
                 tokio::time::sleep(WATCH_AFTER).await;
                 watch.await

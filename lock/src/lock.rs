@@ -323,7 +323,6 @@ impl Lock {
             queue: self.queue.clone(),
             key,
             rev: won.rev,
-            header: won.header,
             slot: won.slot,
             session,
             dedicated,

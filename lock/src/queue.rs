@@ -49,11 +49,10 @@ pub(crate) enum Outcome {
     LeaseGone,
 }
 
-/// A won lock: the key's create revision (the fencing token), the revision it
-/// was confirmed at, and the name's local slot.
+/// A won lock: the key's create revision (the fencing token) and the name's
+/// local slot.
 pub(crate) struct Won {
     pub(crate) rev: i64,
-    pub(crate) header: i64,
     pub(crate) slot: Slot,
 }
 
@@ -162,7 +161,7 @@ impl Contender {
             }
         };
         if enqueued.head {
-            return self.win(enqueued.rev, enqueued.header).map(Outcome::Won);
+            return self.win(enqueued.rev).map(Outcome::Won);
         }
         if mode == Mode::Try {
             self.withdraw().await;
@@ -206,7 +205,7 @@ impl Contender {
                 self.queue.clone(),
                 self.key.clone(),
                 rev,
-                enqueued.header + 1,
+                Some(enqueued.header + 1),
                 self.retry,
             ));
         let session_lost = self.session.lost().clone();
@@ -218,7 +217,7 @@ impl Contender {
                 .run("queue read", || backend.position(queue, key, rev))
                 .await?;
             let predecessor = match positioned.position {
-                Position::Head => return self.win(rev, positioned.header),
+                Position::Head => return self.win(rev),
                 Position::Gone => return Err(vanished()),
                 Position::Behind { predecessor } => predecessor,
             };
@@ -272,7 +271,7 @@ impl Contender {
     /// Our key holds the lock; it is ours unless the session was lost
     /// meanwhile (then the key goes with the lease, and the drop cleanup sees
     /// to it).
-    fn win(mut self, rev: i64, header: i64) -> Result<Won> {
+    fn win(mut self, rev: i64) -> Result<Won> {
         if self.session.is_lost() {
             return Err(session_lost_error());
         }
@@ -281,7 +280,7 @@ impl Contender {
             .take()
             .expect("a contender owns its slot until it wins");
         self.disarm();
-        Ok(Won { rev, header, slot })
+        Ok(Won { rev, slot })
     }
 
     /// Marks the key as needing no cleanup.
@@ -349,25 +348,29 @@ impl Drop for Contender {
 }
 
 /// Resolves once `key` (created at `rev`) is confirmed gone, watching from
-/// revision `from`. Transient failures are retried without limit; the caller
-/// bounds the wait (a session that is lost, a guard that is released).
+/// revision `from` — or, when `None`, from just after a first read that
+/// confirms the key (a watch from the past would land in etcd's costly
+/// "unsynced" group). Transient failures are retried without limit; the
+/// caller bounds the wait (a session that is lost, a guard that is released).
 pub(crate) async fn watch_gone(
     backend: Arc<dyn Backend>,
     queue: String,
     key: String,
     rev: i64,
-    mut from: i64,
+    mut from: Option<i64>,
     retry: Retry,
 ) -> Result<()> {
     loop {
-        match backend.wait_deleted(&key, from).await {
-            Ok(()) => {}
-            Err(err) if err.is_transient() => tokio::time::sleep(retry.interval()).await,
-            Err(err) => return Err(err),
+        if let Some(start) = from {
+            match backend.wait_deleted(&key, start).await {
+                Ok(()) => {}
+                Err(err) if err.is_transient() => tokio::time::sleep(retry.interval()).await,
+                Err(err) => return Err(err),
+            }
         }
         match backend.position(&queue, &key, rev).await {
             Ok(p) if p.position == Position::Gone => return Ok(()),
-            Ok(p) => from = p.header + 1,
+            Ok(p) => from = Some(p.header + 1),
             Err(err) if err.is_transient() => tokio::time::sleep(retry.interval()).await,
             Err(err) => return Err(err),
         }

@@ -227,8 +227,18 @@ async fn a_handler_calls_a_locked_function_on_its_requests_key(fx: &Fixture) {
     assert_eq!(inner, outer, "the call ran under the request's hold");
     // The layer releases once the body has ended: shortly after the client read it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while !server.app.manager.list_locks("order:").await.unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the key stayed held");
+    while !server
+        .app
+        .manager
+        .list_locks("order:")
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key stayed held"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -262,12 +272,13 @@ async fn stacked_layers_on_one_key_do_not_wait_for_each_other(fx: &Fixture) {
     .unwrap();
     assert_eq!(status, StatusCode::OK);
     // Released once the body has ended (shortly after the client read it).
-    other
+    let taken = other
         .new_lock("order:10", LockOptions::default())
         .unwrap()
         .lock_timeout(Duration::from_secs(3))
         .await
         .expect("the request's key was released");
+    taken.unlock().await.unwrap();
 }
 
 /// Defect 2 behind the layer: `join!(settle(7), settle(7))` in a handler.
