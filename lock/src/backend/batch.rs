@@ -12,8 +12,8 @@
 //! light load each write goes alone, as it would without batching.
 //!
 //! If etcd refuses a batch as a whole (a member names a lease that is gone,
-//! two members touch one key), each member is sent on its own, so that only
-//! the member at fault sees the error.
+//! touches a key its user may not, or the batch is too large), each member is
+//! sent on its own, so that only the member at fault sees the error.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -161,7 +161,10 @@ async fn send(client: Client, request_timeout: Duration, mut batch: Vec<Member>)
         }
         // Refused as a whole because of one member: send each on its own.
         Ok(Err(etcd_client::Error::GRpcStatus(status)))
-            if matches!(status.code(), Code::NotFound | Code::InvalidArgument) =>
+            if matches!(
+                status.code(),
+                Code::NotFound | Code::InvalidArgument | Code::PermissionDenied
+            ) =>
         {
             let mut each = tokio::task::JoinSet::new();
             for member in batch {
