@@ -352,3 +352,57 @@ async fn peers_sharing_a_connection_never_tie() {
         "tokens not strictly increasing in acquisition order: {tokens:?}"
     );
 }
+
+/// Writes of managers sharing a connection travel in shared batches; etcd
+/// refuses a batch whole when one member's lease is gone. Only that member
+/// may hear so: a healthy manager in the same batch keeps its session (and
+/// the locks on it), while the one whose lease was revoked recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_members_lost_lease_does_not_fail_its_batch() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let base = connect(&etcd, &etcd.namespace()).await;
+    let (revoked, healthy) = (base.peer(), base.peer());
+    let doomed = revoked
+        .new_lock("doomed", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let kept = healthy
+        .new_lock("kept", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let key = base.lock_info("doomed").await.unwrap().unwrap().key;
+    raw_client(&etcd)
+        .await
+        .lease_revoke(lease_of(&key))
+        .await
+        .unwrap();
+    // A burst from both managers at once, so that their enqueues share batches.
+    let mut burst = Vec::new();
+    for i in 0..32 {
+        let m = if i % 2 == 0 {
+            revoked.clone()
+        } else {
+            healthy.clone()
+        };
+        burst.push(tokio::spawn(async move {
+            let lock = m
+                .new_lock(format!("burst-{i}"), LockOptions::default())
+                .unwrap();
+            let g = lock.lock_timeout(Duration::from_secs(10)).await;
+            (i, g.map(|g| g.is_held()))
+        }));
+    }
+    for t in burst {
+        let (i, held) = t.await.unwrap();
+        assert!(held.expect("every lock of the burst is taken"), "burst-{i}");
+    }
+    assert!(kept.is_held(), "the healthy manager lost its session");
+    timeout(Duration::from_secs(5), doomed.lost())
+        .await
+        .expect("the revoked lease's lock is lost");
+}
