@@ -9,13 +9,15 @@
 //! tie for the same place and the same fencing token. A write whose queue is
 //! taken waits for the next batch. While [`MAX_IN_FLIGHT`] batches are
 //! on their way, new writes queue up and form the next, larger batch: under
-//! light load each write goes alone, as it would without batching.
+//! light load each write goes alone, straight from its caller, as it would
+//! without batching.
 //!
 //! If etcd refuses a batch as a whole (a member names a lease that is gone,
 //! touches a key its user may not, or the batch is too large), each member is
 //! sent on its own, so that only the member at fault sees the error.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,20 +48,47 @@ struct Member {
 /// Coalesces one etcd client's write transactions.
 pub(crate) struct Batcher {
     queue: mpsc::UnboundedSender<Member>,
+    /// Writes queued for a batch and not yet sent.
+    queued: Arc<AtomicUsize>,
+    /// Room on the wire: one permit per batch (or lone write) in flight.
+    slots: Arc<Semaphore>,
+    client: Client,
+    request_timeout: Duration,
 }
 
 impl Batcher {
     /// Starts the batching task, which ends when the batcher is dropped.
     pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
         let (queue, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(run(client, request_timeout, incoming));
-        Batcher { queue }
+        let queued = Arc::new(AtomicUsize::new(0));
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let batching = Batching {
+            client: client.clone(),
+            request_timeout,
+            queued: Arc::clone(&queued),
+            slots: Arc::clone(&slots),
+        };
+        tokio::spawn(batching.run(incoming));
+        Batcher {
+            queue,
+            queued,
+            slots,
+            client,
+            request_timeout,
+        }
     }
 
     /// Runs `txn`, a write to the lock queue `queue`, in a batch, and
     /// returns its response and the store revision after it; errors as
     /// [`map_error`] maps them.
     pub(crate) async fn txn(&self, what: &'static str, queue: &str, txn: Txn) -> Answer {
+        // Nothing waiting and room on the wire: no batch to wait for.
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            if let Ok(_slot) = self.slots.try_acquire() {
+                return alone(self.client.clone(), self.request_timeout, what, txn).await;
+            }
+        }
+        self.queued.fetch_add(1, Ordering::SeqCst);
         let (reply, answer) = oneshot::channel();
         let member = Member {
             what,
@@ -82,33 +111,39 @@ fn gone() -> LockError {
     )
 }
 
-async fn run(
+/// The batching task's share of the batcher.
+struct Batching {
     client: Client,
     request_timeout: Duration,
-    mut incoming: mpsc::UnboundedReceiver<Member>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut pending: VecDeque<Member> = VecDeque::new();
-    loop {
-        if pending.is_empty() {
-            match incoming.recv().await {
-                Some(member) => pending.push_back(member),
-                None => return,
+    queued: Arc<AtomicUsize>,
+    slots: Arc<Semaphore>,
+}
+
+impl Batching {
+    async fn run(self, mut incoming: mpsc::UnboundedReceiver<Member>) {
+        let mut pending: VecDeque<Member> = VecDeque::new();
+        loop {
+            if pending.is_empty() {
+                match incoming.recv().await {
+                    Some(member) => pending.push_back(member),
+                    None => return,
+                }
             }
+            // Wait for room on the wire; writes arriving meanwhile join this batch.
+            let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
+                return;
+            };
+            while let Ok(member) = incoming.try_recv() {
+                pending.push_back(member);
+            }
+            let batch = take_batch(&mut pending);
+            self.queued.fetch_sub(batch.len(), Ordering::SeqCst);
+            let (client, timeout) = (self.client.clone(), self.request_timeout);
+            tokio::spawn(async move {
+                send(client, timeout, batch).await;
+                drop(slot);
+            });
         }
-        // Wait for room on the wire; writes arriving meanwhile join this batch.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
-        while let Ok(member) = incoming.try_recv() {
-            pending.push_back(member);
-        }
-        let batch = take_batch(&mut pending);
-        let client = client.clone();
-        tokio::spawn(async move {
-            send(client, request_timeout, batch).await;
-            drop(slot);
-        });
     }
 }
 
