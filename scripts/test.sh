@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
-exec cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@"
+# Publishing check (issue #12): each publishable crate packages and builds from its .crate, in dependency order.
+cargo package -p distlock-macros -p distlock -p distlock-tower -p distlock-cli --locked --allow-dirty

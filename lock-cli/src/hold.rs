@@ -60,9 +60,10 @@ pub async fn run(global: &Global, hold: Hold) -> Result<i32, Failure> {
                 _ => String::new(),
             };
             manager.close().await;
-            let waited = hold
-                .wait
-                .map_or(String::new(), |w| format!(" after {}", show::short(w)));
+            let waited = match hold.wait {
+                Some(w) if !w.is_zero() => format!(" after waiting {}", show::short(w)),
+                _ => String::new(),
+            };
             eprintln!(
                 "distlock: lock `{}` is busy{holder}{waited}; not running the command",
                 hold.name

@@ -3,12 +3,15 @@
 //! One etcd watch on `{ns}/locks/` from the revision after a snapshot read.
 //! Each put of a new key is an acquisition (empty queue) or a new waiter; each
 //! delete of a queue head is a release, followed by a hand-off when someone
-//! waited. etcd's delete events don't say why a key went, so a deleted head is
-//! classified by one extra read: a force-unlock marker (written by `distlock
-//! force-unlock`) means `force-unlocked`; a lease that is gone means `lease
-//! ended` (it expired: a crashed or cut-off holder; or the holder revoked it
-//! by closing its manager right after releasing); anything else is
-//! `released`. Force-unlocks by other tools show as releases.
+//! waited; a waiter's key that goes is a waiter giving up.
+//!
+//! etcd's delete events don't say why a key went. A deleted head is
+//! `force-unlocked` when `distlock force-unlock` left its marker for it
+//! (force-unlocks by other tools show as releases), else `released`. A
+//! release is marked `lease gone` when the holder's lease no longer exists:
+//! it expired (a crashed or cut-off holder), or the holder revoked it by
+//! closing its manager (`distlock hold` does so right after releasing); the
+//! two cannot be told apart from events.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
@@ -227,12 +230,12 @@ impl State {
             return;
         }
         let held = show::since(self.held_since.remove(&gone.key));
-        let kind = why_gone(client, namespace, &gone).await;
+        let (kind, note) = why_gone(client, namespace, &gone).await;
         line(
             kind,
             name,
             format!(
-                "owner={} token={} held {held}",
+                "owner={} token={} held {held}{note}",
                 show::owner(&gone.owner),
                 gone.create_revision
             ),
@@ -253,24 +256,29 @@ impl State {
     }
 }
 
-/// Why a holder's key went: `force-unlocked`, `lease ended` or `released`.
-async fn why_gone(client: &mut Client, namespace: &str, gone: &Contender) -> &'static str {
+/// Why a holder's key went: `force-unlocked` or `released`, and a note when
+/// its lease is gone too.
+async fn why_gone(
+    client: &mut Client,
+    namespace: &str,
+    gone: &Contender,
+) -> (&'static str, &'static str) {
     let marker = keys::force_marker(namespace, &gone.name, gone.create_revision);
     if client
         .get(marker, Some(GetOptions::new().with_count_only()))
         .await
         .is_ok_and(|r| r.count() > 0)
     {
-        return "force-unlocked";
+        return ("force-unlocked", "");
     }
     if gone.lease != 0 {
         if let Ok(ttl) = client.lease_time_to_live(gone.lease, None).await {
             if ttl.ttl() <= 0 {
-                return "lease ended";
+                return ("released", " (lease gone: expired, or revoked on close)");
             }
         }
     }
-    "released"
+    ("released", "")
 }
 
 /// One event line: `02:31:07.123  acquired        order:42  owner=... token=...`.

@@ -406,7 +406,12 @@ async fn watch_shows_acquisitions_waits_releases_hand_offs_and_force_unlocks() {
     expect_line(&mut lines, &mut seen, &["gave up", "w-lease"]).await;
     c.close().await;
     assert!(!held_c.is_held());
-    expect_line(&mut lines, &mut seen, &["lease ended", "w-lease"]).await;
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["released", "w-lease", "lease gone"],
+    )
+    .await;
 
     // Ctrl-C ends the watch with status 0.
     let pid = watch.id().unwrap() as i32;
