@@ -133,7 +133,7 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
-    /// Print acquisitions, releases, hand-offs, expiries and force-unlocks as
+    /// Print acquisitions, waits, releases, hand-offs and force-unlocks as
     /// they happen, until Ctrl-C.
     Watch {
         /// Only locks whose name starts with this.
@@ -164,7 +164,7 @@ process only: a shell script should `exec` its last step or pass signals on.
 
 Examples:
   distlock hold deploy -- ./deploy.sh prod
-  distlock hold nightly --wait 0s -- ./backup.sh || [ $? -eq 75 ] && echo busy")]
+  distlock hold nightly --wait 0s -- ./backup.sh; [ $? -eq 75 ] && echo \"another machine runs it\"")]
 pub struct Hold {
     /// The lock name: the same lock as `manager.new_lock(NAME, ..)` in a
     /// service and `etcdctl lock {NS}/locks/NAME`.
