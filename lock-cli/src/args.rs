@@ -159,8 +159,10 @@ environment; pass the token with writes to storage that checks it.
 If the lock is lost while the command runs (its lease could not be renewed in
 time, or someone force-unlocked it), the command gets SIGTERM, then SIGKILL after
 --grace, and distlock exits 76. Ctrl-C and SIGTERM sent to distlock are passed on
-to the command; the lock is released when it exits. Signals go to the command's
-process only: a shell script should `exec` its last step or pass signals on.
+to the command; the lock is released when it exits (on a terminal, Ctrl-C also
+reaches the command directly: it shares distlock's process group, as with flock).
+Signals go to the command's process only: a shell script should `exec` its last
+step or pass signals on.
 
 Examples:
   distlock hold deploy -- ./deploy.sh prod
