@@ -1,6 +1,7 @@
 //! The distlock demo: worker processes contend for a few named locks on a
 //! throwaway local etcd; one is killed while holding and its lock is taken
-//! over after the TTL; an administrator lists, inspects and force-unlocks.
+//! over after the TTL; an administrator lists, inspects and force-unlocks;
+//! the `distlock` command runs a job under a lock and lists it.
 //!
 //! `cargo run -p distlock-examples --example demo` (or `scripts/demo.sh`).
 //! Without etcd on the machine it runs the same story in memory.
@@ -184,11 +185,114 @@ async fn main() {
     kept.unlock().await.unwrap();
     show_locks(&admin).await;
 
+    println!("\n-- 4. the `distlock` command: `hold` runs a shell job under lock `report`, `list` shows it, a second `hold` is busy");
+    match &backend {
+        Backend::Etcd(etcd) => cli_step(&etcd.endpoints()[0]).await,
+        Backend::Memory(_) => say("demo", "skipped: the `distlock` command needs etcd"),
+    }
+
     for m in [&admin, &waiter, &holder] {
         m.close().await;
     }
     println!("\n== done in {:.1}s", started.elapsed().as_secs_f64());
     drop(backend); // stops etcd and removes its data
+}
+
+/// Step 4: the `distlock` command against the demo's etcd.
+async fn cli_step(endpoint: &str) {
+    let Some(bin) = distlock_cli_binary().await else {
+        say(
+            "demo",
+            "skipped: cannot build the `distlock` command (cargo build -p distlock-cli)",
+        );
+        return;
+    };
+    let cli = |args: &[&str]| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--endpoints", endpoint, "--namespace", NAMESPACE])
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    };
+    let show = |cmdline: &str, out: &std::process::Output| {
+        say("shell", format!("$ {cmdline}"));
+        for line in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+        {
+            say("shell", format!("  {line}"));
+        }
+        say(
+            "shell",
+            format!("  (exit status {})", out.status.code().unwrap_or(-1)),
+        );
+    };
+    let job = r#"echo "  [     job] running under lock $DISTLOCK_LOCK, fencing token $DISTLOCK_FENCING_TOKEN"; sleep 2"#;
+    say("shell", "$ distlock hold report -- sh -c '...; sleep 2' &");
+    let mut held = cli(&["hold", "report", "--", "sh", "-c", job])
+        .spawn()
+        .expect("start distlock hold");
+    let admin = LockManager::connect(EtcdConfig::new([endpoint]), NAMESPACE)
+        .await
+        .expect("connect");
+    wait_until_held(&admin, "report").await;
+    sleep(Duration::from_millis(200)).await;
+    let listed = cli(&["list"]).output().await.expect("distlock list");
+    show("distlock list", &listed);
+    let busy = cli(&[
+        "hold",
+        "report",
+        "--wait",
+        "0s",
+        "--",
+        "echo",
+        "never printed",
+    ])
+    .output()
+    .await
+    .expect("distlock hold");
+    show(
+        "distlock hold report --wait 0s -- echo never printed",
+        &busy,
+    );
+    let status = tokio::time::timeout(Duration::from_secs(20), held.wait())
+        .await
+        .expect("the job ends")
+        .expect("distlock hold");
+    say(
+        "shell",
+        format!(
+            "the job ended; `distlock hold report` exited {}",
+            status.code().unwrap_or(-1)
+        ),
+    );
+    let listed = cli(&["list"]).output().await.expect("distlock list");
+    show("distlock list", &listed);
+    admin.close().await;
+}
+
+/// The `distlock` binary: `$DISTLOCK_CLI`, else the one next to this
+/// example's directory in `target/`, built with cargo when missing.
+async fn distlock_cli_binary() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("DISTLOCK_CLI") {
+        return Some(path.into());
+    }
+    let exe = std::env::current_exe().ok()?; // target/<profile>/examples/demo
+    let bin = exe.parent()?.parent()?.join("distlock");
+    if !bin.exists() {
+        let profile = exe.parent()?.parent()?.file_name()?.to_str()?.to_owned();
+        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        build.args(["build", "--quiet", "-p", "distlock-cli"]);
+        if profile == "release" {
+            build.arg("--release");
+        }
+        let built = tokio::time::timeout(Duration::from_secs(600), build.status()).await;
+        if !matches!(built, Ok(Ok(status)) if status.success()) || !bin.exists() {
+            return None;
+        }
+    }
+    Some(bin)
 }
 
 /// A throwaway etcd, or `None` when there is no runnable etcd or it fails to

@@ -7,6 +7,7 @@ missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl) # distlock-cli's TLS test makes certificates
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
-exec cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@"
+# distlock-cli's TLS flags against an etcd that requires client certificates (feature `tls`).
+cargo test -p distlock-cli --features tls --locked --test tls
+# Publishing check (issue #12): each publishable crate packages and builds from its .crate, in dependency order.
+cargo package -p distlock-macros -p distlock -p distlock-tower -p distlock-cli --locked --allow-dirty

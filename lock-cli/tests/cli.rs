@@ -1,0 +1,714 @@
+//! The `distlock` binary, run as a process against a real etcd.
+//!
+//! Every test starts its own throwaway etcd (the harness stops it on drop,
+//! also on panic) and uses a fresh namespace; every wait is bounded.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::assert::OutputAssertExt;
+use distlock::{LockGuard, LockManager, LockOptions};
+use distlock_tests::Etcd;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
+use tokio::time::{sleep, timeout};
+
+/// The longest any single step may take before the test fails.
+const STEP: Duration = Duration::from_secs(20);
+
+const BIN: &str = env!("CARGO_BIN_EXE_distlock");
+
+/// One etcd and one namespace, and the `distlock` command pointed at them.
+struct Env {
+    etcd: Etcd,
+    ns: String,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let etcd = Etcd::start().await;
+        let ns = etcd.namespace();
+        Env { etcd, ns }
+    }
+
+    /// `distlock` with this etcd and namespace in its environment (so that a
+    /// `distlock` the held command runs finds them too).
+    fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(BIN);
+        for var in [
+            "DISTLOCK_USER",
+            "DISTLOCK_PASSWORD",
+            "DISTLOCK_CACERT",
+            "DISTLOCK_CERT",
+            "DISTLOCK_KEY",
+            "DISTLOCK_TIMEOUT",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("DISTLOCK_ENDPOINTS", self.etcd.endpoints().join(","))
+            .env("DISTLOCK_NAMESPACE", &self.ns)
+            .env("DISTLOCK_BIN", BIN)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `distlock ARGS` to completion (bounded by [`STEP`]).
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = tokio::process::Command::from(self.command());
+        cmd.args(args).kill_on_drop(true);
+        timeout(STEP, cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("distlock {args:?} did not finish in {STEP:?}"))
+            .expect("run distlock")
+    }
+
+    /// Starts `distlock ARGS` with piped stdout and stderr.
+    fn spawn(&self, args: &[&str]) -> Child {
+        let mut cmd = tokio::process::Command::from(self.command());
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd.spawn().expect("start distlock")
+    }
+
+    async fn manager(&self) -> LockManager {
+        LockManager::connect(distlock::EtcdConfig::new(self.etcd.endpoints()), &self.ns)
+            .await
+            .expect("connect")
+    }
+
+    async fn wait_held(&self, manager: &LockManager, name: &str) -> distlock::LockInfo {
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(info) = manager.lock_info(name).await.unwrap() {
+                return info;
+            }
+            assert!(Instant::now() < deadline, "{name} never got held");
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn hold(manager: &LockManager, name: &str) -> (distlock::Lock, LockGuard) {
+    let lock = manager.new_lock(name, LockOptions::default()).unwrap();
+    let guard = timeout(STEP, lock.lock()).await.unwrap().unwrap();
+    (lock, guard)
+}
+
+/// Waits (bounded) until `name` has `n` waiters behind its holder.
+async fn wait_waiters(manager: &LockManager, name: &str, n: usize) {
+    let deadline = Instant::now() + STEP;
+    while manager.lock_info(name).await.unwrap().map(|i| i.waiters) != Some(n) {
+        assert!(Instant::now() < deadline, "{name} never had {n} waiters");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
+
+fn pid_alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_prints_a_table_and_json_with_the_lock_info_fields() {
+    let env = Env::start().await;
+    let a = env.manager().await;
+    let b = env.manager().await;
+    let (lock1, order) = hold(&a, "order:1").await;
+    let (_lock2, job) = hold(&a, "jobs/nightly").await;
+    let queued = b.new_lock("order:1", LockOptions::default()).unwrap();
+    let waiter = tokio::spawn(async move { queued.lock_timeout(STEP).await.map(drop) });
+    wait_waiters(&a, "order:1", 1).await;
+
+    let out = env.run(&["list", "--json"]).await;
+    out.clone().assert().success();
+    let all = json(&out);
+    let all = all.as_array().expect("an array");
+    assert_eq!(all.len(), 2, "{all:?}");
+    let (nightly, first) = (&all[0], &all[1]); // ordered by name
+    assert_eq!(nightly["name"], "jobs/nightly");
+    assert_eq!(nightly["fencing_token"], job.fencing_token());
+    assert_eq!(nightly["waiters"], 0);
+    assert!(nightly["key"]
+        .as_str()
+        .unwrap()
+        .contains("/locks/jobs%2Fnightly/"));
+    assert_eq!(first["name"], "order:1");
+    assert_eq!(first["owner"], lock1.owner());
+    assert_eq!(first["fencing_token"], order.fencing_token());
+    assert_eq!(first["waiters"], 1);
+    for field in ["create_time", "expire_time"] {
+        let t = first[field].as_str().expect(field);
+        humantime::parse_rfc3339(t).unwrap_or_else(|e| panic!("{field} {t}: {e}"));
+    }
+    let expires = humantime::parse_rfc3339(first["expire_time"].as_str().unwrap()).unwrap();
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(
+        left <= Duration::from_secs(30) && left > Duration::from_secs(15),
+        "{left:?}"
+    );
+
+    let out = env.run(&["list", "order:"]).await;
+    out.clone().assert().success();
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for column in [
+        "NAME",
+        "OWNER",
+        "TOKEN",
+        "HELD FOR",
+        "EXPIRES IN",
+        "WAITERS",
+    ] {
+        assert!(lines[0].contains(column), "{text}");
+    }
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[0], "order:1");
+    assert_eq!(row[1], lock1.owner());
+    assert_eq!(row[2], order.fencing_token().to_string());
+    assert_eq!(row.last(), Some(&"1"), "{text}");
+
+    order.unlock().await.unwrap();
+    timeout(STEP, waiter).await.unwrap().unwrap().unwrap();
+    let out = env.run(&["-n", "/nothing-here", "list"]).await;
+    out.clone().assert().success();
+    assert!(stdout(&out).contains("no locks held"), "{}", stdout(&out));
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_shows_the_holder_and_its_waiters_owners() {
+    let env = Env::start().await;
+    let (a, b, c) = (
+        env.manager().await,
+        env.manager().await,
+        env.manager().await,
+    );
+    let (_lock, guard) = hold(&a, "report").await;
+    let lock_b = b.new_lock("report", LockOptions::default()).unwrap();
+    let lock_c = c.new_lock("report", LockOptions::default()).unwrap();
+    let (owner_b, owner_c) = (lock_b.owner().to_owned(), lock_c.owner().to_owned());
+    let wait_b = tokio::spawn(async move { lock_b.lock_timeout(STEP).await.map(drop) });
+    wait_waiters(&a, "report", 1).await;
+    let wait_c = tokio::spawn(async move { lock_c.lock_timeout(STEP).await.map(drop) });
+    wait_waiters(&a, "report", 2).await;
+
+    let out = env.run(&["info", "report", "--json"]).await;
+    out.clone().assert().success();
+    let info = json(&out);
+    assert_eq!(info["name"], "report");
+    assert_eq!(info["fencing_token"], guard.fencing_token());
+    assert_eq!(info["waiters"], 2);
+    let waiting: Vec<&str> = info["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["owner"].as_str().unwrap())
+        .collect();
+    assert_eq!(waiting, [owner_b.as_str(), owner_c.as_str()], "queue order");
+
+    let out = env.run(&["info", "report"]).await;
+    out.clone().assert().success();
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("token:       {}", guard.fencing_token())),
+        "{text}"
+    );
+    let pos_b = text.find(&format!("1. {owner_b}")).expect(&text);
+    let pos_c = text.find(&format!("2. {owner_c}")).expect(&text);
+    assert!(pos_b < pos_c);
+
+    let out = env.run(&["info", "free", "--json"]).await;
+    out.clone().assert().code(1);
+    assert_eq!(json(&out), Value::Null);
+    env.run(&["info", "free"]).await.assert().code(1);
+
+    guard.unlock().await.unwrap();
+    timeout(STEP, wait_b).await.unwrap().unwrap().unwrap();
+    timeout(STEP, wait_c).await.unwrap().unwrap().unwrap();
+    for m in [a, b, c] {
+        m.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_unlock_asks_for_yes_off_a_terminal_and_removes_only_the_holder() {
+    let env = Env::start().await;
+    let (a, b) = (env.manager().await, env.manager().await);
+    let (_stuck, guard) = hold(&a, "stuck").await;
+    let (_other, other) = hold(&a, "other").await;
+    let queued = b.new_lock("stuck", LockOptions::default()).unwrap();
+    let next = tokio::spawn(async move { queued.lock_timeout(STEP).await });
+    wait_waiters(&a, "stuck", 1).await;
+
+    // stdin is not a terminal: without --yes nothing happens.
+    let out = env.run(&["force-unlock", "stuck"]).await;
+    out.clone().assert().code(2);
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert!(guard.is_held());
+    assert_eq!(
+        a.lock_info("stuck").await.unwrap().unwrap().fencing_token,
+        guard.fencing_token()
+    );
+
+    let out = env.run(&["force-unlock", "stuck", "--yes"]).await;
+    out.clone().assert().success();
+    assert!(
+        stdout(&out).contains(&format!("token {}", guard.fencing_token())),
+        "{}",
+        stdout(&out)
+    );
+    timeout(STEP, guard.lost())
+        .await
+        .expect("the holder hears it lost the lock");
+    let next = timeout(STEP, next)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the waiter proceeds");
+    assert!(next.fencing_token() > guard.fencing_token());
+    assert!(other.is_held(), "the holder's other lock stays held");
+
+    next.unlock().await.unwrap();
+    env.run(&["force-unlock", "stuck", "-y"])
+        .await
+        .assert()
+        .code(1);
+    a.close().await;
+    b.close().await;
+}
+
+/// Reads lines until one contains every needle; returns it. Bounded by [`STEP`].
+async fn expect_line(
+    lines: &mut Lines<BufReader<ChildStdout>>,
+    seen: &mut Vec<String>,
+    needles: &[&str],
+) -> String {
+    let found = timeout(STEP, async {
+        while let Some(line) = lines.next_line().await.expect("read watch output") {
+            seen.push(line.clone());
+            if needles.iter().all(|n| line.contains(n)) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        _ => panic!("no line with {needles:?}; saw:\n{}", seen.join("\n")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_acquisitions_waits_releases_hand_offs_and_force_unlocks() {
+    let env = Env::start().await;
+    let (a, b, c) = (
+        env.manager().await,
+        env.manager().await,
+        env.manager().await,
+    );
+    let (_held, before) = hold(&a, "w-before").await;
+
+    let mut watch = env.spawn(&["watch", "w-"]);
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    expect_line(&mut lines, &mut seen, &["watching", "/locks/w-*"]).await;
+    let token = before.fencing_token().to_string();
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["held", "w-before", &format!("token={token}")],
+    )
+    .await;
+
+    // Outside the prefix: never shown.
+    let (_x, outside) = hold(&a, "x-other").await;
+    let (lock_a, first) = hold(&a, "w-job").await;
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &[
+            "acquired",
+            "w-job",
+            lock_a.owner(),
+            &format!("token={}", first.fencing_token()),
+        ],
+    )
+    .await;
+    let lock_b = b.new_lock("w-job", LockOptions::default()).unwrap();
+    let owner_b = lock_b.owner().to_owned();
+    let second = tokio::spawn(async move {
+        let g = lock_b.lock_timeout(STEP).await;
+        (lock_b, g)
+    });
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["waiting", "w-job", &owner_b, "1 ahead"],
+    )
+    .await;
+
+    first.unlock().await.unwrap();
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["released", "w-job", lock_a.owner()],
+    )
+    .await;
+    let (_lock_b, second) = timeout(STEP, second).await.unwrap().unwrap();
+    let second = second.unwrap();
+    let handed = expect_line(&mut lines, &mut seen, &["handed off", "w-job", &owner_b]).await;
+    assert!(
+        handed.contains(&format!("token={}", second.fencing_token())),
+        "{handed}"
+    );
+
+    env.run(&["force-unlock", "w-job", "--yes"])
+        .await
+        .assert()
+        .success();
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["force-unlocked", "w-job", &owner_b],
+    )
+    .await;
+    timeout(STEP, second.lost()).await.unwrap();
+
+    // A waiter that gives up, and a holder whose lease ends (its manager closes).
+    let (_lock_c, held_c) = hold(&c, "w-lease").await;
+    expect_line(&mut lines, &mut seen, &["acquired", "w-lease"]).await;
+    let lock_b2 = b.new_lock("w-lease", LockOptions::default()).unwrap();
+    let gave_up = lock_b2.lock_timeout(Duration::from_millis(300)).await;
+    assert!(gave_up.is_err());
+    expect_line(&mut lines, &mut seen, &["gave up", "w-lease"]).await;
+    c.close().await;
+    assert!(!held_c.is_held());
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["released", "w-lease", "lease gone"],
+    )
+    .await;
+
+    // Ctrl-C ends the watch with status 0.
+    let pid = watch.id().unwrap() as i32;
+    kill(Pid::from_raw(pid), Signal::SIGINT).unwrap();
+    let status = timeout(STEP, watch.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    while let Ok(Some(line)) = lines.next_line().await {
+        seen.push(line);
+    }
+    assert!(seen.iter().all(|l| !l.contains("x-other")), "{seen:#?}");
+    drop((outside, before));
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_runs_the_command_under_the_lock_and_exits_with_its_status() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    // The command inspects its own lock with a nested distlock, then fails with 7.
+    let script = r#"echo "token=$DISTLOCK_FENCING_TOKEN lock=$DISTLOCK_LOCK"; "$DISTLOCK_BIN" info deploy --json; exit 7"#;
+    let out = env.run(&["hold", "deploy", "--", "sh", "-c", script]).await;
+    out.clone().assert().code(7);
+    let text = stdout(&out);
+    let (first, rest) = text.split_once('\n').unwrap();
+    let info: Value = serde_json::from_str(rest).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(info["name"], "deploy");
+    assert_eq!(
+        first,
+        format!("token={} lock=deploy", info["fencing_token"])
+    );
+    assert!(
+        admin.lock_info("deploy").await.unwrap().is_none(),
+        "released after the command"
+    );
+
+    // Killed by a signal: 128 + N, like a shell.
+    let out = env
+        .run(&["hold", "deploy", "--", "sh", "-c", "kill -9 $$"])
+        .await;
+    out.clone().assert().code(137);
+    // Success, and the lock is the one services use: a service can take it after.
+    env.run(&["hold", "deploy", "--wait", "0s", "--", "true"])
+        .await
+        .assert()
+        .success();
+    let (_l, g) = hold(&admin, "deploy").await;
+    g.unlock().await.unwrap();
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_exits_75_without_running_the_command_when_busy() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let (_lock, guard) = hold(&admin, "busy").await;
+    let marker = tempfile::tempdir().unwrap();
+    let file = marker.path().join("ran");
+    let file = file.to_str().unwrap();
+
+    let out = env
+        .run(&["hold", "busy", "--wait", "0s", "--", "touch", file])
+        .await;
+    out.clone().assert().code(75);
+    assert!(stderr(&out).contains("busy"), "{}", stderr(&out));
+    assert!(!Path::new(file).exists(), "the command must not run");
+
+    let started = Instant::now();
+    let out = env
+        .run(&["hold", "busy", "--wait", "600ms", "--", "touch", file])
+        .await;
+    out.clone().assert().code(75);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert!(!Path::new(file).exists());
+    assert!(guard.is_held());
+    assert_eq!(
+        admin.lock_info("busy").await.unwrap().unwrap().waiters,
+        0,
+        "no waiter left behind"
+    );
+
+    // Released while `hold` waits: the command runs.
+    let release = tokio::spawn(async move {
+        sleep(Duration::from_millis(500)).await;
+        guard.unlock().await
+    });
+    let out = env
+        .run(&["hold", "busy", "--wait", "15s", "--", "touch", file])
+        .await;
+    out.clone().assert().success();
+    assert!(Path::new(file).exists());
+    release.await.unwrap().unwrap();
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_is_the_same_lock_as_etcdctl_lock() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let mut etcdctl = distlock_tests::etcdctl_async(&env.etcd.endpoints())
+        .args(["lock", &format!("{}/locks/shared", env.ns), "sleep", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("etcdctl");
+    let info = env.wait_held(&admin, "shared").await;
+    assert_eq!(info.owner, "", "etcdctl writes no metadata");
+    let out = env.run(&["list"]).await;
+    assert!(stdout(&out).contains("shared  -  "), "{}", stdout(&out));
+    env.run(&["hold", "shared", "--wait", "0s", "--", "true"])
+        .await
+        .assert()
+        .code(75);
+    etcdctl.kill().await.unwrap();
+    let _ = etcdctl.wait().await;
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_stops_the_command_when_the_lock_is_lost() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // A command that ignores SIGTERM: SIGKILL after --grace.
+    let pidfile = dir.path().join("stubborn.pid");
+    let script = format!(
+        "echo $$ > {}; trap '' TERM; exec sleep 60",
+        pidfile.display()
+    );
+    let mut stubborn = env.spawn(&[
+        "hold", "stubborn", "--grace", "1s", "--", "sh", "-c", &script,
+    ]);
+    env.wait_held(&admin, "stubborn").await;
+    let pid = wait_pidfile(&pidfile).await;
+    assert!(pid_alive(pid));
+    assert!(admin.force_unlock("stubborn").await.unwrap());
+    let started = Instant::now();
+    let out = timeout(STEP, async { stubborn.wait().await })
+        .await
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.code(), Some(76), "lost lock status");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert!(!pid_alive(pid), "the command was killed");
+
+    // A command that obeys SIGTERM stops at once, well before --grace.
+    let pidfile = dir.path().join("polite.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let polite = env.spawn(&[
+        "hold", "polite", "--grace", "30s", "--", "sh", "-c", &script,
+    ]);
+    env.wait_held(&admin, "polite").await;
+    let pid = wait_pidfile(&pidfile).await;
+    assert!(admin.force_unlock("polite").await.unwrap());
+    let started = Instant::now();
+    let out = timeout(STEP, polite.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(76));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!pid_alive(pid));
+    assert!(stderr(&out).contains("lost"), "{}", stderr(&out));
+    admin.close().await;
+}
+
+async fn wait_pidfile(path: &Path) -> i32 {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(pid) = text.trim().parse() {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no pid in {}", path.display());
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_passes_ctrl_c_to_the_command_and_releases() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let holder = env.spawn(&["hold", "interactive", "--", "sh", "-c", &script]);
+    env.wait_held(&admin, "interactive").await;
+    let child = wait_pidfile(&pidfile).await;
+    // SIGINT to distlock only (not its process group): it must pass it on.
+    kill(Pid::from_raw(holder.id().unwrap() as i32), Signal::SIGINT).unwrap();
+    let out = timeout(STEP, holder.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(!pid_alive(child));
+    assert!(
+        admin.lock_info("interactive").await.unwrap().is_none(),
+        "released"
+    );
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_unreachable_etcd_fail_clearly() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["hold", "x", "--wait", "soon", "--", "true"],
+            2,
+            "durations look like",
+        ),
+        (&["hold", "x", "--ttl", "500ms", "--", "true"], 2, "ttl"),
+        (&["hold", "x"], 2, "CMD"),
+        (&["info", ""], 2, "empty"),
+        (&["--user", "u", "list"], 2, "--password"),
+        (
+            &["hold", "x", "--", "/nonexistent/command"],
+            127,
+            "cannot run",
+        ),
+        (&["frobnicate"], 2, "unrecognized subcommand"),
+    ];
+    for (args, code, message) in cases {
+        let out = env.run(args).await;
+        out.clone().assert().code(*code);
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    assert!(
+        admin.lock_info("x").await.unwrap().is_none(),
+        "released after 127"
+    );
+
+    // A closed port: refused at once. Status 69, the endpoint named.
+    let started = Instant::now();
+    for args in [
+        &["list"][..],
+        &["info", "a"],
+        &["watch"],
+        &["hold", "a", "--", "true"],
+    ] {
+        let out = env
+            .run(
+                &[
+                    &["--endpoints", "http://127.0.0.1:1", "--timeout", "2s"],
+                    args,
+                ]
+                .concat(),
+            )
+            .await;
+        out.clone().assert().code(69);
+        assert!(
+            stderr(&out).contains("127.0.0.1:1"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_has_examples_and_completions_are_generated() {
+    let env = Env::start().await;
+    let out = env.run(&["--help"]).await;
+    out.clone().assert().success();
+    for text in [
+        "Examples:",
+        "force-unlock",
+        "hold",
+        "DISTLOCK_ENDPOINTS",
+        "75",
+    ] {
+        assert!(stdout(&out).contains(text), "{text}: {}", stdout(&out));
+    }
+    let out = env.run(&["hold", "--help"]).await;
+    assert!(stdout(&out).contains("DISTLOCK_FENCING_TOKEN"));
+    assert!(stdout(&out).contains("--grace"));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.run(&["completions", shell]).await;
+        out.clone().assert().success();
+        assert!(stdout(&out).contains("force-unlock"), "{shell}");
+    }
+    let bash = stdout(&env.run(&["completions", "bash"]).await);
+    let check = std::process::Command::new("bash")
+        .args(["-n", "-c", &bash])
+        .status()
+        .unwrap();
+    assert!(check.success(), "the bash completion script parses");
+}
