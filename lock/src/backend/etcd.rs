@@ -386,6 +386,43 @@ impl Backend for EtcdBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distlock_tests::Etcd;
+
+    async fn backend(etcd: &Etcd) -> (EtcdBackend, Client) {
+        let client = Client::connect(etcd.endpoints(), None).await.unwrap();
+        (
+            EtcdBackend::new(client.clone(), DEFAULT_REQUEST_TIMEOUT),
+            client,
+        )
+    }
+
+    /// The `Backend::keep_alive` contract: a lease that is gone answers a
+    /// TTL of 0 or less, whichever way etcd says so, never an error.
+    #[tokio::test]
+    async fn keep_alive_answers_zero_for_a_lease_that_is_gone() {
+        let etcd = Etcd::start().await;
+        let (backend, mut client) = backend(&etcd).await;
+        let granted = backend.grant(30).await.unwrap();
+        assert!(backend.keep_alive(granted.id).await.unwrap() > 0);
+
+        client.lease_revoke(granted.id).await.unwrap();
+        let ttl = backend.keep_alive(granted.id).await;
+        assert!(matches!(ttl, Ok(ttl) if ttl <= 0), "revoked lease: {ttl:?}");
+        let ttl = backend.keep_alive(0x7fff_0000_dead_beef).await;
+        assert!(matches!(ttl, Ok(ttl) if ttl <= 0), "unknown lease: {ttl:?}");
+        assert!(backend.time_to_live(granted.id).await.unwrap() <= 0);
+        // Revoking it again is not an error either.
+        backend.revoke(granted.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_test_server_is_recent_enough() {
+        let etcd = Etcd::start().await;
+        let (_, client) = backend(&etcd).await;
+        check_server_version(&client, DEFAULT_REQUEST_TIMEOUT)
+            .await
+            .unwrap();
+    }
 
     fn status(code: Code, message: &str) -> etcd_client::Error {
         etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
