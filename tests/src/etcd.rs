@@ -164,6 +164,26 @@ impl Etcd {
         Etcd::launch(1, SINGLE_MEMBER_TIMING, &settings).await
     }
 
+    /// The sum of a Prometheus counter of member 0 over the series whose
+    /// labels contain every one of `labels` (e.g. `grpc_method="Watch"`),
+    /// read from its `/metrics` endpoint; 0 when there is no such series.
+    ///
+    /// # Panics
+    /// If the member does not answer.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let body = http10_get(&self.member(0).health, "/metrics")
+            .await
+            .expect("etcd answers GET /metrics");
+        body.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter(|line| labels.iter().all(|l| line.contains(l)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The server version of member 0 (e.g. `3.4.23`), read from its
     /// `/version` endpoint.
     ///
@@ -592,6 +612,26 @@ async fn http_request(endpoint: &str, method: &str, path: &str, body: &str) -> O
         ok.then(|| body.to_owned())
     };
     tokio::time::timeout(HTTP_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `GET path` over HTTP/1.0 (so the body is never chunked), with a 5 s
+/// timeout; the body if the status is 200.
+async fn http10_get(endpoint: &str, path: &str) -> Option<String> {
+    let authority = endpoint.strip_prefix("http://")?.trim_end_matches('/');
+    let exchange = async {
+        let mut stream = TcpStream::connect(authority).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let response = String::from_utf8_lossy(&response);
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.contains(" 200 ").then(|| body.to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .ok()
         .flatten()

@@ -138,7 +138,11 @@ async fn a_namespace_user_locks_renews_and_lists_across_token_expiry() {
             ["job"]
         );
         assert_eq!(listed[0].waiters, 1, "B waits behind A: {listed:?}");
-        let info = a.lock_info("job").await.unwrap().expect("job is held");
+        let info = timeout(CALL_BOUND, a.lock_info("job"))
+            .await
+            .expect("info hung")
+            .unwrap()
+            .expect("job is held");
         assert_eq!(info.fencing_token, held.fencing_token());
 
         // A releases after B's watch has sat through an expiry: B must hear it.
@@ -169,8 +173,17 @@ async fn a_namespace_user_locks_renews_and_lists_across_token_expiry() {
         started.elapsed() > Duration::from_secs(10),
         "spanned several token lifetimes"
     );
-    a.close().await;
-    b.close().await;
+    // Each wait costs a few watch messages (create, cancel, re-creates after
+    // an expired token, progress requests), not a loop of refused creates.
+    let watch_messages = etcd
+        .metric("grpc_server_msg_received_total", &["grpc_method=\"Watch\""])
+        .await;
+    assert!(
+        (1.0..200.0).contains(&watch_messages),
+        "etcd received {watch_messages} watch messages for 3 hand-offs"
+    );
+    timeout(CALL_BOUND, a.close()).await.expect("close hung");
+    timeout(CALL_BOUND, b.close()).await.expect("close hung");
 }
 
 /// A held lock with auto-renew whose renewals are each more than a token TTL
@@ -196,16 +209,27 @@ async fn auto_renewal_survives_token_expiry() {
     assert!(guard.is_held());
     // Still ours on the server: a second manager finds it busy.
     let other = connect_as(&etcd, "app", APP_PASSWORD, &ns).await;
-    let busy = other
-        .new_lock("held", LockOptions::default())
-        .unwrap()
-        .try_lock()
-        .await
-        .unwrap();
+    let busy = timeout(
+        CALL_BOUND,
+        other
+            .new_lock("held", LockOptions::default())
+            .unwrap()
+            .try_lock(),
+    )
+    .await
+    .expect("try_lock hung")
+    .unwrap();
     assert!(busy.is_none(), "the renewed lock is still held on etcd");
-    guard.unlock().await.unwrap();
-    manager.close().await;
-    other.close().await;
+    timeout(CALL_BOUND, guard.unlock())
+        .await
+        .expect("unlock hung")
+        .unwrap();
+    timeout(CALL_BOUND, manager.close())
+        .await
+        .expect("close hung");
+    timeout(CALL_BOUND, other.close())
+        .await
+        .expect("close hung");
 }
 
 /// Outside its prefix the user gets typed errors: a namespace it may only
@@ -230,9 +254,9 @@ async fn outside_its_prefix_the_user_gets_permission_denied() {
 
     let app = connect_as(&etcd, "app", APP_PASSWORD, &readable).await;
     // Reading works...
-    let info = app
-        .lock_info("theirs")
+    let info = timeout(CALL_BOUND, app.lock_info("theirs"))
         .await
+        .expect("info hung")
         .unwrap()
         .expect("held by root");
     assert_eq!(info.fencing_token, held.fencing_token());
@@ -281,7 +305,10 @@ async fn outside_its_prefix_the_user_gets_permission_denied() {
     .expect_err("connect with a wrong password succeeded");
     assert_eq!(err.code(), ErrorCode::PermissionDenied, "{err:?}");
 
-    held.unlock().await.unwrap();
-    root.close().await;
-    app.close().await;
+    timeout(CALL_BOUND, held.unlock())
+        .await
+        .expect("unlock hung")
+        .unwrap();
+    timeout(CALL_BOUND, root.close()).await.expect("close hung");
+    timeout(CALL_BOUND, app.close()).await.expect("close hung");
 }

@@ -82,7 +82,9 @@ async fn a_waiter_on_a_stalled_stream_fails_within_its_retry_budget() {
         .expect("the waiter hung on a stalled stream")
         .unwrap();
     let took = stalled.elapsed();
-    let err = result.map(drop).expect_err("the waiter got the lock through a blackhole");
+    let err = result
+        .map(drop)
+        .expect_err("the waiter got the lock through a blackhole");
     assert_eq!(err.code(), ErrorCode::Backend, "{err:?}");
     assert!(
         took < Duration::from_secs(9),
@@ -100,7 +102,10 @@ async fn a_waiter_takes_the_lock_promptly_when_a_stall_ends() {
     // Released during the stall: the waiter cannot hear it yet.
     s.held.unlock().await.unwrap();
     sleep(Duration::from_secs(4)).await;
-    assert!(!s.waiter.is_finished(), "the waiter finished during the stall");
+    assert!(
+        !s.waiter.is_finished(),
+        "the waiter finished during the stall"
+    );
     s.proxy.restore();
     let restored = Instant::now();
     let guard = timeout(Duration::from_secs(10), s.waiter)
