@@ -140,7 +140,7 @@ struct Stream {
     request_timeout: Duration,
     stream: Option<WatchStream>,
     /// When the stream last proved alive (a message), or was last asked for
-    /// an answer (a new watch).
+    /// an answer (a new watch, while no progress request is outstanding).
     last_heard: Instant,
     /// When a progress request is due back, if one is outstanding.
     progress_due: Option<Instant>,
@@ -196,10 +196,16 @@ impl Stream {
                 let stream = self.bounded("watch", client.watch(key, options)).await?;
                 self.stream = Some(stream);
                 self.unanswered.clear();
+                self.progress_due = None;
             }
         }
         self.unanswered.push_back(id);
-        self.heard_or_asked();
+        // A new watch expects an answer: count the silence from now, unless
+        // a progress request is outstanding (new watches must not postpone
+        // the verdict on a stalled stream forever).
+        if self.progress_due.is_none() {
+            self.last_heard = Instant::now();
+        }
         Ok(())
     }
 
@@ -222,7 +228,7 @@ impl Stream {
         Ok(())
     }
 
-    fn heard_or_asked(&mut self) {
+    fn heard(&mut self) {
         self.last_heard = Instant::now();
         self.progress_due = None;
     }
@@ -302,7 +308,7 @@ async fn run(
             {
                 match message {
                     Some(Ok(resp)) => {
-                        stream.heard_or_asked();
+                        stream.heard();
                         route(resp, &mut stream, &mut waiting).await
                     }
                     Some(Err(err)) => {
