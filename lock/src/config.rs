@@ -44,7 +44,11 @@ pub struct EtcdConfig {
     /// How long to wait for a connection. Default 5 s.
     pub dial_timeout: Duration,
     /// How long one etcd request may take before it counts as a (transient)
-    /// failure. Default 5 s.
+    /// failure. Default 5 s. It also bounds a silent watch stream: while
+    /// waiters are queued, a stream that said nothing for this long is asked
+    /// for a progress notification and replaced if none comes within as long
+    /// again, so a stalled stream delays a hand-off by at most about twice
+    /// this plus a re-check.
     pub request_timeout: Duration,
     /// User name for etcd authentication.
     pub user: Option<String>,
