@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-etcd35="${DISTLOCK_ETCD35_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/distlock/etcd-3.5.1}"
+etcd35="${DISTLOCK_ETCD35_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/distlock/etcd-3.5.1}"
 if [ "${DISTLOCK_SKIP_ETCD35:-}" = 1 ]; then
     scripts/ensure-deps.sh
 else

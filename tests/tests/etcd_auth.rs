@@ -312,3 +312,65 @@ async fn outside_its_prefix_the_user_gets_permission_denied() {
     timeout(CALL_BOUND, root.close()).await.expect("close hung");
     timeout(CALL_BOUND, app.close()).await.expect("close hung");
 }
+
+/// The user's password changes while one of its managers waits (etcd drops
+/// the user's tokens): once the lock is released, the waiter's next request
+/// cannot re-authenticate and the wait ends with `PermissionDenied` instead of
+/// retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_password_ends_a_wait_with_permission_denied() {
+    init_tracing();
+    let ns = distlock_tests::unique_namespace("auth");
+    let etcd = etcd_with_auth(&ns, &[]).await;
+    let root = connect_as(&etcd, "root", ROOT_PASSWORD, &ns).await;
+    let app = connect_as(&etcd, "app", APP_PASSWORD, &ns).await;
+    let held = root
+        .new_lock("job", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let waiter = {
+        let lock = app.new_lock("job", LockOptions::default()).unwrap();
+        tokio::spawn(async move { lock.lock_timeout(Duration::from_secs(60)).await })
+    };
+    let deadline = Instant::now() + CALL_BOUND;
+    while root.lock_info("job").await.unwrap().unwrap().waiters == 0 {
+        assert!(Instant::now() < deadline, "the app never queued");
+        sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut passwd = etcdctl_async(&etcd.endpoints());
+    passwd
+        .arg(format!("--user=root:{ROOT_PASSWORD}"))
+        .args(["user", "passwd", "app", "--interactive=false"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    let mut child = passwd.spawn().expect("run etcdctl user passwd");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"changed-pw\n").await.unwrap();
+    }
+    assert!(child.wait().await.unwrap().success(), "passwd failed");
+
+    timeout(CALL_BOUND, held.unlock())
+        .await
+        .expect("unlock hung")
+        .unwrap();
+    let released = Instant::now();
+    let result = timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the waiter hung after its password changed")
+        .unwrap();
+    let err = result
+        .map(drop)
+        .expect_err("took the lock with a stale password");
+    assert_eq!(err.code(), ErrorCode::PermissionDenied, "{err:?}");
+    assert!(
+        released.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        released.elapsed()
+    );
+    timeout(CALL_BOUND, root.close()).await.expect("close hung");
+}
