@@ -374,3 +374,38 @@ async fn a_changed_password_ends_a_wait_with_permission_denied() {
     );
     timeout(CALL_BOUND, root.close()).await.expect("close hung");
 }
+
+/// A manager on a client built without token refresh (`LockManager::new`
+/// with `ConnectOptions::with_user` only): once its token expires, calls fail
+/// with a typed error instead of retrying "invalid auth token" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_refreshes_fails_instead_of_hanging() {
+    init_tracing();
+    let ns = distlock_tests::unique_namespace("auth");
+    let etcd = etcd_with_auth(&ns, &[]).await;
+    let options = etcd_client::ConnectOptions::new().with_user("app", APP_PASSWORD);
+    let client = etcd_client::Client::connect(etcd.endpoints(), Some(options))
+        .await
+        .unwrap();
+    let manager = timeout(CALL_BOUND, LockManager::new(client, &ns))
+        .await
+        .expect("new hung")
+        .unwrap();
+    let guard = timeout(
+        CALL_BOUND,
+        manager
+            .new_lock("job", LockOptions::default())
+            .unwrap()
+            .lock(),
+    )
+    .await
+    .expect("lock hung")
+    .unwrap();
+    sleep(PAST_TOKEN_TTL).await;
+    let err = timeout(CALL_BOUND, guard.unlock())
+        .await
+        .expect("unlock retried an expired token forever")
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Backend, "{err:?}");
+    assert!(format!("{err:?}").contains("invalid auth token"), "{err:?}");
+}

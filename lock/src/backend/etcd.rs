@@ -59,8 +59,7 @@ impl EtcdBackend {
 /// Maps an etcd error: a lease the server does not know is `Expired`; a
 /// refused permission or failed authentication is `PermissionDenied` (for
 /// good); any other backend error is transient when it may go away by itself
-/// (no leader, no connection, an auth token that expired and is refreshed on
-/// the next call).
+/// (no leader, no connection, a change of auth settings in flight).
 pub(crate) fn map_error(what: &str, err: etcd_client::Error) -> LockError {
     use etcd_client::Error as E;
     if is_not_found(&err) {
@@ -85,9 +84,12 @@ pub(crate) fn map_error(what: &str, err: etcd_client::Error) -> LockError {
             | Code::Aborted
             | Code::Cancelled
             | Code::ResourceExhausted => true,
-            // An expired auth token: etcd-client re-authenticates once per
-            // call, and another expiry in between is worth another try.
-            Code::Unauthenticated => true,
+            // "invalid auth token" reaches us only when re-authenticating did
+            // not help (`EtcdConfig` clients refresh and retry once) or the
+            // client never refreshes (a `Client` built without
+            // `with_auto_token_refresh`): retrying would not help, and a
+            // release that retries forever would hang.
+            Code::Unauthenticated => false,
             // Raced with a change of users or roles: the next try reads them.
             Code::InvalidArgument => status.message().contains("auth store is old"),
             _ => false,
@@ -460,8 +462,9 @@ mod tests {
             "txn",
             status(Code::Unauthenticated, "etcdserver: invalid auth token"),
         );
+        // Refused even after re-authenticating: not worth retrying.
         assert_eq!(expired_token.code(), ErrorCode::Backend);
-        assert!(expired_token.is_transient());
+        assert!(!expired_token.is_transient());
         let old_auth = map_error(
             "txn",
             status(
