@@ -4,10 +4,26 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
-use crate::backend::etcd::DEFAULT_REQUEST_TIMEOUT;
+use crate::backend::etcd::{check_server_version, map_error, DEFAULT_REQUEST_TIMEOUT};
 use crate::error::{ErrorCode, LockError, Result};
 
 /// How [`LockManager::connect`](crate::LockManager::connect) reaches etcd.
+///
+/// etcd 3.4 or newer is required; `connect` checks the server's version and
+/// fails with a clear error on older servers.
+///
+/// **Authentication.** With [`credentials`](EtcdConfig::credentials) the
+/// client authenticates at connect and again whenever etcd says the token
+/// expired (etcd's `--auth-token-ttl`, 300 s by default), for every request,
+/// lease keep-alive and watch. A request the user's roles do not allow fails
+/// with [`ErrorCode::PermissionDenied`]; so does connecting with a wrong
+/// password. The user needs read-write access to the manager's namespace
+/// prefix (`etcdctl role grant-permission --prefix=true ROLE readwrite /ns/`).
+///
+/// **TLS** (feature `tls`): use `https://` endpoints and give the CA that
+/// signed etcd's certificate with `ca_certificate`, plus a client
+/// certificate with `client_identity` when etcd runs with
+/// `--client-cert-auth`.
 ///
 /// # Example
 ///
@@ -28,13 +44,19 @@ pub struct EtcdConfig {
     /// How long to wait for a connection. Default 5 s.
     pub dial_timeout: Duration,
     /// How long one etcd request may take before it counts as a (transient)
-    /// failure. Default 5 s.
+    /// failure. Default 5 s. It also bounds a silent watch stream: while
+    /// waiters are queued, a stream that said nothing for this long is asked
+    /// for a progress notification and replaced if none comes within as long
+    /// again, so a stalled stream delays a hand-off by at most about twice
+    /// this plus a re-check.
     pub request_timeout: Duration,
     /// User name for etcd authentication.
     pub user: Option<String>,
     /// Password for etcd authentication.
     pub password: Option<String>,
-    /// TLS settings (CA, client identity); requires the `tls` feature.
+    /// TLS settings (CA, client identity, server name); requires the `tls`
+    /// feature. Usually set with [`ca_certificate`](EtcdConfig::ca_certificate)
+    /// and [`client_identity`](EtcdConfig::client_identity).
     #[cfg(feature = "tls")]
     pub tls: Option<etcd_client::TlsOptions>,
 }
@@ -98,15 +120,75 @@ impl EtcdConfig {
         self
     }
 
-    /// Sets TLS options.
+    /// Sets TLS options (replacing any set by
+    /// [`ca_certificate`](EtcdConfig::ca_certificate) or
+    /// [`client_identity`](EtcdConfig::client_identity)).
+    ///
+    /// ```
+    /// use distlock::EtcdConfig;
+    /// use etcd_client::{Certificate, TlsOptions};
+    ///
+    /// let ca = Certificate::from_pem(b"-----BEGIN CERTIFICATE-----\n...");
+    /// let c = EtcdConfig::new(["https://etcd.internal:2379"])
+    ///     .tls(TlsOptions::new().ca_certificate(ca).domain_name("etcd.internal"));
+    /// assert!(c.tls.is_some());
+    /// ```
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: etcd_client::TlsOptions) -> Self {
         self.tls = Some(tls);
         self
     }
 
+    /// Trusts the CA certificate(s) in `pem` (PEM text, as in etcd's
+    /// `--trusted-ca-file`) for etcd's server certificate, instead of the
+    /// system's roots.
+    ///
+    /// ```no_run
+    /// use distlock::{EtcdConfig, LockManager};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = EtcdConfig::new(["https://10.0.0.1:2379"])
+    ///     .ca_certificate(std::fs::read("/etc/etcd/ca.pem")?);
+    /// let manager = LockManager::connect(config, "/aio").await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        let ca = etcd_client::Certificate::from_pem(pem);
+        self.tls = Some(self.tls.unwrap_or_default().ca_certificate(ca));
+        self
+    }
+
+    /// Authenticates this client to etcd with a certificate and its private
+    /// key (both PEM), for etcd started with `--client-cert-auth`.
+    ///
+    /// ```no_run
+    /// use distlock::{EtcdConfig, LockManager};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = EtcdConfig::new(["https://10.0.0.1:2379"])
+    ///     .ca_certificate(std::fs::read("/etc/etcd/ca.pem")?)
+    ///     .client_identity(
+    ///         std::fs::read("/etc/etcd/client.pem")?,
+    ///         std::fs::read("/etc/etcd/client-key.pem")?,
+    ///     );
+    /// let manager = LockManager::connect(config, "/aio").await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn client_identity(
+        mut self,
+        cert_pem: impl AsRef<[u8]>,
+        key_pem: impl AsRef<[u8]>,
+    ) -> Self {
+        let identity = etcd_client::Identity::from_pem(cert_pem, key_pem);
+        self.tls = Some(self.tls.unwrap_or_default().identity(identity));
+        self
+    }
+
     /// Connects, with `require_leader` so that requests through a member that
-    /// lost its cluster fail instead of being served stale.
+    /// lost its cluster fail instead of being served stale, and checks that
+    /// the server is recent enough.
     pub(crate) async fn connect(self) -> Result<Client> {
         if self.endpoints.is_empty() {
             return Err(LockError::new(
@@ -120,7 +202,13 @@ impl EtcdConfig {
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
         match (self.user, self.password) {
-            (Some(user), Some(password)) => options = options.with_user(user, password),
+            (Some(user), Some(password)) => {
+                // Tokens expire (`--auth-token-ttl`): re-authenticate when etcd
+                // says so. The watch hub does the same for its stream.
+                options = options
+                    .with_user(user, password)
+                    .with_auto_token_refresh(true)
+            }
             (None, None) => {}
             _ => {
                 return Err(LockError::new(
@@ -133,19 +221,36 @@ impl EtcdConfig {
         if let Some(tls) = self.tls {
             options = options.with_tls(tls);
         }
-        let connecting = Client::connect(&self.endpoints, Some(options));
-        match tokio::time::timeout(self.dial_timeout + self.request_timeout, connecting).await {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(err)) => Err(LockError::with_source(
-                ErrorCode::Backend,
-                format!("cannot connect to etcd at {:?}", self.endpoints),
-                err,
-            )),
-            Err(elapsed) => Err(LockError::with_source(
-                ErrorCode::Backend,
-                format!("connecting to etcd at {:?} timed out", self.endpoints),
-                elapsed,
-            )),
-        }
+        let endpoints = self.endpoints;
+        let connecting = Client::connect(&endpoints, Some(options));
+        let client = match tokio::time::timeout(
+            self.dial_timeout + self.request_timeout,
+            connecting,
+        )
+        .await
+        {
+            Ok(Ok(client)) => client,
+            Ok(Err(err)) => {
+                let mapped = map_error("connect", err);
+                return Err(LockError::with_source(
+                    mapped.code(),
+                    format!("cannot connect to etcd at {endpoints:?}"),
+                    mapped,
+                ));
+            }
+            Err(elapsed) => {
+                return Err(LockError::with_source(
+                    ErrorCode::Backend,
+                    format!("connecting to etcd at {endpoints:?} timed out"),
+                    elapsed,
+                ))
+            }
+        };
+        check_server_version(&client, self.request_timeout)
+            .await
+            .map_err(|err| {
+                LockError::with_source(err.code(), format!("etcd at {endpoints:?}"), err)
+            })?;
+        Ok(client)
     }
 }

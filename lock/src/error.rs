@@ -37,6 +37,10 @@ pub enum ErrorCode {
     Backend,
     /// The [`LockManager`](crate::LockManager) was closed.
     Closed,
+    /// etcd refused the request for good: the user's roles do not grant
+    /// access to the key (e.g. a lock outside the namespace the user may
+    /// write), or the user name or password is wrong. Retrying does not help.
+    PermissionDenied,
 }
 
 impl fmt::Display for ErrorCode {
@@ -50,6 +54,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::InvalidOptions => "invalid options",
             ErrorCode::Backend => "backend error",
             ErrorCode::Closed => "closed",
+            ErrorCode::PermissionDenied => "permission denied",
         })
     }
 }

@@ -33,6 +33,46 @@ const START_ATTEMPTS: usize = 3;
 /// How many lines of a member's log go into a panic message.
 const LOG_TAIL_LINES: usize = 20;
 
+/// How to start a member beyond the defaults: extra flags, client TLS.
+///
+/// ```no_run
+/// # async fn f() {
+/// use distlock_tests::{Etcd, EtcdSettings};
+/// let etcd = Etcd::start_with(EtcdSettings::default().arg("--auth-token-ttl").arg("2")).await;
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct EtcdSettings {
+    args: Vec<String>,
+    tls: Option<ServerTls>,
+}
+
+/// The certificate files of a member serving client TLS.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// The server certificate (PEM), for `--cert-file`.
+    pub cert: PathBuf,
+    /// Its private key (PEM), for `--key-file`.
+    pub key: PathBuf,
+    /// With `Some(ca)`, clients must present a certificate signed by `ca`
+    /// (`--client-cert-auth --trusted-ca-file ca`).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl EtcdSettings {
+    /// Adds one command-line argument for every member.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Serves clients over TLS (`https://` endpoints) with these files.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+}
+
 /// A running etcd: one member or a cluster, started by the harness (or an external one).
 ///
 /// Dropping it stops every member it started (SIGTERM, a short grace period, then
@@ -48,8 +88,11 @@ pub struct Etcd {
 
 /// One member of an [`Etcd`].
 struct Member {
-    /// Client URL, `http://127.0.0.1:PORT`.
+    /// Client URL, `http://127.0.0.1:PORT` (`https://` with TLS).
     endpoint: String,
+    /// Plain-HTTP URL serving `/health` (the client URL without TLS, a
+    /// metrics URL with it).
+    health: String,
     /// The process; `None` for an external member or once the member is dead.
     child: Option<Child>,
     /// File holding the member's stderr; `None` when inherited or external.
@@ -95,6 +138,7 @@ impl Etcd {
                 members: endpoints
                     .into_iter()
                     .map(|endpoint| Member {
+                        health: endpoint.clone(),
                         endpoint,
                         child: None,
                         log: None,
@@ -110,7 +154,48 @@ impl Etcd {
             }
             return etcd;
         }
-        Etcd::launch(1, SINGLE_MEMBER_TIMING).await
+        Etcd::launch(1, SINGLE_MEMBER_TIMING, &EtcdSettings::default()).await
+    }
+
+    /// One member like [`Etcd::start`], started with `settings` (extra flags,
+    /// client TLS). Always started by the harness: `DISTLOCK_ETCD_ENDPOINTS`
+    /// is ignored, since the test depends on how etcd runs.
+    pub async fn start_with(settings: EtcdSettings) -> Etcd {
+        Etcd::launch(1, SINGLE_MEMBER_TIMING, &settings).await
+    }
+
+    /// The sum of a Prometheus counter of member 0 over the series whose
+    /// labels contain every one of `labels` (e.g. `grpc_method="Watch"`),
+    /// read from its `/metrics` endpoint; 0 when there is no such series.
+    ///
+    /// # Panics
+    /// If the member does not answer.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let body = http10_get(&self.member(0).health, "/metrics")
+            .await
+            .expect("etcd answers GET /metrics");
+        body.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter(|line| labels.iter().all(|l| line.contains(l)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The server version of member 0 (e.g. `3.4.23`), read from its
+    /// `/version` endpoint.
+    ///
+    /// # Panics
+    /// If the member does not answer.
+    pub async fn version(&self) -> String {
+        let body = http_request(&self.member(0).health, "GET", "/version", "")
+            .await
+            .expect("etcd answers GET /version");
+        json_string(&body, "etcdserver")
+            .unwrap_or_else(|| panic!("no etcdserver version in {body}"))
+            .to_owned()
     }
 
     /// A cluster of `n` members on loopback, each with its own client and peer port.
@@ -119,7 +204,7 @@ impl Etcd {
     /// Always started by the harness: `DISTLOCK_ETCD_ENDPOINTS` is ignored.
     pub async fn start_cluster(n: usize) -> Etcd {
         assert!(n > 0, "an etcd cluster needs at least one member");
-        Etcd::launch(n, CLUSTER_TIMING).await
+        Etcd::launch(n, CLUSTER_TIMING, &EtcdSettings::default()).await
     }
 
     /// Client URLs (`http://127.0.0.1:PORT`) of all members, alive or not.
@@ -229,10 +314,10 @@ impl Etcd {
 
     /// Starts `n` members and waits until they are healthy, retrying on fresh ports
     /// when a member exits early.
-    async fn launch(n: usize, timing: Timing) -> Etcd {
+    async fn launch(n: usize, timing: Timing, settings: &EtcdSettings) -> Etcd {
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            let mut etcd = Etcd::spawn_members(n, timing);
+            let mut etcd = Etcd::spawn_members(n, timing, settings);
             match etcd.wait_healthy().await {
                 Ok(()) => return etcd,
                 Err(StartError::Exited(msg)) => {
@@ -246,11 +331,16 @@ impl Etcd {
     }
 
     /// Spawns `n` members forming one new cluster, without waiting for them.
-    fn spawn_members(n: usize, timing: Timing) -> Etcd {
+    fn spawn_members(n: usize, timing: Timing, settings: &EtcdSettings) -> Etcd {
+        assert!(
+            settings.tls.is_none() || n == 1,
+            "client TLS is supported for a single member only"
+        );
         let dir = temp_root();
         let dir_path = dir.path().to_owned();
-        let ports = free_ports(2 * n);
-        let (client_ports, peer_ports) = ports.split_at(n);
+        let ports = free_ports(3 * n);
+        let (client_ports, rest) = ports.split_at(n);
+        let (peer_ports, health_ports) = rest.split_at(n);
         let name = |i: usize| format!("m{i}");
         let initial_cluster = (0..n)
             .map(|i| format!("{}={}", name(i), loopback_url(peer_ports[i])))
@@ -269,9 +359,25 @@ impl Etcd {
             _dir: Some(dir),
         };
         for i in 0..n {
-            let client_url = loopback_url(client_ports[i]);
             let peer_url = loopback_url(peer_ports[i]);
             let mut cmd = Command::new(&bin);
+            let (client_url, health) = match &settings.tls {
+                None => (loopback_url(client_ports[i]), loopback_url(client_ports[i])),
+                Some(tls) => {
+                    let health = loopback_url(health_ports[i]);
+                    cmd.arg("--cert-file")
+                        .arg(&tls.cert)
+                        .arg("--key-file")
+                        .arg(&tls.key)
+                        .args(["--listen-metrics-urls", &health]);
+                    if let Some(ca) = &tls.client_ca {
+                        cmd.arg("--client-cert-auth")
+                            .arg("--trusted-ca-file")
+                            .arg(ca);
+                    }
+                    (format!("https://127.0.0.1:{}", client_ports[i]), health)
+                }
+            };
             cmd.arg("--name")
                 .arg(name(i))
                 .arg("--data-dir")
@@ -286,6 +392,7 @@ impl Etcd {
                 .args(["--heartbeat-interval", &timing.heartbeat_ms.to_string()])
                 .args(["--election-timeout", &timing.election_ms.to_string()])
                 .args(["--logger", "zap", "--log-level", "error"])
+                .args(&settings.args)
                 .stdin(Stdio::null());
             let log = if inherit_output {
                 None
@@ -301,6 +408,7 @@ impl Etcd {
             });
             etcd.members.push(Member {
                 endpoint: client_url,
+                health,
                 child: Some(child),
                 log,
             });
@@ -325,7 +433,7 @@ impl Etcd {
                     }
                 }
                 if !healthy[i] {
-                    healthy[i] = is_healthy(&member.endpoint).await;
+                    healthy[i] = is_healthy(&member.health).await;
                 }
             }
             if healthy.iter().all(|&h| h) {
@@ -504,6 +612,26 @@ async fn http_request(endpoint: &str, method: &str, path: &str, body: &str) -> O
         ok.then(|| body.to_owned())
     };
     tokio::time::timeout(HTTP_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `GET path` over HTTP/1.0 (so the body is never chunked), with a 5 s
+/// timeout; the body if the status is 200.
+async fn http10_get(endpoint: &str, path: &str) -> Option<String> {
+    let authority = endpoint.strip_prefix("http://")?.trim_end_matches('/');
+    let exchange = async {
+        let mut stream = TcpStream::connect(authority).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let response = String::from_utf8_lossy(&response);
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.contains(" 200 ").then(|| body.to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .ok()
         .flatten()

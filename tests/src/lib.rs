@@ -12,7 +12,8 @@
 //!   [`Etcd::start`] then starts nothing and uses it ([`Etcd::start_cluster`] ignores it).
 //! - `DISTLOCK_ETCD_LOG`: when set, etcd's output goes to the test's stdout/stderr
 //!   instead of a log file (whose tail is shown when startup fails).
-//! - `DISTLOCK_ETCD_BIN`, `DISTLOCK_ETCDCTL_BIN`: the binaries to run (default: from `PATH`).
+//! - `DISTLOCK_ETCD_BIN`, `DISTLOCK_ETCDCTL_BIN`: the binaries to run (default: from `PATH`);
+//!   `scripts/test.sh` points them at etcd 3.5 for its second round of suites.
 //!
 //! Everything listens on 127.0.0.1 only.
 
@@ -22,7 +23,7 @@ mod proxy;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use etcd::Etcd;
+pub use etcd::{Etcd, EtcdSettings, ServerTls};
 pub use proxy::TcpProxy;
 
 /// Overrides the `etcdctl` binary (default: `etcdctl` from `PATH`).

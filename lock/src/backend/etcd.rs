@@ -27,7 +27,7 @@ pub(crate) struct EtcdBackend {
 impl EtcdBackend {
     pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
         EtcdBackend {
-            watches: WatchHub::new(client.clone()),
+            watches: WatchHub::new(client.clone(), request_timeout),
             writes: Batcher::new(client.clone(), request_timeout),
             client,
             request_timeout,
@@ -59,8 +59,9 @@ impl EtcdBackend {
 }
 
 /// Maps an etcd error: a lease the server does not know is `Expired`; a
-/// backend error is transient when it may go away by itself (no leader, no
-/// connection).
+/// refused permission or failed authentication is `PermissionDenied` (for
+/// good); any other backend error is transient when it may go away by itself
+/// (no leader, no connection, a change of auth settings in flight).
 pub(crate) fn map_error(what: &str, err: etcd_client::Error) -> LockError {
     use etcd_client::Error as E;
     if is_not_found(&err) {
@@ -70,16 +71,31 @@ pub(crate) fn map_error(what: &str, err: etcd_client::Error) -> LockError {
             err,
         );
     }
+    if is_denied(&err) {
+        return LockError::with_source(
+            ErrorCode::PermissionDenied,
+            format!("etcd {what} refused"),
+            err,
+        );
+    }
     let transient = match &err {
-        E::GRpcStatus(status) => matches!(
-            status.code(),
+        E::GRpcStatus(status) => match status.code() {
             Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::Unknown
-                | Code::Aborted
-                | Code::Cancelled
-                | Code::ResourceExhausted
-        ),
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::ResourceExhausted => true,
+            // "invalid auth token" reaches us only when re-authenticating did
+            // not help (`EtcdConfig` clients refresh and retry once) or the
+            // client never refreshes (a `Client` built without
+            // `with_auto_token_refresh`): retrying would not help, and a
+            // release that retries forever would hang.
+            Code::Unauthenticated => false,
+            // Raced with a change of users or roles: the next try reads them.
+            Code::InvalidArgument => status.message().contains("auth store is old"),
+            _ => false,
+        },
         E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => true,
         _ => false,
     };
@@ -88,6 +104,74 @@ pub(crate) fn map_error(what: &str, err: etcd_client::Error) -> LockError {
 
 fn is_not_found(err: &etcd_client::Error) -> bool {
     matches!(err, etcd_client::Error::GRpcStatus(s) if s.code() == Code::NotFound)
+}
+
+/// Whether etcd refused a request for good: the user may not touch the key
+/// (`permission denied`), or cannot authenticate (wrong user or password,
+/// no user name while auth is on).
+fn is_denied(err: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = err else {
+        return false;
+    };
+    match status.code() {
+        Code::PermissionDenied => true,
+        Code::InvalidArgument => {
+            let message = status.message();
+            message.contains("authentication failed") || message.contains("user name is empty")
+        }
+        _ => false,
+    }
+}
+
+/// Whether an error says that a lease does not exist (any more): a `NotFound`
+/// status, or etcd-client's keep-alive finding a TTL of 0 on the first answer.
+fn is_lease_gone(err: &etcd_client::Error) -> bool {
+    is_not_found(err)
+        || matches!(err, etcd_client::Error::LeaseKeepAliveError(m) if m == "lease not found")
+}
+
+/// The oldest etcd version distlock works with: watch ids chosen by the
+/// client (which the shared watch stream routes by) came with etcd 3.4.
+pub(crate) const MIN_ETCD_VERSION: (u32, u32) = (3, 4);
+
+/// `(major, minor)` of a version string such as `3.4.23` or `3.5.1-rc.0`.
+pub(crate) fn parse_version(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.trim().trim_start_matches('v').split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((major, minor.parse().ok()?))
+}
+
+/// Fails unless the etcd server `client` talks to is at least
+/// [`MIN_ETCD_VERSION`]: older servers ignore the watch ids distlock picks,
+/// so its waiters would never hear of a release.
+pub(crate) async fn check_server_version(client: &Client, timeout: Duration) -> Result<()> {
+    let status = match tokio::time::timeout(timeout, client.clone().status()).await {
+        Ok(result) => result.map_err(|e| map_error("status", e))?,
+        Err(elapsed) => {
+            return Err(LockError::backend(
+                format!("etcd status got no answer within {timeout:?}"),
+                elapsed,
+                true,
+            ))
+        }
+    };
+    let version = status.version();
+    match parse_version(version) {
+        Some(v) if v >= MIN_ETCD_VERSION => Ok(()),
+        _ => Err(LockError::new(
+            ErrorCode::Backend,
+            format!(
+                "etcd {version} is not supported: distlock needs etcd {}.{} or newer \
+                 (its shared watch stream relies on watch ids chosen by the client)",
+                MIN_ETCD_VERSION.0, MIN_ETCD_VERSION.1
+            ),
+        )),
+    }
 }
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
@@ -142,7 +226,11 @@ impl Backend for EtcdBackend {
     fn keep_alive(&self, lease: i64) -> BoxFuture<'_, Result<i64>> {
         Box::pin(async move {
             let mut client = self.client.clone();
-            self.call("lease keep-alive", async move {
+            // Every way etcd says "this lease is gone" becomes a TTL of 0, as
+            // the `Backend` contract asks: etcd-client reports a first answer
+            // with TTL 0 as an error ("lease not found"), a later answer
+            // carries TTL 0, and lease RPCs answer `NotFound`.
+            let answer = tokio::time::timeout(self.request_timeout, async move {
                 let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
                 keeper.keep_alive().await?;
                 match stream.message().await? {
@@ -151,8 +239,20 @@ impl Backend for EtcdBackend {
                         "keep-alive stream closed without an answer".into(),
                     )),
                 }
-            })
-            .await
+            });
+            match answer.await {
+                Ok(Ok(ttl)) => Ok(ttl),
+                Ok(Err(e)) if is_lease_gone(&e) => Ok(0),
+                Ok(Err(e)) => Err(map_error("lease keep-alive", e)),
+                Err(elapsed) => Err(LockError::backend(
+                    format!(
+                        "etcd lease keep-alive got no answer within {:?}",
+                        self.request_timeout
+                    ),
+                    elapsed,
+                    true,
+                )),
+            }
         })
     }
 
@@ -295,5 +395,113 @@ impl Backend for EtcdBackend {
                 })
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distlock_tests::Etcd;
+
+    async fn backend(etcd: &Etcd) -> (EtcdBackend, Client) {
+        let client = Client::connect(etcd.endpoints(), None).await.unwrap();
+        (
+            EtcdBackend::new(client.clone(), DEFAULT_REQUEST_TIMEOUT),
+            client,
+        )
+    }
+
+    /// The `Backend::keep_alive` contract: a lease that is gone answers a
+    /// TTL of 0 or less, whichever way etcd says so, never an error.
+    #[tokio::test]
+    async fn keep_alive_answers_zero_for_a_lease_that_is_gone() {
+        let etcd = Etcd::start().await;
+        let (backend, mut client) = backend(&etcd).await;
+        let granted = backend.grant(30).await.unwrap();
+        assert!(backend.keep_alive(granted.id).await.unwrap() > 0);
+
+        client.lease_revoke(granted.id).await.unwrap();
+        let ttl = backend.keep_alive(granted.id).await;
+        assert!(matches!(ttl, Ok(ttl) if ttl <= 0), "revoked lease: {ttl:?}");
+        let ttl = backend.keep_alive(0x7fff_0000_dead_beef).await;
+        assert!(matches!(ttl, Ok(ttl) if ttl <= 0), "unknown lease: {ttl:?}");
+        assert!(backend.time_to_live(granted.id).await.unwrap() <= 0);
+        // Revoking it again is not an error either.
+        backend.revoke(granted.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_test_server_is_recent_enough() {
+        let etcd = Etcd::start().await;
+        let (_, client) = backend(&etcd).await;
+        check_server_version(&client, DEFAULT_REQUEST_TIMEOUT)
+            .await
+            .unwrap();
+    }
+
+    fn status(code: Code, message: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
+    }
+
+    #[test]
+    fn versions_parse_and_compare() {
+        assert_eq!(parse_version("3.4.23"), Some((3, 4)));
+        assert_eq!(parse_version("3.5.1"), Some((3, 5)));
+        assert_eq!(parse_version("v3.10.0-rc.1"), Some((3, 10)));
+        assert_eq!(parse_version("3.3.27"), Some((3, 3)));
+        assert!(parse_version("3.3.27").unwrap() < MIN_ETCD_VERSION);
+        assert!(parse_version("3.10.0").unwrap() > MIN_ETCD_VERSION);
+        assert_eq!(parse_version(""), None);
+        assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let denied = map_error(
+            "txn",
+            status(Code::PermissionDenied, "etcdserver: permission denied"),
+        );
+        assert_eq!(denied.code(), ErrorCode::PermissionDenied);
+        assert!(!denied.is_transient());
+        let bad_password = map_error(
+            "authenticate",
+            status(
+                Code::InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+        );
+        assert_eq!(bad_password.code(), ErrorCode::PermissionDenied);
+        let expired_token = map_error(
+            "txn",
+            status(Code::Unauthenticated, "etcdserver: invalid auth token"),
+        );
+        // Refused even after re-authenticating: not worth retrying.
+        assert_eq!(expired_token.code(), ErrorCode::Backend);
+        assert!(!expired_token.is_transient());
+        let old_auth = map_error(
+            "txn",
+            status(
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old",
+            ),
+        );
+        assert!(old_auth.is_transient());
+        let malformed = map_error(
+            "txn",
+            status(Code::InvalidArgument, "etcdserver: key is not provided"),
+        );
+        assert_eq!(malformed.code(), ErrorCode::Backend);
+        assert!(!malformed.is_transient());
+        let gone = map_error(
+            "txn",
+            status(Code::NotFound, "etcdserver: requested lease not found"),
+        );
+        assert_eq!(gone.code(), ErrorCode::Expired);
+        assert!(is_lease_gone(&etcd_client::Error::LeaseKeepAliveError(
+            "lease not found".into()
+        )));
+        assert!(!is_lease_gone(&etcd_client::Error::LeaseKeepAliveError(
+            "channel closed".into()
+        )));
     }
 }

@@ -1,28 +1,46 @@
 //! One etcd watch stream per manager, carrying every wait for a deleted key.
 //!
 //! Each wait is one watcher on the shared stream, with a watch id chosen by
-//! us so responses can be routed back; it is cancelled on etcd as soon as it
-//! fired or its waiter went away. Compared with a stream per wait, a wait costs
-//! one message on an open stream instead of a new HTTP/2 stream. When the
-//! stream breaks, every pending wait fails transiently (its caller re-checks
-//! and waits again) and the next wait opens a new stream.
+//! us so responses can be routed back (client-chosen ids need etcd 3.4+,
+//! checked at connect); it is cancelled on etcd as soon as it fired or its
+//! waiter went away. Compared with a stream per wait, a wait costs one message
+//! on an open stream instead of a new HTTP/2 stream.
+//!
+//! Failure handling, in the stream task ([`run`]):
+//! - **Broken stream.** Every pending wait fails transiently (its caller
+//!   re-checks and waits again) and the next wait opens a new stream.
+//! - **Silent stream.** A stream can stall without breaking (a stuck member,
+//!   a half-dead connection that HTTP/2 keep-alive has not caught yet). While
+//!   waits are pending, a stream silent for a request timeout is asked for a
+//!   progress notification (etcd 3.4+ answers at once); no answer within
+//!   another request timeout counts as broken.
+//! - **Expired auth token.** etcd checks a watch's permission with the token
+//!   the stream was opened with, so once that token expired (etcd's
+//!   `--auth-token-ttl`, 300 s by default) every new watch on the stream is
+//!   cancelled with "permission denied" / "invalid auth token". The task then
+//!   re-authenticates, reopens the stream and registers the pending watches
+//!   again. A watch refused again on the fresh stream is a real denial: its
+//!   waiter gets `PermissionDenied`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchStream};
+use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::debug;
 
-use crate::error::{LockError, Result};
+use super::etcd::map_error;
+use crate::error::{ErrorCode, LockError, Result};
 
 enum Command {
     Watch {
         id: i64,
         key: String,
         from: i64,
-        fired: oneshot::Sender<()>,
+        fired: oneshot::Sender<Result<()>>,
     },
     Cancel {
         id: i64,
@@ -32,6 +50,7 @@ enum Command {
 /// The shared watch stream of one etcd backend.
 pub(crate) struct WatchHub {
     client: Client,
+    request_timeout: Duration,
     next_id: AtomicI64,
     /// Commands to the task that owns the stream; replaced when it died.
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
@@ -58,9 +77,10 @@ fn broken() -> LockError {
 }
 
 impl WatchHub {
-    pub(crate) fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
         WatchHub {
             client,
+            request_timeout,
             next_id: AtomicI64::new(1),
             commands: Mutex::new(None),
         }
@@ -80,7 +100,7 @@ impl WatchHub {
         };
         commands.send(watch).map_err(|_| broken())?;
         let _cancel = CancelOnDrop { id, commands };
-        rx.await.map_err(|_| broken())
+        rx.await.map_err(|_| broken())?
     }
 
     /// The live stream task's command channel, starting a task if needed.
@@ -90,69 +110,305 @@ impl WatchHub {
             return live.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(self.client.clone(), rx));
+        tokio::spawn(run(self.client.clone(), self.request_timeout, rx));
         *slot = Some(tx.clone());
         tx
     }
 }
 
+/// A wait registered on the stream.
+struct Pending {
+    key: String,
+    from: i64,
+    fired: oneshot::Sender<Result<()>>,
+    /// Refused once already, and re-registered on a stream opened right after
+    /// re-authenticating: a second refusal is for good.
+    reauthenticated: bool,
+}
+
+/// Why the stream task gives up its stream.
+enum Broken {
+    /// Drop the stream; pending waits fail transiently.
+    Transient,
+    /// Every pending wait fails with this error.
+    Fail(LockError),
+}
+
+/// The stream and what the task knows about its liveness.
+struct Stream {
+    client: Client,
+    request_timeout: Duration,
+    stream: Option<WatchStream>,
+    /// When the stream last proved alive (a message), or was last asked for
+    /// an answer (a new watch, while no progress request is outstanding).
+    last_heard: Instant,
+    /// When a progress request is due back, if one is outstanding.
+    progress_due: Option<Instant>,
+    /// Watches sent on this stream that etcd has not yet answered with a
+    /// "created" (or refused) response, oldest first. etcd answers creates in
+    /// order, which identifies a refusal that carries no watch id.
+    unanswered: VecDeque<i64>,
+}
+
+fn watch_options(id: i64, from: i64) -> WatchOptions {
+    WatchOptions::new()
+        .with_start_revision(from)
+        .with_filters([WatchFilterType::NoPut])
+        .with_watch_id(id)
+}
+
+impl Stream {
+    /// Runs one request on the stream, bounded by the request timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        request: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> std::result::Result<T, Broken> {
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                debug!(%err, what, "watch stream request failed");
+                let err = map_error(what, err);
+                Err(if err.is_transient() {
+                    Broken::Transient
+                } else {
+                    Broken::Fail(err)
+                })
+            }
+            Err(_) => {
+                debug!(what, "watch stream request got no answer in time");
+                Err(Broken::Transient)
+            }
+        }
+    }
+
+    /// Registers a watch, opening the stream with it if there is none.
+    async fn watch(&mut self, id: i64, key: &str, from: i64) -> std::result::Result<(), Broken> {
+        let options = Some(watch_options(id, from));
+        match self.stream.take() {
+            Some(mut stream) => {
+                self.bounded("watch", stream.watch(key, options)).await?;
+                self.stream = Some(stream);
+            }
+            None => {
+                let mut client = self.client.clone();
+                // Opening waits for etcd's first answer: bounded too.
+                let stream = self.bounded("watch", client.watch(key, options)).await?;
+                self.stream = Some(stream);
+                self.unanswered.clear();
+                self.progress_due = None;
+            }
+        }
+        self.unanswered.push_back(id);
+        // A new watch expects an answer: count the silence from now, unless
+        // a progress request is outstanding (new watches must not postpone
+        // the verdict on a stalled stream forever).
+        if self.progress_due.is_none() {
+            self.last_heard = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Re-authenticates and reopens the stream with every pending watch.
+    async fn reopen(&mut self, waiting: &HashMap<i64, Pending>) -> std::result::Result<(), Broken> {
+        self.stream = None;
+        let client = self.client.clone();
+        self.bounded("authenticate", client.refresh_token()).await?;
+        for (&id, pending) in waiting {
+            self.watch(id, &pending.key, pending.from).await?;
+        }
+        Ok(())
+    }
+
+    async fn cancel(&mut self, id: i64) -> std::result::Result<(), Broken> {
+        if let Some(mut stream) = self.stream.take() {
+            self.bounded("watch cancel", stream.cancel(id)).await?;
+            self.stream = Some(stream);
+        }
+        Ok(())
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        self.progress_due = None;
+    }
+
+    /// When the liveness check is next due.
+    fn check_at(&self) -> Instant {
+        self.progress_due
+            .unwrap_or(self.last_heard + self.request_timeout)
+    }
+
+    /// The liveness check: asks a silent stream for progress, or gives up on
+    /// one that did not answer.
+    async fn check(&mut self) -> std::result::Result<(), Broken> {
+        if self.progress_due.is_some() {
+            debug!(
+                "etcd watch stream silent for {:?} after a progress request; reopening",
+                self.request_timeout
+            );
+            return Err(Broken::Transient);
+        }
+        if let Some(mut stream) = self.stream.take() {
+            self.bounded("watch progress", stream.request_progress())
+                .await?;
+            self.stream = Some(stream);
+        }
+        self.progress_due = Some(Instant::now() + self.request_timeout);
+        Ok(())
+    }
+}
+
+/// Whether etcd cancelled a watch for want of permission, which is also what
+/// an expired auth token looks like (etcd 3.4 says "permission denied", 3.5
+/// "invalid auth token").
+fn refused(resp: &WatchResponse) -> bool {
+    let reason = resp.cancel_reason();
+    resp.canceled() && (reason.contains("permission denied") || reason.contains("auth"))
+}
+
 /// Owns the stream: opens it with the first watch, forwards commands, routes
-/// responses to their waiters. Ends (dropping every pending waiter) when the
-/// stream breaks or the hub is gone.
-async fn run(mut client: Client, mut commands: mpsc::UnboundedReceiver<Command>) {
-    let mut waiting: HashMap<i64, oneshot::Sender<()>> = HashMap::new();
-    let mut stream: Option<WatchStream> = None;
-    loop {
-        tokio::select! {
+/// responses to their waiters, checks that it stays alive. Ends (failing
+/// every pending waiter) when the stream breaks or the hub is gone.
+async fn run(
+    client: Client,
+    request_timeout: Duration,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut waiting: HashMap<i64, Pending> = HashMap::new();
+    let mut stream = Stream {
+        client,
+        request_timeout,
+        stream: None,
+        last_heard: Instant::now(),
+        progress_due: None,
+        unanswered: VecDeque::new(),
+    };
+    let outcome = loop {
+        let check_at = stream.check_at();
+        let step = tokio::select! {
             command = commands.recv() => match command {
-                None => return,
+                None => break Ok(()),
                 Some(Command::Watch { id, key, from, fired }) => {
-                    let options = WatchOptions::new()
-                        .with_start_revision(from)
-                        .with_filters([WatchFilterType::NoPut])
-                        .with_watch_id(id);
-                    let sent = match stream.as_mut() {
-                        Some(s) => s.watch(key, Some(options)).await.map(|_| ()),
-                        None => client.watch(key, Some(options)).await.map(|s| stream = Some(s)),
-                    };
-                    if let Err(err) = sent {
-                        debug!(%err, "watch request failed; dropping the stream");
-                        return;
-                    }
-                    waiting.insert(id, fired);
+                    let sent = stream.watch(id, &key, from).await;
+                    waiting.insert(id, Pending { key, from, fired, reauthenticated: false });
+                    sent
                 }
                 Some(Command::Cancel { id }) => {
                     // Still pending: the waiter left early; cancel on etcd.
                     if waiting.remove(&id).is_some() {
-                        if let Some(s) = stream.as_mut() {
-                            if s.cancel(id).await.is_err() {
-                                return;
-                            }
-                        }
+                        stream.cancel(id).await
+                    } else {
+                        Ok(())
                     }
                 }
             },
-            message = async { stream.as_mut()?.message().await.transpose() }, if stream.is_some() => {
-                let resp = match message {
-                    Some(Ok(resp)) => resp,
+            message = async { stream.stream.as_mut()?.message().await.transpose() },
+                if stream.stream.is_some() =>
+            {
+                match message {
+                    Some(Ok(resp)) => {
+                        stream.heard();
+                        route(resp, &mut stream, &mut waiting).await
+                    }
                     Some(Err(err)) => {
                         debug!(%err, "watch stream failed");
-                        return;
+                        Err(Broken::Transient)
                     }
-                    None => return,
-                };
-                let deleted = resp.events().iter().any(|e| e.event_type() == EventType::Delete);
-                if deleted || resp.canceled() {
-                    if let Some(fired) = waiting.remove(&resp.watch_id()) {
-                        let _ = fired.send(());
-                        if !resp.canceled() {
-                            if let Some(s) = stream.as_mut() {
-                                let _ = s.cancel(resp.watch_id()).await;
-                            }
-                        }
-                    }
+                    None => Err(Broken::Transient),
                 }
+            }
+            _ = tokio::time::sleep_until(check_at),
+                if stream.stream.is_some() && !waiting.is_empty() =>
+            {
+                stream.check().await
+            }
+        };
+        if let Err(broken) = step {
+            break Err(broken);
+        }
+    };
+    if let Err(Broken::Fail(err)) = outcome {
+        for (_, pending) in waiting {
+            let _ = pending.fired.send(Err(LockError::with_source(
+                err.code(),
+                "etcd watch failed",
+                err.to_string(),
+            )));
+        }
+    }
+    // Otherwise the pending senders drop: their waits fail transiently.
+}
+
+/// Handles one response: wakes the waiter of a delete or a cancelled watch,
+/// and recovers from watches refused because the stream's token expired.
+async fn route(
+    resp: WatchResponse,
+    stream: &mut Stream,
+    waiting: &mut HashMap<i64, Pending>,
+) -> std::result::Result<(), Broken> {
+    let mut id = resp.watch_id();
+    if resp.created() {
+        let sent = stream.unanswered.pop_front();
+        match sent {
+            // etcd 3.4 refuses a watch with watch id -1: it is the oldest
+            // unanswered one.
+            Some(sent) if id == -1 => id = sent,
+            Some(sent) if sent == id => {}
+            _ => {
+                return Err(Broken::Fail(LockError::new(
+                    ErrorCode::Backend,
+                    format!(
+                        "etcd answered watch {sent:?} as watch {id}: the server ignores \
+                         watch ids chosen by the client (etcd older than 3.4?)"
+                    ),
+                )))
             }
         }
     }
+    debug!(
+        id,
+        created = resp.created(),
+        canceled = resp.canceled(),
+        reason = resp.cancel_reason(),
+        events = resp.events().len(),
+        "watch response"
+    );
+    if refused(&resp) {
+        let Some(pending) = waiting.get_mut(&id) else {
+            return Ok(());
+        };
+        if pending.reauthenticated {
+            let pending = waiting.remove(&id).expect("just found");
+            let _ = pending.fired.send(Err(LockError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "etcd refused to watch {}: {}",
+                    pending.key,
+                    resp.cancel_reason()
+                ),
+            )));
+            return Ok(());
+        }
+        debug!(
+            key = %pending.key,
+            reason = resp.cancel_reason(),
+            "watch refused; re-authenticating and reopening the stream"
+        );
+        pending.reauthenticated = true;
+        return stream.reopen(waiting).await;
+    }
+    let deleted = resp
+        .events()
+        .iter()
+        .any(|e| e.event_type() == EventType::Delete);
+    if deleted || resp.canceled() {
+        if let Some(pending) = waiting.remove(&id) {
+            let _ = pending.fired.send(Ok(()));
+            if !resp.canceled() {
+                stream.cancel(id).await?;
+            }
+        }
+    }
+    Ok(())
 }
