@@ -51,7 +51,10 @@
 pub mod extract;
 pub mod lock;
 mod rejection;
+mod report;
 
-pub use extract::{Header, KeyExtractor, PathSegment};
+#[cfg(feature = "axum")]
+pub use extract::PathParam;
+pub use extract::{GrpcMethod, Header, InvalidGrpcMethod, KeyExtractor, Or, PathSegment, Query};
 pub use lock::{HeldLock, LockBody, LockLayer, LockService, ResponseFuture};
 pub use rejection::{Rejection, RejectionKind};

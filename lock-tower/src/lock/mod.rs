@@ -49,13 +49,27 @@ mod future;
 mod layer;
 mod service;
 
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
+
+use distlock::LockGuard;
+use tokio_util::sync::CancellationToken;
+
+use future::BoxFuture;
+
 pub use body::LockBody;
 pub use future::ResponseFuture;
 pub use layer::LockLayer;
 pub use service::LockService;
 
 /// The lock a request runs under, in its extensions: read it in a handler to
-/// pass the fencing token along with the writes the lock protects.
+/// pass the fencing token along with the writes the lock protects, and to
+/// stop early when the lock is lost.
+///
+/// Clones share one state: [`is_held`](HeldLock::is_held) and
+/// [`lost`](HeldLock::lost) can be used from tasks the handler spawns.
 ///
 /// # Example
 ///
@@ -73,15 +87,37 @@ pub use service::LockService;
 ///     .route("/orders/{id}/pay", post(pay))
 ///     .layer(LockLayer::new(LockManager::in_memory(), PathSegment::new(1).prefix("order:")));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct HeldLock {
     key: String,
     fencing_token: u64,
+    state: Arc<HoldState>,
+}
+
+/// What all clones of a [`HeldLock`] share.
+struct HoldState {
+    /// Cancelled when the request's hold ends: lost, past `max_hold`, or
+    /// released with the response.
+    ended: CancellationToken,
+    /// The guard's own `lost()` future, polled without a waker by `is_held`
+    /// to see a loss before the request's future has noticed it.
+    probe: Mutex<BoxFuture<()>>,
 }
 
 impl HeldLock {
-    pub(crate) fn new(key: String, fencing_token: u64) -> Self {
-        HeldLock { key, fencing_token }
+    /// The request's view of `guard`, and the token that ends it (cancelled
+    /// when the returned drop guard is dropped).
+    pub(crate) fn new(key: String, guard: &LockGuard) -> (Self, CancellationToken) {
+        let ended = CancellationToken::new();
+        let held = HeldLock {
+            key,
+            fencing_token: guard.fencing_token(),
+            state: Arc::new(HoldState {
+                ended: ended.clone(),
+                probe: Mutex::new(Box::pin(guard.lost())),
+            }),
+        };
+        (held, ended)
     }
 
     /// The lock's name: the key the extractor gave.
@@ -108,6 +144,89 @@ impl HeldLock {
     /// ```
     pub fn fencing_token(&self) -> u64 {
         self.fencing_token
+    }
+
+    /// Whether the request still holds its lock: false once the lock is lost
+    /// (lease expired, `force_unlock`), once the request has held it for the
+    /// layer's [`max_hold`](LockLayer::max_hold), and once it is released with
+    /// the response.
+    ///
+    /// ```
+    /// use distlock_tower::{Header, HeldLock, LockLayer};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    ///     .layer(service_fn(|req: http::Request<String>| async move {
+    ///         let lock = req.extensions().get::<HeldLock>().unwrap().clone();
+    ///         assert!(lock.is_held()); // check before an irreversible step
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    ///     }));
+    /// let req = http::Request::get("/").header("x-key", "k").body(String::new()).unwrap();
+    /// assert_eq!(service.oneshot(req).await.unwrap().status(), 200);
+    /// # }
+    /// ```
+    pub fn is_held(&self) -> bool {
+        if self.state.ended.is_cancelled() {
+            return false;
+        }
+        let mut probe = self.state.probe.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cx = Context::from_waker(Waker::noop());
+        probe.as_mut().poll(&mut cx).is_pending()
+    }
+
+    /// Resolves when the request's hold ends: the lock is lost, the request
+    /// has held it for [`max_hold`](LockLayer::max_hold), or it was released
+    /// (so nothing waits on it forever). It does not borrow the `HeldLock`,
+    /// so it can race work the handler spawned.
+    ///
+    /// The layer already cancels the handler itself at its next await when
+    /// the lock is lost; this is for work that outlives that await, or that
+    /// wants to finish a step cleanly: a handler that completes in the poll
+    /// in which the lock is lost still gets its response sent.
+    ///
+    /// ```
+    /// use distlock_tower::{Header, HeldLock, LockLayer};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    ///     .layer(service_fn(|req: http::Request<String>| async move {
+    ///         let lock = req.extensions().get::<HeldLock>().unwrap().clone();
+    ///         let report = tokio::spawn(async move {
+    ///             tokio::select! {
+    ///                 _ = lock.lost() => "stopped: the lock ended",
+    ///                 _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => "done",
+    ///             }
+    ///         });
+    ///         let _ = report; // runs on until the lock is released with the response
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    ///     }));
+    /// let req = http::Request::get("/").header("x-key", "k").body(String::new()).unwrap();
+    /// assert_eq!(service.oneshot(req).await.unwrap().status(), 200);
+    /// # }
+    /// ```
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.state.ended.clone().cancelled_owned()
+    }
+}
+
+impl PartialEq for HeldLock {
+    /// Two views of the same acquisition: same key, same fencing token.
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.fencing_token == other.fencing_token
+    }
+}
+
+impl Eq for HeldLock {}
+
+impl fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeldLock")
+            .field("key", &self.key)
+            .field("fencing_token", &self.fencing_token)
+            .field("ended", &self.state.ended.is_cancelled())
+            .finish()
     }
 }
 
