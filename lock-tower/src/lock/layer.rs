@@ -175,7 +175,7 @@ impl Settings {
 /// (gRPC metadata are HTTP/2 headers).
 pub struct LockLayer<E> {
     extractor: Arc<E>,
-    settings: Arc<Settings>,
+    pub(crate) settings: Arc<Settings>,
 }
 
 impl<E> LockLayer<E> {
