@@ -96,7 +96,7 @@ pub trait KeyExtractor<B> {
     /// ```
     /// use distlock_tower::{Header, KeyExtractor};
     /// let req = http::Request::get("/").header("x-key", "k").body(()).unwrap();
-    /// assert_eq!(Header::new("x-key").extract(&req).as_deref(), Some("k"));
+    /// assert_eq!(Header::new("x-key").prefix("k:").extract(&req).as_deref(), Some("k"));
     /// ```
     fn extract(&self, request: &Request<B>) -> Option<String>;
 }

@@ -65,7 +65,7 @@ pub enum RejectionKind {
 /// `application/grpc`; its rejection is then a trailers-only gRPC response
 /// (HTTP 200 with `grpc-status` and `grpc-message`), as `tonic::Status` makes;
 /// this needs no tonic dependency. With the `tonic` feature,
-/// [`to_status`](Rejection::to_status) gives the `tonic::Status` itself.
+/// `Rejection::to_status` gives the `tonic::Status` itself.
 ///
 /// # Example
 ///

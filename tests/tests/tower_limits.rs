@@ -321,7 +321,10 @@ async fn work_completed_as_the_lock_is_lost_returns_its_result() {
     // The body: its last frame comes in the poll that sees the loss.
     let (response, _conn) = open(addr, "/last-words", &[(KEY, "w")]).await;
     let mut body = response.into_body();
-    assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "a");
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "a"
+    );
     assert!(fx.admin.force_unlock("req:w").await.unwrap());
     let rest = timeout(Duration::from_secs(5), body.collect())
         .await
@@ -337,7 +340,11 @@ async fn work_completed_as_the_lock_is_lost_returns_its_result() {
         .await
         .expect("the body ends");
     assert!(rest.is_err(), "a truncated body must not look complete");
-    assert!(kinds.lock().unwrap().is_empty(), "{:?}", kinds.lock().unwrap());
+    assert!(
+        kinds.lock().unwrap().is_empty(),
+        "{:?}",
+        kinds.lock().unwrap()
+    );
 }
 
 /// `max_hold`: a slow-reading client and a hanging handler hold their key
@@ -400,7 +407,15 @@ async fn max_waiters_sheds_load_at_once() {
         .collect();
     // Both are in the server's queue (one etcd waiter per key per server).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while fx.admin.lock_info("req:hot").await.unwrap().unwrap().waiters < 1 {
+    while fx
+        .admin
+        .lock_info("req:hot")
+        .await
+        .unwrap()
+        .unwrap()
+        .waiters
+        < 1
+    {
         assert!(Instant::now() < deadline, "the requests never queued");
         sleep(Duration::from_millis(20)).await;
     }
@@ -418,12 +433,18 @@ async fn max_waiters_sheds_load_at_once() {
     );
     assert_eq!(*kinds.lock().unwrap(), [RejectionKind::QueueFull]);
     let other = call(addr, "/whoami", Some("cold")).await;
-    assert_eq!((other.status, other.body.as_str()), (StatusCode::OK, "req:cold"));
+    assert_eq!(
+        (other.status, other.body.as_str()),
+        (StatusCode::OK, "req:cold")
+    );
 
     job.unlock().await.unwrap();
     for w in waiting {
         let reply = timeout(Duration::from_secs(5), w).await.unwrap().unwrap();
-        assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "req:hot"));
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::OK, "req:hot")
+        );
     }
     assert_eq!(kinds.lock().unwrap().len(), 1);
 }
@@ -461,9 +482,15 @@ async fn missing_and_empty_keys_are_400() {
     );
 
     let reply = call(addr, "/whoami", Some("7")).await;
-    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "req:7"));
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "req:7")
+    );
     let reply = call(addr, "/whoami?key=a%20b", None).await;
-    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "req:a b"));
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "req:a b")
+    );
     assert_eq!(kinds.lock().unwrap().len(), 3);
 }
 
@@ -480,17 +507,23 @@ async fn a_zero_wait_is_bounded_when_etcd_does_not_answer() {
         .unwrap();
     let probe = Arc::new(Probe::default());
     // The default TTL (30 s): the bound must not come from it.
-    let layer = LockLayer::new(through_proxy.clone(), Header::new(KEY).prefix("req:"))
-        .wait(Duration::ZERO);
+    let layer =
+        LockLayer::new(through_proxy.clone(), Header::new(KEY).prefix("req:")).wait(Duration::ZERO);
     let server = serve(routes(probe).layer(layer)).await;
 
     let reply = call(server.addr, "/whoami", Some("z")).await;
-    assert_eq!((reply.status, reply.body.as_str()), (StatusCode::OK, "req:z"));
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, "req:z")
+    );
     proxy.blackhole();
     let started = Instant::now();
-    let reply = timeout(Duration::from_secs(10), call(server.addr, "/whoami", Some("z2")))
-        .await
-        .expect("a zero wait must not hang on an unreachable etcd");
+    let reply = timeout(
+        Duration::from_secs(10),
+        call(server.addr, "/whoami", Some("z2")),
+    )
+    .await
+    .expect("a zero wait must not hang on an unreachable etcd");
     let took = started.elapsed();
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(took < Duration::from_secs(4), "{took:?}");

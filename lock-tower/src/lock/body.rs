@@ -36,7 +36,7 @@ pin_project! {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let manager = distlock::LockManager::in_memory();
-    /// let service = LockLayer::new(manager.clone(), Header::new("x-key")).layer(service_fn(
+    /// let service = LockLayer::new(manager.clone(), Header::new("x-key").prefix("k:")).layer(service_fn(
     ///     |_req: http::Request<String>| async {
     ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("streamed")))
     ///     },
@@ -45,7 +45,7 @@ pin_project! {
     /// let body: LockBody<String> = service.oneshot(req).await.unwrap().into_body();
     ///
     /// // The body holds the lock until it has been read to its end.
-    /// let other = manager.new_lock("k", Default::default()).unwrap();
+    /// let other = manager.new_lock("k:k", Default::default()).unwrap();
     /// assert!(other.try_lock().await.unwrap().is_none());
     /// assert_eq!(body.collect().await.unwrap().to_bytes(), "streamed");
     /// # tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -55,7 +55,7 @@ pin_project! {
     /// use tower::{service_fn, Layer, Service};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let mut service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let mut service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .layer(service_fn(|_req: http::Request<String>| async {
     ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi")))
     ///     }));

@@ -171,7 +171,7 @@ impl Settings {
 /// ```
 ///
 /// With tonic, on the server builder:
-/// `Server::builder().layer(LockLayer::new(manager, Header::new("x-order-id")))`
+/// `Server::builder().layer(LockLayer::new(manager, Header::new("x-order-id").prefix("order:")))`
 /// (gRPC metadata are HTTP/2 headers).
 pub struct LockLayer<E> {
     extractor: Arc<E>,
@@ -188,7 +188,7 @@ impl<E> LockLayer<E> {
     /// use distlock_tower::{LockLayer, PathSegment};
     ///
     /// let manager = distlock::LockManager::in_memory();
-    /// let by_path = LockLayer::new(manager.clone(), PathSegment::new(1));
+    /// let by_path = LockLayer::new(manager.clone(), PathSegment::new(1).prefix("doc:"));
     ///
     /// // Lock per tenant and document; other requests run unlocked.
     /// let by_closure = LockLayer::new(manager, |req: &http::Request<Body>| {
@@ -230,11 +230,11 @@ impl<E> LockLayer<E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// use std::time::Duration;
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .ttl(Duration::from_secs(5))?;
     /// assert_eq!(layer.lock_options().renew_interval, Duration::from_secs(5) / 3);
     ///
-    /// let too_short = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let too_short = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .ttl(Duration::from_millis(500));
     /// assert_eq!(too_short.unwrap_err().code(), distlock::ErrorCode::InvalidOptions);
     /// # Ok::<(), distlock::LockError>(())
@@ -259,7 +259,7 @@ impl<E> LockLayer<E> {
     /// # use distlock_tower::{Header, LockLayer};
     /// use distlock::LockOptions;
     /// use std::time::Duration;
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .options(LockOptions::default().max_retries(3))?;
     /// assert_eq!(layer.lock_options().max_retries, 3);
     /// # Ok::<(), distlock::LockError>(())
@@ -274,7 +274,7 @@ impl<E> LockLayer<E> {
     ///
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
     /// assert_eq!(layer.lock_options(), &distlock::LockOptions::default());
     /// ```
     pub fn lock_options(&self) -> &LockOptions {
@@ -292,7 +292,7 @@ impl<E> LockLayer<E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// use std::time::Duration;
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .wait(Duration::from_millis(500));
     /// ```
     pub fn wait(mut self, wait: Duration) -> Self {
@@ -371,7 +371,7 @@ impl<E> LockLayer<E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// use std::time::Duration;
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .retry_after(Duration::from_secs(5));
     /// ```
     pub fn retry_after(mut self, after: Duration) -> Self {
@@ -387,7 +387,7 @@ impl<E> LockLayer<E> {
     /// use distlock_tower::{Header, LockLayer, Rejection, RejectionKind};
     /// use http::{Response, StatusCode};
     ///
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .on_rejection(|rejection: &Rejection| match rejection.kind() {
     ///         RejectionKind::Timeout if !rejection.is_grpc() => Response::builder()
     ///             .status(StatusCode::TOO_MANY_REQUESTS)

@@ -5,31 +5,56 @@
 //! # Lifecycle of a request
 //!
 //! 1. The [`KeyExtractor`](crate::KeyExtractor) names the lock, or `None`: the
-//!    request then goes straight to the inner service.
-//! 2. The future waits up to [`wait`](LockLayer::wait) for the lock. Requests
-//!    for one key in one process queue in FIFO order in front of etcd (one etcd
-//!    waiter per key per manager); across processes they queue in etcd.
-//!    Dropping the future (the client went away) leaves the queue at once.
-//! 3. The inner service runs with a [`HeldLock`] in the request's extensions.
-//! 4. The response body carries the guard: the lock is released when the body
-//!    ends, fails, or is dropped (a client that disconnects mid-stream).
+//!    request then goes straight to the inner service (or, with
+//!    [`require_key`](LockLayer::require_key), is answered 400).
+//! 2. If [`max_waiters`](LockLayer::max_waiters) requests already wait for
+//!    the key on this server, the request is answered 503 at once.
+//! 3. The future waits up to [`wait`](LockLayer::wait) for the lock (a zero
+//!    wait tries once, bounded by 1 s). Requests for one key in one process
+//!    queue in FIFO order in front of etcd (one etcd waiter per key per
+//!    manager); across processes they queue in etcd. Dropping the future (the
+//!    client went away) leaves the queue at once.
+//! 4. Holding the lock, the future makes its clone of the inner service ready
+//!    (so capacity the inner service reserves in `poll_ready` goes only to
+//!    requests that can run) and calls it with a [`HeldLock`] in the
+//!    request's extensions.
+//! 5. The response body carries the guard: the lock is released when the body
+//!    ends, fails, or is dropped (a client that disconnects mid-stream), or
+//!    after [`max_hold`](LockLayer::max_hold).
 //!
 //! # When the lock is lost
 //!
 //! A lock is lost when its lease cannot be renewed in time or its key is
-//! deleted (`force_unlock`). As with the `#[distributed_lock]` macro, the work
-//! is cancelled at its next await point:
+//! deleted (`force_unlock`); a request past its `max_hold` is treated the
+//! same. As with the `#[distributed_lock]` macro, the work is cancelled at
+//! its next await point:
 //!
 //! - before the inner service has answered, its future is dropped and the
-//!   client gets a [`RejectionKind::Lost`](crate::RejectionKind::Lost)
-//!   rejection (503 / gRPC `UNAVAILABLE`);
+//!   client gets a [`RejectionKind::Lost`](crate::RejectionKind::Lost) (or
+//!   `MaxHold`) rejection (503 / gRPC `UNAVAILABLE`);
 //! - while the body streams, the body stops: an HTTP body ends with an error,
 //!   so the server resets the stream or closes the connection and the client
 //!   sees a truncated response rather than a complete-looking one; a gRPC body
 //!   ends with `grpc-status: 14` (`UNAVAILABLE`) trailers.
 //!
-//! Work the inner service spawned elsewhere is not cancelled; guard external
-//! writes with the [fencing token](HeldLock::fencing_token).
+//! Work that completes in the very poll in which the loss is seen is not
+//! reported as failed: a handler that returns then gets its response sent,
+//! and a body that yields its last frame then is delivered whole (the loss is
+//! logged). Its side effects are done; a 503 would invite the client to do
+//! them again. The handler learns of the loss through
+//! [`HeldLock::lost`] / [`HeldLock::is_held`] before that poll.
+//!
+//! Work the inner service spawned elsewhere is not cancelled; it can watch
+//! [`HeldLock::lost`], and external writes should carry the
+//! [fencing token](HeldLock::fencing_token).
+//!
+//! # Logging
+//!
+//! Every rejection is logged at `debug` level with its key and error.
+//! Backend failures, losses, `max_hold` and shed requests are also logged at
+//! `warn` level, at most once per 10 s per layer; the ones held back are
+//! counted and summarized (count, last key, last error) with the next
+//! warning, or as soon as a request takes its lock again.
 //!
 //! # Example
 //!
@@ -38,7 +63,7 @@
 //! use distlock_tower::Header;
 //! use tower::{service_fn, Layer};
 //!
-//! let layer: LockLayer<Header> = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+//! let layer: LockLayer<Header> = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
 //! let service: LockService<_, Header> = layer.layer(service_fn(|_req: http::Request<String>| async {
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
 //! }));
@@ -156,7 +181,7 @@ impl HeldLock {
     /// use tower::{service_fn, Layer, ServiceExt};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .layer(service_fn(|req: http::Request<String>| async move {
     ///         let lock = req.extensions().get::<HeldLock>().unwrap().clone();
     ///         assert!(lock.is_held()); // check before an irreversible step
@@ -190,7 +215,7 @@ impl HeldLock {
     /// use tower::{service_fn, Layer, ServiceExt};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .layer(service_fn(|req: http::Request<String>| async move {
     ///         let lock = req.extensions().get::<HeldLock>().unwrap().clone();
     ///         let report = tokio::spawn(async move {

@@ -32,7 +32,7 @@ use crate::RejectionKind;
 /// use tower::{service_fn, Layer, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+/// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
 /// let service = layer.layer(service_fn(|req: http::Request<String>| async move {
 ///     let lock = req.extensions().get::<distlock_tower::HeldLock>().unwrap();
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(lock.key().to_owned()))
@@ -63,7 +63,7 @@ impl<S, E> LockService<S, E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// # use tower::Layer;
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
     /// let service = layer.layer(42);
     /// assert_eq!(*service.get_ref(), 42);
     /// ```
@@ -76,7 +76,7 @@ impl<S, E> LockService<S, E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// # use tower::Layer;
-    /// # let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// # let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
     /// let mut service = layer.layer(42);
     /// *service.get_mut() += 1;
     /// assert_eq!(service.into_inner(), 43);
@@ -90,7 +90,7 @@ impl<S, E> LockService<S, E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// # use tower::Layer;
-    /// # let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// # let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
     /// assert_eq!(layer.layer("inner").into_inner(), "inner");
     /// ```
     pub fn into_inner(self) -> S {
