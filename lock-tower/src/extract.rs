@@ -709,7 +709,8 @@ fn percent_decode(s: &str) -> String {
 
 /// [`percent_decode`], and with `plus` also `+` as a space (query strings).
 fn decode(s: &str, plus: bool) -> String {
-    if !s.contains('%') && !(plus && s.contains('+')) {
+    let escaped = s.contains('%') || (plus && s.contains('+'));
+    if !escaped {
         return s.to_owned();
     }
     let bytes = s.as_bytes();
