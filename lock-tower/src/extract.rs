@@ -96,7 +96,7 @@ pub trait KeyExtractor<B> {
     /// ```
     /// use distlock_tower::{Header, KeyExtractor};
     /// let req = http::Request::get("/").header("x-key", "k").body(()).unwrap();
-    /// assert_eq!(Header::new("x-key").prefix("k:").extract(&req).as_deref(), Some("k"));
+    /// assert_eq!(Header::new("x-key").prefix("k:").extract(&req).as_deref(), Some("k:k"));
     /// ```
     fn extract(&self, request: &Request<B>) -> Option<String>;
 }
@@ -396,8 +396,13 @@ impl<B> KeyExtractor<B> for Query {
 /// assert_eq!(order.extract(&by_path).as_deref(), Some("order:42"));
 /// assert_eq!(order.extract(&by_header).as_deref(), Some("order:7"));
 ///
-/// let with_closure = Or::new(Header::new("x-a").prefix("a:"), |_: &http::Request<()>| None);
-/// # let _ = with_closure;
+/// // A closure as the fallback: the tenant from the host name.
+/// let tenant = Or::new(Header::new("x-tenant").prefix("tenant:"), |req: &http::Request<()>| {
+///     let host = req.headers().get("host")?.to_str().ok()?;
+///     Some(format!("tenant:{}", host.split('.').next()?))
+/// });
+/// let req = http::Request::get("/").header("host", "acme.example.com").body(()).unwrap();
+/// assert_eq!(tenant.extract(&req).as_deref(), Some("tenant:acme"));
 /// ```
 #[derive(Debug, Clone)]
 pub struct Or<A, B> {
