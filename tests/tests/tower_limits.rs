@@ -507,8 +507,11 @@ async fn a_zero_wait_is_bounded_when_etcd_does_not_answer() {
         .unwrap();
     let probe = Arc::new(Probe::default());
     // The default TTL (30 s): the bound must not come from it.
-    let layer =
-        LockLayer::new(through_proxy.clone(), Header::new(KEY).prefix("req:")).wait(Duration::ZERO);
+    let kinds = Kinds::default();
+    let layer = record(
+        LockLayer::new(through_proxy.clone(), Header::new(KEY).prefix("req:")).wait(Duration::ZERO),
+        &kinds,
+    );
     let server = serve(routes(probe).layer(layer)).await;
 
     let reply = call(server.addr, "/whoami", Some("z")).await;
@@ -527,6 +530,8 @@ async fn a_zero_wait_is_bounded_when_etcd_does_not_answer() {
     let took = started.elapsed();
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(took < Duration::from_secs(4), "{took:?}");
+    // Not "busy": the lock service did not answer.
+    assert_eq!(*kinds.lock().unwrap(), [RejectionKind::Unavailable]);
     proxy.restore();
     through_proxy.close().await;
 }

@@ -283,6 +283,17 @@ async fn acquire(
     let bound = if wait.is_zero() { TRY_ONCE_LIMIT } else { wait };
     match tokio::time::timeout(bound, lock.lock_timeout(wait)).await {
         Ok(acquired) => Ok(acquired?),
+        // One attempt that took this long: the backend did not answer.
+        Err(_) if wait.is_zero() => Err(Refusal::new(
+            RejectionKind::Unavailable,
+            LockError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "lock `{}`: the backend did not answer within {bound:?}",
+                    lock.name()
+                ),
+            ),
+        )),
         Err(_) => Err(Refusal::from(LockError::new(
             ErrorCode::Timeout,
             format!("lock `{}` not acquired within {bound:?}", lock.name()),

@@ -287,7 +287,8 @@ impl<E> LockLayer<E> {
     /// that does not answer also ends in a rejection after this long.
     /// `Duration::ZERO` tries once and rejects a request whose key is busy
     /// right away; that one attempt is bounded too, by 1 s, so a zero wait
-    /// never hangs on an unreachable backend.
+    /// never hangs on an unreachable backend (that is answered as
+    /// [`RejectionKind::Unavailable`], not as a busy key).
     ///
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
