@@ -22,7 +22,7 @@ use axum::Router;
 use bytes::Bytes;
 use distlock::{EtcdConfig, LockManager, LockOptions};
 use distlock_tests::Etcd;
-use distlock_tower::{HeldLock, LockLayer, PathSegment};
+use distlock_tower::{HeldLock, LockLayer, PathParam};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
@@ -44,13 +44,18 @@ async fn pay(State(server): State<&'static str>, Path(id): Path<u32>, req: Reque
 
 /// The app of one server: the order routes behind the layer, `/health` not.
 fn app(server: &'static str, manager: LockManager) -> Router {
-    // Segment 1 of `/orders/42/pay` is `42`: the lock is `order:42`, the name
-    // a background job would lock too.
-    let layer = LockLayer::new(manager, PathSegment::new(1).prefix("order:"))
+    // The route's `{id}` of `/orders/42/pay` is `42`: the lock is `order:42`,
+    // the name a background job would lock too. The prefix keeps clients from
+    // naming any other lock.
+    let layer = LockLayer::new(manager, PathParam::new("id").prefix("order:"))
         .ttl(Duration::from_secs(10)) // a crashed server frees its orders within 10 s
         .expect("a valid TTL")
         .wait(Duration::from_secs(1)) // then 503 + Retry-After
-        .retry_after(Duration::from_secs(2));
+        .retry_after(Duration::from_secs(2))
+        .max_hold(Duration::from_secs(30)) // no request holds an order longer
+        .max_waiters(16) // more requests for one order are shed at once
+        .require_key(); // the routes below never run unlocked
+                        // Router::layer wraps each route after routing, so `PathParam` sees `{id}`.
     Router::new()
         .route("/orders/{id}/pay", post(pay))
         .layer(layer)

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use distlock::{EtcdConfig, LockManager, LockOptions};
 use distlock_tests::Etcd;
-use distlock_tower::{Header, LockLayer};
+use distlock_tower::{GrpcMethod, LockLayer};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic_health::pb::health_client::HealthClient;
@@ -52,7 +52,9 @@ async fn main() -> Result<(), Error> {
     let config = EtcdConfig::new(etcd.endpoints());
     let manager = LockManager::connect(config.clone(), "/shop").await?;
 
-    let layer = LockLayer::new(manager, Header::new("x-order-id").prefix("order:"))
+    // Every method of the health service, keyed by the `x-order-id` metadata.
+    let order = GrpcMethod::new("/grpc.health.v1.Health/*", "x-order-id").prefix("order:");
+    let layer = LockLayer::new(manager, order)
         .ttl(Duration::from_secs(10))
         .expect("a valid TTL")
         .wait(Duration::from_millis(500));

@@ -3,7 +3,9 @@
 //!
 //! [`LockLayer`] wraps a service (an axum `Router`, a tonic server, any
 //! `tower::Service<http::Request<B>>`). For each request a [`KeyExtractor`]
-//! names a lock — from a [`Header`], a [`PathSegment`] or a closure — and:
+//! names a lock — from a [`Header`], a [`PathSegment`], a [`Query`]
+//! parameter, axum's named path parameter (`PathParam`), a gRPC method's
+//! metadata ([`GrpcMethod`]), a closure, or the first of two ([`Or`]) — and:
 //!
 //! - requests with the same key run one at a time, fleet-wide; requests with
 //!   different keys run concurrently; requests without a key pass through;
@@ -12,7 +14,14 @@
 //! - the lock covers the whole response, streamed body included, and is
 //!   released as soon as the body ends or the client goes away;
 //! - a request that waits too long gets HTTP 503 with `Retry-After`, or gRPC
-//!   `UNAVAILABLE` (see [`Rejection`]); so does one whose backend fails.
+//!   `UNAVAILABLE` (see [`Rejection`]); so does one whose backend fails;
+//! - protections: [`max_hold`](LockLayer::max_hold) (the longest a request
+//!   holds its key), [`max_waiters`](LockLayer::max_waiters) (load shedding
+//!   per key), [`require_key`](LockLayer::require_key) (400 instead of
+//!   running unlocked).
+//!
+//! Prefix every client-supplied key (`.prefix("order:")`), so that clients
+//! cannot name locks that background jobs use.
 //!
 //! The key is the lock's name as is: a background job holding
 //! `manager.new_lock("order:42", ..)` and a request with key `order:42`
@@ -44,14 +53,24 @@
 //! # }
 //! ```
 //!
-//! With tonic: `Server::builder().layer(LockLayer::new(manager, Header::new("x-order-id")))`.
+//! With tonic: `Server::builder().layer(LockLayer::new(manager, Header::new("x-order-id").prefix("order:")))`.
 //!
 //! See [`lock`] for what happens when, including a lock lost mid-request.
+//!
+//! # Features
+//!
+//! - `axum`: `PathParam`, axum's named path parameter
+//!   as the key.
+//! - `tonic`: `Rejection::to_status`. gRPC clients get proper statuses
+//!   without it: the layer writes `grpc-status` itself.
 
 pub mod extract;
 pub mod lock;
 mod rejection;
+mod report;
 
-pub use extract::{Header, KeyExtractor, PathSegment};
+#[cfg(feature = "axum")]
+pub use extract::PathParam;
+pub use extract::{GrpcMethod, Header, InvalidGrpcMethod, KeyExtractor, Or, PathSegment, Query};
 pub use lock::{HeldLock, LockBody, LockLayer, LockService, ResponseFuture};
 pub use rejection::{Rejection, RejectionKind};

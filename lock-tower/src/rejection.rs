@@ -37,6 +37,16 @@ pub enum RejectionKind {
     /// The lock was lost (lease expired, force-unlocked) before the service
     /// produced its response; the service's future was dropped.
     Lost,
+    /// The request held its key for the layer's
+    /// [`max_hold`](crate::LockLayer::max_hold) before the service produced
+    /// its response; the service's future was dropped.
+    MaxHold,
+    /// [`max_waiters`](crate::LockLayer::max_waiters) requests already wait
+    /// for the key on this server: the request was shed without waiting.
+    QueueFull,
+    /// The extractor found no key and the layer
+    /// [requires one](crate::LockLayer::require_key).
+    MissingKey,
 }
 
 /// A request the layer answered itself: its kind, key, the underlying
@@ -48,12 +58,14 @@ pub enum RejectionKind {
 ///
 /// | kind | HTTP | gRPC |
 /// |---|---|---|
-/// | `Timeout`, `Unavailable`, `Lost` | 503 + `Retry-After` | `UNAVAILABLE` |
-/// | `InvalidKey` | 400 | `INVALID_ARGUMENT` |
+/// | `Timeout`, `Unavailable`, `Lost`, `MaxHold`, `QueueFull` | 503 + `Retry-After` | `UNAVAILABLE` |
+/// | `InvalidKey`, `MissingKey` | 400 | `INVALID_ARGUMENT` |
 ///
 /// A request is taken for gRPC when its `content-type` starts with
 /// `application/grpc`; its rejection is then a trailers-only gRPC response
-/// (HTTP 200 with `grpc-status` and `grpc-message`), as `tonic::Status` makes.
+/// (HTTP 200 with `grpc-status` and `grpc-message`), as `tonic::Status` makes;
+/// this needs no tonic dependency. With the `tonic` feature,
+/// `Rejection::to_status` gives the `tonic::Status` itself.
 ///
 /// # Example
 ///
@@ -192,9 +204,10 @@ impl Rejection {
         if self.grpc {
             return self.grpc_response();
         }
-        let (status, retry) = match self.kind {
-            RejectionKind::InvalidKey => (StatusCode::BAD_REQUEST, false),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, true),
+        let (status, retry) = if self.is_client_error() {
+            (StatusCode::BAD_REQUEST, false)
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, true)
         };
         let mut response = Response::new(Bytes::from_static(self.message().as_bytes()));
         *response.status_mut() = status;
@@ -209,26 +222,89 @@ impl Rejection {
         response
     }
 
+    /// Whether the request itself was at fault (400 / `INVALID_ARGUMENT`)
+    /// rather than the lock service or the key's load (503 / `UNAVAILABLE`).
+    fn is_client_error(&self) -> bool {
+        matches!(
+            self.kind,
+            RejectionKind::InvalidKey | RejectionKind::MissingKey
+        )
+    }
+
+    /// The gRPC status code: 3 (`INVALID_ARGUMENT`) or 14 (`UNAVAILABLE`).
+    fn grpc_code(&self) -> u8 {
+        if self.is_client_error() {
+            GRPC_INVALID_ARGUMENT
+        } else {
+            GRPC_UNAVAILABLE
+        }
+    }
+
+    /// The rejection as a `tonic::Status` (`UNAVAILABLE` or
+    /// `INVALID_ARGUMENT`, with the [`message`](Rejection::message)), e.g. to
+    /// answer from a tonic interceptor or a handler the same way the layer does.
+    /// Needs the `tonic` feature.
+    ///
+    /// ```
+    /// use distlock::{ErrorCode, LockError};
+    /// use distlock_tower::{Rejection, RejectionKind};
+    ///
+    /// let r = Rejection::new(RejectionKind::QueueFull, "order:42", LockError::new(ErrorCode::Timeout, "queue full"));
+    /// assert_eq!(r.to_status().code(), tonic::Code::Unavailable);
+    /// ```
+    #[cfg(feature = "tonic")]
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(
+            tonic::Code::from(i32::from(self.grpc_code())),
+            self.message(),
+        )
+    }
+
+    /// A trailers-only gRPC response: HTTP 200, `content-type:
+    /// application/grpc`, `grpc-status` and `grpc-message` (what
+    /// `tonic::Status::into_http` makes), plus `Retry-After` when retrying helps.
     fn grpc_response(&self) -> Response<Bytes> {
-        let status = match self.kind {
-            RejectionKind::InvalidKey => tonic::Status::invalid_argument(self.message()),
-            _ => tonic::Status::unavailable(self.message()),
-        };
-        let mut response = status.into_http::<()>().map(|()| Bytes::new());
-        if self.kind != RejectionKind::InvalidKey {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, retry_after_value(self.retry_after));
+        let mut response = Response::new(Bytes::new());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        grpc_status_headers(headers, self.grpc_code(), self.message());
+        if !self.is_client_error() {
+            headers.insert(header::RETRY_AFTER, retry_after_value(self.retry_after));
         }
         response
     }
 }
 
+/// gRPC status code `INVALID_ARGUMENT`.
+const GRPC_INVALID_ARGUMENT: u8 = 3;
+/// gRPC status code `UNAVAILABLE`.
+const GRPC_UNAVAILABLE: u8 = 14;
+
+/// Adds `grpc-status: code` and `grpc-message: message` (percent-encoded as
+/// the gRPC HTTP/2 protocol asks: bytes outside printable ASCII, and `%`).
+fn grpc_status_headers(headers: &mut http::HeaderMap, code: u8, message: &str) {
+    headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    let mut encoded = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    if let Ok(value) = HeaderValue::try_from(encoded) {
+        headers.insert("grpc-message", value);
+    }
+}
+
 /// The `grpc-status`/`grpc-message` trailers that end a gRPC response whose
-/// lock was lost while it streamed.
-pub(crate) fn lost_trailers() -> http::HeaderMap {
+/// lock was lost (or held past `max_hold`) while it streamed.
+pub(crate) fn lost_trailers(kind: RejectionKind) -> http::HeaderMap {
     let mut trailers = http::HeaderMap::new();
-    let _ = tonic::Status::unavailable(message(RejectionKind::Lost)).add_header(&mut trailers);
+    grpc_status_headers(&mut trailers, GRPC_UNAVAILABLE, message(kind));
     trailers
 }
 
@@ -238,6 +314,11 @@ fn message(kind: RejectionKind) -> &'static str {
         RejectionKind::InvalidKey => "invalid lock key for this request",
         RejectionKind::Lost => "the resource's lock was lost while handling the request; retry",
         RejectionKind::Unavailable => "the lock service is unavailable; retry later",
+        RejectionKind::MaxHold => {
+            "the request held the resource's lock for as long as it may; retry"
+        }
+        RejectionKind::QueueFull => "resource busy: too many requests wait for it; retry later",
+        RejectionKind::MissingKey => "this request must name the resource it locks",
     }
 }
 
@@ -286,8 +367,39 @@ mod tests {
         let status = tonic::Status::from_header_map(r.default_response().headers()).unwrap();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
 
-        let trailers = lost_trailers();
+        let mut r = rejection(RejectionKind::MissingKey);
+        r.grpc = true;
+        let status = tonic::Status::from_header_map(r.default_response().headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+        let trailers = lost_trailers(RejectionKind::Lost);
         assert_eq!(trailers["grpc-status"], "14");
-        assert!(trailers.contains_key("grpc-message"));
+        let status = tonic::Status::from_header_map(&trailers).unwrap();
+        assert_eq!(status.message(), message(RejectionKind::Lost));
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded_like_tonic_decodes_them() {
+        let mut headers = http::HeaderMap::new();
+        grpc_status_headers(&mut headers, GRPC_UNAVAILABLE, "50% busy; naïve\n");
+        assert_eq!(headers["grpc-message"], "50%25 busy; na%C3%AFve%0A");
+        let status = tonic::Status::from_header_map(&headers).unwrap();
+        assert_eq!(status.message(), "50% busy; naïve\n");
+    }
+
+    #[test]
+    fn shedding_and_missing_keys() {
+        let resp = rejection(RejectionKind::QueueFull).default_response();
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().contains_key("retry-after"));
+        assert_eq!(
+            rejection(RejectionKind::MaxHold)
+                .default_response()
+                .status(),
+            503
+        );
+        let resp = rejection(RejectionKind::MissingKey).default_response();
+        assert_eq!(resp.status(), 400);
+        assert!(resp.headers().get("retry-after").is_none());
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use distlock::{EtcdConfig, LockManager, LockOptions};
 use distlock_tests::Etcd;
-use distlock_tower::{Header, LockLayer};
+use distlock_tower::{GrpcMethod, Header, KeyExtractor, LockLayer};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 use tonic::transport::{server::TcpIncoming, Channel, Server};
@@ -35,6 +35,15 @@ impl Drop for Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with(Header::new("x-key"), None).await
+    }
+
+    /// The health service behind a layer keyed by `extractor`, with
+    /// `max_hold` if given.
+    async fn start_with<E>(extractor: E, max_hold: Option<Duration>) -> Fixture
+    where
+        E: KeyExtractor<tonic::body::Body> + Send + Sync + 'static,
+    {
         let etcd = Etcd::start().await;
         let namespace = etcd.namespace();
         let connect = || LockManager::connect(EtcdConfig::new(etcd.endpoints()), &namespace);
@@ -43,10 +52,14 @@ impl Fixture {
         let (_reporter, health) = tonic_health::server::health_reporter();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let layer = LockLayer::new(manager, Header::new("x-key"))
+        let layer = LockLayer::new(manager, extractor)
             .ttl(Duration::from_secs(5))
             .unwrap()
             .wait(WAIT);
+        let layer = match max_hold {
+            Some(limit) => layer.max_hold(limit),
+            None => layer,
+        };
         let server = tokio::spawn(async move {
             Server::builder()
                 .layer(layer)
@@ -145,4 +158,57 @@ async fn a_server_stream_holds_its_lock_until_dropped_or_lost() {
     let status = end.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("lost"), "{status:?}");
+}
+
+/// `GrpcMethod`: only `Check` is locked, by its `x-key` metadata (prefixed);
+/// `Watch` with the same metadata runs unlocked; an empty value is
+/// `INVALID_ARGUMENT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_method_locks_one_method_by_a_metadata_key() {
+    let fx = Fixture::start_with(
+        GrpcMethod::new("/grpc.health.v1.Health/Check", "x-key").prefix("health:"),
+        None,
+    )
+    .await;
+    let _busy = fx.hold("health:busy").await;
+
+    let status = check(&fx.client, Some("busy")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(check(&fx.client, Some("free")).await.unwrap(), SERVING);
+
+    // Watch is another method: not locked, even with a busy key.
+    let mut client = fx.client.clone();
+    let mut watch = client
+        .watch(request(Some("busy")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, SERVING);
+
+    let status = check(&fx.client, Some("")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}
+
+/// `max_hold`: a server stream that outlives it ends with `UNAVAILABLE`
+/// trailers, and its key is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_hold_ends_a_long_server_stream() {
+    const LIMIT: Duration = Duration::from_millis(600);
+    let fx = Fixture::start_with(Header::new("x-key").prefix("health:"), Some(LIMIT)).await;
+    let mut client = fx.client.clone();
+    let started = Instant::now();
+    let mut watch = client
+        .watch(request(Some("long")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some());
+    let end = timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("max_hold ends the stream");
+    let status = end.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("as long as it may"), "{status:?}");
+    assert!(started.elapsed() >= LIMIT, "{:?}", started.elapsed());
+    assert_eq!(check(&fx.client, Some("long")).await.unwrap(), SERVING);
 }

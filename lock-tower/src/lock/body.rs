@@ -5,12 +5,10 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use distlock::{ErrorCode, LockError, LockGuard};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tracing::warn;
 
-use super::future::BoxFuture;
+use super::future::{ended_error, Ctx, Held};
 use crate::rejection::lost_trailers;
 
 /// The error type of [`LockBody`].
@@ -21,10 +19,13 @@ pin_project! {
     /// service's body, holding the request's lock (if any) until the body ends,
     /// fails or is dropped; or a rejection's body.
     ///
-    /// If the lock is lost while the body streams, the body stops: an HTTP body
-    /// ends with an error (the server then resets the stream or closes the
-    /// connection, so the client cannot take the truncated body for a
-    /// complete one), a gRPC body ends with `UNAVAILABLE` trailers.
+    /// If the lock is lost (or held for the layer's
+    /// [`max_hold`](super::LockLayer::max_hold)) while the body streams, the
+    /// body stops: an HTTP body ends with an error (the server then resets the
+    /// stream or closes the connection, so the client cannot take the
+    /// truncated body for a complete one), a gRPC body ends with `UNAVAILABLE`
+    /// trailers. A body that ends in the very poll in which the lock ends is
+    /// sent complete: the work behind it is done.
     ///
     /// # Example
     ///
@@ -35,7 +36,7 @@ pin_project! {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let manager = distlock::LockManager::in_memory();
-    /// let service = LockLayer::new(manager.clone(), Header::new("x-key")).layer(service_fn(
+    /// let service = LockLayer::new(manager.clone(), Header::new("x-key").prefix("k:")).layer(service_fn(
     ///     |_req: http::Request<String>| async {
     ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("streamed")))
     ///     },
@@ -44,7 +45,7 @@ pin_project! {
     /// let body: LockBody<String> = service.oneshot(req).await.unwrap().into_body();
     ///
     /// // The body holds the lock until it has been read to its end.
-    /// let other = manager.new_lock("k", Default::default()).unwrap();
+    /// let other = manager.new_lock("k:k", Default::default()).unwrap();
     /// assert!(other.try_lock().await.unwrap().is_none());
     /// assert_eq!(body.collect().await.unwrap().to_bytes(), "streamed");
     /// # tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -79,12 +80,10 @@ pin_project! {
     }
 }
 
-/// The lock a body holds.
+/// The lock a body holds, and its request's key and settings.
 struct Hold {
-    guard: LockGuard,
-    lost: BoxFuture<()>,
-    key: String,
-    grpc: bool,
+    held: Held,
+    ctx: Ctx,
 }
 
 impl<B> LockBody<B> {
@@ -94,22 +93,11 @@ impl<B> LockBody<B> {
         }
     }
 
-    pub(crate) fn locked(
-        body: B,
-        guard: LockGuard,
-        lost: BoxFuture<()>,
-        key: String,
-        grpc: bool,
-    ) -> Self {
+    pub(crate) fn locked(body: B, held: Held, ctx: Ctx) -> Self {
         LockBody {
             kind: Kind::Locked {
                 body,
-                hold: Some(Hold {
-                    guard,
-                    lost,
-                    key,
-                    grpc,
-                }),
+                hold: Some(Hold { held, ctx }),
                 ended: false,
             },
         }
@@ -139,27 +127,42 @@ where
         match self.project().kind.project() {
             KindProj::Unlocked { body } => body.poll_frame(cx).map_err(Into::into),
             KindProj::Rejected { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Locked { body, hold, ended } => {
+            KindProj::Locked {
+                mut body,
+                hold,
+                ended,
+            } => {
                 if *ended {
                     return Poll::Ready(None);
                 }
-                if let Some(h) = hold {
-                    if h.lost.as_mut().poll(cx).is_ready() {
-                        *ended = true;
-                        let Hold {
-                            guard, key, grpc, ..
-                        } = hold.take().expect("checked above");
-                        drop(guard);
-                        warn!(%key, "lock lost while the response streamed; ending the body");
-                        return Poll::Ready(Some(if grpc {
-                            Ok(Frame::trailers(lost_trailers()))
-                        } else {
-                            Err(Box::new(LockError::new(
-                                ErrorCode::Expired,
-                                format!("lock `{key}` was lost while the response streamed"),
-                            )))
-                        }));
+                let end = hold.as_mut().and_then(|h| h.held.poll_end(cx));
+                if let Some(kind) = end {
+                    // The lock ended. A body that completes in this very poll
+                    // is sent whole (its work is done); any other stops here.
+                    *ended = true;
+                    let Hold { held, ctx } = hold.take().expect("checked above");
+                    let last = match body.as_mut().poll_frame(cx) {
+                        Poll::Ready(None) => Some(None),
+                        Poll::Ready(Some(Ok(frame)))
+                            if frame.is_trailers() || body.is_end_stream() =>
+                        {
+                            Some(Some(Ok(frame)))
+                        }
+                        Poll::Ready(Some(Err(e))) => Some(Some(Err(e.into()))),
+                        _ => None,
+                    };
+                    drop(held);
+                    if let Some(last) = last {
+                        ctx.settings.reporter.completed_anyway(kind, &ctx.key);
+                        return Poll::Ready(last);
                     }
+                    let err = ended_error(kind, &ctx.key, "while the response streamed");
+                    ctx.settings.reporter.stream_ended(kind, &ctx.key, &err);
+                    return Poll::Ready(Some(if ctx.grpc {
+                        Ok(Frame::trailers(lost_trailers(kind)))
+                    } else {
+                        Err(Box::new(err))
+                    }));
                 }
                 let frame = ready!(body.poll_frame(cx));
                 if !matches!(frame, Some(Ok(_))) {
@@ -195,7 +198,7 @@ impl<B> fmt::Debug for LockBody<B> {
         let mut s = f.debug_struct("LockBody");
         match &self.kind {
             Kind::Unlocked { .. } => s.field("lock", &"none"),
-            Kind::Locked { hold: Some(h), .. } => s.field("lock", &h.key),
+            Kind::Locked { hold: Some(h), .. } => s.field("lock", &h.ctx.key),
             Kind::Locked { hold: None, .. } => s.field("lock", &"released"),
             Kind::Rejected { .. } => s.field("lock", &"rejected"),
         };

@@ -6,26 +6,45 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use distlock::{ErrorCode, LockError, LockGuard, LockManager, LockOptions, OwnerScope};
 use http::Response;
 use pin_project_lite::pin_project;
-use tracing::{debug, warn};
+use tokio_util::sync::CancellationToken;
 
-use super::layer::Settings;
+use super::layer::{Settings, WaiterSlot};
 use super::{HeldLock, LockBody};
 use crate::rejection::{Rejection, RejectionKind};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Calls the (ready) inner service once the lock is held.
-pub(crate) type Call<F> = Box<dyn FnOnce(HeldLock) -> F + Send>;
+/// How long a zero [`wait`](super::LockLayer::wait) (one attempt) may take,
+/// backend retries included.
+pub(crate) const TRY_ONCE_LIMIT: Duration = Duration::from_secs(1);
+
+/// The inner service and the request, not yet called. The service is made
+/// ready only when the request may run (its lock held), so a request waiting
+/// for its key never holds capacity that the inner service reserves in
+/// `poll_ready` (tower's `ConcurrencyLimit`, `Buffer`, ...).
+pub(crate) trait Pending<F: Future>: Send {
+    /// The inner service's `poll_ready`; its error comes back as the
+    /// request's output.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), F::Output>>;
+
+    /// Calls the (ready) inner service, with `held` in the request's
+    /// extensions if given.
+    fn call(self: Box<Self>, held: Option<HeldLock>) -> F;
+}
+
+/// A boxed [`Pending`] call.
+pub(crate) type Call<F> = Box<dyn Pending<F>>;
 
 pin_project! {
     /// The response future of [`LockService`](super::LockService): it waits for
-    /// the request's lock (if it has a key), runs the inner service's future
-    /// under it, and returns its response with the lock handed on to the
-    /// [`LockBody`], or a rejection response.
+    /// the request's lock (if it has a key), makes the inner service ready and
+    /// runs its future under the lock, and returns its response with the lock
+    /// handed on to the [`LockBody`], or a rejection response.
     ///
     /// Dropping it gives up the wait or the lock at once.
     ///
@@ -36,7 +55,7 @@ pin_project! {
     /// use tower::{service_fn, Layer, Service};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let mut service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let mut service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .layer(service_fn(|_req: http::Request<String>| async {
     ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hi")))
     ///     }));
@@ -45,7 +64,7 @@ pin_project! {
     /// assert_eq!(future.await.unwrap().status(), 200);
     /// # }
     /// ```
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F: Future> {
         #[pin]
         state: State<F>,
     }
@@ -53,7 +72,11 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F: Future> {
+        /// No key: waiting for the inner service to be ready.
+        Preparing {
+            call: Option<Call<F>>,
+        },
         /// No key: the inner future as it is.
         Unlocked {
             #[pin]
@@ -61,40 +84,40 @@ pin_project! {
         },
         /// Waiting for the lock.
         Acquiring {
-            acquire: BoxFuture<distlock::Result<LockGuard>>,
+            acquire: BoxFuture<Result<LockGuard, Refusal>>,
             call: Option<Call<F>>,
+            ctx: Option<Ctx>,
+            // Counts this request among the key's waiters until it leaves this state.
+            waiter: Option<WaiterSlot>,
+        },
+        /// The lock is held; waiting for the inner service to be ready.
+        Readying {
+            call: Option<Call<F>>,
+            held: Option<Held>,
             ctx: Option<Ctx>,
         },
         /// The inner future runs under the lock.
         Running {
             #[pin]
             future: F,
-            guard: Option<LockGuard>,
-            lost: Option<BoxFuture<()>>,
+            held: Option<Held>,
             ctx: Option<Ctx>,
-            // The request's owner scope: the inner service runs in it.
-            scope: OwnerScope,
         },
         Done,
     }
 }
 
 /// What a keyed request needs besides its lock.
-struct Ctx {
-    settings: Arc<Settings>,
-    key: String,
-    grpc: bool,
+pub(crate) struct Ctx {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) key: String,
+    pub(crate) grpc: bool,
 }
 
 impl Ctx {
     /// The rejection response for `err`.
     fn reject<B>(self, kind: RejectionKind, error: LockError) -> Response<LockBody<B>> {
-        match kind {
-            RejectionKind::Timeout | RejectionKind::InvalidKey => {
-                debug!(key = %self.key, %error, ?kind, "request rejected")
-            }
-            _ => warn!(key = %self.key, %error, ?kind, "request rejected"),
-        }
+        self.settings.reporter.rejected(kind, &self.key, &error);
         let mut rejection = Rejection::new(kind, self.key, error);
         rejection.grpc = self.grpc;
         rejection.retry_after = self.settings.retry_after;
@@ -102,20 +125,126 @@ impl Ctx {
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn unlocked(future: F) -> Self {
+/// Why a request did not get its lock.
+pub(crate) struct Refusal {
+    kind: RejectionKind,
+    error: LockError,
+}
+
+impl Refusal {
+    pub(crate) fn new(kind: RejectionKind, error: LockError) -> Self {
+        Refusal { kind, error }
+    }
+}
+
+impl From<LockError> for Refusal {
+    /// How an acquisition failure is answered.
+    fn from(error: LockError) -> Self {
+        let kind = match error.code() {
+            ErrorCode::Timeout => RejectionKind::Timeout,
+            ErrorCode::InvalidKey => RejectionKind::InvalidKey,
+            _ => RejectionKind::Unavailable,
+        };
+        Refusal { kind, error }
+    }
+}
+
+/// A request's hold on its lock: the guard, what ends the hold (the lock
+/// lost, or `max_hold` reached), and the handler's [`HeldLock`] view, whose
+/// `lost()` resolves when this is dropped or the hold ends.
+pub(crate) struct Held {
+    /// Released when this is dropped.
+    _guard: LockGuard,
+    /// Resolves with `Lost` or `MaxHold`; `None` once it has.
+    end: Option<BoxFuture<RejectionKind>>,
+    ended: Option<RejectionKind>,
+    view: HeldLock,
+    token: CancellationToken,
+    /// The request's owner scope: the inner service runs in it, so locking
+    /// the request's key in there (a `#[distributed_lock]` call, a second
+    /// layer, `manager.new_lock(key)`) runs under this hold.
+    scope: OwnerScope,
+}
+
+impl Held {
+    fn new(key: String, guard: LockGuard, max_hold: Option<Duration>) -> Self {
+        let (view, token) = HeldLock::new(key, &guard);
+        let scope = guard.scope();
+        let lost = guard.lost();
+        let end: BoxFuture<RejectionKind> = match max_hold {
+            None => Box::pin(async move {
+                lost.await;
+                RejectionKind::Lost
+            }),
+            Some(limit) => Box::pin(async move {
+                match tokio::time::timeout(limit, lost).await {
+                    Ok(()) => RejectionKind::Lost,
+                    Err(_) => RejectionKind::MaxHold,
+                }
+            }),
+        };
+        Held {
+            _guard: guard,
+            end: Some(end),
+            ended: None,
+            view,
+            token,
+            scope,
+        }
+    }
+
+    /// Whether the hold has ended (`Lost` or `MaxHold`); on the first poll
+    /// that sees it, the handler's [`HeldLock`] learns it too.
+    pub(crate) fn poll_end(&mut self, cx: &mut Context<'_>) -> Option<RejectionKind> {
+        if self.ended.is_none() {
+            if let Some(end) = &mut self.end {
+                if let Poll::Ready(kind) = end.as_mut().poll(cx) {
+                    self.end = None;
+                    self.ended = Some(kind);
+                    self.token.cancel();
+                }
+            }
+        }
+        self.ended
+    }
+}
+
+/// The error behind a hold that ended (`kind`: `Lost` or `MaxHold`) `when`.
+pub(crate) fn ended_error(kind: RejectionKind, key: &str, when: &str) -> LockError {
+    let message = match kind {
+        RejectionKind::MaxHold => format!("lock `{key}` was held for max_hold {when}"),
+        _ => format!("lock `{key}` was lost {when}"),
+    };
+    LockError::new(ErrorCode::Expired, message)
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // The guard is released right after this: the hold is over.
+        self.token.cancel();
+    }
+}
+
+impl<F: Future> ResponseFuture<F> {
+    pub(crate) fn unlocked(call: Call<F>) -> Self {
         ResponseFuture {
-            state: State::Unlocked { future },
+            state: State::Preparing { call: Some(call) },
         }
     }
 
     pub(crate) fn locked(settings: Arc<Settings>, key: String, grpc: bool, call: Call<F>) -> Self {
-        let acquire = Box::pin(acquire(
-            settings.manager.clone(),
-            key.clone(),
-            settings.options.clone(),
-            settings.wait,
-        ));
+        let (acquire, waiter): (BoxFuture<_>, _) = match settings.waiters.enter(&key) {
+            Ok(waiter) => (
+                Box::pin(acquire(
+                    settings.manager.clone(),
+                    key.clone(),
+                    settings.options.clone(),
+                    settings.wait,
+                )),
+                waiter,
+            ),
+            Err(refusal) => (Box::pin(std::future::ready(Err(refusal))), None),
+        };
         ResponseFuture {
             state: State::Acquiring {
                 acquire,
@@ -125,28 +254,56 @@ impl<F> ResponseFuture<F> {
                     key,
                     grpc,
                 }),
+                waiter,
+            },
+        }
+    }
+
+    /// A future that answers `refusal` without calling the inner service.
+    pub(crate) fn rejected(settings: Arc<Settings>, grpc: bool, refusal: Refusal) -> Self {
+        ResponseFuture {
+            state: State::Acquiring {
+                acquire: Box::pin(std::future::ready(Err(refusal))),
+                call: None,
+                ctx: Some(Ctx {
+                    settings,
+                    key: String::new(),
+                    grpc,
+                }),
+                waiter: None,
             },
         }
     }
 }
 
-/// Takes the lock `key` with a handle of its own, waiting at most `wait`
-/// (a zero wait tries once).
+/// Takes the lock `key` with a handle of its own, waiting at most `wait`.
+/// A zero wait tries once; that attempt, backend retries included, is cut
+/// off after [`TRY_ONCE_LIMIT`]: every wait the layer makes is bounded.
 async fn acquire(
     manager: LockManager,
     key: String,
     options: LockOptions,
-    wait: std::time::Duration,
-) -> distlock::Result<LockGuard> {
-    manager.new_lock(key, options)?.lock_timeout(wait).await
-}
-
-/// How an acquisition failure is answered.
-fn kind_of(err: &LockError) -> RejectionKind {
-    match err.code() {
-        ErrorCode::Timeout => RejectionKind::Timeout,
-        ErrorCode::InvalidKey => RejectionKind::InvalidKey,
-        _ => RejectionKind::Unavailable,
+    wait: Duration,
+) -> Result<LockGuard, Refusal> {
+    let lock = manager.new_lock(key, options)?;
+    let bound = if wait.is_zero() { TRY_ONCE_LIMIT } else { wait };
+    match tokio::time::timeout(bound, lock.lock_timeout(wait)).await {
+        Ok(acquired) => Ok(acquired?),
+        // One attempt that took this long: the backend did not answer.
+        Err(_) if wait.is_zero() => Err(Refusal::new(
+            RejectionKind::Unavailable,
+            LockError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "lock `{}`: the backend did not answer within {bound:?}",
+                    lock.name()
+                ),
+            ),
+        )),
+        Err(_) => Err(Refusal::from(LockError::new(
+            ErrorCode::Timeout,
+            format!("lock `{}` not acquired within {bound:?}", lock.name()),
+        ))),
     }
 }
 
@@ -160,78 +317,113 @@ where
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
+                StateProj::Preparing { call } => {
+                    let pending = call
+                        .as_mut()
+                        .expect("ResponseFuture polled after completion");
+                    if let Err(err) = ready!(pending.poll_ready(cx)) {
+                        state.set(State::Done);
+                        return Poll::Ready(err.map(|r| r.map(LockBody::unlocked)));
+                    }
+                    let future = call.take().expect("checked above").call(None);
+                    state.set(State::Unlocked { future });
+                }
                 StateProj::Unlocked { future } => {
                     let result = ready!(future.poll(cx));
+                    state.set(State::Done);
                     return Poll::Ready(result.map(|response| response.map(LockBody::unlocked)));
                 }
-                StateProj::Acquiring { acquire, call, ctx } => {
+                StateProj::Acquiring {
+                    acquire, call, ctx, ..
+                } => {
                     let acquired = ready!(acquire.as_mut().poll(cx));
                     let ctx = ctx.take().expect("ResponseFuture polled after completion");
                     match acquired {
-                        Err(err) => {
+                        Err(refusal) => {
                             state.set(State::Done);
-                            return Poll::Ready(Ok(ctx.reject(kind_of(&err), err)));
+                            return Poll::Ready(Ok(ctx.reject(refusal.kind, refusal.error)));
                         }
                         Ok(guard) => {
+                            ctx.settings.reporter.recovered();
                             let call = call.take().expect("ResponseFuture polled after completion");
-                            let held = HeldLock::new(ctx.key.clone(), guard.fencing_token());
-                            let lost: BoxFuture<()> = Box::pin(guard.lost());
-                            // Work done for the request runs as its owner:
-                            // locking its key in there (a #[distributed_lock]
-                            // call, a second layer) runs under this hold.
-                            let scope = guard.scope();
-                            let future = scope.enter(|| call(held));
-                            state.set(State::Running {
-                                future,
-                                guard: Some(guard),
-                                lost: Some(lost),
+                            let held = Held::new(ctx.key.clone(), guard, ctx.settings.max_hold);
+                            // Leaving `Acquiring` frees the waiter slot.
+                            state.set(State::Readying {
+                                call: Some(call),
+                                held: Some(held),
                                 ctx: Some(ctx),
-                                scope,
                             });
                         }
                     }
                 }
-                StateProj::Running {
-                    future,
-                    guard,
-                    lost,
-                    ctx,
-                    scope,
-                } => {
-                    // A response ready in the poll that notices the loss is
-                    // returned: the handler's work is done.
-                    let polled = scope.enter(|| future.poll(cx));
-                    let is_lost = lost
-                        .as_mut()
-                        .is_some_and(|lost| lost.as_mut().poll(cx).is_ready());
-                    if is_lost && polled.is_pending() {
-                        let ctx = ctx.take().expect("ResponseFuture polled after completion");
-                        // Drops the inner future: cancelled at its await point.
+                StateProj::Readying { call, held, ctx } => {
+                    let end = held.as_mut().and_then(|h| h.poll_end(cx));
+                    if let Some(kind) = end {
+                        let (held, ctx) = (held.take(), ctx.take());
+                        let (Some(held), Some(ctx)) = (held, ctx) else {
+                            panic!("ResponseFuture polled after completion");
+                        };
                         state.set(State::Done);
-                        let err = LockError::new(
-                            ErrorCode::Expired,
-                            format!("lock `{}` was lost while the request ran", ctx.key),
-                        );
-                        return Poll::Ready(Ok(ctx.reject(RejectionKind::Lost, err)));
+                        let err = ended_error(kind, &ctx.key, "before the service was ready");
+                        drop(held);
+                        return Poll::Ready(Ok(ctx.reject(kind, err)));
                     }
-                    let result = ready!(polled);
-                    let (Some(guard), Some(mut lost), Some(ctx)) =
-                        (guard.take(), lost.take(), ctx.take())
+                    let pending = call
+                        .as_mut()
+                        .expect("ResponseFuture polled after completion");
+                    if let Err(err) = ready!(pending.poll_ready(cx)) {
+                        // Releases the lock (dropping `held`).
+                        state.set(State::Done);
+                        return Poll::Ready(err.map(|r| r.map(LockBody::unlocked)));
+                    }
+                    let (Some(call), Some(held), Some(ctx)) =
+                        (call.take(), held.take(), ctx.take())
                     else {
                         panic!("ResponseFuture polled after completion");
                     };
-                    if is_lost {
-                        // The handler's work is done: its response goes out
-                        // as is (a loss noticed later still stops the body).
-                        warn!(key = %ctx.key, "lock lost as the request completed; returning its response");
-                        lost = Box::pin(std::future::pending());
-                    }
+                    let future = held.scope.enter(|| call.call(Some(held.view.clone())));
+                    state.set(State::Running {
+                        future,
+                        held: Some(held),
+                        ctx: Some(ctx),
+                    });
+                }
+                StateProj::Running { future, held, ctx } => {
+                    // The end of the hold is seen first, so that the handler's
+                    // `HeldLock` knows it in the poll below.
+                    let end = held.as_mut().and_then(|h| h.poll_end(cx));
+                    // Work that completes in the poll in which the lock ends
+                    // returns its result: its side effects are done, and a
+                    // rejection would invite the client to do them again.
+                    let polled = match held.as_ref() {
+                        Some(h) => h.scope.enter(|| future.poll(cx)),
+                        None => future.poll(cx),
+                    };
+                    let result = match (polled, end) {
+                        (Poll::Pending, None) => return Poll::Pending,
+                        (Poll::Ready(result), end) => (result, end),
+                        (Poll::Pending, Some(kind)) => {
+                            let (Some(held), Some(ctx)) = (held.take(), ctx.take()) else {
+                                panic!("ResponseFuture polled after completion");
+                            };
+                            // Drops the inner future: cancelled at its await point.
+                            state.set(State::Done);
+                            let err = ended_error(kind, &ctx.key, "while the request ran");
+                            drop(held);
+                            return Poll::Ready(Ok(ctx.reject(kind, err)));
+                        }
+                    };
+                    let (Some(held), Some(ctx)) = (held.take(), ctx.take()) else {
+                        panic!("ResponseFuture polled after completion");
+                    };
                     state.set(State::Done);
+                    let (result, end) = result;
+                    if let Some(kind) = end {
+                        ctx.settings.reporter.completed_anyway(kind, &ctx.key);
+                    }
                     // An error drops the guard: the lock is released.
                     let response = result?;
-                    return Poll::Ready(Ok(
-                        response.map(|body| LockBody::locked(body, guard, lost, ctx.key, ctx.grpc))
-                    ));
+                    return Poll::Ready(Ok(response.map(|body| LockBody::locked(body, held, ctx))));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
@@ -239,11 +431,13 @@ where
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+impl<F: Future> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
+            State::Preparing { .. } => "preparing",
             State::Unlocked { .. } => "unlocked",
             State::Acquiring { .. } => "acquiring",
+            State::Readying { .. } => "readying",
             State::Running { .. } => "running",
             State::Done => "done",
         };

@@ -1,19 +1,20 @@
 //! [`LockLayer`]: the configuration, shared by every service it makes.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use distlock::{LockError, LockManager, LockOptions};
+use distlock::{ErrorCode, LockError, LockManager, LockOptions};
 use http::Response;
 use tower_layer::Layer;
 
+use super::future::Refusal;
 use super::LockService;
-use crate::rejection::Rejection;
+use crate::rejection::{Rejection, RejectionKind};
+use crate::report::Reporter;
 
-/// How long a request waits for its lock by default.
-const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 /// The default `Retry-After` advice.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -27,7 +28,74 @@ pub(crate) struct Settings {
     pub(crate) options: LockOptions,
     pub(crate) wait: Duration,
     pub(crate) retry_after: Duration,
+    pub(crate) max_hold: Option<Duration>,
+    pub(crate) require_key: bool,
     on_rejection: Option<Arc<RejectFn>>,
+    /// Requests waiting per key, shared by every service of the layer.
+    pub(crate) waiters: Arc<Waiters>,
+    pub(crate) reporter: Arc<Reporter>,
+}
+
+/// How many requests wait for each key on this server, and how many may.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    max: Option<usize>,
+    count: Mutex<HashMap<String, usize>>,
+}
+
+/// One request counted among its key's waiters; uncounted when dropped.
+pub(crate) struct WaiterSlot {
+    waiters: Arc<Waiters>,
+    key: String,
+}
+
+impl Waiters {
+    /// Counts a request as a waiter for `key`, or refuses it when
+    /// `max_waiters` already wait. `None` when there is no limit (nothing to
+    /// count).
+    pub(crate) fn enter(self: &Arc<Self>, key: &str) -> Result<Option<WaiterSlot>, Refusal> {
+        let Some(max) = self.max else {
+            return Ok(None);
+        };
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let n = count.entry(key.to_owned()).or_default();
+        if *n >= max {
+            if *n == 0 {
+                count.remove(key);
+            }
+            return Err(Refusal::new(
+                RejectionKind::QueueFull,
+                LockError::new(
+                    ErrorCode::Timeout,
+                    format!("{max} request(s) already wait for lock `{key}` on this server"),
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(Some(WaiterSlot {
+            waiters: Arc::clone(self),
+            key: key.to_owned(),
+        }))
+    }
+
+    /// How many requests wait for `key` now.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self, key: &str) -> usize {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        count.get(key).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for WaiterSlot {
+    fn drop(&mut self) {
+        let mut count = self.waiters.count.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = count.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                count.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl Settings {
@@ -57,7 +125,19 @@ impl Settings {
 ///
 /// Defaults: wait 10 s, `Retry-After: 1`, the core's [`LockOptions::default`]
 /// (TTL 30 s, renewed every 10 s: a server that dies holding a key blocks it
-/// for up to the TTL).
+/// for up to the TTL), no [`max_hold`](LockLayer::max_hold), no
+/// [`max_waiters`](LockLayer::max_waiters), requests without a key pass
+/// (see [`require_key`](LockLayer::require_key)).
+///
+/// Put a prefix on every key a client supplies (`Header::new("x-account-id")
+/// .prefix("account:")`): the key is a lock name, and without a prefix a
+/// client could name, and so block, a lock that a background job uses.
+///
+/// Capacity limits (tower's `ConcurrencyLimit`, `Buffer`, `RateLimit`) go
+/// *inside* this layer: the layer makes its inner service ready only once a
+/// request holds its lock, so requests waiting for a busy key take no
+/// capacity from other keys. A limit outside the layer counts waiting
+/// requests too; bound those with [`max_waiters`](LockLayer::max_waiters).
 ///
 /// # Example
 ///
@@ -89,11 +169,11 @@ impl Settings {
 /// ```
 ///
 /// With tonic, on the server builder:
-/// `Server::builder().layer(LockLayer::new(manager, Header::new("x-order-id")))`
+/// `Server::builder().layer(LockLayer::new(manager, Header::new("x-order-id").prefix("order:")))`
 /// (gRPC metadata are HTTP/2 headers).
 pub struct LockLayer<E> {
     extractor: Arc<E>,
-    settings: Arc<Settings>,
+    pub(crate) settings: Arc<Settings>,
 }
 
 impl<E> LockLayer<E> {
@@ -106,7 +186,7 @@ impl<E> LockLayer<E> {
     /// use distlock_tower::{LockLayer, PathSegment};
     ///
     /// let manager = distlock::LockManager::in_memory();
-    /// let by_path = LockLayer::new(manager.clone(), PathSegment::new(1));
+    /// let by_path = LockLayer::new(manager.clone(), PathSegment::new(1).prefix("doc:"));
     ///
     /// // Lock per tenant and document; other requests run unlocked.
     /// let by_closure = LockLayer::new(manager, |req: &http::Request<Body>| {
@@ -124,9 +204,13 @@ impl<E> LockLayer<E> {
             settings: Arc::new(Settings {
                 manager,
                 options: LockOptions::default(),
-                wait: DEFAULT_WAIT,
+                wait: distlock::DEFAULT_WAIT, // the kit's one default wait
                 retry_after: DEFAULT_RETRY_AFTER,
+                max_hold: None,
+                require_key: false,
                 on_rejection: None,
+                waiters: Arc::default(),
+                reporter: Arc::default(),
             }),
         }
     }
@@ -144,11 +228,11 @@ impl<E> LockLayer<E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// use std::time::Duration;
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .ttl(Duration::from_secs(5))?;
     /// assert_eq!(layer.lock_options().renew_interval, Duration::from_secs(5) / 3);
     ///
-    /// let too_short = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let too_short = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .ttl(Duration::from_millis(500));
     /// assert_eq!(too_short.unwrap_err().code(), distlock::ErrorCode::InvalidOptions);
     /// # Ok::<(), distlock::LockError>(())
@@ -173,7 +257,7 @@ impl<E> LockLayer<E> {
     /// # use distlock_tower::{Header, LockLayer};
     /// use distlock::LockOptions;
     /// use std::time::Duration;
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .options(LockOptions::default().max_retries(3))?;
     /// assert_eq!(layer.lock_options().max_retries, 3);
     /// # Ok::<(), distlock::LockError>(())
@@ -188,7 +272,7 @@ impl<E> LockLayer<E> {
     ///
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
     /// assert_eq!(layer.lock_options(), &distlock::LockOptions::default());
     /// ```
     pub fn lock_options(&self) -> &LockOptions {
@@ -197,18 +281,86 @@ impl<E> LockLayer<E> {
 
     /// Sets how long a request waits for its lock (default 10 s); then it is
     /// rejected with [`RejectionKind::Timeout`](crate::RejectionKind::Timeout).
-    /// The wait includes reaching etcd, so a backend that does not answer also
-    /// ends in a rejection after this long. `Duration::ZERO` tries once and
-    /// rejects a request whose key is busy right away.
+    /// The wait includes reaching etcd and the backend's retries, so a backend
+    /// that does not answer also ends in a rejection after this long.
+    /// `Duration::ZERO` tries once and rejects a request whose key is busy
+    /// right away; that one attempt is bounded too, by 1 s, so a zero wait
+    /// never hangs on an unreachable backend (that is answered as
+    /// [`RejectionKind::Unavailable`], not as a busy key).
     ///
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// use std::time::Duration;
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .wait(Duration::from_millis(500));
     /// ```
     pub fn wait(mut self, wait: Duration) -> Self {
         self.settings().wait = wait;
+        self
+    }
+
+    /// Sets the longest a request may hold its key (default: no limit),
+    /// counted from the moment it has the lock to the end of its response
+    /// body. Past it, the request ends as if its lock were lost: before the
+    /// response, the handler is cancelled at its next await and the client
+    /// gets a [`RejectionKind::MaxHold`] rejection (503 / `UNAVAILABLE`); while
+    /// the body streams, the body stops (an HTTP body ends with an error, a
+    /// gRPC body with `UNAVAILABLE` trailers) and the lock is released. So a
+    /// slow-reading client, or a handler that hangs, cannot hold a key forever.
+    ///
+    /// ```
+    /// # use distlock_tower::{Header, LockLayer};
+    /// use std::time::Duration;
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("doc:"))
+    ///     .max_hold(Duration::from_secs(30));
+    /// ```
+    pub fn max_hold(mut self, limit: Duration) -> Self {
+        self.settings().max_hold = Some(limit);
+        self
+    }
+
+    /// Sets how many requests may wait for one key on this server (default:
+    /// no limit). A request for a key that already has `n` waiters here is
+    /// answered at once with [`RejectionKind::QueueFull`] (503 with
+    /// `Retry-After` / `UNAVAILABLE`) instead of queueing: load shedding for a
+    /// hot key. The request holding the key is not a waiter; `0` lets a
+    /// request in only when no other one for its key is waiting or acquiring.
+    ///
+    /// ```
+    /// # use distlock_tower::{Header, LockLayer};
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("cart:"))
+    ///     .max_waiters(8);
+    /// ```
+    pub fn max_waiters(mut self, n: usize) -> Self {
+        self.settings().waiters = Arc::new(Waiters {
+            max: Some(n),
+            count: Mutex::default(),
+        });
+        self
+    }
+
+    /// Answers requests for which the extractor finds no key with
+    /// [`RejectionKind::MissingKey`] (400 / `INVALID_ARGUMENT`) instead of
+    /// passing them through unlocked. Use it on routes that must never run
+    /// unlocked; routes added to an axum `Router` after the layer stay
+    /// unaffected.
+    ///
+    /// ```
+    /// use distlock_tower::{Header, LockLayer};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let service = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-order-id").prefix("order:"))
+    ///     .require_key()
+    ///     .layer(service_fn(|_req: http::Request<String>| async {
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    ///     }));
+    /// let without_key = http::Request::post("/pay").body(String::new()).unwrap();
+    /// assert_eq!(service.oneshot(without_key).await.unwrap().status(), 400);
+    /// # }
+    /// ```
+    pub fn require_key(mut self) -> Self {
+        self.settings().require_key = true;
         self
     }
 
@@ -218,7 +370,7 @@ impl<E> LockLayer<E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// use std::time::Duration;
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .retry_after(Duration::from_secs(5));
     /// ```
     pub fn retry_after(mut self, after: Duration) -> Self {
@@ -234,7 +386,7 @@ impl<E> LockLayer<E> {
     /// use distlock_tower::{Header, LockLayer, Rejection, RejectionKind};
     /// use http::{Response, StatusCode};
     ///
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .on_rejection(|rejection: &Rejection| match rejection.kind() {
     ///         RejectionKind::Timeout if !rejection.is_grpc() => Response::builder()
     ///             .status(StatusCode::TOO_MANY_REQUESTS)
@@ -278,6 +430,9 @@ impl fmt::Debug for Settings {
             .field("options", &self.options)
             .field("wait", &self.wait)
             .field("retry_after", &self.retry_after)
+            .field("max_hold", &self.max_hold)
+            .field("max_waiters", &self.waiters.max)
+            .field("require_key", &self.require_key)
             .field("on_rejection", &self.on_rejection.is_some())
             .finish()
     }

@@ -4,20 +4,26 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use distlock::{ErrorCode, LockError};
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::future::{Pending, Refusal};
 use super::layer::Settings;
 use super::{HeldLock, LockBody, ResponseFuture};
 use crate::extract::KeyExtractor;
+use crate::RejectionKind;
 
 /// Runs the inner service under the lock its request's key names; made by
 /// [`LockLayer`](super::LockLayer).
 ///
-/// A request without a key goes to the inner service directly. A keyed
-/// request takes the inner service as it is ready (a clone stays behind for
-/// the next call, as axum's middleware guide does) and calls it once the lock
-/// is held, with a [`HeldLock`] in the request's extensions.
+/// Each request takes a clone of the inner service and makes it ready in its
+/// [`ResponseFuture`]: a request without a key at once, a keyed request only
+/// once it holds its lock, and then calls it with a [`HeldLock`] in the
+/// request's extensions. So `poll_ready` of this service is always ready, and
+/// capacity that the inner service reserves in its `poll_ready` (tower's
+/// `ConcurrencyLimit`, `Buffer`) is never held by a request that waits for a
+/// busy key.
 ///
 /// # Example
 ///
@@ -26,7 +32,7 @@ use crate::extract::KeyExtractor;
 /// use tower::{service_fn, Layer, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+/// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
 /// let service = layer.layer(service_fn(|req: http::Request<String>| async move {
 ///     let lock = req.extensions().get::<distlock_tower::HeldLock>().unwrap();
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(lock.key().to_owned()))
@@ -57,7 +63,7 @@ impl<S, E> LockService<S, E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// # use tower::Layer;
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
     /// let service = layer.layer(42);
     /// assert_eq!(*service.get_ref(), 42);
     /// ```
@@ -70,7 +76,7 @@ impl<S, E> LockService<S, E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// # use tower::Layer;
-    /// # let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// # let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
     /// let mut service = layer.layer(42);
     /// *service.get_mut() += 1;
     /// assert_eq!(service.into_inner(), 43);
@@ -84,7 +90,7 @@ impl<S, E> LockService<S, E> {
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
     /// # use tower::Layer;
-    /// # let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key"));
+    /// # let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"));
     /// assert_eq!(layer.layer("inner").into_inner(), "inner");
     /// ```
     pub fn into_inner(self) -> S {
@@ -122,27 +128,57 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: each request makes its own clone of the inner service
+    /// ready in its future, keyed requests only once they hold their lock.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let Some(key) = self.extractor.extract(&req) else {
-            return ResponseFuture::unlocked(self.inner.call(req));
-        };
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let key = self.extractor.extract(&req);
         let grpc = is_grpc(&req);
-        // The ready service goes with the request; its clone serves the next.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::locked(
-            Arc::clone(&self.settings),
-            key,
-            grpc,
-            Box::new(move |held: HeldLock| {
-                req.extensions_mut().insert(held);
-                inner.call(req)
-            }),
-        )
+        let call = Box::new(Call {
+            inner: self.inner.clone(),
+            req,
+        });
+        match key {
+            Some(key) => ResponseFuture::locked(Arc::clone(&self.settings), key, grpc, call),
+            None if self.settings.require_key => ResponseFuture::rejected(
+                Arc::clone(&self.settings),
+                grpc,
+                Refusal::new(
+                    RejectionKind::MissingKey,
+                    LockError::new(ErrorCode::InvalidKey, "the request names no lock key"),
+                ),
+            ),
+            None => ResponseFuture::unlocked(call),
+        }
+    }
+}
+
+/// A request and the clone of the inner service that will serve it.
+struct Call<S, R> {
+    inner: S,
+    req: Request<R>,
+}
+
+impl<S, R, ResBody> Pending<S::Future> for Call<S, R>
+where
+    S: Service<Request<R>, Response = Response<ResBody>> + Send,
+    R: Send,
+{
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Result<S::Response, S::Error>>> {
+        self.inner.poll_ready(cx).map_err(Err)
+    }
+
+    fn call(mut self: Box<Self>, held: Option<HeldLock>) -> S::Future {
+        if let Some(held) = held {
+            self.req.extensions_mut().insert(held);
+        }
+        self.inner.call(self.req)
     }
 }
 
