@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
-use crate::backend::etcd::{check_server_version, map_error, DEFAULT_REQUEST_TIMEOUT};
+use crate::backend::etcd::{map_error, DEFAULT_REQUEST_TIMEOUT};
 use crate::error::{ErrorCode, LockError, Result};
 
 /// How [`LockManager::connect`](crate::LockManager::connect) reaches etcd.
@@ -246,11 +246,6 @@ impl EtcdConfig {
                 ))
             }
         };
-        check_server_version(&client, self.request_timeout)
-            .await
-            .map_err(|err| {
-                LockError::with_source(err.code(), format!("etcd at {endpoints:?}"), err)
-            })?;
         Ok(client)
     }
 }

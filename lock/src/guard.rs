@@ -77,14 +77,20 @@ impl Hold {
             };
             async move {
                 tokio::select! {
-                    gone = gone => {
-                        if gone.is_ok() {
-                            warn!(%key, "lock lost: its key was deleted");
+                    gone = gone => match gone {
+                        Ok(()) => warn!(%key, "lock lost: its key was deleted"),
+                        Err(err) => {
+                            // We can no longer tell whether we hold: report
+                            // the lock lost, but the key may still exist, so
+                            // its slot waits for the release to delete it.
+                            warn!(%key, %err, "lock lost: its key can no longer be watched");
+                            lost.cancel();
+                            return;
                         }
-                        lost.cancel();
-                    }
+                    },
                     _ = lost.cancelled() => {}
                 }
+                lost.cancel();
                 debug!(%key, "lock lost; freeing its local slot");
                 free(&slot);
             }

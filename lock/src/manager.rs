@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use crate::backend::etcd::{EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
+use crate::backend::etcd::{check_server_version, EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, Entry};
 use crate::config::EtcdConfig;
@@ -219,11 +219,14 @@ pub struct LockManager {
 }
 
 impl LockManager {
-    /// A manager on an existing etcd client. It checks that etcd answers.
+    /// A manager on an existing etcd client. It checks that etcd answers and
+    /// is version 3.4 or later.
     ///
     /// Prefer [`connect`](LockManager::connect), which also sets
     /// `require_leader`, so that a member cut off from its cluster cannot
-    /// pretend all is well.
+    /// pretend all is well. A client with credentials needs
+    /// `ConnectOptions::with_auto_token_refresh(true)`: without it, requests
+    /// fail with `PermissionDenied` once etcd's auth token expires.
     ///
     /// ```no_run
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -259,6 +262,7 @@ impl LockManager {
         namespace: &str,
         request_timeout: Duration,
     ) -> Result<Self> {
+        check_server_version(&client, request_timeout).await?;
         let backend = EtcdBackend::new(client, request_timeout);
         // Fails early, with a clear error, when etcd is unreachable.
         backend
