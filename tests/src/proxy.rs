@@ -1,4 +1,5 @@
-//! A loopback TCP proxy that a test can "blackhole" to simulate a network partition.
+//! A loopback TCP proxy that a test can "blackhole" to simulate a network partition,
+//! or make drop and reset its connections.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,6 +11,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+/// What a [`TcpProxy`] does with traffic right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards bytes both ways.
+    Open,
+    /// Blackholed: connections stay open, nothing is forwarded (see [`TcpProxy::blackhole`]).
+    Stall,
+    /// Every connection is closed, and new ones are closed as soon as they are accepted
+    /// (see [`TcpProxy::drop_traffic`]).
+    Drop,
+}
+
+/// The state every connection task watches.
+#[derive(Clone, Copy, Debug)]
+struct State {
+    mode: ProxyMode,
+    /// Bumped by [`TcpProxy::reset_connections`]: connections accepted under an older
+    /// generation close.
+    generation: u64,
+}
+
 /// A loopback TCP proxy in front of one target address, controllable by the test.
 ///
 /// While [blackholed](TcpProxy::blackhole), every connection stays open but no byte is
@@ -19,11 +41,16 @@ use tokio::task::{JoinHandle, JoinSet};
 /// [`restore`](TcpProxy::restore) existing connections carry on like TCP connections
 /// after a healed partition, including requests sent during the partition.
 ///
+/// Two harsher faults: [`drop_traffic`](TcpProxy::drop_traffic) closes every
+/// connection and keeps closing new ones until [`restore`](TcpProxy::restore) (a
+/// peer that refuses), and [`reset_connections`](TcpProxy::reset_connections)
+/// closes the current connections once (a middlebox that forgot them).
+///
 /// Dropping the proxy stops its accept loop and all its connections.
 pub struct TcpProxy {
     addr: SocketAddr,
-    /// `true` while blackholed; every task watches it.
-    blackholed: watch::Sender<bool>,
+    /// The mode and connection generation; every task watches it.
+    state: watch::Sender<State>,
     /// Owns (through a [`JoinSet`]) every connection task, so aborting it ends them all.
     accept_loop: JoinHandle<()>,
 }
@@ -35,11 +62,14 @@ impl TcpProxy {
             .await
             .expect("cannot bind the proxy's loopback port");
         let addr = listener.local_addr().expect("proxy listener address");
-        let (blackholed, state) = watch::channel(false);
-        let accept_loop = tokio::spawn(accept_loop(listener, target, state));
+        let (state, watcher) = watch::channel(State {
+            mode: ProxyMode::Open,
+            generation: 0,
+        });
+        let accept_loop = tokio::spawn(accept_loop(listener, target, watcher));
         TcpProxy {
             addr,
-            blackholed,
+            state,
             accept_loop,
         }
     }
@@ -71,17 +101,39 @@ impl TcpProxy {
 
     /// Stops forwarding, keeping connections open (see [`TcpProxy`]).
     pub fn blackhole(&self) {
-        self.blackholed.send_replace(true);
+        self.set_mode(ProxyMode::Stall);
     }
 
-    /// Forwards again after [`blackhole`](TcpProxy::blackhole).
+    /// Closes every connection, and every new one as soon as it is accepted, until
+    /// [`restore`](TcpProxy::restore).
+    pub fn drop_traffic(&self) {
+        self.set_mode(ProxyMode::Drop);
+    }
+
+    /// Closes the connections open now; later ones are served as the mode says.
+    pub fn reset_connections(&self) {
+        self.state.send_modify(|s| s.generation += 1);
+    }
+
+    /// Forwards again after [`blackhole`](TcpProxy::blackhole) or
+    /// [`drop_traffic`](TcpProxy::drop_traffic).
     pub fn restore(&self) {
-        self.blackholed.send_replace(false);
+        self.set_mode(ProxyMode::Open);
+    }
+
+    /// Sets the mode directly.
+    pub fn set_mode(&self, mode: ProxyMode) {
+        self.state.send_modify(|s| s.mode = mode);
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> ProxyMode {
+        self.state.borrow().mode
     }
 
     /// Whether the proxy is currently blackholed.
     pub fn is_blackholed(&self) -> bool {
-        *self.blackholed.borrow()
+        self.mode() == ProxyMode::Stall
     }
 }
 
@@ -93,7 +145,7 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: SocketAddr, state: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, target: SocketAddr, state: watch::Receiver<State>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -113,10 +165,12 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, state: watch::Re
     }
 }
 
-/// Forwards one client connection to `target` until either side is done.
-async fn serve(mut client: TcpStream, target: SocketAddr, mut state: watch::Receiver<bool>) {
+/// Forwards one client connection to `target` until either side is done, the proxy
+/// drops traffic, or the connection is reset.
+async fn serve(mut client: TcpStream, target: SocketAddr, mut state: watch::Receiver<State>) {
+    let generation = state.borrow().generation;
     // While blackholed the target is unreachable: don't even connect.
-    if wait_open(&mut state).await.is_err() {
+    if wait_open(&mut state).await.is_err() || state.borrow().mode == ProxyMode::Drop {
         return;
     }
     let Ok(mut upstream) = TcpStream::connect(target).await else {
@@ -126,17 +180,25 @@ async fn serve(mut client: TcpStream, target: SocketAddr, mut state: watch::Rece
     let _ = upstream.set_nodelay(true);
     let (client_read, client_write) = client.split();
     let (upstream_read, upstream_write) = upstream.split();
-    let _ = tokio::try_join!(
-        pump(client_read, upstream_write, state.clone()),
-        pump(upstream_read, client_write, state),
-    );
+    let mut killer = state.clone();
+    let killed = killer.wait_for(|s| s.mode == ProxyMode::Drop || s.generation != generation);
+    tokio::select! {
+        _ = async {
+            tokio::try_join!(
+                pump(client_read, upstream_write, state.clone()),
+                pump(upstream_read, client_write, state),
+            )
+        } => {}
+        // Returning drops both sockets: each side sees its connection closed.
+        _ = killed => {}
+    }
 }
 
 /// Copies bytes one way, pausing while blackholed. Forwards EOF as a half-close.
 async fn pump(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
-    mut state: watch::Receiver<bool>,
+    mut state: watch::Receiver<State>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -152,8 +214,8 @@ async fn pump(
 }
 
 /// Waits until the proxy is not blackholed; fails once the proxy is gone.
-async fn wait_open(state: &mut watch::Receiver<bool>) -> io::Result<()> {
-    match state.wait_for(|blackholed| !blackholed).await {
+async fn wait_open(state: &mut watch::Receiver<State>) -> io::Result<()> {
+    match state.wait_for(|s| s.mode != ProxyMode::Stall).await {
         Ok(_) => Ok(()),
         Err(_) => Err(io::Error::other("proxy stopped")),
     }
