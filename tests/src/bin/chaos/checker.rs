@@ -17,15 +17,15 @@ pub const RULES: [&str; 6] = [
     "nothing-left",
 ];
 
-/// Fault kinds that cut one holder off (its process or its key), excusing an
+/// Fault kinds that take a lock from its holder before the holder can know
+/// (its process paused, its lease revoked, its key deleted), excusing an
 /// overlap on the condition that the fence rejected its late writes.
-const CUTTING: [&str; 5] = [
-    "proc_stall",
-    "proc_drop",
-    "proc_pause",
-    "lease_revoke",
-    "force_unlock",
-];
+///
+/// A partition (`proc_stall`, `proc_drop`, member faults) is *not* among them:
+/// distlock decides on the holder's own clock that a lease whose keep-alives
+/// don't get through is lost, before etcd can expire it, so a partitioned
+/// holder must have stopped before anyone else holds the key.
+const CUTTING: [&str; 3] = ["proc_pause", "lease_revoke", "force_unlock"];
 
 /// Checker settings.
 #[derive(Debug, Clone, Copy)]
@@ -152,12 +152,26 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
         }
     }
 
+    // A worker task that panicked is a broken harness or a panicking library.
+    for e in events
+        .iter()
+        .filter(|e| e.op == "proc" && e.phase == "error")
+    {
+        v.push(Violation {
+            rule: "completion",
+            what: format!("{}: {}", e.p, e.detail.as_deref().unwrap_or("error")),
+            events: vec![e.clone()],
+        });
+    }
+
     // Faults.
     let mut open_faults: HashMap<u64, &Event> = HashMap::new();
     for e in events.iter().filter(|e| e.op == "fault") {
         match e.phase.as_str() {
             "start" => {
-                *a.faults.entry(e.kind.clone().unwrap_or_default()).or_default() += 1;
+                *a.faults
+                    .entry(e.kind.clone().unwrap_or_default())
+                    .or_default() += 1;
                 open_faults.insert(e.id.unwrap_or(0), e);
             }
             "end" => {
@@ -315,9 +329,7 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
     let acquire_event = |s: &Section| -> Event {
         events
             .iter()
-            .find(|e| {
-                e.op == "acquire" && e.phase == "ok" && e.p == s.p && e.sec == Some(s.sec)
-            })
+            .find(|e| e.op == "acquire" && e.phase == "ok" && e.p == s.p && e.sec == Some(s.sec))
             .cloned()
             .unwrap_or_default()
     };
@@ -371,7 +383,10 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
                 }
                 // x started first and overlaps y: x is the holder that lost.
                 let own = (x.p.clone(), x.sec);
-                let late_write = match sec_revs.get(&(y.p.clone(), y.sec)).and_then(|r| r.iter().min()) {
+                let late_write = match sec_revs
+                    .get(&(y.p.clone(), y.sec))
+                    .and_then(|r| r.iter().min())
+                {
                     Some(&y_first) => sec_revs
                         .get(&own)
                         .is_some_and(|revs| revs.iter().any(|&r| r > y_first)),
@@ -434,7 +449,10 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
     // No lost update: the final counter is the chain of writes that built on
     // each other, and every accepted write is on it.
     let mut writes: HashMap<String, &Event> = HashMap::new();
-    for e in events.iter().filter(|e| e.op == "write" && e.phase == "invoke") {
+    for e in events
+        .iter()
+        .filter(|e| e.op == "write" && e.phase == "invoke")
+    {
         if let Some((_, opid)) = e.value.as_deref().and_then(parse_counter) {
             writes.insert(opid.to_owned(), e);
         }
@@ -455,7 +473,11 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
                 });
                 break;
             };
-            let (c, _) = w.value.as_deref().and_then(parse_counter).unwrap_or((0, ""));
+            let (c, _) = w
+                .value
+                .as_deref()
+                .and_then(parse_counter)
+                .unwrap_or((0, ""));
             if c != expect || !chain.insert(cur.to_owned()) {
                 v.push(Violation {
                     rule: "fencing",
@@ -576,14 +598,43 @@ mod tests {
         count: u64,
     ) {
         let id = sec * 10;
-        out.push(ev(from, p, "acquire", "invoke").id(id).key(key).kind("lock").limit(std::time::Duration::from_secs(5)));
-        out.push(ev(from, p, "acquire", "ok").id(id).key(key).kind("lock").token(token).sec(sec).outcome("ok"));
-        let mut r = ev(from + 1, p, "read", "ok").id(id + 1).key(key).token(token).sec(sec).outcome("accepted");
+        out.push(
+            ev(from, p, "acquire", "invoke")
+                .id(id)
+                .key(key)
+                .kind("lock")
+                .limit(std::time::Duration::from_secs(5)),
+        );
+        out.push(
+            ev(from, p, "acquire", "ok")
+                .id(id)
+                .key(key)
+                .kind("lock")
+                .token(token)
+                .sec(sec)
+                .outcome("ok"),
+        );
+        let mut r = ev(from + 1, p, "read", "ok")
+            .id(id + 1)
+            .key(key)
+            .token(token)
+            .sec(sec)
+            .outcome("accepted");
         r.rev = Some(rev);
-        out.push(ev(from + 1, p, "read", "invoke").id(id + 1).key(key).token(token).sec(sec));
+        out.push(
+            ev(from + 1, p, "read", "invoke")
+                .id(id + 1)
+                .key(key)
+                .token(token)
+                .sec(sec),
+        );
         out.push(r);
         let opid = format!("{p}.{sec}");
-        let mut wi = ev(from + 2, p, "write", "invoke").id(id + 2).key(key).token(token).sec(sec);
+        let mut wi = ev(from + 2, p, "write", "invoke")
+            .id(id + 2)
+            .key(key)
+            .token(token)
+            .sec(sec);
         wi.value = Some(format!("{count} {opid}"));
         wi.base = Some(base.to_owned());
         let mut w = wi.clone();
@@ -593,9 +644,25 @@ mod tests {
         w.t += 1000;
         out.push(wi);
         out.push(w);
-        out.push(ev(to, p, "end", "info").key(key).token(token).sec(sec).outcome("release"));
-        out.push(ev(to, p, "release", "invoke").id(id + 3).key(key).limit(std::time::Duration::from_secs(3)));
-        out.push(ev(to + 1, p, "release", "ok").id(id + 3).key(key).outcome("ok"));
+        out.push(
+            ev(to, p, "end", "info")
+                .key(key)
+                .token(token)
+                .sec(sec)
+                .outcome("release"),
+        );
+        out.push(
+            ev(to, p, "release", "invoke")
+                .id(id + 3)
+                .key(key)
+                .limit(std::time::Duration::from_secs(3)),
+        );
+        out.push(
+            ev(to + 1, p, "release", "ok")
+                .id(id + 3)
+                .key(key)
+                .outcome("ok"),
+        );
     }
 
     fn fin(t: u64, key: &str, value: &str) -> Event {
@@ -605,7 +672,10 @@ mod tests {
     }
 
     fn fault(t: u64, id: u64, phase: &str, kind: &str, target: &str) -> Event {
-        ev(t, "driver", "fault", phase).id(id).kind(kind).target(target)
+        ev(t, "driver", "fault", phase)
+            .id(id)
+            .kind(kind)
+            .target(target)
     }
 
     fn sorted(mut v: Vec<Event>) -> Vec<Event> {
@@ -710,12 +780,29 @@ mod tests {
     fn a_hung_or_unended_call_breaks_completion() {
         let mut h = legal();
         // try_lock (wait 0) that took 5 s.
-        h.push(ev(600, "w2", "acquire", "invoke").id(1).key("k0").kind("try_lock").limit(std::time::Duration::ZERO));
-        h.push(ev(5600, "w2", "acquire", "fail").id(1).key("k0").kind("try_lock").outcome("busy"));
+        h.push(
+            ev(600, "w2", "acquire", "invoke")
+                .id(1)
+                .key("k0")
+                .kind("try_lock")
+                .limit(std::time::Duration::ZERO),
+        );
+        h.push(
+            ev(5600, "w2", "acquire", "fail")
+                .id(1)
+                .key("k0")
+                .kind("try_lock")
+                .outcome("busy"),
+        );
         // A release that never answered.
         h.push(ev(700, "w3", "release", "invoke").id(2).key("k0"));
         let a = check(&sorted(h), Limits::default());
-        assert_eq!(rules(&a), vec!["completion", "completion"], "{:#?}", a.violations);
+        assert_eq!(
+            rules(&a),
+            vec!["completion", "completion"],
+            "{:#?}",
+            a.violations
+        );
 
         // A process that died with its call open is fine.
         let mut h = legal();

@@ -88,7 +88,10 @@ impl Cluster {
         for i in 0..n {
             while !cluster.healthy(i).await {
                 if Instant::now() > deadline {
-                    return Err(format!("member {i} not healthy after 30 s: {}", cluster.log_tail(i)));
+                    return Err(format!(
+                        "member {i} not healthy after 30 s: {}",
+                        cluster.log_tail(i)
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -201,7 +204,10 @@ impl Cluster {
     }
 
     fn log_tail(&self, i: usize) -> String {
-        let path = self.dir.path().join(format!("{}.log", self.members[i].name));
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}.log", self.members[i].name));
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(10)..].join("\n")

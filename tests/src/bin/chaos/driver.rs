@@ -71,6 +71,8 @@ struct Slot {
     name: String,
     proxies: Vec<TcpProxy>,
     child: Option<Child>,
+    /// The child's stdin: it exits when this closes (`Child::wait` would close it).
+    stdin: Option<tokio::process::ChildStdin>,
     pid: u32,
     /// Output for `listening ADDR` (servers).
     addr: Option<String>,
@@ -134,7 +136,8 @@ async fn run_inner(opts: Options) -> i32 {
         return 2;
     }
     let (clock, epoch) = Clock::new_epoch();
-    let rec = Recorder::open(&opts.out.join("driver.jsonl"), "driver", clock).expect("history file");
+    let rec =
+        Recorder::open(&opts.out.join("driver.jsonl"), "driver", clock).expect("history file");
     eprintln!("chaos: starting a 3-member etcd cluster");
     let cluster = match Cluster::start(3).await {
         Ok(c) => c,
@@ -144,7 +147,9 @@ async fn run_inner(opts: Options) -> i32 {
         }
     };
     let eps = cluster.endpoints();
-    let client = Client::connect(&eps, None).await.expect("connect to the cluster");
+    let client = Client::connect(&eps, None)
+        .await
+        .expect("connect to the cluster");
     let store = Store::connect(&eps, STORE_ROOT).await.expect("store");
     for k in 0..opts.keys {
         store.init(&format!("k{k}")).await.expect("init the store");
@@ -158,7 +163,8 @@ async fn run_inner(opts: Options) -> i32 {
     let quiet = opts.ttl + Duration::from_secs(4);
     // Workers start a little after us; give them 2 s to connect before faults.
     let warmup = Duration::from_secs(2);
-    let stop_at = clock.now() + (warmup + Duration::from_secs(opts.seconds) + quiet).as_micros() as u64;
+    let stop_at =
+        clock.now() + (warmup + Duration::from_secs(opts.seconds) + quiet).as_micros() as u64;
     let mut d = Driver {
         member_mode: vec![ProxyMode::Open; cluster.len()],
         member_down: vec![false; cluster.len()],
@@ -197,6 +203,7 @@ async fn run_inner(opts: Options) -> i32 {
             name: base,
             proxies,
             child: None,
+            stdin: None,
             pid: 0,
             addr: None,
         });
@@ -255,7 +262,11 @@ async fn run_inner(opts: Options) -> i32 {
 
 impl Driver {
     fn slot_endpoints(&self, i: usize) -> Vec<String> {
-        self.slots[i].proxies.iter().map(TcpProxy::endpoint).collect()
+        self.slots[i]
+            .proxies
+            .iter()
+            .map(TcpProxy::endpoint)
+            .collect()
     }
 
     async fn spawn(&mut self, i: usize) -> Result<(), String> {
@@ -267,16 +278,20 @@ impl Driver {
             format!("{}#{}", slot.base, slot.incarnation)
         };
         let seed = self.opts.seed
-            ^ name
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+            ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
         let args = ChildArgs {
             name: name.clone(),
             endpoints: self.slot_endpoints(i),
             ns: NS.to_owned(),
             store_root: STORE_ROOT.to_owned(),
             keys: self.opts.keys,
-            tasks: if slot.role == Role::Load { 6 } else { self.opts.tasks },
+            tasks: if slot.role == Role::Load {
+                6
+            } else {
+                self.opts.tasks
+            },
             seed,
             stop_at: self.stop_at,
             epoch: self.epoch,
@@ -297,6 +312,7 @@ impl Driver {
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| format!("spawn {name}: {e}"))?;
         let pid = child.id().unwrap_or(0);
+        let stdin = child.stdin.take();
         let mut addr = None;
         if slot.role == Role::Server {
             let stdout = child.stdout.take().expect("piped");
@@ -314,6 +330,7 @@ impl Driver {
         let slot = &mut self.slots[i];
         slot.name = name;
         slot.child = Some(child);
+        slot.stdin = stdin;
         slot.pid = pid;
         if addr.is_some() {
             slot.addr = addr;
@@ -357,7 +374,8 @@ impl Driver {
         let prefix = format!("{NS}/locks/");
         let Ok(Ok(resp)) = tokio::time::timeout(
             Duration::from_secs(2),
-            self.client.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+            self.client
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix())),
         )
         .await
         else {
@@ -389,11 +407,15 @@ impl Driver {
                 })
                 .or_insert(entry);
         }
-        best.into_iter().map(|(k, (_, pid, lease))| (k, (pid, lease))).collect()
+        best.into_iter()
+            .map(|(k, (_, pid, lease))| (k, (pid, lease)))
+            .collect()
     }
 
     fn slot_of_pid(&self, pid: u32) -> Option<usize> {
-        self.slots.iter().position(|s| s.pid == pid && s.child.is_some())
+        self.slots
+            .iter()
+            .position(|s| s.pid == pid && s.child.is_some())
     }
 
     /// A slot holding a lock (half the time when there is one), else any etcd user.
@@ -529,7 +551,11 @@ impl Driver {
                 }
                 let stall = rng.below(3) != 0;
                 let d = dur(rng, 500, 5000);
-                self.slot_mode[s] = if stall { ProxyMode::Stall } else { ProxyMode::Drop };
+                self.slot_mode[s] = if stall {
+                    ProxyMode::Stall
+                } else {
+                    ProxyMode::Drop
+                };
                 self.apply_modes();
                 let kind = if stall { "proc_stall" } else { "proc_drop" };
                 let target = self.slots[s].name.clone();
@@ -556,7 +582,13 @@ impl Driver {
                 signal(self.slots[s].pid, "STOP");
                 let target = self.slots[s].name.clone();
                 let id = self.fault_start("proc_pause", &target, format!("for {d:?}"));
-                Some((now + d, id, "proc_pause".to_owned(), target, Heal::ProcCont(s)))
+                Some((
+                    now + d,
+                    id,
+                    "proc_pause".to_owned(),
+                    target,
+                    Heal::ProcCont(s),
+                ))
             }
             64..=71 => {
                 let s = self.pick_slot(rng, true).await;
@@ -564,11 +596,13 @@ impl Driver {
                     return None;
                 }
                 let target = self.slots[s].name.clone();
-                let id = self.fault_start("proc_kill", &target, format!("pid {}", self.slots[s].pid));
+                let id =
+                    self.fault_start("proc_kill", &target, format!("pid {}", self.slots[s].pid));
                 if let Some(mut child) = self.slots[s].child.take() {
                     let _ = child.kill().await;
                 }
-                self.rec.record(Event::new("proc", "killed").target(&target));
+                self.rec
+                    .record(Event::new("proc", "killed").target(&target));
                 self.last_kill = self.clock.now();
                 self.slots[s].incarnation += 1;
                 if let Err(e) = self.spawn(s).await {
@@ -588,18 +622,30 @@ impl Driver {
                     .slot_of_pid(*pid)
                     .map(|s| self.slots[s].name.clone())
                     .unwrap_or_else(|| format!("pid {pid}"));
-                let id = self.fault_start("lease_revoke", &target, format!("lease {lease:x} holding {name}"));
-                let r = tokio::time::timeout(Duration::from_secs(3), self.client.lease_revoke(*lease)).await;
+                let id = self.fault_start(
+                    "lease_revoke",
+                    &target,
+                    format!("lease {lease:x} holding {name}"),
+                );
+                let r =
+                    tokio::time::timeout(Duration::from_secs(3), self.client.lease_revoke(*lease))
+                        .await;
                 self.fault_end(id, "lease_revoke", &target);
                 if !matches!(r, Ok(Ok(_))) {
-                    self.rec.record(Event::new("fault", "info").id(id).detail(format!("revoke failed: {r:?}")));
+                    self.rec.record(
+                        Event::new("fault", "info")
+                            .id(id)
+                            .detail(format!("revoke failed: {r:?}")),
+                    );
                 }
                 None
             }
             82..=92 => {
                 let key = format!("k{}", rng.below(self.opts.keys as u64));
                 let id = self.fault_start("force_unlock", &key, String::new());
-                let r = tokio::time::timeout(Duration::from_secs(3), self.manager.force_unlock(&key)).await;
+                let r =
+                    tokio::time::timeout(Duration::from_secs(3), self.manager.force_unlock(&key))
+                        .await;
                 self.fault_end(id, "force_unlock", &key);
                 self.rec.record(
                     Event::new("fault", "info")
@@ -611,7 +657,13 @@ impl Driver {
             _ => {
                 let id = self.fault_start("compact", "", String::new());
                 let r = async {
-                    let rev = self.client.get("/", None).await?.header().map(|h| h.revision()).unwrap_or(0);
+                    let rev = self
+                        .client
+                        .get("/", None)
+                        .await?
+                        .header()
+                        .map(|h| h.revision())
+                        .unwrap_or(0);
                     self.client
                         .compact(rev, Some(CompactionOptions::new().with_physical()))
                         .await
@@ -619,7 +671,11 @@ impl Driver {
                 };
                 let r = tokio::time::timeout(Duration::from_secs(3), r).await;
                 self.fault_end(id, "compact", "");
-                self.rec.record(Event::new("fault", "info").id(id).detail(format!("compact: {r:?}")));
+                self.rec.record(
+                    Event::new("fault", "info")
+                        .id(id)
+                        .detail(format!("compact: {r:?}")),
+                );
                 None
             }
         }
@@ -681,7 +737,11 @@ impl Driver {
         let settle = self.last_kill + (self.opts.ttl + Duration::from_secs(1)).as_micros() as u64;
         tokio::time::sleep_until(self.clock.instant_at(settle).into()).await;
         let prefix = format!("{NS}/");
-        match self.client.get(prefix, Some(GetOptions::new().with_prefix())).await {
+        match self
+            .client
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+        {
             Ok(resp) => {
                 for kv in resp.kvs() {
                     let key = String::from_utf8_lossy(kv.key()).into_owned();

@@ -81,7 +81,9 @@ fn colour(p: &str) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The timeline: one row per key with each holder's sections coloured by
@@ -138,7 +140,12 @@ pub fn svg(a: &Analysis) -> String {
     let _ = writeln!(out, r#"<text x="4" y="{:.1}">faults</text>"#, bottom + 14.0);
     for (i, key) in keys.iter().enumerate() {
         let y = top + row * i as f64;
-        let _ = writeln!(out, r#"<text x="4" y="{:.1}">{}</text>"#, y + row / 2.0, esc(key));
+        let _ = writeln!(
+            out,
+            r#"<text x="4" y="{:.1}">{}</text>"#,
+            y + row / 2.0,
+            esc(key)
+        );
         let _ = writeln!(
             out,
             r#"<line x1="{left}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="silver"/>"#,
@@ -176,7 +183,10 @@ pub fn svg(a: &Analysis) -> String {
     }
     // Time axis.
     let secs = (a.t_end / 1_000_000).max(1);
-    let step = [1, 5, 10, 30, 60, 120].into_iter().find(|s| secs / s <= 20).unwrap_or(300);
+    let step = [1, 5, 10, 30, 60, 120]
+        .into_iter()
+        .find(|s| secs / s <= 20)
+        .unwrap_or(300);
     for s in (0..=secs).step_by(step as usize) {
         let _ = writeln!(
             out,

@@ -156,7 +156,11 @@ impl Store {
     }
 
     /// A plain put of the counter (no fence): what a broken client does.
-    pub async fn write_unfenced(&self, key: &str, value: &str) -> Result<Access, etcd_client::Error> {
+    pub async fn write_unfenced(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<Access, etcd_client::Error> {
         let mut c = self.client.clone();
         let resp = c.put(self.counter_key(key), value, None).await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);

@@ -30,6 +30,30 @@ pub enum Stopped {
     Unknown,
 }
 
+/// Records a call as cancelled (outcome unknown: the request may have been
+/// sent) if its future is dropped before it completes.
+struct Pending<'a> {
+    rec: &'a Recorder,
+    event: Option<Event>,
+}
+
+impl Pending<'_> {
+    fn done(mut self) {
+        self.event = None;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.event.take() {
+            e.phase = "fail".into();
+            e.outcome = Some("unknown".into());
+            e.detail = Some("cancelled: the lock was lost".into());
+            self.rec.record(e);
+        }
+    }
+}
+
 impl Ctx {
     /// A context for process `name`.
     pub fn new(rec: Recorder, store: Store, broken: bool, name: &str) -> Ctx {
@@ -51,13 +75,19 @@ impl Ctx {
     /// fence with `token` (or without it when broken), recording each access.
     pub async fn increment(&self, sec: u64, key: &str, token: u64) -> Result<(), Stopped> {
         let id = self.next_id();
-        let ev = |op: &str, phase: &str| Event::new(op, phase).id(id).sec(sec).key(key).token(token);
+        let ev =
+            |op: &str, phase: &str| Event::new(op, phase).id(id).sec(sec).key(key).token(token);
         self.rec.record(ev("read", "invoke"));
+        let pending = Pending {
+            rec: &self.rec,
+            event: Some(ev("read", "invoke")),
+        };
         let read = if self.broken {
             self.store.read_unfenced(key).await
         } else {
             self.store.read(key, token).await
         };
+        pending.done();
         let seen = match read {
             Ok(Access::Accepted { rev, value }) => {
                 let mut e = ev("read", "ok").outcome("accepted");
@@ -75,8 +105,11 @@ impl Ctx {
                 return Err(Stopped::Fenced);
             }
             Err(err) => {
-                self.rec
-                    .record(ev("read", "fail").outcome("unknown").detail(err.to_string()));
+                self.rec.record(
+                    ev("read", "fail")
+                        .outcome("unknown")
+                        .detail(err.to_string()),
+                );
                 return Err(Stopped::Unknown);
             }
         };
@@ -85,17 +118,26 @@ impl Ctx {
         let opid = format!("{}.{id}", self.name);
         let value = format!("{} {opid}", count + 1);
         let ev = |phase: &str| {
-            let mut e = Event::new("write", phase).id(id).sec(sec).key(key).token(token);
+            let mut e = Event::new("write", phase)
+                .id(id)
+                .sec(sec)
+                .key(key)
+                .token(token);
             e.value = Some(value.clone());
             e.base = Some(base.to_owned());
             e
         };
         self.rec.record(ev("invoke"));
+        let pending = Pending {
+            rec: &self.rec,
+            event: Some(ev("invoke")),
+        };
         let write = if self.broken {
             self.store.write_unfenced(key, &value).await
         } else {
             self.store.write(key, token, &value).await
         };
+        pending.done();
         match write {
             Ok(Access::Accepted { rev, .. }) => {
                 let mut e = ev("ok").outcome("accepted");
@@ -104,8 +146,11 @@ impl Ctx {
                 Ok(())
             }
             Ok(Access::Rejected { fence }) => {
-                self.rec
-                    .record(ev("fail").outcome("rejected").detail(format!("fence {fence}")));
+                self.rec.record(
+                    ev("fail")
+                        .outcome("rejected")
+                        .detail(format!("fence {fence}")),
+                );
                 Err(Stopped::Fenced)
             }
             Err(err) => {

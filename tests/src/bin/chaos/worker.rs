@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Extension, Router};
 use bytes::Bytes;
-use distlock::{EtcdConfig, ErrorCode, Lock, LockGuard, LockManager, LockOptions};
+use distlock::{ErrorCode, EtcdConfig, Lock, LockGuard, LockManager, LockOptions};
 use distlock_tower::{HeldLock, LockLayer, PathSegment};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
@@ -74,13 +74,21 @@ impl ChildArgs {
             let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
             map.insert(name.to_owned(), value.clone());
         }
-        let get = |k: &str| map.get(k).cloned().ok_or_else(|| format!("--{k} is required"));
-        let num = |k: &str| -> Result<u64, String> {
-            get(k)?.parse().map_err(|e| format!("--{k}: {e}"))
+        let get = |k: &str| {
+            map.get(k)
+                .cloned()
+                .ok_or_else(|| format!("--{k} is required"))
         };
+        let num =
+            |k: &str| -> Result<u64, String> { get(k)?.parse().map_err(|e| format!("--{k}: {e}")) };
         let list = |k: &str| -> Vec<String> {
             map.get(k)
-                .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .map(|v| {
+                    v.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         Ok(ChildArgs {
@@ -198,7 +206,8 @@ pub async fn run_worker(args: ChildArgs) -> i32 {
     let mut start = Event::new("proc", "start");
     start.pid = Some(std::process::id());
     rec.record(start);
-    let (Some(manager), Some(store)) = (connect(&args, &rec).await, connect_store(&args, &rec).await)
+    let (Some(manager), Some(store)) =
+        (connect(&args, &rec).await, connect_store(&args, &rec).await)
     else {
         rec.record(Event::new("proc", "exit").detail("never connected"));
         return 0;
@@ -214,7 +223,7 @@ pub async fn run_worker(args: ChildArgs) -> i32 {
     }
     for t in tasks {
         if let Err(e) = t.await {
-            rec.record(Event::new("proc", "info").detail(format!("task failed: {e}")));
+            rec.record(Event::new("proc", "error").detail(format!("task failed: {e}")));
         }
     }
     rec.record(Event::new("proc", "closing"));
@@ -252,7 +261,9 @@ impl Kind {
 
 async fn worker_task(ctx: Ctx, args: &ChildArgs, manager: &LockManager, task: usize) {
     let mut rng = Rng::new(args.seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let options = LockOptions::default().ttl(args.ttl);
+    let options = LockOptions::default()
+        .ttl(args.ttl)
+        .renew_interval(args.ttl / 3);
     let locks: Vec<Lock> = (0..args.keys)
         .map(|k| manager.new_lock(format!("k{k}"), options.clone()))
         .collect::<Result<_, _>>()
@@ -279,7 +290,12 @@ async fn worker_task(ctx: Ctx, args: &ChildArgs, manager: &LockManager, task: us
             Kind::TryLock => Duration::ZERO,
             Kind::Reentrant => Duration::from_secs(2),
         };
-        let ev = |phase: &str| Event::new("acquire", phase).id(id).key(&key).kind(kind.name());
+        let ev = |phase: &str| {
+            Event::new("acquire", phase)
+                .id(id)
+                .key(&key)
+                .kind(kind.name())
+        };
         ctx.rec.record(ev("invoke").limit(limit));
         let result: Option<distlock::Result<Option<LockGuard>>> = match kind {
             Kind::Lock => tokio::select! {
@@ -307,8 +323,11 @@ async fn worker_task(ctx: Ctx, args: &ChildArgs, manager: &LockManager, task: us
                 } else {
                     "error"
                 };
-                ctx.rec
-                    .record(ev("fail").outcome(outcome).detail(format!("{:?}: {e}", e.code())));
+                ctx.rec.record(
+                    ev("fail")
+                        .outcome(outcome)
+                        .detail(format!("{:?}: {e}", e.code())),
+                );
                 if outcome == "error" {
                     // Don't spin on an unavailable cluster.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -318,8 +337,17 @@ async fn worker_task(ctx: Ctx, args: &ChildArgs, manager: &LockManager, task: us
                 let sec = ctx.next_id();
                 ctx.rec
                     .record(ev("ok").outcome("ok").token(guard.fencing_token()).sec(sec));
-                section(&ctx, args, lock, guard, &key, sec, kind == Kind::Reentrant, &mut rng)
-                    .await;
+                section(
+                    &ctx,
+                    args,
+                    lock,
+                    guard,
+                    &key,
+                    sec,
+                    kind == Kind::Reentrant,
+                    &mut rng,
+                )
+                .await;
             }
         }
         // A little think time, so that every task does not hammer etcd back to back.
@@ -355,7 +383,12 @@ async fn section(
         tokio::time::sleep(length / 2).await;
         let inner = if reentrant {
             let id = ctx.next_id();
-            let ev = |phase: &str| Event::new("acquire", phase).id(id).key(key).kind("reentrant");
+            let ev = |phase: &str| {
+                Event::new("acquire", phase)
+                    .id(id)
+                    .key(key)
+                    .kind("reentrant")
+            };
             ctx.rec.record(ev("invoke").limit(Duration::from_secs(2)));
             match lock.lock_timeout(Duration::from_secs(2)).await {
                 Ok(g) => {
@@ -364,7 +397,8 @@ async fn section(
                     Some((id, g))
                 }
                 Err(e) => {
-                    ctx.rec.record(ev("fail").outcome("error").detail(e.to_string()));
+                    ctx.rec
+                        .record(ev("fail").outcome("error").detail(e.to_string()));
                     None
                 }
             }
@@ -380,11 +414,18 @@ async fn section(
         tokio::time::sleep(length / 2).await;
         if let Some((_, g)) = inner {
             let id = ctx.next_id();
-            let ev = |phase: &str| Event::new("release", phase).id(id).key(key).kind("reentrant");
+            let ev = |phase: &str| {
+                Event::new("release", phase)
+                    .id(id)
+                    .key(key)
+                    .kind("reentrant")
+            };
             ctx.rec.record(ev("invoke").limit(args.ttl));
             match g.unlock().await {
                 Ok(()) => ctx.rec.record(ev("ok").outcome("ok")),
-                Err(e) => ctx.rec.record(ev("fail").outcome(&format!("{:?}", e.code()))),
+                Err(e) => ctx
+                    .rec
+                    .record(ev("fail").outcome(&format!("{:?}", e.code()))),
             };
         }
         if long {
@@ -424,9 +465,11 @@ async fn section(
     ctx.rec.record(ev("invoke").limit(args.ttl));
     match guard.unlock().await {
         Ok(()) => ctx.rec.record(ev("ok").outcome("ok")),
-        Err(e) => ctx
-            .rec
-            .record(ev("fail").outcome(&format!("{:?}", e.code())).detail(e.to_string())),
+        Err(e) => ctx.rec.record(
+            ev("fail")
+                .outcome(&format!("{:?}", e.code()))
+                .detail(e.to_string()),
+        ),
     };
 }
 
@@ -510,7 +553,8 @@ pub async fn run_server(args: ChildArgs) -> i32 {
     let mut start = Event::new("proc", "start");
     start.pid = Some(std::process::id());
     rec.record(start);
-    let (Some(manager), Some(store)) = (connect(&args, &rec).await, connect_store(&args, &rec).await)
+    let (Some(manager), Some(store)) =
+        (connect(&args, &rec).await, connect_store(&args, &rec).await)
     else {
         return 2;
     };
@@ -568,13 +612,15 @@ pub async fn run_load(args: ChildArgs) -> i32 {
                 let server = servers[rng.below(servers.len() as u64) as usize];
                 let key = format!("k{}", rng.below(keys));
                 let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let ev = |phase: &str| Event::new("http", phase).id(id).key(&key).target(&server.to_string());
+                let ev = |phase: &str| {
+                    Event::new("http", phase)
+                        .id(id)
+                        .key(&key)
+                        .target(&server.to_string())
+                };
                 rec.record(ev("invoke").limit(TOWER_WAIT + Duration::from_secs(2)));
-                let sent = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    post_incr(server, &key),
-                )
-                .await;
+                let sent =
+                    tokio::time::timeout(Duration::from_secs(30), post_incr(server, &key)).await;
                 match sent {
                     Ok(Ok(200)) => rec.record(ev("ok").outcome("ok")),
                     Ok(Ok(503)) => rec.record(ev("ok").outcome("busy")),
