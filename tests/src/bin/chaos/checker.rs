@@ -585,6 +585,7 @@ mod tests {
     }
 
     /// A clean section of `p` on `key`: acquire, read, write, end, release.
+    #[allow(clippy::too_many_arguments)]
     fn section(
         out: &mut Vec<Event>,
         p: &str,

@@ -103,6 +103,8 @@ struct Driver {
     slot_mode: Vec<ProxyMode>,
     /// Members down (killed or paused).
     member_down: Vec<bool>,
+    /// Slots whose process is SIGSTOPped.
+    slot_paused: Vec<bool>,
     next_fault_id: u64,
     last_kill: u64,
     active: BTreeMap<u64, String>,
@@ -169,6 +171,7 @@ async fn run_inner(opts: Options) -> i32 {
         member_mode: vec![ProxyMode::Open; cluster.len()],
         member_down: vec![false; cluster.len()],
         slot_mode: Vec::new(),
+        slot_paused: Vec::new(),
         opts: opts.clone(),
         rec,
         clock,
@@ -208,6 +211,7 @@ async fn run_inner(opts: Options) -> i32 {
             addr: None,
         });
         d.slot_mode.push(ProxyMode::Open);
+        d.slot_paused.push(false);
     }
     for i in 0..d.slots.len() {
         if let Err(e) = d.spawn(i).await {
@@ -544,7 +548,8 @@ impl Driver {
                 let id = self.fault_start(kind, &target, format!("for {d:?}"));
                 Some((now + d, id, kind.to_owned(), target, heal))
             }
-            0..=29 | 30..=44 => {
+            // Also the member faults' share when a member is already down.
+            0..=44 => {
                 let s = self.pick_slot(rng, false).await;
                 if self.slot_mode[s] != ProxyMode::Open {
                     return None;
@@ -575,11 +580,12 @@ impl Driver {
             52..=63 => {
                 // The GC pause: a holder stopped for longer than its TTL.
                 let s = self.pick_slot(rng, false).await;
-                if self.slot_mode[s] != ProxyMode::Open || self.slots[s].child.is_none() {
+                if self.slot_paused[s] || self.slots[s].child.is_none() {
                     return None;
                 }
                 let d = self.opts.ttl + dur(rng, 500, 2000);
                 signal(self.slots[s].pid, "STOP");
+                self.slot_paused[s] = true;
                 let target = self.slots[s].name.clone();
                 let id = self.fault_start("proc_pause", &target, format!("for {d:?}"));
                 Some((
@@ -703,6 +709,7 @@ impl Driver {
             }
             Heal::ProcCont(s) => {
                 signal(self.slots[s].pid, "CONT");
+                self.slot_paused[s] = false;
             }
         }
         self.fault_end(id, kind, target);
