@@ -274,7 +274,11 @@ impl Driver {
     }
 
     async fn spawn(&mut self, i: usize) -> Result<(), String> {
-        let servers: Vec<String> = self.slots.iter().filter_map(|s| s.addr.clone()).collect();
+        let servers: Vec<String> = self
+            .slots
+            .iter()
+            .filter_map(|s| Some(format!("{}@{}", s.name, s.addr.as_ref()?)))
+            .collect();
         let slot = &self.slots[i];
         let name = if slot.incarnation == 0 {
             slot.base.clone()

@@ -600,7 +600,16 @@ pub async fn run_load(args: ChildArgs) -> i32 {
     let mut start = Event::new("proc", "start");
     start.pid = Some(std::process::id());
     rec.record(start);
-    let servers: Vec<SocketAddr> = args.servers.iter().filter_map(|s| s.parse().ok()).collect();
+    // `name@addr`: the history names the server, so the checker can tell
+    // when it was paused.
+    let servers: Vec<(String, SocketAddr)> = args
+        .servers
+        .iter()
+        .filter_map(|s| {
+            let (name, addr) = s.split_once('@')?;
+            Some((name.to_owned(), addr.parse().ok()?))
+        })
+        .collect();
     let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
     let mut tasks = Vec::new();
     for task in 0..args.tasks {
@@ -609,7 +618,8 @@ pub async fn run_load(args: ChildArgs) -> i32 {
         let mut rng = Rng::new(args.seed ^ (task as u64 + 7).wrapping_mul(0x2545_F491_4F6C_DD1D));
         tasks.push(tokio::spawn(async move {
             while rec.clock().now() < stop_at {
-                let server = servers[rng.below(servers.len() as u64) as usize];
+                let (name, server) = &servers[rng.below(servers.len() as u64) as usize];
+                let server = *server;
                 let key = format!("k{}", rng.below(keys));
                 let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let ev = |phase: &str| {
