@@ -246,7 +246,7 @@ async fn run_inner(opts: Options) -> i32 {
     };
     let analysis = checker::check(&events, limits);
     let table = report::table(&analysis);
-    let svg = report::svg(&analysis);
+    let svg = report::svg(&analysis, None);
     let _ = std::fs::write(opts.out.join("table.txt"), &table);
     let _ = std::fs::write(opts.out.join("timeline.svg"), &svg);
     println!("{table}");

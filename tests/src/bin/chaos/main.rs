@@ -53,7 +53,7 @@ impl Rng {
 }
 
 const USAGE: &str = "usage: chaos [--seconds S] [--seed N] [--broken] [--out DIR] \
-[--workers W] [--tasks T] [--keys K] [--ttl-ms MS]\n       chaos check DIR [--ttl-ms MS]";
+[--workers W] [--tasks T] [--keys K] [--ttl-ms MS]\n       chaos check DIR [--ttl-ms MS] [--svg FILE] [--window FROM-TO (seconds)]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -96,12 +96,19 @@ fn check_dir(args: &[String]) -> i32 {
         eprintln!("{USAGE}");
         return 2;
     };
-    let ttl_ms = args
-        .iter()
-        .position(|a| a == "--ttl-ms")
-        .and_then(|i| args.get(i + 1))
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
+    let ttl_ms = flag("--ttl-ms")
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
+    let window = flag("--window").and_then(|w| {
+        let (a, b) = w.split_once('-')?;
+        let secs = |s: &str| s.parse::<f64>().ok().map(|s| (s * 1e6) as u64);
+        Some((secs(a)?, secs(b)?))
+    });
     let events = match history::load_dir(std::path::Path::new(dir)) {
         Ok(e) => e,
         Err(e) => {
@@ -117,6 +124,11 @@ fn check_dir(args: &[String]) -> i32 {
         },
     );
     println!("{}", report::table(&a));
+    if let Some(svg) = flag("--svg") {
+        if let Err(e) = std::fs::write(svg, report::svg(&a, window)) {
+            eprintln!("chaos: {svg}: {e}");
+        }
+    }
     println!(
         "chaos: {} operations, {} faults, {} violations",
         a.total_ops(),

@@ -87,17 +87,22 @@ fn esc(s: &str) -> String {
 }
 
 /// The timeline: one row per key with each holder's sections coloured by
-/// process, faults shaded behind (member faults across all rows, process faults
-/// as hatched bands), violations' first events marked in red.
-pub fn svg(a: &Analysis) -> String {
+/// process, faults shaded behind (member faults grey, process faults orange)
+/// and ticked in a row of their own, violations' first events as red lines.
+///
+/// `window` (µs from, µs to) zooms in on part of the run.
+pub fn svg(a: &Analysis, window: Option<(u64, u64)>) -> String {
+    let (from, to) = window.unwrap_or((0, a.t_end.max(1)));
+    let to = to.max(from + 1);
+    let visible = |start: u64, end: u64| end >= from && start <= to;
     let mut keys: Vec<&str> = a.sections.iter().map(|s| s.key.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
     let (left, top, row, width) = (60.0, 30.0, 50.0, 1400.0);
     let fault_rows = 1.0;
     let height = top + row * (keys.len() as f64 + fault_rows) + 40.0;
-    let span = a.t_end.max(1) as f64;
-    let x = |t: u64| left + (t as f64 / span) * width;
+    let span = (to - from) as f64;
+    let x = |t: u64| left + (t.clamp(from, to) - from) as f64 / span * width;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -110,7 +115,7 @@ pub fn svg(a: &Analysis) -> String {
         r#"<text x="{left}" y="16">who held each key (colour = process); grey = member fault, orange = process fault, red = violation</text>"#
     );
     let bottom = top + row * keys.len() as f64;
-    for f in &a.fault_spans {
+    for f in a.fault_spans.iter().filter(|f| visible(f.start, f.end)) {
         let (x0, x1) = (x(f.start), x(f.end).max(x(f.start) + 1.0));
         let fill = if f.kind.starts_with("member") || f.kind == "compact" {
             "gray"
@@ -151,14 +156,21 @@ pub fn svg(a: &Analysis) -> String {
             r#"<line x1="{left}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="silver"/>"#,
             left + width
         );
-        for s in a.sections.iter().filter(|s| s.key == *key) {
+        // Greedy lanes: a section goes to the first lane free at its start, so
+        // overlapping holders are drawn one above the other.
+        let mut lane_end = [0u64; 3];
+        for s in a
+            .sections
+            .iter()
+            .filter(|s| s.key == *key && visible(s.start, s.end))
+        {
+            let lane = lane_end.iter().position(|&e| e <= s.start).unwrap_or(2);
+            lane_end[lane] = s.end;
             let (x0, x1) = (x(s.start), x(s.end).max(x(s.start) + 0.5));
-            // Alternate sub-lanes so that overlapping holders are both visible.
-            let lane = (s.token % 3) as f64;
+            let y0 = y + 6.0 + lane as f64 * 13.0;
             let _ = writeln!(
                 out,
-                r#"<rect x="{x0:.2}" y="{:.1}" width="{:.2}" height="12" fill="{}"><title>{} sec {} token {} {:.3}s-{:.3}s ({})</title></rect>"#,
-                y + 6.0 + lane * 13.0,
+                r#"<rect x="{x0:.2}" y="{y0:.1}" width="{:.2}" height="12" fill="{}"><title>{} sec {} token {} {:.3}s-{:.3}s ({})</title></rect>"#,
                 x1 - x0,
                 colour(&s.p),
                 esc(&s.p),
@@ -168,10 +180,25 @@ pub fn svg(a: &Analysis) -> String {
                 s.end as f64 / 1e6,
                 esc(&s.how)
             );
+            if x1 - x0 > 90.0 {
+                let _ = writeln!(
+                    out,
+                    r#"<text x="{:.1}" y="{:.1}" fill="white">{} {}{}</text>"#,
+                    x0 + 2.0,
+                    y0 + 10.0,
+                    esc(&s.p),
+                    s.token,
+                    if s.how == "release" {
+                        String::new()
+                    } else {
+                        format!(" ({})", esc(&s.how))
+                    }
+                );
+            }
         }
     }
     for v in &a.violations {
-        if let Some(e) = v.events.first() {
+        if let Some(e) = v.events.first().filter(|e| visible(e.t, e.t)) {
             let _ = writeln!(
                 out,
                 r#"<line x1="{0:.1}" x2="{0:.1}" y1="{top}" y2="{bottom:.1}" stroke="red" stroke-width="1.5"><title>{1}: {2}</title></line>"#,
@@ -181,19 +208,24 @@ pub fn svg(a: &Analysis) -> String {
             );
         }
     }
-    // Time axis.
-    let secs = (a.t_end / 1_000_000).max(1);
-    let step = [1, 5, 10, 30, 60, 120]
+    // Time axis, in seconds of the run.
+    let span_ms = ((to - from) / 1000).max(1);
+    let step_ms = [100, 500, 1000, 5000, 10_000, 30_000, 60_000]
         .into_iter()
-        .find(|s| secs / s <= 20)
-        .unwrap_or(300);
-    for s in (0..=secs).step_by(step as usize) {
-        let _ = writeln!(
-            out,
-            r#"<text x="{:.1}" y="{:.1}">{s}s</text>"#,
-            x(s * 1_000_000),
-            height - 10.0
-        );
+        .find(|s| span_ms / s <= 20)
+        .unwrap_or(120_000);
+    let mut tick = from / 1000 / step_ms * step_ms;
+    while tick * 1000 <= to {
+        if tick * 1000 >= from {
+            let _ = writeln!(
+                out,
+                r#"<text x="{:.1}" y="{:.1}">{}s</text>"#,
+                x(tick * 1000),
+                height - 10.0,
+                tick as f64 / 1000.0
+            );
+        }
+        tick += step_ms;
     }
     let _ = writeln!(out, "</svg>");
     out

@@ -622,12 +622,7 @@ pub async fn run_load(args: ChildArgs) -> i32 {
                 let server = *server;
                 let key = format!("k{}", rng.below(keys));
                 let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let ev = |phase: &str| {
-                    Event::new("http", phase)
-                        .id(id)
-                        .key(&key)
-                        .target(&server.to_string())
-                };
+                let ev = |phase: &str| Event::new("http", phase).id(id).key(&key).target(name);
                 rec.record(ev("invoke").limit(TOWER_WAIT + Duration::from_secs(2)));
                 let sent =
                     tokio::time::timeout(Duration::from_secs(30), post_incr(server, &key)).await;
