@@ -334,6 +334,9 @@ impl Driver {
         }
         let mut e = Event::new("proc", "spawn").target(&name);
         e.pid = Some(pid);
+        if let Some(addr) = &addr {
+            e.detail = Some(format!("listening {addr}"));
+        }
         self.rec.record(e);
         let slot = &mut self.slots[i];
         slot.name = name;
