@@ -220,3 +220,96 @@ async fn wait_open(state: &mut watch::Receiver<State>) -> io::Result<()> {
         Err(_) => Err(io::Error::other("proxy stopped")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on loopback; returns its address.
+    async fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends `msg` and reads the echo; `None` if the connection closed.
+    async fn round_trip(s: &mut TcpStream, msg: &[u8]) -> Option<Vec<u8>> {
+        s.write_all(msg).await.ok()?;
+        let mut buf = vec![0u8; msg.len()];
+        let read = tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await;
+        match read {
+            Ok(Ok(_)) => Some(buf),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn reset_closes_open_connections_only() {
+        let proxy = TcpProxy::start(echo_server().await).await;
+        let mut old = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(
+            round_trip(&mut old, b"one").await.as_deref(),
+            Some(&b"one"[..])
+        );
+        proxy.reset_connections();
+        assert_eq!(proxy.mode(), ProxyMode::Open);
+        assert_eq!(
+            round_trip(&mut old, b"two").await,
+            None,
+            "reset kept it open"
+        );
+        let mut new = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(
+            round_trip(&mut new, b"three").await.as_deref(),
+            Some(&b"three"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn drop_closes_everything_until_restored() {
+        let proxy = TcpProxy::start(echo_server().await).await;
+        let mut old = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(round_trip(&mut old, b"a").await.is_some());
+        proxy.drop_traffic();
+        assert!(!proxy.is_blackholed());
+        assert_eq!(round_trip(&mut old, b"b").await, None);
+        let mut during = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(round_trip(&mut during, b"c").await, None);
+        proxy.restore();
+        let mut after = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(
+            round_trip(&mut after, b"d").await.as_deref(),
+            Some(&b"d"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn stall_holds_bytes_until_restored() {
+        let proxy = TcpProxy::start(echo_server().await).await;
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(round_trip(&mut s, b"x").await.is_some());
+        proxy.blackhole();
+        assert_eq!(proxy.mode(), ProxyMode::Stall);
+        s.write_all(b"held").await.unwrap();
+        let mut buf = [0u8; 4];
+        let early = tokio::time::timeout(Duration::from_millis(300), s.read_exact(&mut buf)).await;
+        assert!(early.is_err(), "bytes got through a stalled proxy");
+        proxy.restore();
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf))
+            .await
+            .expect("held bytes delivered after restore")
+            .unwrap();
+        assert_eq!(&buf, b"held");
+    }
+}
