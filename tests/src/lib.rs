@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use etcd::{Etcd, EtcdSettings, ServerTls};
-pub use proxy::TcpProxy;
+pub use proxy::{ProxyMode, TcpProxy};
 
 /// Overrides the `etcdctl` binary (default: `etcdctl` from `PATH`).
 const ETCDCTL_BIN_ENV: &str = "DISTLOCK_ETCDCTL_BIN";

@@ -1,0 +1,27 @@
+//! The chaos checker can fail: a short run with `--broken` workers (they ignore
+//! `lost()` and write without their fencing token) must end with violations
+//! and a non-zero exit status. The clean 60-second run is a step of
+//! `scripts/test.sh`; this only proves the end-to-end path can say "no".
+
+use std::process::Command;
+
+#[test]
+fn broken_workers_are_caught() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chaos"))
+        .args(["--seconds", "20", "--seed", "1", "--broken", "--out"])
+        .arg(out_dir.path())
+        .output()
+        .expect("run the chaos binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let violations: u64 = last
+        .strip_prefix("chaos: ")
+        .and_then(|rest| rest.split(", ").nth(2))
+        .and_then(|v| v.strip_suffix(" violations"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("last line is not the summary: {last:?}\n{stdout}"));
+    assert!(violations > 0, "broken workers went unnoticed:\n{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(out_dir.path().join("timeline.svg").exists());
+}
