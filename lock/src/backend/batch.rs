@@ -25,7 +25,7 @@ use etcd_client::{Client, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Code;
 
-use super::etcd::map_error;
+use super::etcd::{map_error, Terms};
 use crate::error::{LockError, Result};
 
 /// At most this many members in one batch (etcd's default `--max-txn-ops`).
@@ -54,11 +54,12 @@ pub(crate) struct Batcher {
     slots: Arc<Semaphore>,
     client: Client,
     request_timeout: Duration,
+    terms: Arc<Terms>,
 }
 
 impl Batcher {
     /// Starts the batching task, which ends when the batcher is dropped.
-    pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
+    pub(crate) fn new(client: Client, request_timeout: Duration, terms: Arc<Terms>) -> Self {
         let (queue, incoming) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -67,6 +68,7 @@ impl Batcher {
             request_timeout,
             queued: Arc::clone(&queued),
             slots: Arc::clone(&slots),
+            terms: Arc::clone(&terms),
         };
         tokio::spawn(batching.run(incoming));
         Batcher {
@@ -75,6 +77,7 @@ impl Batcher {
             slots,
             client,
             request_timeout,
+            terms,
         }
     }
 
@@ -85,7 +88,14 @@ impl Batcher {
         // Nothing waiting and room on the wire: no batch to wait for.
         if self.queued.load(Ordering::SeqCst) == 0 {
             if let Ok(_slot) = self.slots.try_acquire() {
-                return alone(self.client.clone(), self.request_timeout, what, txn).await;
+                return alone(
+                    self.client.clone(),
+                    self.request_timeout,
+                    &self.terms,
+                    what,
+                    txn,
+                )
+                .await;
             }
         }
         self.queued.fetch_add(1, Ordering::SeqCst);
@@ -117,6 +127,7 @@ struct Batching {
     request_timeout: Duration,
     queued: Arc<AtomicUsize>,
     slots: Arc<Semaphore>,
+    terms: Arc<Terms>,
 }
 
 impl Batching {
@@ -139,8 +150,9 @@ impl Batching {
             let batch = take_batch(&mut pending);
             self.queued.fetch_sub(batch.len(), Ordering::SeqCst);
             let (client, timeout) = (self.client.clone(), self.request_timeout);
+            let terms = Arc::clone(&self.terms);
             tokio::spawn(async move {
-                send(client, timeout, batch).await;
+                send(client, timeout, &terms, batch).await;
                 drop(slot);
             });
         }
@@ -164,10 +176,15 @@ fn take_batch(pending: &mut VecDeque<Member>) -> Vec<Member> {
     batch
 }
 
-async fn send(client: Client, request_timeout: Duration, mut batch: Vec<Member>) {
+async fn send(
+    client: Client,
+    request_timeout: Duration,
+    terms: &Arc<Terms>,
+    mut batch: Vec<Member>,
+) {
     if batch.len() == 1 {
         let member = batch.pop().expect("one member");
-        let answer = alone(client, request_timeout, member.what, member.txn).await;
+        let answer = alone(client, request_timeout, terms, member.what, member.txn).await;
         let _ = member.reply.send(answer);
         return;
     }
@@ -180,6 +197,7 @@ async fn send(client: Client, request_timeout: Duration, mut batch: Vec<Member>)
     let sent = tokio::time::timeout(request_timeout, client.clone().txn(outer)).await;
     match sent {
         Ok(Ok(resp)) => {
+            terms.observe(resp.header());
             let revision = resp.header().map_or(0, |h| h.revision());
             let mut inner = resp.op_responses().into_iter();
             for member in batch {
@@ -203,9 +221,10 @@ async fn send(client: Client, request_timeout: Duration, mut batch: Vec<Member>)
         {
             let mut each = tokio::task::JoinSet::new();
             for member in batch {
-                let client = client.clone();
+                let (client, terms) = (client.clone(), Arc::clone(terms));
                 each.spawn(async move {
-                    let answer = alone(client, request_timeout, member.what, member.txn).await;
+                    let answer =
+                        alone(client, request_timeout, &terms, member.what, member.txn).await;
                     let _ = member.reply.send(answer);
                 });
             }
@@ -233,9 +252,16 @@ async fn send(client: Client, request_timeout: Duration, mut batch: Vec<Member>)
 }
 
 /// One transaction on its own.
-async fn alone(client: Client, request_timeout: Duration, what: &str, txn: Txn) -> Answer {
+async fn alone(
+    client: Client,
+    request_timeout: Duration,
+    terms: &Terms,
+    what: &str,
+    txn: Txn,
+) -> Answer {
     match tokio::time::timeout(request_timeout, client.clone().txn(txn)).await {
         Ok(Ok(resp)) => {
+            terms.observe(resp.header());
             let revision = resp.header().map_or(0, |h| h.revision());
             Ok((resp, revision))
         }

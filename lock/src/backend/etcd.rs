@@ -1,5 +1,7 @@
 //! The etcd backend: each primitive is one etcd request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -15,6 +17,39 @@ use crate::error::{ErrorCode, LockError, Result};
 
 pub(crate) use super::DEFAULT_REQUEST_TIMEOUT;
 
+/// The highest Raft term seen in any answer from the cluster.
+///
+/// A leader that was paused (SIGSTOP, a VM freeze) and resumes still believes
+/// it leads until it hears of the election held meanwhile, and answers a lease
+/// keep-alive from its own, stale lessor: the client would count a renewal
+/// that the real leader never saw, while the real leader expires the lease.
+/// An answer from a term older than one already seen is such an answer, and
+/// a keep-alive carrying it does not count (found by the chaos run).
+#[derive(Debug, Default)]
+pub(crate) struct Terms(AtomicU64);
+
+impl Terms {
+    /// Records the term of an answer.
+    pub(crate) fn observe(&self, header: Option<&etcd_client::ResponseHeader>) {
+        if let Some(h) = header {
+            self.see(h.raft_term());
+        }
+    }
+
+    /// Whether an answer comes from a term older than the newest seen.
+    fn is_stale(&self, header: Option<&etcd_client::ResponseHeader>) -> bool {
+        header.is_some_and(|h| self.is_older(h.raft_term()))
+    }
+
+    fn see(&self, term: u64) {
+        self.0.fetch_max(term, Ordering::SeqCst);
+    }
+
+    fn is_older(&self, term: u64) -> bool {
+        term < self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// [`Backend`] on an etcd cluster.
 pub(crate) struct EtcdBackend {
     client: Client,
@@ -22,15 +57,18 @@ pub(crate) struct EtcdBackend {
     watches: WatchHub,
     /// Enqueues and deletes, coalesced into one transaction per round trip.
     writes: Batcher,
+    terms: Arc<Terms>,
 }
 
 impl EtcdBackend {
     pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
+        let terms = Arc::new(Terms::default());
         EtcdBackend {
             watches: WatchHub::new(client.clone(), request_timeout),
-            writes: Batcher::new(client.clone(), request_timeout),
+            writes: Batcher::new(client.clone(), request_timeout, Arc::clone(&terms)),
             client,
             request_timeout,
+            terms,
         }
     }
 
@@ -54,7 +92,9 @@ impl EtcdBackend {
     }
 
     async fn txn(&self, what: &str, txn: Txn) -> Result<TxnResponse> {
-        self.call(what, self.client.clone().txn(txn)).await
+        let resp = self.call(what, self.client.clone().txn(txn)).await?;
+        self.terms.observe(resp.header());
+        Ok(resp)
     }
 }
 
@@ -216,6 +256,7 @@ impl Backend for EtcdBackend {
                     self.client.clone().lease_grant(ttl_secs, None),
                 )
                 .await?;
+            self.terms.observe(resp.header());
             Ok(Granted {
                 id: resp.id(),
                 ttl: Duration::from_secs(resp.ttl().max(0) as u64),
@@ -226,6 +267,7 @@ impl Backend for EtcdBackend {
     fn keep_alive(&self, lease: i64) -> BoxFuture<'_, Result<i64>> {
         Box::pin(async move {
             let mut client = self.client.clone();
+            let terms = &self.terms;
             // Every way etcd says "this lease is gone" becomes a TTL of 0, as
             // the `Backend` contract asks: etcd-client reports a first answer
             // with TTL 0 as an error ("lease not found"), a later answer
@@ -234,7 +276,17 @@ impl Backend for EtcdBackend {
                 let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
                 keeper.keep_alive().await?;
                 match stream.message().await? {
-                    Some(resp) => Ok(resp.ttl()),
+                    Some(resp) if terms.is_stale(resp.header()) => {
+                        Err(etcd_client::Error::LeaseKeepAliveError(format!(
+                            "answered in raft term {}, older than one already seen: \
+                             a stale leader's renewal does not count",
+                            resp.header().map_or(0, |h| h.raft_term())
+                        )))
+                    }
+                    Some(resp) => {
+                        terms.observe(resp.header());
+                        Ok(resp.ttl())
+                    }
                     None => Err(etcd_client::Error::LeaseKeepAliveError(
                         "keep-alive stream closed without an answer".into(),
                     )),
@@ -384,6 +436,7 @@ impl Backend for EtcdBackend {
             let resp = self
                 .call("range", self.client.clone().get(prefix, Some(options)))
                 .await?;
+            self.terms.observe(resp.header());
             Ok(resp
                 .kvs()
                 .iter()
@@ -413,6 +466,21 @@ mod tests {
 
     /// The `Backend::keep_alive` contract: a lease that is gone answers a
     /// TTL of 0 or less, whichever way etcd says so, never an error.
+    #[test]
+    fn answers_from_an_older_term_are_stale() {
+        let terms = Terms::default();
+        assert!(!terms.is_older(3), "nothing seen yet");
+        terms.see(4);
+        terms.see(2); // a late answer from before the election changes nothing
+        assert!(
+            terms.is_older(3),
+            "a paused leader's term after an election"
+        );
+        assert!(!terms.is_older(4));
+        assert!(!terms.is_older(5));
+        assert!(!terms.is_stale(None));
+    }
+
     #[tokio::test]
     async fn keep_alive_answers_zero_for_a_lease_that_is_gone() {
         let etcd = Etcd::start().await;
