@@ -275,7 +275,7 @@ impl Held {
 
     /// The hold was lost while held: counted once, with a `distlock.lost` span.
     pub(crate) fn lost(&self, cause: LossCause) {
-        let span = tracing::warn_span!(
+        let span = tracing::info_span!(
             "distlock.lost",
             name = %self.name,
             token = self.token,
@@ -285,7 +285,7 @@ impl Held {
         let _entered = span.enter();
         if self.end("lost") {
             counter!(LOSSES, self.labels.with(Some(("cause", cause.as_str())))).increment(1);
-            tracing::warn!("lock lost");
+            tracing::info!("lock lost");
         }
     }
 
@@ -344,4 +344,81 @@ pub(crate) fn renewed(span: &tracing::Span, result: &std::result::Result<(), Loc
             span.record("outcome", e.code().to_string().as_str())
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use crate::{LockManager, LockOptions};
+
+    /// Totals per (name, label pairs) from one snapshot (which resets the
+    /// recorder: take it once, at the end).
+    fn totals(recorder: &DebuggingRecorder) -> Vec<(String, Vec<String>, f64)> {
+        let mut out = Vec::new();
+        for (key, _, _, value) in recorder.snapshotter().snapshot().into_vec() {
+            let labels = key
+                .key()
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let value = match value {
+                DebugValue::Counter(n) => n as f64,
+                DebugValue::Gauge(g) => g.into_inner(),
+                DebugValue::Histogram(xs) => xs.len() as f64,
+            };
+            out.push((key.key().name().to_owned(), labels, value));
+        }
+        out
+    }
+
+    fn get(totals: &[(String, Vec<String>, f64)], name: &str, want: &[&str]) -> f64 {
+        totals
+            .iter()
+            .filter(|(n, l, _)| n == name && want.iter().all(|w| l.iter().any(|x| x == w)))
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+
+    /// In memory: a reentrant hold counts once; a local waiter records a
+    /// hand-off when the slot passes to it; a cancelled waiter is counted as
+    /// such; every gauge ends at 0.
+    #[test]
+    fn reentry_local_handoff_and_cancellation() {
+        let recorder = DebuggingRecorder::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let manager = LockManager::in_memory();
+                let a = manager.new_lock("n", LockOptions::default()).unwrap();
+                let first = a.lock().await.unwrap();
+                let again = a.lock().await.unwrap(); // reentrant: same hold
+
+                let b = manager.new_lock("n", LockOptions::default()).unwrap();
+                let cancelled = tokio::time::timeout(Duration::from_millis(50), b.lock()).await;
+                assert!(cancelled.is_err(), "the lock is held");
+                let waiter = tokio::spawn(async move { b.lock().await.unwrap().unlock().await });
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                again.unlock().await.unwrap();
+                first.unlock().await.unwrap();
+                waiter.await.unwrap().unwrap();
+                manager.close().await;
+                tokio::time::sleep(Duration::from_millis(50)).await; // keepers end
+            })
+        });
+        let t = totals(&recorder);
+        assert_eq!(get(&t, super::ACQUISITIONS, &["result=acquired"]), 3.0);
+        assert_eq!(get(&t, super::ACQUISITIONS, &["result=cancelled"]), 1.0);
+        assert_eq!(get(&t, super::RELEASES, &["result=released"]), 2.0);
+        assert_eq!(get(&t, super::HANDOFF_SECONDS, &["source=lock"]), 1.0);
+        assert_eq!(get(&t, super::HOLD_SECONDS, &["end=released"]), 2.0);
+        assert_eq!(get(&t, super::HELD_LOCKS, &[]), 0.0);
+        assert_eq!(get(&t, super::WAITERS, &[]), 0.0);
+        assert_eq!(get(&t, super::SESSIONS, &[]), 0.0);
+    }
 }

@@ -505,6 +505,13 @@ fn an_axum_server_serves_prometheus_metrics_that_move() {
             3.0,
             "{after}"
         );
+        // The layer's acquisitions are not counted again as the core's: the
+        // one `source="lock"` acquisition is the job's.
+        assert_eq!(
+            sample(&after, ACQUISITIONS, &[r#"source="lock""#]),
+            1.0,
+            "{after}"
+        );
         assert_eq!(
             sample(&after, HELD_LOCKS, &[r#"source="layer""#]),
             0.0,
