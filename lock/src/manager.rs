@@ -345,7 +345,8 @@ impl LockManager {
     }
 
     /// Adds each lock's name as a `name` label to the [metrics](crate::metrics)
-    /// of the locks this manager (and every clone of it) makes from now on.
+    /// recorded from now on by this manager's locks (every clone of the
+    /// manager shares the setting).
     /// Off by default: every distinct name makes new time series, so opt in
     /// only when the names are few and fixed (e.g. `"nightly-report"`), never
     /// for names built from ids (`"order:42"`).

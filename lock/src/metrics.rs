@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | `distlock_acquisitions_total` | counter | `source`, `result` | finished `lock` / `try_lock` / `lock_timeout` calls; `result` = `acquired`, `busy` (a try found it taken), `timeout`, `error`, `cancelled` (the call's future was dropped) |
 //! | `distlock_releases_total` | counter | `source`, `result` | holds released (the last guard went); `result` = `released`, `lost` (it had been lost before), `error` |
-//! | `distlock_losses_total` | counter | `source`, `cause` | holds lost while held; `cause` = `lease_lost`, `deleted` (its key was deleted, e.g. force-unlock), `closed` (the manager closed), `watch_failed` (its key could no longer be watched) |
+//! | `distlock_losses_total` | counter | `source`, `cause` | holds lost while held; `cause` = `lease_lost` (also a lock without auto-renew that ran out its TTL), `deleted` (its key was deleted, e.g. force-unlock), `closed` (the manager closed), `watch_failed` (its key could no longer be watched) |
 //! | `distlock_renew_failures_total` | counter | — | lease keep-alives that failed (each one; the session may still recover) |
 //! | `distlock_wait_seconds` | histogram | `source`, `result` | from the call to its outcome, per acquisition call |
 //! | `distlock_hold_seconds` | histogram | `source`, `end` | from acquisition to release (`end` = `released`) or loss (`end` = `lost`) |
@@ -275,6 +275,9 @@ impl Held {
 
     /// The hold was lost while held: counted once, with a `distlock.lost` span.
     pub(crate) fn lost(&self, cause: LossCause) {
+        if !self.end("lost") {
+            return; // already released, or its loss already reported
+        }
         let span = tracing::info_span!(
             "distlock.lost",
             name = %self.name,
@@ -283,10 +286,8 @@ impl Held {
             outcome = cause.as_str()
         );
         let _entered = span.enter();
-        if self.end("lost") {
-            counter!(LOSSES, self.labels.with(Some(("cause", cause.as_str())))).increment(1);
-            tracing::info!("lock lost");
-        }
+        counter!(LOSSES, self.labels.with(Some(("cause", cause.as_str())))).increment(1);
+        tracing::info!("lock lost");
     }
 
     /// The hold's last guard went: the hold ends here (as lost, if it had
