@@ -240,19 +240,19 @@ impl Lock {
             outcome = tracing::field::Empty,
         );
         let attempt = Attempt::start(self.labels(), mode == Mode::Wait);
+        // Boxed: the acquisition's future is large, and nested locked calls
+        // (owner scopes, the macro, the layer) poll one inside another.
+        let acquire = Box::pin(self.acquire(mode).instrument(span.clone()));
         let result = match wait {
-            None => self.acquire(mode).instrument(span.clone()).await,
-            Some(wait) => {
-                let acquire = self.acquire(mode).instrument(span.clone());
-                tokio::time::timeout(wait, acquire)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(LockError::new(
-                            ErrorCode::Timeout,
-                            format!("lock `{}` not acquired within {wait:?}", self.name),
-                        ))
-                    })
-            }
+            None => acquire.await,
+            Some(wait) => tokio::time::timeout(wait, acquire)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(LockError::new(
+                        ErrorCode::Timeout,
+                        format!("lock `{}` not acquired within {wait:?}", self.name),
+                    ))
+                }),
         };
         attempt.finish(&span, &result);
         result
