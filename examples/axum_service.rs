@@ -9,7 +9,10 @@
 //! 2. payments of four different orders: all at once;
 //! 3. a background job holding `order:7`: a payment of order 7 waits 1 s,
 //!    then gets `503` with `Retry-After`;
-//! 4. `GET /health`, outside the layer, is never locked.
+//! 4. `GET /health`, outside the layer, is never locked;
+//! 5. `GET /metrics`, outside the layer too, serves distlock's metrics in the
+//!    Prometheus text format (`metrics-exporter-prometheus`, installed as the
+//!    process's `metrics` recorder): acquisitions, waits, holds, ...
 //!
 //! `cargo run -p distlock-examples --example axum_service`
 
@@ -25,6 +28,7 @@ use distlock_tests::Etcd;
 use distlock_tower::{HeldLock, LockLayer, PathParam};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -43,7 +47,7 @@ async fn pay(State(server): State<&'static str>, Path(id): Path<u32>, req: Reque
 }
 
 /// The app of one server: the order routes behind the layer, `/health` not.
-fn app(server: &'static str, manager: LockManager) -> Router {
+fn app(server: &'static str, manager: LockManager, metrics: PrometheusHandle) -> Router {
     // The route's `{id}` of `/orders/42/pay` is `42`: the lock is `order:42`,
     // the name a background job would lock too. The prefix keeps clients from
     // naming any other lock.
@@ -60,6 +64,10 @@ fn app(server: &'static str, manager: LockManager) -> Router {
         .route("/orders/{id}/pay", post(pay))
         .layer(layer)
         .route("/health", get(|| async { "ok" })) // added after the layer: unlocked
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
         .with_state(server)
 }
 
@@ -117,17 +125,21 @@ async fn burst(requests: Vec<(SocketAddr, &'static str, String)>) -> Result<(), 
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // The process's `metrics` recorder: distlock records into it, /metrics renders it.
+    let metrics = PrometheusBuilder::new().install_recorder()?;
     let etcd = Etcd::start().await; // a throwaway etcd, removed on exit
     let config = EtcdConfig::new(etcd.endpoints());
     let namespace = "/shop";
     let a = serve(app(
         "server-a",
         LockManager::connect(config.clone(), namespace).await?,
+        metrics.clone(),
     ))
     .await?;
     let b = serve(app(
         "server-b",
         LockManager::connect(config.clone(), namespace).await?,
+        metrics.clone(),
     ))
     .await?;
     println!(
@@ -167,5 +179,16 @@ async fn main() -> Result<(), Error> {
     job.unlock().await?;
     println!("   the job is done; order 7 again:");
     burst(vec![(b, "POST", "/orders/7/pay".to_owned())]).await?;
+
+    println!(
+        "\n5. GET /metrics (the acquisition counters; both servers share this process's recorder):"
+    );
+    let scrape = send(a, "GET", "/metrics").await?;
+    for line in scrape
+        .lines()
+        .filter(|l| l.starts_with("distlock_acquisitions_total"))
+    {
+        println!("   {line}");
+    }
     Ok(())
 }

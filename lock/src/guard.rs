@@ -12,6 +12,7 @@ use crate::cleanup::{log_removal, remove_key, Removal};
 use crate::error::{ErrorCode, LockError, Result};
 use crate::local::Slot;
 use crate::manager::Shared;
+use crate::metrics::LossCause;
 use crate::retry::Retry;
 use crate::session::Session;
 
@@ -36,6 +37,8 @@ pub(crate) struct Hold {
     /// The pause between attempts of the release.
     retry_interval: Duration,
     shared: Arc<Shared>,
+    /// The held gauge, hold time and loss count of this hold.
+    metrics: Arc<crate::metrics::Held>,
 }
 
 /// What [`Hold::new`] needs.
@@ -49,6 +52,7 @@ pub(crate) struct HoldParts {
     pub(crate) dedicated: bool,
     pub(crate) retry: Retry,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) metrics: crate::metrics::Labels,
 }
 
 /// How long a hold lasts before its key is watched for deletion.
@@ -66,9 +70,12 @@ impl Hold {
     pub(crate) fn new(p: HoldParts) -> Arc<Self> {
         let lost = p.session.lost().child_token();
         let slot = Arc::new(Mutex::new(Some(p.slot)));
+        let metrics = crate::metrics::Held::start(p.metrics, &p.name, p.rev as u64);
         let watcher = tokio::spawn({
             let (backend, lost, key) = (Arc::clone(&p.shared.backend), lost.clone(), p.key.clone());
             let slot = Arc::clone(&slot);
+            let (held, shared) = (Arc::clone(&metrics), Arc::clone(&p.shared));
+            let session_lost = p.session.lost().clone();
             let watch =
                 crate::queue::watch_gone(backend, p.queue, p.key.clone(), p.rev, None, p.retry);
             let gone = async move {
@@ -78,17 +85,27 @@ impl Hold {
             async move {
                 tokio::select! {
                     gone = gone => match gone {
-                        Ok(()) => warn!(%key, "lock lost: its key was deleted"),
+                        Ok(()) => {
+                            warn!(%key, "lock lost: its key was deleted");
+                            held.lost(LossCause::Deleted);
+                        }
                         Err(err) => {
                             // We can no longer tell whether we hold: report
                             // the lock lost, but the key may still exist, so
                             // its slot waits for the release to delete it.
                             warn!(%key, %err, "lock lost: its key can no longer be watched");
+                            held.lost(LossCause::WatchFailed);
                             lost.cancel();
                             return;
                         }
                     },
-                    _ = lost.cancelled() => {}
+                    _ = lost.cancelled() => held.lost(if shared.is_closed() {
+                        LossCause::Closed
+                    } else if session_lost.is_cancelled() {
+                        LossCause::LeaseLost
+                    } else {
+                        LossCause::Deleted
+                    }),
                 }
                 lost.cancel();
                 debug!(%key, "lock lost; freeing its local slot");
@@ -108,6 +125,7 @@ impl Hold {
             watcher,
             retry_interval: p.retry.interval(),
             shared: p.shared,
+            metrics,
         })
     }
 
@@ -168,6 +186,17 @@ impl Hold {
     }
     // --- end of owner-scope hook ---
 
+    /// Why this (lost) hold was lost, for the metrics.
+    fn loss_cause(&self) -> LossCause {
+        if self.shared.is_closed() {
+            LossCause::Closed
+        } else if self.session.is_lost() {
+            LossCause::LeaseLost
+        } else {
+            LossCause::Deleted
+        }
+    }
+
     /// Drops one guard; true when it was the last.
     fn leave(&self) -> bool {
         let mut guards = self.guards();
@@ -190,8 +219,18 @@ impl Hold {
     /// gone or the session is lost (see [`remove_key`]), then frees the local
     /// slot. `Expired` when the lock had been lost.
     async fn release(self: Arc<Self>) -> Result<()> {
-        let span = tracing::debug_span!("distlock.release", key = %self.key, token = self.token);
-        self.release_inner().instrument(span).await
+        let span = tracing::debug_span!(
+            "distlock.release",
+            name = %self.name,
+            key = %self.key,
+            token = self.token,
+            outcome = tracing::field::Empty,
+        );
+        let metrics = Arc::clone(&self.metrics);
+        metrics.release_started(self.is_lost().then(|| self.loss_cause()));
+        let released = self.release_inner().instrument(span.clone()).await;
+        metrics.released(&span, &released);
+        released
     }
 
     async fn release_inner(self: Arc<Self>) -> Result<()> {

@@ -38,6 +38,7 @@ mod local;
 mod lock;
 mod macro_support;
 mod manager;
+pub mod metrics;
 mod options;
 mod owner;
 mod queue;

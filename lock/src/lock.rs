@@ -10,6 +10,7 @@ use crate::guard::{Hold, HoldParts, LockGuard};
 use crate::info::Metadata;
 use crate::local::Slot;
 use crate::manager::Shared;
+use crate::metrics::{Attempt, Labels, Source};
 use crate::options::LockOptions;
 use crate::queue::{Contender, Mode, Outcome, Won};
 use crate::retry::Retry;
@@ -57,6 +58,8 @@ pub struct Lock {
     gate: tokio::sync::Mutex<()>,
     /// The current hold, if any.
     hold: Mutex<Weak<Hold>>,
+    /// The API this handle serves: the metrics' `source` label.
+    source: Source,
 }
 
 impl Lock {
@@ -69,7 +72,31 @@ impl Lock {
             shared,
             gate: tokio::sync::Mutex::new(()),
             hold: Mutex::new(Weak::new()),
+            source: Source::Lock,
         }
+    }
+
+    /// Tags this handle's metrics with `source` (the macro and the layer do).
+    /// Not a public API.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # fn main() -> distlock::Result<()> {
+    /// let lock = LockManager::in_memory().new_lock("a", LockOptions::default())?;
+    /// let lock = lock.with_metrics_source(distlock::metrics::Source::Layer);
+    /// # let _ = lock; Ok(()) }
+    /// ```
+    #[doc(hidden)]
+    pub fn with_metrics_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
+    fn labels(&self) -> Labels {
+        Labels::new(
+            self.source,
+            self.shared.metric_names().then_some(&*self.name),
+        )
     }
 
     /// The lock's name.
@@ -153,7 +180,7 @@ impl Lock {
     /// # Ok(()) }
     /// ```
     pub async fn lock(&self) -> Result<LockGuard> {
-        self.acquire(Mode::Wait)
+        self.attempt(Mode::Wait, None)
             .await?
             .ok_or_else(|| LockError::new(ErrorCode::Backend, "acquisition ended without the lock"))
     }
@@ -172,7 +199,7 @@ impl Lock {
     /// # Ok(()) }
     /// ```
     pub async fn try_lock(&self) -> Result<Option<LockGuard>> {
-        self.acquire(Mode::Try).await
+        self.attempt(Mode::Try, None).await
     }
 
     /// Acquires the lock, waiting at most `wait`; then fails with
@@ -197,18 +224,42 @@ impl Lock {
                 LockError::new(ErrorCode::Timeout, format!("lock `{}` is busy", self.name))
             });
         }
-        match tokio::time::timeout(wait, self.lock()).await {
-            Ok(result) => result,
-            Err(_) => Err(LockError::new(
-                ErrorCode::Timeout,
-                format!("lock `{}` not acquired within {wait:?}", self.name),
-            )),
-        }
+        self.attempt(Mode::Wait, Some(wait))
+            .await?
+            .ok_or_else(|| LockError::new(ErrorCode::Backend, "acquisition ended without the lock"))
+    }
+
+    /// One acquisition call, bounded by `wait` if given: its span and metrics.
+    async fn attempt(&self, mode: Mode, wait: Option<Duration>) -> Result<Option<LockGuard>> {
+        let span = tracing::debug_span!(
+            "distlock.acquire",
+            name = %self.name,
+            ?mode,
+            source = self.labels().source(),
+            token = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let attempt = Attempt::start(self.labels(), mode == Mode::Wait);
+        // Boxed: the acquisition's future is large, and nested locked calls
+        // (owner scopes, the macro, the layer) poll one inside another.
+        let acquire = Box::pin(self.acquire(mode).instrument(span.clone()));
+        let result = match wait {
+            None => acquire.await,
+            Some(wait) => tokio::time::timeout(wait, acquire)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(LockError::new(
+                        ErrorCode::Timeout,
+                        format!("lock `{}` not acquired within {wait:?}", self.name),
+                    ))
+                }),
+        };
+        attempt.finish(&span, &result);
+        result
     }
 
     async fn acquire(&self, mode: Mode) -> Result<Option<LockGuard>> {
-        let span = tracing::debug_span!("distlock.acquire", name = %self.name, ?mode);
-        async {
+        {
             self.shared.ensure_open()?;
             let _gate = match mode {
                 Mode::Wait => self.gate.lock().await,
@@ -259,8 +310,6 @@ impl Lock {
                 _ = self.shared.closed.cancelled() => Err(LockError::closed()),
             }
         }
-        .instrument(span)
-        .await
     }
 
     /// Takes the name's local slot, then competes in the backend's queue.
@@ -272,7 +321,7 @@ impl Lock {
         // A shared session can vanish unnoticed between keep-alives (its lease
         // revoked); then etcd refuses the enqueue and we retry once on a fresh one.
         for attempt in 0..2 {
-            let Some(slot) = self.take_slot(mode).await else {
+            let Some((slot, slot_woke)) = self.take_slot(mode).await else {
                 return Ok(None);
             };
             let (session, dedicated) = self.shared.session_for(&self.opts, &retry).await?;
@@ -297,15 +346,23 @@ impl Lock {
                     return Err(lease_gone());
                 }
             };
+            crate::metrics::handoff(&self.labels(), won.woke.or(slot_woke));
             return Ok(Some(self.hold(key, won, session, dedicated, retry)));
         }
         Err(lease_gone())
     }
 
-    async fn take_slot(&self, mode: Mode) -> Option<Slot> {
-        match mode {
-            Mode::Wait => Some(self.shared.local.acquire(&self.name).await),
-            Mode::Try => self.shared.local.try_acquire(&self.name),
+    /// The name's local slot, and when it was handed to us if we had to
+    /// wait for it (a local hand-off).
+    async fn take_slot(&self, mode: Mode) -> Option<(Slot, Option<std::time::Instant>)> {
+        let free = self.shared.local.try_acquire(&self.name);
+        match (mode, free) {
+            (_, Some(slot)) => Some((slot, None)),
+            (Mode::Try, None) => None,
+            (Mode::Wait, None) => {
+                let slot = self.shared.local.acquire(&self.name).await;
+                Some((slot, Some(std::time::Instant::now())))
+            }
         }
     }
 
@@ -328,6 +385,7 @@ impl Lock {
             dedicated,
             retry,
             shared: Arc::clone(&self.shared),
+            metrics: self.labels(),
         });
         *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&hold);
         LockGuard::first(hold)

@@ -583,7 +583,7 @@ where
     // request under `LockLayer`), this is a child section of that hold: see
     // `owner.rs`.
     let lock = match manager.new_lock(key.clone(), spec.options()) {
-        Ok(lock) => lock,
+        Ok(lock) => lock.with_metrics_source(crate::metrics::Source::Macro),
         Err(err) => return (outcomes.error)(err),
     };
     let guard = match acquire(&lock, &spec).await {

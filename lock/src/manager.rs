@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     /// `host/pid/manager-id`; each lock handle appends its own id.
     process_owner: String,
     runtime: OnceLock<Handle>,
+    /// Whether metrics carry a `name` label (`LockManager::with_metric_names`).
+    metric_names: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -59,11 +61,16 @@ impl Shared {
             background: TaskTracker::new(),
             process_owner: format!("{}/{}/{}", hostname(), std::process::id(), &manager_id[..8]),
             runtime: OnceLock::new(),
+            metric_names: Default::default(),
         };
         if let Ok(handle) = Handle::try_current() {
             let _ = shared.runtime.set(handle);
         }
         Arc::new(shared)
+    }
+
+    pub(crate) fn metric_names(&self) -> bool {
+        self.metric_names.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -335,6 +342,23 @@ impl LockManager {
             faults.clone(),
         );
         Self::with_backend(Arc::new(backend), &self.namespace)
+    }
+
+    /// Adds each lock's name as a `name` label to the [metrics](crate::metrics)
+    /// recorded from now on by this manager's locks (every clone of the
+    /// manager shares the setting).
+    /// Off by default: every distinct name makes new time series, so opt in
+    /// only when the names are few and fixed (e.g. `"nightly-report"`), never
+    /// for names built from ids (`"order:42"`).
+    ///
+    /// ```
+    /// let manager = distlock::LockManager::in_memory().with_metric_names(true);
+    /// # let _ = manager;
+    /// ```
+    pub fn with_metric_names(self, enabled: bool) -> Self {
+        let on = std::sync::atomic::Ordering::Relaxed;
+        self.shared.metric_names.store(enabled, on);
+        self
     }
 
     /// The namespace this manager's locks live in.

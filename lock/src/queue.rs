@@ -54,6 +54,9 @@ pub(crate) enum Outcome {
 pub(crate) struct Won {
     pub(crate) rev: i64,
     pub(crate) slot: Slot,
+    /// When the watch event that woke this waiter arrived (the hand-off
+    /// metric); `None` when it won without waiting.
+    pub(crate) woke: Option<std::time::Instant>,
 }
 
 /// An enqueue with its retries, owning everything it needs.
@@ -210,6 +213,7 @@ impl Contender {
             ));
         let session_lost = self.session.lost().clone();
         let backend = Arc::clone(self.backend());
+        let mut woke = None;
         loop {
             let (queue, key) = (&self.queue, &self.key);
             let positioned = self
@@ -217,7 +221,7 @@ impl Contender {
                 .run("queue read", || backend.position(queue, key, rev))
                 .await?;
             let predecessor = match positioned.position {
-                Position::Head => return self.win(rev),
+                Position::Head => return self.win(rev).map(|won| Won { woke, ..won }),
                 Position::Gone => return Err(vanished()),
                 Position::Behind { predecessor } => predecessor,
             };
@@ -233,6 +237,7 @@ impl Contender {
             debug!(key = %self.key, %predecessor, "waiting for predecessor");
             tokio::select! {
                 deleted = backend.wait_deleted(&predecessor, positioned.header + 1) => {
+                    woke = deleted.is_ok().then(std::time::Instant::now);
                     if let Err(err) = deleted {
                         if !err.is_transient() {
                             return Err(err);
@@ -280,7 +285,11 @@ impl Contender {
             .take()
             .expect("a contender owns its slot until it wins");
         self.disarm();
-        Ok(Won { rev, slot })
+        Ok(Won {
+            rev,
+            slot,
+            woke: None,
+        })
     }
 
     /// Marks the key as needing no cleanup.

@@ -78,7 +78,14 @@ impl Session {
             auto_renew = opts.auto_renew,
             "session started"
         );
-        tokio::spawn(Arc::clone(&session).keep(opts.renew_interval, opts.retry_interval));
+        let (live, keep) = (
+            crate::metrics::LiveSession::start(),
+            Arc::clone(&session).keep(opts.renew_interval, opts.retry_interval),
+        );
+        tokio::spawn(async move {
+            let _live = live; // counted as live until its keeper ends
+            keep.await
+        });
         Ok(session)
     }
 
@@ -168,8 +175,12 @@ impl Session {
         }
         let sent = Instant::now();
         let answer = tokio::time::timeout_at(self.deadline(), self.backend.keep_alive(self.lease));
-        let span = tracing::debug_span!("distlock.renew", lease = format_args!("{:x}", self.lease));
-        match answer.instrument(span).await {
+        let span = tracing::debug_span!(
+            "distlock.renew",
+            lease = format_args!("{:x}", self.lease),
+            outcome = tracing::field::Empty,
+        );
+        let renewed = match answer.instrument(span.clone()).await {
             Ok(Ok(ttl)) if ttl > 0 => {
                 let ttl = Duration::from_secs(ttl as u64).min(self.ttl);
                 let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
@@ -192,7 +203,9 @@ impl Session {
                 ErrorCode::Backend,
                 "no keep-alive answer before the lease's deadline",
             )),
-        }
+        };
+        crate::metrics::renewed(&span, &renewed);
+        renewed
     }
 
     /// The keeper task: renews on schedule, watches the deadline, and ends a

@@ -285,7 +285,9 @@ async fn acquire(
     options: LockOptions,
     wait: Duration,
 ) -> Result<LockGuard, Refusal> {
-    let lock = manager.new_lock(key, options)?;
+    let lock = manager
+        .new_lock(key, options)?
+        .with_metrics_source(distlock::metrics::Source::Layer);
     let bound = if wait.is_zero() { TRY_ONCE_LIMIT } else { wait };
     match tokio::time::timeout(bound, lock.lock_timeout(wait)).await {
         Ok(acquired) => Ok(acquired?),
