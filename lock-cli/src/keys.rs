@@ -5,23 +5,25 @@
 //! hex}`; `/` is escaped as `%2F` and `%` as `%25`; each key's value is JSON
 //! metadata `{"owner":..,"created_ms":..,"ttl_ms":..}` (empty for etcdctl and
 //! Go clients); the holder is the key with the lowest create revision, which
-//! is also its fencing token. This mirrors `distlock`'s private `key.rs`.
+//! is also its fencing token. The layout itself is `distlock::layout`'s.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, GetOptions, KeyValue, SortOrder, SortTarget};
+
+use distlock::layout::{escape, unescape, Keyspace};
 
 use crate::connect::etcd_failed;
 use crate::exit::Failure;
 
 /// `{ns}/locks/`: the prefix of every lock of the namespace.
 pub fn root(namespace: &str) -> String {
-    format!("{}/locks/", namespace.trim_end_matches('/'))
+    Keyspace::new(namespace).root().to_owned()
 }
 
 /// `{ns}/locks/{escaped name}/`: the queue of one lock.
 pub fn queue(namespace: &str, name: &str) -> String {
-    format!("{}{}/", root(namespace), escape(name))
+    Keyspace::new(namespace).queue(name)
 }
 
 /// The key `distlock force-unlock` writes (on a short lease) just before it
@@ -38,28 +40,6 @@ pub fn force_marker(namespace: &str, name: &str, token: i64) -> String {
 
 /// How long a force-unlock marker lives.
 pub const FORCE_MARKER_TTL_SECS: i64 = 300;
-
-/// Escapes `%` and `/` so that a name is one key segment.
-pub fn escape(name: &str) -> String {
-    name.replace('%', "%25").replace('/', "%2F")
-}
-
-/// Reverses [`escape`]; `None` for a segment `escape` cannot produce.
-pub fn unescape(segment: &str) -> Option<String> {
-    let mut out = String::with_capacity(segment.len());
-    let mut rest = segment;
-    while let Some(i) = rest.find('%') {
-        out.push_str(&rest[..i]);
-        match rest.get(i..i + 3) {
-            Some("%25") => out.push('%'),
-            Some("%2F") => out.push('/'),
-            _ => return None,
-        }
-        rest = &rest[i + 3..];
-    }
-    out.push_str(rest);
-    Some(out)
-}
 
 /// One contender key of a lock's queue.
 #[derive(Debug, Clone)]

@@ -33,7 +33,11 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
 }
 
 /// Escapes `%` and `/` so a name is one path segment.
-pub(crate) fn escape(name: &str) -> String {
+///
+/// ```
+/// assert_eq!(distlock::layout::escape("a/b%c"), "a%2Fb%25c");
+/// ```
+pub fn escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         match c {
@@ -46,7 +50,12 @@ pub(crate) fn escape(name: &str) -> String {
 }
 
 /// Reverses [`escape`]; `None` for a segment that [`escape`] cannot produce.
-pub(crate) fn unescape(segment: &str) -> Option<String> {
+///
+/// ```
+/// assert_eq!(distlock::layout::unescape("a%2Fb%25c").as_deref(), Some("a/b%c"));
+/// assert_eq!(distlock::layout::unescape("a%2"), None);
+/// ```
+pub fn unescape(segment: &str) -> Option<String> {
     let mut out = String::with_capacity(segment.len());
     let mut rest = segment;
     while let Some(i) = rest.find('%') {
@@ -62,9 +71,18 @@ pub(crate) fn unescape(segment: &str) -> Option<String> {
     Some(out)
 }
 
-/// The key layout of one namespace.
+/// The key layout of one namespace, for tools that read distlock's keys
+/// directly (the `distlock` command does).
+///
+/// ```
+/// use distlock::layout::Keyspace;
+/// let keys = Keyspace::new("/shop/");
+/// assert_eq!(keys.root(), "/shop/locks/");
+/// assert_eq!(keys.queue("order/42"), "/shop/locks/order%2F42/");
+/// assert_eq!(keys.name_of("/shop/locks/order%2F42/694d0001").as_deref(), Some("order/42"));
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct Keyspace {
+pub struct Keyspace {
     /// `{ns}/locks/`
     root: String,
 }
@@ -72,19 +90,32 @@ pub(crate) struct Keyspace {
 impl Keyspace {
     /// The keyspace of namespace `ns`; trailing slashes are ignored, so `/aio`
     /// and `/aio/` are the same namespace.
-    pub(crate) fn new(ns: &str) -> Self {
+    ///
+    /// ```
+    /// use distlock::layout::Keyspace;
+    /// assert_eq!(Keyspace::new("/aio").root(), Keyspace::new("/aio/").root());
+    /// ```
+    pub fn new(ns: &str) -> Self {
         Keyspace {
             root: format!("{}/locks/", ns.trim_end_matches('/')),
         }
     }
 
     /// `{ns}/locks/`: the prefix of every lock of the namespace.
-    pub(crate) fn root(&self) -> &str {
+    ///
+    /// ```
+    /// assert_eq!(distlock::layout::Keyspace::new("/aio").root(), "/aio/locks/");
+    /// ```
+    pub fn root(&self) -> &str {
         &self.root
     }
 
     /// `{ns}/locks/{escaped name}/`: the queue of one lock.
-    pub(crate) fn queue(&self, name: &str) -> String {
+    ///
+    /// ```
+    /// assert_eq!(distlock::layout::Keyspace::new("/aio").queue("a"), "/aio/locks/a/");
+    /// ```
+    pub fn queue(&self, name: &str) -> String {
         format!("{}{}/", self.root, escape(name))
     }
 
@@ -101,7 +132,13 @@ impl Keyspace {
 
     /// The lock name a contender key belongs to, if the key is in this keyspace
     /// and well formed.
-    pub(crate) fn name_of(&self, key: &str) -> Option<String> {
+    ///
+    /// ```
+    /// let keys = distlock::layout::Keyspace::new("/aio");
+    /// assert_eq!(keys.name_of("/aio/locks/a/1f").as_deref(), Some("a"));
+    /// assert_eq!(keys.name_of("/other/locks/a/1f"), None);
+    /// ```
+    pub fn name_of(&self, key: &str) -> Option<String> {
         let rest = key.strip_prefix(&self.root)?;
         let (segment, _lease) = rest.split_once('/')?;
         unescape(segment)

@@ -60,6 +60,14 @@ pub use owner::OwnerScope;
 
 pub use distlock_macros::distributed_lock;
 
+/// The etcd key layout of locks, for tools that read the keys directly:
+/// lock `name` in namespace `ns` queues keys `{ns}/locks/{escaped name}/{lease
+/// hex}`; the key with the lowest create revision holds, and that revision is
+/// its fencing token.
+pub mod layout {
+    pub use crate::key::{escape, unescape, Keyspace};
+}
+
 /// Fault injection for tests of failure paths (feature `fault-injection`):
 /// [`LockManager::with_faults`] makes a manager whose backend calls fail,
 /// stall, answer late or apply and lose their answer, as [`testing::Faults`]
