@@ -27,8 +27,8 @@ cargo test -p distlock-cli --features tls --locked --test tls
 # Publishing check (issue #12): each publishable crate packages and builds from its .crate, in dependency order.
 # Cargo verifies each crate against the others' fresh .crate files through a
 # local overlay registry, but it reuses a copy it unpacked on an earlier run
-# (same version, older contents): remove those copies of our own crates first.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/distlock-*
+# (same version, older contents), and builds made from it: remove those first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/distlock-* target/package
 cargo package -p distlock-macros -p distlock -p distlock-tower -p distlock-cli --locked --allow-dirty
 
 seconds="${DISTLOCK_CHAOS_SECONDS:-60}"
