@@ -26,10 +26,13 @@ echo "distlock: etcd 3.4 round (whole workspace) took $((SECONDS - start)) s" >&
 cargo test -p distlock-cli --features tls --locked --test tls
 # Publishing check (issue #12): each publishable crate packages and builds from its .crate, in dependency order.
 # Cargo verifies each crate against the others' fresh .crate files through a
-# local overlay registry, but it reuses a copy it unpacked on an earlier run
-# (same version, older contents), and builds made from it: remove those first.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/distlock-* target/package
-cargo package -p distlock-macros -p distlock -p distlock-tower -p distlock-cli --locked --allow-dirty
+# local overlay registry, but it reuses what it unpacked and built from them
+# on an earlier run (same version, older contents): drop those first. The
+# check builds in its own target dir, so the test build above stays as it is.
+pkg_target=target/package-check
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/distlock-*
+cargo clean -q --target-dir "$pkg_target" -p distlock-macros -p distlock -p distlock-tower -p distlock-cli 2>/dev/null || true
+CARGO_TARGET_DIR="$pkg_target" cargo package -p distlock-macros -p distlock -p distlock-tower -p distlock-cli --locked --allow-dirty
 
 seconds="${DISTLOCK_CHAOS_SECONDS:-60}"
 if [ "$seconds" != 0 ]; then
