@@ -2,6 +2,9 @@
 //! and clients over loopback: two servers on two managers sharing one etcd
 //! namespace, plus background jobs locking the same names directly.
 
+mod support;
+use support::http::open;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,9 +23,7 @@ use distlock_tests::{Etcd, TcpProxy};
 use distlock_tower::{Header, HeldLock, LockLayer, Rejection, RejectionKind};
 use http::{HeaderMap, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use tokio::sync::{Barrier, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant, Sleep};
@@ -274,40 +275,6 @@ impl Fleet {
 }
 
 // ---------------------------------------------------------------- clients ---
-
-/// A client connection; closed (the socket dropped) when this is dropped.
-struct Conn(JoinHandle<()>);
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Sends `GET path` on a connection of its own, with the given headers;
-/// returns once the response head is in.
-async fn open(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (http::Response<Incoming>, Conn) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    let conn = Conn(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    let mut req = http::Request::get(path).header("host", "localhost");
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let response = sender
-        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .expect("the server answers, it does not drop the connection");
-    (response, conn)
-}
 
 struct Reply {
     status: StatusCode,

@@ -5,6 +5,9 @@
 //! bounded when etcd does not answer; rejections in an outage do not log one
 //! warning each.
 
+mod support;
+use support::http::open;
+
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -23,9 +26,7 @@ use distlock_tests::{Etcd, TcpProxy};
 use distlock_tower::{Header, HeldLock, LockLayer, Query, Rejection, RejectionKind};
 use http::StatusCode;
 use http_body::Frame;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant, Sleep};
@@ -57,40 +58,6 @@ async fn manager(etcd: &Etcd, namespace: &str) -> LockManager {
     LockManager::connect(EtcdConfig::new(etcd.endpoints()), namespace)
         .await
         .expect("connect to etcd")
-}
-
-/// A client connection; closed when dropped.
-struct Conn(JoinHandle<()>);
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// `GET path` with `headers` on a connection of its own; returns at the
-/// response head.
-async fn open(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (http::Response<Incoming>, Conn) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    let conn = Conn(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    let mut req = http::Request::get(path).header("host", "localhost");
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let response = sender
-        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
-        .await
-        .expect("the server answers");
-    (response, conn)
 }
 
 struct Reply {
