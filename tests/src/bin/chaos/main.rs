@@ -65,6 +65,12 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some(sub @ ("worker" | "server" | "load")) => match worker::ChildArgs::parse(&args[1..]) {
             Ok(a) => runtime.block_on(async move {
+                // distlock's warnings go to this process's `.stderr` file.
+                tracing_subscriber::fmt()
+                    .with_env_filter("distlock=warn")
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false)
+                    .init();
                 match sub {
                     "worker" => worker::run_worker(a).await,
                     "server" => worker::run_server(a).await,

@@ -40,9 +40,10 @@ pub fn table(a: &Analysis) -> String {
     );
     let _ = writeln!(
         out,
-        "critical sections: {}; overlaps excused (holder cut off, fence held): {}",
+        "critical sections: {}; overlaps excused (holder cut off, fence held): {}, of which a resumed etcd leader revoked a live lease (etcd-io/etcd#15247): {}",
         a.sections.len(),
-        a.excused_overlaps
+        a.excused_overlaps,
+        a.stale_leader_overlaps
     );
     let _ = writeln!(out);
     let mut by_rule: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -117,7 +118,10 @@ pub fn svg(a: &Analysis, window: Option<(u64, u64)>) -> String {
     let bottom = top + row * keys.len() as f64;
     for f in a.fault_spans.iter().filter(|f| visible(f.start, f.end)) {
         let (x0, x1) = (x(f.start), x(f.end).max(x(f.start) + 1.0));
-        let fill = if f.kind.starts_with("member") || f.kind == "compact" {
+        let fill = if f.kind.starts_with("member")
+            || f.kind.starts_with("leader")
+            || f.kind == "compact"
+        {
             "gray"
         } else {
             "orange"
