@@ -155,6 +155,24 @@ impl Session {
         });
     }
 
+    /// The server reports the lease gone. Before the client-side deadline
+    /// that means someone revoked it — an operator, or a resuming etcd leader
+    /// that missed the renewals sent during its pause (etcd-io/etcd#15247,
+    /// fixed in etcd 3.4.28 and 3.5.11) — so say so: the locks on it may have
+    /// gone to someone else already, and only their fencing tokens protect.
+    fn gone_on_server(self: &Arc<Self>) {
+        let early = self.deadline().saturating_duration_since(Instant::now());
+        if !early.is_zero() && !self.is_lost() {
+            warn!(
+                lease = format_args!("{:x}", self.lease),
+                early_ms = early.as_millis() as u64,
+                "the server revoked the lease before its TTL ran out (an explicit revoke, \
+                 or etcd-io/etcd#15247 on etcd before 3.4.28 / 3.5.11)"
+            );
+        }
+        self.expire("the server reports the lease gone");
+    }
+
     /// Ends the session on purpose: revokes its lease (deleting its keys) and
     /// marks it lost.
     pub(crate) async fn close(&self) {
@@ -188,14 +206,14 @@ impl Session {
                 Ok(())
             }
             Ok(Ok(_)) => {
-                self.expire("the server reports the lease gone");
+                self.gone_on_server();
                 Err(LockError::new(
                     ErrorCode::Expired,
                     "the lock's lease expired on the server",
                 ))
             }
             Ok(Err(err)) if err.code() == ErrorCode::Expired => {
-                self.expire("the server reports the lease gone");
+                self.gone_on_server();
                 Err(err)
             }
             Ok(Err(err)) => Err(err),
