@@ -179,8 +179,9 @@ async fn force_unlock_with(
             failure.message
         );
     }
+    // Fenced by the token shown: a holder that took over since is left alone.
     let removed = manager
-        .force_unlock(name)
+        .force_unlock_token(name, info.fencing_token)
         .await
         .map_err(|e| Failure::lock("force-unlocking", &e))?;
     if removed {
@@ -191,7 +192,7 @@ async fn force_unlock_with(
         );
         Ok(exit::SUCCESS)
     } else {
-        println!("{name}: released meanwhile, nothing to do");
+        println!("{name}: released or taken over meanwhile; not unlocked");
         Ok(exit::FAILURE)
     }
 }

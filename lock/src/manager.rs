@@ -504,6 +504,33 @@ impl LockManager {
     /// # Ok(()) }
     /// ```
     pub async fn force_unlock(&self, name: &str) -> Result<bool> {
+        self.remove_holder(name, None).await
+    }
+
+    /// Removes the holder of lock `name` only if it is the one with fencing
+    /// token `token` — what an operator saw in [`lock_info`](Self::lock_info)
+    /// before deciding. If the lock changed hands meanwhile, the new holder
+    /// keeps it and this returns `false`, as when nobody holds the lock.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let manager = LockManager::in_memory();
+    /// let guard = manager.new_lock("stuck", LockOptions::default())?.lock().await?;
+    /// let seen = manager.lock_info("stuck").await?.unwrap().fencing_token;
+    /// assert!(!manager.force_unlock_token("stuck", seen + 1).await?); // not that holder
+    /// assert!(guard.is_held());
+    /// assert!(manager.force_unlock_token("stuck", seen).await?);
+    /// guard.lost().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn force_unlock_token(&self, name: &str, token: u64) -> Result<bool> {
+        self.remove_holder(name, Some(token)).await
+    }
+
+    /// Deletes the head key of `name`'s queue (if its token is `token`),
+    /// fenced by its create revision.
+    async fn remove_holder(&self, name: &str, token: Option<u64>) -> Result<bool> {
         validate_name(name)?;
         self.shared.ensure_open()?;
         let queue = self
@@ -511,7 +538,10 @@ impl LockManager {
             .backend
             .list(&self.shared.keys.queue(name))
             .await?;
-        let Some(holder) = queue.first() else {
+        let Some(holder) = queue
+            .first()
+            .filter(|h| token.is_none_or(|t| h.create_rev as u64 == t))
+        else {
             return Ok(false);
         };
         let deleted = self
@@ -519,7 +549,7 @@ impl LockManager {
             .backend
             .delete(&holder.key, Some(holder.create_rev))
             .await?;
-        info!(name, key = %holder.key, deleted, "force unlock");
+        info!(name, key = %holder.key, token = holder.create_rev, deleted, "force unlock");
         Ok(deleted)
     }
 

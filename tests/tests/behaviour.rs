@@ -25,6 +25,7 @@ on_both_backends!(
     a_lock_without_auto_renew_expires_after_its_ttl,
     auto_renew_keeps_a_lock_past_its_ttl,
     force_unlock_takes_exactly_the_holders_key,
+    force_unlock_by_token_spares_a_new_holder,
     info_and_list_describe_held_locks,
     close_releases_and_refuses_further_calls,
     an_unlock_dropped_halfway_still_releases,
@@ -463,6 +464,39 @@ async fn force_unlock_takes_exactly_the_holders_key(fx: &Fixture) {
     assert!(!admin.force_unlock("nobody-holds-this").await.unwrap());
     next.unlock().await.unwrap();
     kept.unlock().await.unwrap();
+}
+
+/// An operator saw token T; by the time they confirm, the lock changed hands.
+/// Unlocking by token T must leave the new holder alone.
+async fn force_unlock_by_token_spares_a_new_holder(fx: &Fixture) {
+    let m = fx.manager();
+    let admin = fx.another().await;
+    let lock = m.new_lock("handed", LockOptions::default()).unwrap();
+    let first = lock.lock().await.unwrap();
+    let seen = admin
+        .lock_info("handed")
+        .await
+        .unwrap()
+        .unwrap()
+        .fencing_token;
+    assert_eq!(seen, first.fencing_token());
+    first.unlock().await.unwrap();
+    let second = lock.lock().await.unwrap();
+
+    assert!(!admin.force_unlock_token("handed", seen).await.unwrap());
+    assert!(second.is_held());
+    let info = admin.lock_info("handed").await.unwrap().unwrap();
+    assert_eq!(info.fencing_token, second.fencing_token());
+
+    assert!(admin
+        .force_unlock_token("handed", second.fencing_token())
+        .await
+        .unwrap());
+    timeout(Duration::from_secs(5), second.lost())
+        .await
+        .expect("holder not told");
+    assert!(admin.lock_info("handed").await.unwrap().is_none());
+    assert!(!admin.force_unlock_token("handed", seen).await.unwrap());
 }
 
 async fn eventually_waiters(fx: &Fixture, name: &str, n: usize) {
