@@ -43,8 +43,11 @@ pub fn table(a: &Analysis) -> String {
         "critical sections: {}; overlaps excused (holder cut off, fence held): {}, of which a resumed etcd leader revoked a live lease (etcd-io/etcd#15247): {}",
         a.sections.len(),
         a.excused_overlaps,
-        a.stale_leader_overlaps
+        a.stale_leader_overlaps.len()
     );
+    for what in &a.stale_leader_overlaps {
+        let _ = writeln!(out, "    {what}");
+    }
     let _ = writeln!(out);
     let mut by_rule: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, v) in a.violations.iter().enumerate() {
