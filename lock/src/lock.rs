@@ -377,9 +377,9 @@ impl Lock {
         debug!(%key, token = won.rev, "acquired");
         let hold = Hold::new(HoldParts {
             name: self.name.clone(),
-            queue: self.queue.clone(),
             key,
             rev: won.rev,
+            confirmed: won.confirmed,
             slot: won.slot,
             session,
             dedicated,
