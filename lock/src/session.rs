@@ -90,12 +90,14 @@ impl Session {
                               // The keeper may be busy (a keep-alive, a revoke) when the
                               // session is lost: `on_lost` does not wait for it.
             tokio::pin!(keep);
-            tokio::select! {
-                _ = &mut keep => {}
-                _ = lost.cancelled() => {}
-            }
+            let kept = tokio::select! {
+                _ = &mut keep => true,
+                _ = lost.cancelled() => false,
+            };
             on_lost(lease);
-            keep.await
+            if !kept {
+                keep.await
+            }
         });
         Ok(session)
     }
