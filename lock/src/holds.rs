@@ -13,7 +13,8 @@
 //!   hands each delete to the hold with that key and an older create revision.
 //!
 //! A hold shorter than [`WATCH_AFTER`] costs etcd nothing: the watch is open
-//! only while the manager has a hold older than that. **Trade-off:** while it
+//! only while the manager has a hold older than that (holds turn old in
+//! rounds, so a hold is watched from between 1 and 1.5 × `WATCH_AFTER` on). **Trade-off:** while it
 //! is open, every delete in the namespace — every release of every process
 //! sharing it — reaches this manager, to be looked up and dropped. Waiters do
 //! not use this watch: each keeps its targeted watch of the one key ahead of
@@ -268,7 +269,12 @@ impl Driver {
                 self.unconfirmed.push(id);
             }
         }
-        let due = state.young.front().map(|(due, _)| *due);
+        // Holds turn old in rounds, at most one per half WATCH_AFTER: under
+        // a stream of short holds the driver does not wake for each one.
+        let due = state
+            .young
+            .front()
+            .map(|(due, _)| (*due).max(now + WATCH_AFTER / 2));
         if state.watched == 0 {
             // No old hold: no watch (a later one starts afresh).
             self.watch = None;

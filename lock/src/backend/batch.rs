@@ -258,13 +258,13 @@ async fn send(
 
 /// One transaction on its own.
 async fn alone(
-    client: Client,
+    mut client: Client,
     request_timeout: Duration,
     terms: &Terms,
     what: &str,
     txn: Txn,
 ) -> Answer {
-    match tokio::time::timeout(request_timeout, client.clone().txn(txn)).await {
+    match tokio::time::timeout(request_timeout, client.txn(txn)).await {
         Ok(Ok(resp)) => {
             terms.observe(resp.header());
             let revision = resp.header().map_or(0, |h| h.revision());
