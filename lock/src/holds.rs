@@ -67,6 +67,8 @@ type Id = (Arc<str>, i64);
 /// A registered hold.
 struct Entry {
     hold: Weak<Hold>,
+    /// The lease of its key (a session's loss scans by it).
+    lease: i64,
     /// A revision at which the hold's key was known to exist.
     confirmed: i64,
     /// Older than [`WATCH_AFTER`]: its key must be watched.
@@ -121,6 +123,7 @@ impl Holds {
         let mut state = self.state();
         let entry = Entry {
             hold: Arc::downgrade(hold),
+            lease: hold.lease(),
             confirmed,
             watched: false,
         };
@@ -156,8 +159,8 @@ impl Holds {
             state
                 .holds
                 .values()
+                .filter(|e| e.lease == lease)
                 .filter_map(|e| e.hold.upgrade())
-                .filter(|h| h.lease() == lease)
                 .collect()
         };
         for hold in lost {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use distlock::testing::{Fault, Faults, Op};
 use distlock::{ErrorCode, EtcdConfig, LockGuard, LockManager, LockOptions};
 use distlock_tests::{Etcd, TcpProxy};
-use support::{connect, init_tracing, on_both_backends, raw_client, Fixture};
+use support::{connect, init_tracing, on_both_backends, raw_client, short_ttl, Fixture};
 use tokio::time::{sleep, timeout};
 
 /// Long enough for a hold to be watched (the watch starts at 100 ms).
@@ -127,7 +127,47 @@ async fn a_refused_watch_reports_the_lock_lost_and_keeps_its_slot(fx: &Fixture) 
     g.unlock().await.unwrap();
 }
 
+/// A session lost (keep-alives failing past the deadline) loses all of its
+/// holds at once, with no task per hold: each guard hears it, and each
+/// name's local slot passes to the waiter behind it in its process.
+async fn a_lost_session_frees_all_its_holds_at_once(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = fx.another().await.with_faults(&faults);
+    let opts = short_ttl(2);
+    let mut held = Vec::new();
+    for name in ["a", "b", "c"] {
+        held.push(
+            manager
+                .new_lock(name, opts.clone())
+                .unwrap()
+                .lock()
+                .await
+                .unwrap(),
+        );
+    }
+    faults.always(Op::KeepAlive, Fault::Fail);
+    let waiters: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| {
+            // Other settings: another session, which stays alive.
+            let lock = manager.new_lock(name, LockOptions::default()).unwrap();
+            tokio::spawn(async move { lock.lock_timeout(Duration::from_secs(5)).await })
+        })
+        .collect();
+    // The session is given up ~1.8 s after its last keep-alive.
+    lost_within(&held[0], Duration::from_secs(3)).await;
+    for guard in &held[1..] {
+        lost_within(guard, Duration::from_millis(100)).await;
+    }
+    faults.heal();
+    for waiter in waiters {
+        let g = waiter.await.unwrap().expect("the slot was freed");
+        g.unlock().await.unwrap();
+    }
+}
+
 on_both_backends!(
+    a_lost_session_frees_all_its_holds_at_once,
     a_long_hold_hears_its_key_deleted,
     many_holds_cost_one_watch,
     a_deletion_while_the_watch_cannot_open_is_noticed,
