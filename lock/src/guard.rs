@@ -4,9 +4,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, Instrument};
 
 use crate::cleanup::{log_removal, remove_key, Removal};
 use crate::error::{ErrorCode, LockError, Result};
@@ -18,35 +17,38 @@ use crate::session::Session;
 
 /// One acquisition of a lock by one [`Lock`](crate::Lock) handle, shared by all
 /// of its (reentrant) guards. The key is released with the last guard.
+///
+/// A hold runs no task of its own: the manager's [`Holds`](crate::holds)
+/// registry tells it when it is lost.
 pub(crate) struct Hold {
     pub(crate) name: String,
-    key: String,
+    /// Our key, shared with the manager's registry of holds.
+    key: Arc<str>,
     token: u64,
     session: Arc<Session>,
     /// Whether the session's lease belongs to this hold alone (no auto-renew).
     dedicated: bool,
-    /// Cancelled when the lock is lost: the session is lost, or the key was
-    /// deleted behind our back.
+    /// Cancelled when the lock is lost: the session is lost (a child of its
+    /// token), or the key was deleted behind our back.
     lost: CancellationToken,
     /// Live guards; 0 once released.
     guards: Mutex<usize>,
     /// The name's local slot, freed once the key is deleted or the lock lost.
-    slot: Arc<Mutex<Option<Slot>>>,
-    /// The task watching our key.
-    watcher: AbortHandle,
+    slot: Mutex<Option<Slot>>,
     /// The pause between attempts of the release.
     retry_interval: Duration,
     shared: Arc<Shared>,
     /// The held gauge, hold time and loss count of this hold.
-    metrics: Arc<crate::metrics::Held>,
+    metrics: crate::metrics::Held,
 }
 
 /// What [`Hold::new`] needs.
 pub(crate) struct HoldParts {
     pub(crate) name: String,
-    pub(crate) queue: String,
     pub(crate) key: String,
     pub(crate) rev: i64,
+    /// A revision at which the key was known to exist (the read that won it).
+    pub(crate) confirmed: i64,
     pub(crate) slot: Slot,
     pub(crate) session: Arc<Session>,
     pub(crate) dedicated: bool,
@@ -55,78 +57,58 @@ pub(crate) struct HoldParts {
     pub(crate) metrics: crate::metrics::Labels,
 }
 
-/// How long a hold lasts before its key is watched for deletion.
-const WATCH_AFTER: Duration = Duration::from_millis(100);
-
 impl Hold {
-    /// A hold with one guard, whose key is watched once the hold has lasted
-    /// [`WATCH_AFTER`]: a short hold costs etcd no watch. The watch starts
-    /// after a read that confirms the key, so a deletion meanwhile is seen
-    /// by that read. When
-    /// the lock is lost — the key deleted, or the session lost, which takes the
-    /// key with its lease — the name's local slot is freed at once, so the
-    /// process's other waiters for the name need not wait for the lost guard
-    /// to be dropped.
+    /// A hold with one guard, registered with the manager's
+    /// [`Holds`](crate::holds::Holds), which watches its key once the hold
+    /// has lasted [`WATCH_AFTER`](crate::holds::WATCH_AFTER) (a short hold
+    /// costs etcd nothing) and reports a loss through [`lose`](Hold::lose).
     pub(crate) fn new(p: HoldParts) -> Arc<Self> {
-        let lost = p.session.lost().child_token();
-        let slot = Arc::new(Mutex::new(Some(p.slot)));
-        let metrics = crate::metrics::Held::start(p.metrics, &p.name, p.rev as u64);
-        let watcher = tokio::spawn({
-            let (backend, lost, key) = (Arc::clone(&p.shared.backend), lost.clone(), p.key.clone());
-            let slot = Arc::clone(&slot);
-            let (held, shared) = (Arc::clone(&metrics), Arc::clone(&p.shared));
-            let session_lost = p.session.lost().clone();
-            let watch =
-                crate::queue::watch_gone(backend, p.queue, p.key.clone(), p.rev, None, p.retry);
-            let gone = async move {
-                tokio::time::sleep(WATCH_AFTER).await;
-                watch.await
-            };
-            async move {
-                tokio::select! {
-                    gone = gone => match gone {
-                        Ok(()) => {
-                            warn!(%key, "lock lost: its key was deleted");
-                            held.lost(LossCause::Deleted);
-                        }
-                        Err(err) => {
-                            // We can no longer tell whether we hold: report
-                            // the lock lost, but the key may still exist, so
-                            // its slot waits for the release to delete it.
-                            warn!(%key, %err, "lock lost: its key can no longer be watched");
-                            held.lost(LossCause::WatchFailed);
-                            lost.cancel();
-                            return;
-                        }
-                    },
-                    _ = lost.cancelled() => held.lost(if shared.is_closed() {
-                        LossCause::Closed
-                    } else if session_lost.is_cancelled() {
-                        LossCause::LeaseLost
-                    } else {
-                        LossCause::Deleted
-                    }),
-                }
-                lost.cancel();
-                debug!(%key, "lock lost; freeing its local slot");
-                free(&slot);
-            }
-        })
-        .abort_handle();
-        Arc::new(Hold {
+        let hold = Arc::new(Hold {
+            metrics: crate::metrics::Held::start(p.metrics),
+            lost: p.session.lost().child_token(),
             name: p.name,
-            key: p.key,
+            key: p.key.into(),
             token: p.rev as u64,
             session: p.session,
             dedicated: p.dedicated,
-            lost,
             guards: Mutex::new(1),
-            slot,
-            watcher,
+            slot: Mutex::new(Some(p.slot)),
             retry_interval: p.retry.interval(),
             shared: p.shared,
-            metrics,
-        })
+        });
+        hold.shared.holds.add(&hold, p.confirmed);
+        if hold.session.is_lost() {
+            // Lost before it was registered: the session's report may have
+            // missed it.
+            hold.shared.holds.remove(&hold);
+            hold.lose(hold.loss_cause());
+        }
+        hold
+    }
+
+    /// The lock is lost (its key deleted, its session lost, or its key no
+    /// longer watchable): `lost()` resolves, and the name's local slot is
+    /// freed at once, so the process's other waiters for the name need not
+    /// wait for the lost guard to be dropped — unless the key may still
+    /// exist (`WatchFailed`): then the slot waits for the release to delete
+    /// it. Reported once; a no-op after the release began.
+    pub(crate) fn lose(&self, cause: LossCause) {
+        self.metrics.lost(cause, &self.name, self.token);
+        self.lost.cancel();
+        if cause != LossCause::WatchFailed {
+            debug!(key = %self.key, "lock lost; freeing its local slot");
+            free(&self.slot);
+        }
+    }
+
+    /// Our key.
+    pub(crate) fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+
+    /// The lease our key is attached to.
+    pub(crate) fn lease(&self) -> i64 {
+        self.session.lease()
     }
 
     fn guards(&self) -> std::sync::MutexGuard<'_, usize> {
@@ -187,7 +169,7 @@ impl Hold {
     // --- end of owner-scope hook ---
 
     /// Why this (lost) hold was lost, for the metrics.
-    fn loss_cause(&self) -> LossCause {
+    pub(crate) fn loss_cause(&self) -> LossCause {
         if self.shared.is_closed() {
             LossCause::Closed
         } else if self.session.is_lost() {
@@ -226,15 +208,16 @@ impl Hold {
             token = self.token,
             outcome = tracing::field::Empty,
         );
-        let metrics = Arc::clone(&self.metrics);
-        metrics.release_started(self.is_lost().then(|| self.loss_cause()));
+        let lost = self.is_lost().then(|| self.loss_cause());
+        self.metrics.release_started(lost, &self.name, self.token);
+        let this = Arc::clone(&self);
         let released = self.release_inner().instrument(span.clone()).await;
-        metrics.released(&span, &released);
+        this.metrics.released(&span, &released);
         released
     }
 
     async fn release_inner(self: Arc<Self>) -> Result<()> {
-        self.watcher.abort();
+        self.shared.holds.remove(&self);
         let was_lost = self.is_lost();
         let released = if self.shared.is_closed() {
             Err(LockError::closed()) // close() revoked the leases
@@ -267,6 +250,13 @@ impl Hold {
             )),
             Err(err) => Err(err),
         }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // Released already, unless its release could not run (no runtime).
+        self.shared.holds.remove(self);
     }
 }
 

@@ -32,6 +32,7 @@ mod cleanup;
 mod config;
 mod error;
 mod guard;
+mod holds;
 mod info;
 mod key;
 mod local;

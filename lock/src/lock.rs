@@ -296,17 +296,29 @@ impl Lock {
             }
             // A try is one attempt, bounded by the backend's request timeout
             // (lease grant and backend retries included).
+            // A wait is bounded by its caller: no timer for it.
             let bound = match mode {
-                Mode::Try => self.shared.backend.request_timeout(),
-                Mode::Wait => Duration::MAX,
+                Mode::Try => Some(self.shared.backend.request_timeout()),
+                Mode::Wait => None,
+            };
+            let contend = async {
+                let Some(bound) = bound else {
+                    return self.contend(mode).await;
+                };
+                tokio::time::timeout(bound, self.contend(mode))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(LockError::new(
+                            ErrorCode::Backend,
+                            format!(
+                                "no answer from the backend within {bound:?} for lock `{}`",
+                                self.name
+                            ),
+                        ))
+                    })
             };
             tokio::select! {
-                won = tokio::time::timeout(bound, self.contend(mode)) => won.unwrap_or_else(|_| {
-                    Err(LockError::new(
-                        ErrorCode::Backend,
-                        format!("no answer from the backend within {bound:?} for lock `{}`", self.name),
-                    ))
-                }),
+                won = contend => won,
                 _ = self.shared.closed.cancelled() => Err(LockError::closed()),
             }
         }
@@ -377,9 +389,9 @@ impl Lock {
         debug!(%key, token = won.rev, "acquired");
         let hold = Hold::new(HoldParts {
             name: self.name.clone(),
-            queue: self.queue.clone(),
             key,
             rev: won.rev,
+            confirmed: won.confirmed,
             slot: won.slot,
             session,
             dedicated,

@@ -17,6 +17,7 @@ use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, Entry};
 use crate::config::EtcdConfig;
 use crate::error::{ErrorCode, LockError, Result};
+use crate::holds::Holds;
 use crate::info::{LockInfo, Metadata};
 use crate::key::{validate_name, Keyspace};
 use crate::local::LocalQueues;
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) keys: Keyspace,
     pub(crate) local: LocalQueues,
+    /// Every hold of this manager: how each hears it is lost.
+    pub(crate) holds: Arc<Holds>,
     /// Cancelled by `close()` or when the last handle goes; every session's
     /// `lost` token is its child.
     pub(crate) closed: CancellationToken,
@@ -51,11 +54,15 @@ pub(crate) struct Shared {
 impl Shared {
     fn new(backend: Arc<dyn Backend>, namespace: &str) -> Arc<Self> {
         let manager_id = uuid::Uuid::new_v4().simple().to_string();
+        let keys = Keyspace::new(namespace);
+        let closed = CancellationToken::new();
+        let holds = Holds::new(Arc::clone(&backend), keys.root().to_owned(), closed.clone());
         let shared = Shared {
             backend,
-            keys: Keyspace::new(namespace),
+            keys,
             local: LocalQueues::default(),
-            closed: CancellationToken::new(),
+            holds,
+            closed,
             shared_sessions: tokio::sync::Mutex::new(HashMap::new()),
             all_sessions: Mutex::new(Vec::new()),
             background: TaskTracker::new(),
@@ -140,7 +147,14 @@ impl Shared {
 
     async fn start_session(&self, opts: &LockOptions, retry: &Retry) -> Result<Arc<Session>> {
         self.ensure_open()?;
-        let session = Session::start(Arc::clone(&self.backend), opts, &self.closed, retry).await?;
+        let holds = Arc::downgrade(&self.holds);
+        let on_lost = move |lease| {
+            if let Some(holds) = holds.upgrade() {
+                holds.session_lost(lease);
+            }
+        };
+        let backend = Arc::clone(&self.backend);
+        let session = Session::start(backend, opts, &self.closed, retry, on_lost).await?;
         let mut all = self.all_sessions.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|s| s.strong_count() > 0);
         all.push(Arc::downgrade(&session));
@@ -294,7 +308,7 @@ impl LockManager {
         Self::with_backend(Arc::new(MemoryBackend::new()), "/memory")
     }
 
-    fn with_backend(backend: Arc<dyn Backend>, namespace: &str) -> Self {
+    pub(crate) fn with_backend(backend: Arc<dyn Backend>, namespace: &str) -> Self {
         LockManager {
             shared: Shared::new(backend, namespace),
             namespace: namespace.into(),

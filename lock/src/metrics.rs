@@ -221,7 +221,7 @@ pub(crate) fn handoff(labels: &Labels, woke: Option<Instant>) {
 }
 
 /// Why a hold was lost: the `cause` label.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LossCause {
     LeaseLost,
     Deleted,
@@ -242,24 +242,21 @@ impl LossCause {
 
 /// One hold (a key we hold): counted in the held gauge from its start until
 /// it ends — released, lost, or dropped — exactly once, whichever comes first.
+/// Part of its hold, which passes the lock's name and token where needed.
 pub(crate) struct Held {
     labels: Labels,
-    name: String,
-    token: u64,
     since: Instant,
     ended: AtomicBool,
 }
 
 impl Held {
-    pub(crate) fn start(labels: Labels, name: &str, token: u64) -> Arc<Self> {
+    pub(crate) fn start(labels: Labels) -> Self {
         gauge!(HELD_LOCKS, labels.with(None)).increment(1.0);
-        Arc::new(Held {
+        Held {
             labels,
-            name: name.to_owned(),
-            token,
             since: Instant::now(),
             ended: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Ends the hold once: the gauge goes down, the hold time is recorded.
@@ -274,14 +271,14 @@ impl Held {
     }
 
     /// The hold was lost while held: counted once, with a `distlock.lost` span.
-    pub(crate) fn lost(&self, cause: LossCause) {
+    pub(crate) fn lost(&self, cause: LossCause, name: &str, token: u64) {
         if !self.end("lost") {
             return; // already released, or its loss already reported
         }
         let span = tracing::info_span!(
             "distlock.lost",
-            name = %self.name,
-            token = self.token,
+            name = %name,
+            token = token,
             source = self.labels.source(),
             outcome = cause.as_str()
         );
@@ -292,9 +289,9 @@ impl Held {
 
     /// The hold's last guard went: the hold ends here (as lost, if it had
     /// been lost unnoticed), before its key is deleted.
-    pub(crate) fn release_started(&self, lost: Option<LossCause>) {
+    pub(crate) fn release_started(&self, lost: Option<LossCause>, name: &str, token: u64) {
         match lost {
-            Some(cause) => self.lost(cause),
+            Some(cause) => self.lost(cause, name, token),
             None => {
                 self.end("released");
             }

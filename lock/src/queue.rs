@@ -53,6 +53,8 @@ pub(crate) enum Outcome {
 /// local slot.
 pub(crate) struct Won {
     pub(crate) rev: i64,
+    /// A revision at which the key was read to exist (and to hold).
+    pub(crate) confirmed: i64,
     pub(crate) slot: Slot,
     /// When the watch event that woke this waiter arrived (the hand-off
     /// metric); `None` when it won without waiting.
@@ -164,7 +166,7 @@ impl Contender {
             }
         };
         if enqueued.head {
-            return self.win(enqueued.rev).map(Outcome::Won);
+            return self.win(enqueued.rev, enqueued.header).map(Outcome::Won);
         }
         if mode == Mode::Try {
             self.withdraw().await;
@@ -221,7 +223,10 @@ impl Contender {
                 .run("queue read", || backend.position(queue, key, rev))
                 .await?;
             let predecessor = match positioned.position {
-                Position::Head => return self.win(rev).map(|won| Won { woke, ..won }),
+                Position::Head => {
+                    let won = self.win(rev, positioned.header);
+                    return won.map(|won| Won { woke, ..won });
+                }
                 Position::Gone => return Err(vanished()),
                 Position::Behind { predecessor } => predecessor,
             };
@@ -276,7 +281,7 @@ impl Contender {
     /// Our key holds the lock; it is ours unless the session was lost
     /// meanwhile (then the key goes with the lease, and the drop cleanup sees
     /// to it).
-    fn win(mut self, rev: i64) -> Result<Won> {
+    fn win(mut self, rev: i64, confirmed: i64) -> Result<Won> {
         if self.session.is_lost() {
             return Err(session_lost_error());
         }
@@ -287,6 +292,7 @@ impl Contender {
         self.disarm();
         Ok(Won {
             rev,
+            confirmed,
             slot,
             woke: None,
         })

@@ -48,11 +48,13 @@ impl Session {
     /// allows) and starts its keeper task: renewing every `renew_interval`
     /// when `auto_renew`, and declaring the session lost at its deadline.
     /// The session is also lost when `parent` is cancelled (the manager closes).
+    /// `on_lost` runs as soon as the session is lost, whichever way.
     pub(crate) async fn start(
         backend: Arc<dyn Backend>,
         opts: &LockOptions,
         parent: &CancellationToken,
         retry: &Retry,
+        on_lost: impl FnOnce(i64) + Send + 'static,
     ) -> Result<Arc<Self>> {
         let (sent, granted) = retry
             .run("lease grant", || async {
@@ -82,9 +84,20 @@ impl Session {
             crate::metrics::LiveSession::start(),
             Arc::clone(&session).keep(opts.renew_interval, opts.retry_interval),
         );
+        let (lost, lease) = (session.lost.clone(), session.lease);
         tokio::spawn(async move {
             let _live = live; // counted as live until its keeper ends
-            keep.await
+                              // The keeper may be busy (a keep-alive, a revoke) when the
+                              // session is lost: `on_lost` does not wait for it.
+            tokio::pin!(keep);
+            let kept = tokio::select! {
+                _ = &mut keep => true,
+                _ = lost.cancelled() => false,
+            };
+            on_lost(lease);
+            if !kept {
+                keep.await
+            }
         });
         Ok(session)
     }

@@ -12,7 +12,9 @@ use tonic::Code;
 
 use super::batch::Batcher;
 use super::watch_hub::WatchHub;
-use super::{Backend, BoxFuture, Enqueued, Entry, Granted, Position, Positioned};
+use super::{
+    Backend, BoxFuture, DeleteWatch, Enqueued, Entry, Granted, Position, Positioned, Revisions,
+};
 use crate::error::{ErrorCode, LockError, Result};
 
 pub(crate) use super::DEFAULT_REQUEST_TIMEOUT;
@@ -448,6 +450,37 @@ impl Backend for EtcdBackend {
                 })
                 .collect())
         })
+    }
+
+    fn revisions<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Revisions>> {
+        Box::pin(async move {
+            let options = GetOptions::new().with_prefix().with_keys_only();
+            let resp = self
+                .call("range", self.client.clone().get(prefix, Some(options)))
+                .await?;
+            self.terms.observe(resp.header());
+            Ok(Revisions {
+                keys: resp
+                    .kvs()
+                    .iter()
+                    .map(|kv| (key_string(kv), kv.create_revision()))
+                    .collect(),
+                header: header_revision(resp.header()),
+            })
+        })
+    }
+
+    fn watch_deletes<'a>(
+        &'a self,
+        prefix: &'a str,
+        from: i64,
+    ) -> BoxFuture<'a, Result<DeleteWatch>> {
+        Box::pin(super::deletions::watch(
+            &self.client,
+            self.request_timeout,
+            prefix,
+            from,
+        ))
     }
 }
 

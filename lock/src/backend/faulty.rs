@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{Backend, BoxFuture, Enqueued, Entry, Granted, Positioned};
+use super::{Backend, BoxFuture, DeleteWatch, Enqueued, Entry, Granted, Positioned, Revisions};
 use crate::error::{LockError, Result};
 
 /// An operation of the storage interface a lock manager uses.
@@ -35,6 +35,13 @@ pub enum Op {
     Delete,
     /// A range read (info, list).
     List,
+    /// The keys-only range read that re-confirms held locks (after their
+    /// deletion watch missed revisions).
+    Revisions,
+    /// Opening the manager's watch of deleted keys, which tells held locks
+    /// that their keys are gone. A fault makes the open fail (and be
+    /// retried), or be refused for good.
+    WatchDeletes,
 }
 
 /// What happens to an operation a rule matches.
@@ -290,5 +297,17 @@ impl Backend for FaultyBackend {
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>> {
         Box::pin(self.run(Op::List, self.inner.list(prefix)))
+    }
+
+    fn revisions<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Revisions>> {
+        Box::pin(self.run(Op::Revisions, self.inner.revisions(prefix)))
+    }
+
+    fn watch_deletes<'a>(
+        &'a self,
+        prefix: &'a str,
+        from: i64,
+    ) -> BoxFuture<'a, Result<DeleteWatch>> {
+        Box::pin(self.run(Op::WatchDeletes, self.inner.watch_deletes(prefix, from)))
     }
 }

@@ -2,14 +2,17 @@
 //! leases with TTLs, keys attached to leases — so the same lock algorithm
 //! runs without etcd.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::{Backend, BoxFuture, Enqueued, Entry, Granted, Position, Positioned};
+use super::{
+    Backend, BoxFuture, DeleteWatch, Deletions, Enqueued, Entry, Granted, Position, Positioned,
+    Revisions,
+};
 use crate::error::{ErrorCode, LockError, Result};
 
 struct Stored {
@@ -23,22 +26,54 @@ struct Lease {
     expires: Instant,
 }
 
+/// How many deletes the in-memory store remembers for deletion watches; a
+/// watch from an older revision finds it compacted, as on etcd.
+const DELETE_HISTORY: usize = 100_000;
+
 #[derive(Default)]
 struct State {
     revision: i64,
     next_lease: i64,
     keys: BTreeMap<String, Stored>,
     leases: HashMap<i64, Lease>,
+    /// The latest deletes, `(revision, key)`, oldest first.
+    deletes: VecDeque<(i64, String)>,
+    /// Deletes before this revision are forgotten (compacted).
+    compacted: i64,
+    /// How many deletes `deletes` keeps.
+    history: usize,
 }
 
 impl State {
-    /// Deletes `key`, bumping the revision.
+    /// Deletes `key`, bumping the revision and remembering the delete.
     fn remove(&mut self, key: &str) -> bool {
         let removed = self.keys.remove(key).is_some();
         if removed {
             self.revision += 1;
+            self.deletes.push_back((self.revision, key.to_owned()));
+            while self.deletes.len() > self.history {
+                if let Some((rev, _)) = self.deletes.pop_front() {
+                    self.compacted = rev + 1;
+                }
+            }
         }
         removed
+    }
+
+    /// The deletes under `prefix` at revision `from` or later; `None` when
+    /// some of them are forgotten.
+    fn deletes_since(&self, prefix: &str, from: i64) -> Option<Vec<(String, i64)>> {
+        if from < self.compacted {
+            return None;
+        }
+        let start = self.deletes.partition_point(|(rev, _)| *rev < from);
+        Some(
+            self.deletes
+                .range(start..)
+                .filter(|(_, key)| key.starts_with(prefix))
+                .map(|(rev, key)| (key.clone(), *rev))
+                .collect(),
+        )
     }
 
     fn revoke(&mut self, lease: i64) {
@@ -97,9 +132,15 @@ pub(crate) struct MemoryBackend {
 
 impl MemoryBackend {
     pub(crate) fn new() -> Self {
+        Self::with_history(DELETE_HISTORY)
+    }
+
+    /// A store that remembers only the last `history` deletes.
+    pub(crate) fn with_history(history: usize) -> Self {
         let state = State {
             revision: 1,
             next_lease: 0x694d_0000,
+            history,
             ..State::default()
         };
         MemoryBackend {
@@ -293,6 +334,65 @@ impl Backend for MemoryBackend {
                     value: s.value.clone(),
                 })
                 .collect())
+        })
+    }
+
+    fn revisions<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Revisions>> {
+        Box::pin(async move {
+            let state = self.inner.state();
+            Ok(Revisions {
+                keys: state
+                    .keys
+                    .range(prefix.to_owned()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, s)| (k.clone(), s.create_rev))
+                    .collect(),
+                header: state.revision,
+            })
+        })
+    }
+
+    fn watch_deletes<'a>(
+        &'a self,
+        prefix: &'a str,
+        from: i64,
+    ) -> BoxFuture<'a, Result<DeleteWatch>> {
+        Box::pin(async move {
+            let (tx, rx) = mpsc::channel(16);
+            let (inner, prefix) = (Arc::downgrade(&self.inner), prefix.to_owned());
+            let mut changes = self.inner.changes.subscribe();
+            tokio::spawn(async move {
+                let mut from = from;
+                loop {
+                    let report = {
+                        let Some(inner) = inner.upgrade() else { return };
+                        let state = inner.state();
+                        let report = match state.deletes_since(&prefix, from) {
+                            None => Deletions::Compacted,
+                            Some(keys) => Deletions::Deleted {
+                                keys,
+                                through: state.revision,
+                            },
+                        };
+                        from = state.revision + 1;
+                        report
+                    };
+                    let done = report == Deletions::Compacted;
+                    if !matches!(&report, Deletions::Deleted { keys, .. } if keys.is_empty())
+                        && tx.send(Ok(report)).await.is_err()
+                    {
+                        return;
+                    }
+                    if done {
+                        return;
+                    }
+                    tokio::select! {
+                        changed = changes.changed() => if changed.is_err() { return },
+                        _ = tx.closed() => return,
+                    }
+                }
+            });
+            Ok(rx)
         })
     }
 }

@@ -18,6 +18,7 @@ use crate::error::Result;
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 mod batch;
+mod deletions;
 pub(crate) mod etcd;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faulty;
@@ -76,6 +77,37 @@ pub(crate) struct Entry {
     pub(crate) value: Vec<u8>,
 }
 
+/// Every key under a prefix with its create revision, as of one revision.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Revisions {
+    /// `(key, create revision)`, in key order.
+    pub(crate) keys: Vec<(String, i64)>,
+    /// The store revision the keys were read at.
+    pub(crate) header: i64,
+}
+
+/// What a watch of deletions under a prefix reports (see
+/// [`Backend::watch_deletes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Deletions {
+    /// These keys were deleted, each with the revision of its delete, and
+    /// every delete under the prefix up to revision `through` has now been
+    /// reported (`keys` may be empty: a progress report).
+    Deleted {
+        keys: Vec<(String, i64)>,
+        through: i64,
+    },
+    /// The watch can no longer report every delete since its start (the
+    /// store compacted revisions it had yet to send) and has ended: re-read
+    /// what it was meant to cover, then watch anew.
+    Compacted,
+}
+
+/// The receiving end of a deletion watch. It ends (`None`) when the watch
+/// breaks — deletes may then have gone unreported since the last `through`
+/// — and dropping it cancels the watch.
+pub(crate) type DeleteWatch = tokio::sync::mpsc::Receiver<Result<Deletions>>;
+
 /// The storage primitives of the lock algorithm. Every call is linearizable.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// How long one request may take before it fails transiently: the bound of
@@ -129,4 +161,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Every key under `prefix`, oldest first.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>>;
+
+    /// Every key under `prefix` with its create revision, without values, in
+    /// one linearizable read.
+    fn revisions<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Revisions>>;
+
+    /// Watches the deletions of keys under `prefix` made at revision `from`
+    /// or later: every such delete is reported, in revision order, until the
+    /// watch ends. Puts are not reported.
+    fn watch_deletes<'a>(
+        &'a self,
+        prefix: &'a str,
+        from: i64,
+    ) -> BoxFuture<'a, Result<DeleteWatch>>;
 }

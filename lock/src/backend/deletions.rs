@@ -1,0 +1,213 @@
+//! An etcd watch of the deletions under a prefix, for
+//! [`Backend::watch_deletes`](super::Backend::watch_deletes): one watch on a
+//! stream of its own, filtered on the server to deletes only (`NoPut`).
+//!
+//! Opening waits for etcd to accept the watch. A watch refused for want of
+//! permission is retried once after re-authenticating (an expired auth token
+//! looks the same); refused again, it fails with `PermissionDenied`. A watch
+//! from a compacted revision opens as a watch that reports
+//! [`Deletions::Compacted`] at once.
+//!
+//! Once open, a task forwards delete events and ends the watch (its receiver
+//! sees the end) when the stream breaks or goes silent: like the shared watch
+//! stream ([`watch_hub`](super::watch_hub)), a stream silent for a request
+//! timeout is asked for a progress notification, and one that does not
+//! answer within another request timeout counts as broken. A progress
+//! answer also tells how far the watch has reported, so a watch that resumes
+//! after a break starts from a recent revision.
+
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::etcd::map_error;
+use super::{DeleteWatch, Deletions};
+use crate::error::{ErrorCode, LockError, Result};
+
+/// Opens a watch of the deletes under `prefix` from revision `from`.
+pub(crate) async fn watch(
+    client: &Client,
+    request_timeout: Duration,
+    prefix: &str,
+    from: i64,
+) -> Result<DeleteWatch> {
+    let mut reauthenticated = false;
+    loop {
+        let (stream, first) = open(client, request_timeout, prefix, from).await?;
+        let (tx, rx) = mpsc::channel(16);
+        if first.canceled() && first.compact_revision() > 0 {
+            debug!(
+                prefix,
+                from,
+                compacted = first.compact_revision(),
+                "deletion watch from a compacted revision"
+            );
+            let _ = tx.try_send(Ok(Deletions::Compacted));
+            return Ok(rx);
+        }
+        if first.canceled() && refused(&first) && !reauthenticated {
+            debug!(
+                prefix,
+                reason = first.cancel_reason(),
+                "deletion watch refused; re-authenticating"
+            );
+            reauthenticated = true;
+            bounded(request_timeout, "authenticate", client.refresh_token()).await?;
+            continue;
+        }
+        if first.canceled() {
+            let code = if refused(&first) {
+                ErrorCode::PermissionDenied
+            } else {
+                ErrorCode::Backend
+            };
+            return Err(LockError::new(
+                code,
+                format!("etcd refused to watch {prefix}: {}", first.cancel_reason()),
+            ));
+        }
+        tokio::spawn(forward(stream, tx, request_timeout));
+        return Ok(rx);
+    }
+}
+
+/// Opens the stream and waits for etcd's answer to the watch.
+async fn open(
+    client: &Client,
+    request_timeout: Duration,
+    prefix: &str,
+    from: i64,
+) -> Result<(WatchStream, WatchResponse)> {
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(from)
+        .with_filters([WatchFilterType::NoPut]);
+    let mut client = client.clone();
+    let mut stream = bounded(
+        request_timeout,
+        "watch",
+        client.watch(prefix, Some(options)),
+    )
+    .await?;
+    match bounded(request_timeout, "watch", stream.message()).await? {
+        Some(first) => Ok((stream, first)),
+        None => Err(broken()),
+    }
+}
+
+/// Runs one request, bounded by the request timeout.
+async fn bounded<T>(
+    timeout: Duration,
+    what: &str,
+    request: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(answer) => answer.map_err(|e| map_error(what, e)),
+        Err(elapsed) => Err(LockError::backend(
+            format!("etcd {what} got no answer within {timeout:?}"),
+            elapsed,
+            true,
+        )),
+    }
+}
+
+fn broken() -> LockError {
+    LockError::backend(
+        "etcd deletion watch broke",
+        std::io::Error::other("watch stream closed"),
+        true,
+    )
+}
+
+/// Whether etcd cancelled a watch for want of permission, which is also what
+/// an expired auth token looks like.
+fn refused(resp: &WatchResponse) -> bool {
+    let reason = resp.cancel_reason();
+    resp.canceled() && (reason.contains("permission denied") || reason.contains("auth"))
+}
+
+/// Forwards the deletes of an open watch until it breaks, goes silent, or
+/// its receiver is dropped (which drops, hence cancels, the stream).
+async fn forward(
+    mut stream: WatchStream,
+    tx: mpsc::Sender<Result<Deletions>>,
+    request_timeout: Duration,
+) {
+    let mut last_heard = Instant::now();
+    let mut progress_due: Option<Instant> = None;
+    loop {
+        let check_at = progress_due.unwrap_or(last_heard + request_timeout);
+        let report = tokio::select! {
+            _ = tx.closed() => return,
+            message = stream.message() => match message {
+                Ok(Some(resp)) => {
+                    last_heard = Instant::now();
+                    progress_due = None;
+                    if resp.canceled() && resp.compact_revision() <= 0 {
+                        // Cancelled for another reason than a compaction:
+                        // the watch ends as broken, and resumes.
+                        return debug!(reason = resp.cancel_reason(), "deletion watch cancelled by etcd");
+                    }
+                    match report(&resp) {
+                        Some(report) => report,
+                        None => continue,
+                    }
+                }
+                Ok(None) => return debug!("deletion watch stream ended"),
+                Err(err) => return debug!(%err, "deletion watch stream failed"),
+            },
+            _ = tokio::time::sleep_until(check_at) => {
+                if progress_due.is_some() {
+                    return debug!("deletion watch silent after a progress request; dropping it");
+                }
+                if bounded(request_timeout, "watch progress", stream.request_progress()).await.is_err() {
+                    return;
+                }
+                progress_due = Some(Instant::now() + request_timeout);
+                continue;
+            }
+        };
+        let done = report == Deletions::Compacted;
+        if tx.send(Ok(report)).await.is_err() || done {
+            return;
+        }
+    }
+}
+
+/// What one response of an open watch reports, if anything.
+fn report(resp: &WatchResponse) -> Option<Deletions> {
+    if resp.canceled() {
+        // Fell behind a compaction: what it missed must be re-read.
+        debug!(
+            compacted = resp.compact_revision(),
+            "deletion watch compacted"
+        );
+        return Some(Deletions::Compacted);
+    }
+    if resp.created() {
+        return None;
+    }
+    let keys: Vec<(String, i64)> = resp
+        .events()
+        .iter()
+        .filter(|e| e.event_type() == EventType::Delete)
+        .filter_map(|e| e.kv())
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.mod_revision(),
+            )
+        })
+        .collect();
+    // Events come in revision order, and etcd sends all of one revision's
+    // events together. An answer without events is a progress notification:
+    // every event up to its header's revision has been sent.
+    let through = match resp.events().iter().filter_map(|e| e.kv()).next_back() {
+        Some(kv) => kv.mod_revision(),
+        None => resp.header().map_or(0, |h| h.revision()),
+    };
+    (through > 0).then_some(Deletions::Deleted { keys, through })
+}
