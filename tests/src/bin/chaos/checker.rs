@@ -425,13 +425,16 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
         })
     };
     let stale_leader = |x: &Section, y: &Section| -> Option<FaultSpan> {
-        a.fault_spans.iter().cloned().find(|f| {
-            f.kind == "leader_pause"
-                && x.start <= f.end + STALE_LEADER_WINDOW_US
-                && x.end >= f.end
-                && x.end <= f.end + 2 * STALE_LEADER_WINDOW_US
-                && y.start >= f.end
-        })
+        a.fault_spans
+            .iter()
+            .find(|f| {
+                f.kind == "leader_pause"
+                    && x.start <= f.end + STALE_LEADER_WINDOW_US
+                    && x.end >= f.end
+                    && x.end <= f.end + 2 * STALE_LEADER_WINDOW_US
+                    && y.start >= f.end
+            })
+            .cloned()
     };
     for (key, list) in &by_key {
         for (i, x) in list.iter().enumerate() {
