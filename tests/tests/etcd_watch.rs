@@ -9,9 +9,9 @@ mod support;
 
 use std::time::Duration;
 
-use distlock::{ErrorCode, EtcdConfig, LockGuard, LockManager, LockOptions};
+use distlock::{ErrorCode, LockGuard, LockManager, LockOptions};
 use distlock_tests::{Etcd, TcpProxy};
-use support::{connect, init_tracing};
+use support::{proxied, Proxied};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -30,13 +30,12 @@ struct Setup {
 }
 
 async fn setup(waiter_options: LockOptions) -> Setup {
-    init_tracing();
-    let etcd = Etcd::start().await;
-    let ns = etcd.namespace();
-    let proxy = TcpProxy::start_for(&etcd.endpoints()[0]).await;
-    let direct = connect(&etcd, &ns).await;
-    let config = EtcdConfig::new([proxy.endpoint()]).request_timeout(REQUEST_TIMEOUT);
-    let behind_proxy = LockManager::connect(config, &ns).await.unwrap();
+    let Proxied {
+        etcd,
+        proxy,
+        direct,
+        behind: behind_proxy,
+    } = proxied(REQUEST_TIMEOUT).await;
     let held = direct
         .new_lock("job", LockOptions::default())
         .unwrap()

@@ -10,9 +10,9 @@ mod support;
 use std::time::Duration;
 
 use distlock::testing::{Fault, Faults, Op};
-use distlock::{ErrorCode, EtcdConfig, LockGuard, LockManager, LockOptions};
+use distlock::{ErrorCode, LockGuard, LockManager, LockOptions};
 use distlock_tests::{Etcd, TcpProxy};
-use support::{connect, init_tracing, on_both_backends, raw_client, short_ttl, Fixture};
+use support::{on_both_backends, proxied, raw_client, short_ttl, Fixture, Proxied};
 use tokio::time::{sleep, timeout};
 
 /// Long enough for a hold to be watched (the watch starts at 100 ms).
@@ -191,13 +191,12 @@ struct Stalled {
 }
 
 async fn stalled_setup() -> Stalled {
-    init_tracing();
-    let etcd = Etcd::start().await;
-    let ns = etcd.namespace();
-    let proxy = TcpProxy::start_for(&etcd.endpoints()[0]).await;
-    let direct = connect(&etcd, &ns).await;
-    let config = EtcdConfig::new([proxy.endpoint()]).request_timeout(REQUEST_TIMEOUT);
-    let behind = LockManager::connect(config, &ns).await.unwrap();
+    let Proxied {
+        etcd,
+        proxy,
+        direct,
+        behind,
+    } = proxied(REQUEST_TIMEOUT).await;
     // The lease outlives the stall.
     let opts = LockOptions::default()
         .ttl(Duration::from_secs(60))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distlock::{EtcdConfig, LockManager, LockOptions};
-use distlock_tests::Etcd;
+use distlock_tests::{Etcd, TcpProxy};
 
 /// Logs with `RUST_LOG=distlock=debug` when asked.
 pub fn init_tracing() {
@@ -100,6 +100,34 @@ pub async fn connect(etcd: &Etcd, namespace: &str) -> LockManager {
     LockManager::connect(EtcdConfig::new(etcd.endpoints()), namespace)
         .await
         .expect("connect to the test etcd")
+}
+
+/// A fresh etcd with a fault proxy in front of it: a manager connected
+/// directly, and one that reaches etcd only through the proxy (its requests
+/// time out after `request_timeout`), both in one namespace.
+pub struct Proxied {
+    pub etcd: Etcd,
+    pub proxy: TcpProxy,
+    pub direct: LockManager,
+    pub behind: LockManager,
+}
+
+pub async fn proxied(request_timeout: Duration) -> Proxied {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let proxy = TcpProxy::start_for(&etcd.endpoints()[0]).await;
+    let direct = connect(&etcd, &ns).await;
+    let config = EtcdConfig::new([proxy.endpoint()]).request_timeout(request_timeout);
+    let behind = LockManager::connect(config, &ns)
+        .await
+        .expect("connect through the proxy");
+    Proxied {
+        etcd,
+        proxy,
+        direct,
+        behind,
+    }
 }
 
 pub async fn raw_client(etcd: &Etcd) -> etcd_client::Client {
