@@ -15,6 +15,13 @@
 //!   etcd can be reached), so the key goes with it within one TTL;
 //! - the manager is closed (every lease revoked).
 //!
+//! So whoever has the slot knows that the key `{queue}{lease hex}`, if it
+//! exists, is the one it made: a release that still has the slot deletes it
+//! without a fence (a plain delete, cheaper for etcd than a transaction). A
+//! lost hold's slot was freed at the loss, and the next acquisition of the
+//! name may have made the key again: its release deletes only its own
+//! create revision.
+//!
 //! When a key may exist that nobody can delete — a request whose answer was
 //! lost may still apply, or deletes kept failing for a whole TTL — the key's
 //! session is **retired**: no new key goes under it, and its lease is revoked

@@ -197,9 +197,10 @@ impl Hold {
         });
     }
 
-    /// Deletes the key (fenced by its create revision), retrying until it is
-    /// gone or the session is lost (see [`remove_key`]), then frees the local
-    /// slot. `Expired` when the lock had been lost.
+    /// Deletes the key (fenced by its create revision if the local slot was
+    /// freed by a loss), retrying until it is gone or the session is lost
+    /// (see [`remove_key`]), then frees the local slot. `Expired` when the
+    /// lock had been lost.
     async fn release(self: Arc<Self>) -> Result<()> {
         let span = tracing::debug_span!(
             "distlock.release",
@@ -218,6 +219,13 @@ impl Hold {
 
     async fn release_inner(self: Arc<Self>) -> Result<()> {
         self.shared.holds.remove(&self);
+        // The release keeps the name's local slot until the key is gone. A
+        // loss can no longer free it, so while we have it no other key of
+        // this name and lease can appear (see `cleanup`): the delete needs no
+        // fence. A loss that freed it already may have let the next
+        // acquisition make the key again: then only our revision is deleted.
+        let slot = take(&self.slot);
+        let fence = slot.is_none().then_some(self.token as i64);
         let was_lost = self.is_lost();
         let released = if self.shared.is_closed() {
             Err(LockError::closed()) // close() revoked the leases
@@ -227,20 +235,19 @@ impl Hold {
             self.session.close().await;
             Ok(Removal::Deleted)
         } else {
-            let (token, interval) = (self.token as i64, self.retry_interval);
             let removed = remove_key(
                 self.shared.backend.as_ref(),
                 &self.session,
                 &self.key,
-                Some(token),
-                interval,
+                fence,
+                self.retry_interval,
             );
             let removed = removed.await;
             log_removal(&self.key, "release", &removed);
             removed
         };
         self.lost.cancel(); // stops anyone still waiting on `lost()`
-        free(&self.slot);
+        drop(slot);
         debug!(key = %self.key, token = self.token, ?released, "released");
         match released {
             Ok(Removal::Deleted) if !was_lost => Ok(()),
@@ -260,9 +267,14 @@ impl Drop for Hold {
     }
 }
 
+/// Takes a hold's local slot, if not yet freed.
+fn take(slot: &Mutex<Option<Slot>>) -> Option<Slot> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 /// Frees a hold's local slot, if not yet freed.
 fn free(slot: &Mutex<Option<Slot>>) {
-    drop(slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+    drop(take(slot));
 }
 
 /// Proof that a lock is held. Unlock it with [`unlock`](LockGuard::unlock) to

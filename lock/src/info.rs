@@ -7,15 +7,15 @@ use serde::{Deserialize, Serialize};
 
 /// The value of a contender key, written in the same transaction as the key.
 /// Keys written by other clients (etcdctl, Go's `concurrency.Mutex`) have an
-/// empty value; they decode to the default.
+/// empty value; they decode to the default. Kept short: it is most of the
+/// enqueue request (see `EtcdBackend::enqueue`); the lease's TTL is not in
+/// it (readers ask etcd), though older versions wrote a `ttl_ms`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Metadata {
     #[serde(default)]
     pub(crate) owner: String,
     #[serde(default)]
     pub(crate) created_ms: u64,
-    #[serde(default)]
-    pub(crate) ttl_ms: u64,
     /// Unique per acquisition: tells a retry of our own enqueue, which finds
     /// the key it created, from a leftover key of an earlier acquisition.
     #[serde(default)]
@@ -31,13 +31,12 @@ fn next_acquisition() -> String {
 }
 
 impl Metadata {
-    pub(crate) fn new(owner: &str, ttl: Duration) -> Self {
+    pub(crate) fn new(owner: &str) -> Self {
         Metadata {
             owner: owner.to_owned(),
             created_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            ttl_ms: ttl.as_millis() as u64,
             acquisition: next_acquisition(),
         }
     }

@@ -337,7 +337,7 @@ impl Lock {
                 return Ok(None);
             };
             let (session, dedicated) = self.shared.session_for(&self.opts, &retry).await?;
-            let value = Metadata::new(&self.owner, session.ttl()).encode();
+            let value = Metadata::new(&self.owner).encode();
             let contender = Contender::new(
                 Arc::clone(&self.shared),
                 Arc::clone(&session),

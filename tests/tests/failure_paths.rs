@@ -212,6 +212,48 @@ async fn a_release_whose_answer_was_lost_succeeds(fx: &Fixture) {
     assert_eq!(keys_left(fx, &fx.manager()).await, 0);
 }
 
+/// An enqueue that applied but whose answer was lost is retried; the retry
+/// finds the key it made and keeps its place: at the head of a free lock
+/// (the fencing token is the key's create revision), behind the holder of a
+/// busy one (it waits, then takes the lock in turn). Nothing is left.
+async fn an_enqueue_whose_answer_was_lost_keeps_its_place(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    let observer = fx.another().await;
+
+    faults.inject(Op::Enqueue, Fault::Lose, 1);
+    let free = manager.new_lock("free", LockOptions::default()).unwrap();
+    let guard = free.lock_timeout(Duration::from_secs(5)).await.unwrap();
+    let info = observer.lock_info("free").await.unwrap().unwrap();
+    assert_eq!(info.fencing_token, guard.fencing_token());
+    assert_eq!(info.waiters, 0, "the retry made a second key");
+    guard.unlock().await.unwrap();
+
+    let holder = observer.new_lock("busy", LockOptions::default()).unwrap();
+    let held = holder.lock().await.unwrap();
+    faults.inject(Op::Enqueue, Fault::Lose, 1);
+    let busy = manager.new_lock("busy", LockOptions::default()).unwrap();
+    let waiting = tokio::spawn(async move {
+        let guard = busy.lock_timeout(Duration::from_secs(10)).await;
+        (busy, guard)
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while observer.lock_info("busy").await.unwrap().unwrap().waiters != 1 {
+        assert!(Instant::now() < deadline, "the waiter never queued");
+        sleep(Duration::from_millis(20)).await;
+    }
+    // The first enqueue applied; its retry comes a retry interval later.
+    sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "took a held lock");
+    let token = held.fencing_token();
+    held.unlock().await.unwrap();
+    let (_busy, guard) = waiting.await.unwrap();
+    let guard = guard.expect("the waiter takes the lock in turn");
+    assert!(guard.fencing_token() > token);
+    guard.unlock().await.unwrap();
+    assert_eq!(keys_left(fx, &observer).await, 0);
+}
+
 /// #9 (smaller): `lock()` never hands out a guard whose session was lost while
 /// it waited; it fails with `Expired` instead.
 async fn no_guard_on_a_session_lost_while_acquiring(fx: &Fixture) {
@@ -337,6 +379,7 @@ on_both_backends!(
     a_try_is_bounded_while_the_backend_stalls,
     a_lost_lock_frees_its_own_process,
     a_release_whose_answer_was_lost_succeeds,
+    an_enqueue_whose_answer_was_lost_keeps_its_place,
     no_guard_on_a_session_lost_while_acquiring,
     a_reentrant_lock_racing_the_last_drop_acquires,
     cleanups_end_with_close,

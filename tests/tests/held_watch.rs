@@ -62,6 +62,14 @@ async fn a_long_hold_hears_its_key_deleted(fx: &Fixture) {
         ErrorCode::Expired
     );
     assert!(g.is_held(), "the lost guard's release took the new key");
+    // The new key has the old one's name (same name, same session lease):
+    // only the release's fence keeps it from deleting it.
+    let holder = admin.lock_info("victim").await.unwrap();
+    assert_eq!(
+        holder.map(|info| info.fencing_token),
+        Some(g.fencing_token()),
+        "the lost guard's release deleted the new key"
+    );
     g.unlock().await.unwrap();
     for b in bystanders {
         b.unlock().await.unwrap();
