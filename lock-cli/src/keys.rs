@@ -3,7 +3,7 @@
 //!
 //! Lock `name` in namespace `ns` queues keys `{ns}/locks/{escaped name}/{lease
 //! hex}`; `/` is escaped as `%2F` and `%` as `%25`; each key's value is JSON
-//! metadata `{"owner":..,"created_ms":..,"ttl_ms":..}` (empty for etcdctl and
+//! metadata `{"owner":..,"created_ms":..}` (empty for etcdctl and
 //! Go clients); the holder is the key with the lowest create revision, which
 //! is also its fencing token. The layout itself is `distlock::layout`'s.
 

@@ -20,7 +20,10 @@
 //! without a fence (a plain delete, cheaper for etcd than a transaction). A
 //! lost hold's slot was freed at the loss, and the next acquisition of the
 //! name may have made the key again: its release deletes only its own
-//! create revision.
+//! create revision. An unfenced delete that got no answer may still land
+//! after the slot is freed (a stale retry, etcd issue 22082), so it retires
+//! its session: the next key of that name goes under another lease, hence
+//! another name.
 //!
 //! When a key may exist that nobody can delete — a request whose answer was
 //! lost may still apply, or deletes kept failing for a whole TTL — the key's
@@ -76,7 +79,15 @@ pub(crate) async fn remove_key(
             // Not there: our earlier attempt may have applied unheard.
             Ok(false) if unanswered => return Ok(Removal::Deleted),
             Ok(false) => return Ok(Removal::Gone),
-            Err(err) if err.is_transient() => err,
+            Err(err) if err.is_transient() => {
+                if rev.is_none() {
+                    // It may still apply, after we are done and the next
+                    // acquisition made the key again: that one must not be
+                    // on this lease (etcd issue 22082's stale retry).
+                    session.retire("an unfenced delete of its key got no answer");
+                }
+                err
+            }
             Err(err) => {
                 session.retire("a delete of its key was refused");
                 return Err(err);

@@ -29,7 +29,7 @@ use distlock::{EtcdConfig, LockManager, LockOptions};
 use distlock_tests::Etcd;
 use etcd_client::{Client, LockOptions as RpcLockOptions};
 
-const CYCLES: usize = 300;
+const CYCLES: usize = 1000;
 const HANDOFFS: usize = 100;
 
 struct Stats {

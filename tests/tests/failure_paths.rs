@@ -254,6 +254,32 @@ async fn an_enqueue_whose_answer_was_lost_keeps_its_place(fx: &Fixture) {
     assert_eq!(keys_left(fx, &observer).await, 0);
 }
 
+/// etcd issue 22082's stale retry: a release's delete gets no answer and is
+/// retried, the retry deletes the key, and the first delete reaches the
+/// store later, after the same process locked the name again. It must not
+/// take the new holder's key (which, on the same session lease, would have
+/// the same name).
+async fn a_stale_release_delete_spares_the_next_holder(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    let observer = fx.another().await;
+    let lock = manager.new_lock("stale", LockOptions::default()).unwrap();
+    let first = lock.lock().await.unwrap();
+    faults.inject(Op::Delete, Fault::Late(Duration::from_millis(600)), 1);
+    first.unlock().await.expect("the retried delete applied");
+    let second = lock.lock_timeout(Duration::from_secs(5)).await.unwrap();
+    sleep(Duration::from_millis(900)).await; // the stale delete has landed
+    let holder = observer.lock_info("stale").await.unwrap();
+    assert_eq!(
+        holder.map(|info| info.fencing_token),
+        Some(second.fencing_token()),
+        "a stale delete took the next holder's key"
+    );
+    assert!(second.is_held());
+    second.unlock().await.unwrap();
+    assert_eq!(keys_left(fx, &observer).await, 0);
+}
+
 /// #9 (smaller): `lock()` never hands out a guard whose session was lost while
 /// it waited; it fails with `Expired` instead.
 async fn no_guard_on_a_session_lost_while_acquiring(fx: &Fixture) {
@@ -380,6 +406,7 @@ on_both_backends!(
     a_lost_lock_frees_its_own_process,
     a_release_whose_answer_was_lost_succeeds,
     an_enqueue_whose_answer_was_lost_keeps_its_place,
+    a_stale_release_delete_spares_the_next_holder,
     no_guard_on_a_session_lost_while_acquiring,
     a_reentrant_lock_racing_the_last_drop_acquires,
     cleanups_end_with_close,

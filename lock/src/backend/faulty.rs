@@ -60,6 +60,11 @@ pub enum Fault {
     Stall,
     /// Fails with a permanent (not transient) backend error.
     Refuse,
+    /// A stale request: the answer is lost at once (a transient error, as
+    /// after a timeout), and the request reaches the store only after this
+    /// delay, when the caller may have retried and moved on. For `Enqueue`
+    /// and `Delete`; on reads it acts as `Fail`.
+    Late(Duration),
 }
 
 #[derive(Debug)]
@@ -219,6 +224,17 @@ impl FaultyBackend {
     }
 
     async fn run<'a, T: Send + 'a>(&'a self, op: Op, call: BoxFuture<'a, Result<T>>) -> Result<T> {
+        self.run_late(op, call, None).await
+    }
+
+    /// [`run`](Self::run) for a write: `stale` is the same request, owning
+    /// its inputs, for [`Fault::Late`] to send after its delay.
+    async fn run_late<'a, T: Send + 'a>(
+        &'a self,
+        op: Op,
+        call: BoxFuture<'a, Result<T>>,
+        stale: Option<BoxFuture<'static, ()>>,
+    ) -> Result<T> {
         let injected = |what: &str, transient: bool| {
             LockError::backend(
                 format!("injected fault: {op:?} {what}"),
@@ -241,6 +257,15 @@ impl FaultyBackend {
             Some(Fault::Lose) => {
                 let _applied = call.await;
                 Err(injected("answer lost", true))
+            }
+            Some(Fault::Late(delay)) => {
+                if let Some(stale) = stale {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        stale.await;
+                    });
+                }
+                Err(injected("answer lost; the request lands later", true))
             }
         }
     }
@@ -275,7 +300,13 @@ impl Backend for FaultyBackend {
         lease: i64,
         value: Vec<u8>,
     ) -> BoxFuture<'a, Result<Enqueued>> {
-        Box::pin(self.run(Op::Enqueue, self.inner.enqueue(queue, key, lease, value)))
+        let inner = Arc::clone(&self.inner);
+        let (q, k, v) = (queue.to_owned(), key.to_owned(), value.clone());
+        let stale: BoxFuture<'static, ()> = Box::pin(async move {
+            let _ = inner.enqueue(&q, &k, lease, v).await;
+        });
+        let call = self.inner.enqueue(queue, key, lease, value);
+        Box::pin(self.run_late(Op::Enqueue, call, Some(stale)))
     }
 
     fn position<'a>(
@@ -292,7 +323,11 @@ impl Backend for FaultyBackend {
     }
 
     fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(self.run(Op::Delete, self.inner.delete(key, rev)))
+        let (inner, k) = (Arc::clone(&self.inner), key.to_owned());
+        let stale: BoxFuture<'static, ()> = Box::pin(async move {
+            let _ = inner.delete(&k, rev).await;
+        });
+        Box::pin(self.run_late(Op::Delete, self.inner.delete(key, rev), Some(stale)))
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>> {
