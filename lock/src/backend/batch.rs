@@ -3,8 +3,8 @@
 //!
 //! Each write keeps its own compare: the batch is an unconditional outer
 //! transaction whose operations are the members' transactions, nested (etcd
-//! ≥ 3.3), and their plain deletes. etcd applies it as one Raft proposal, so every key it creates
-//! shares one create revision. That is why a batch never holds two writes to
+//! ≥ 3.3), and their plain deletes. etcd applies it as one Raft proposal,
+//! so every key it creates shares one create revision. That is why a batch never holds two writes to
 //! one lock's queue: two contenders of one lock created in one batch would
 //! tie for the same place and the same fencing token. A write whose queue is
 //! taken waits for the next batch. While [`MAX_IN_FLIGHT`] batches are
