@@ -222,20 +222,24 @@ impl Contender {
                 .retry
                 .run("queue read", || backend.position(queue, key, rev))
                 .await?;
-            let predecessor = match positioned.position {
+            let (predecessor, predecessor_rev) = match positioned.position {
                 Position::Head => {
                     let won = self.win(rev, positioned.header);
                     return won.map(|won| Won { woke, ..won });
                 }
                 Position::Gone => return Err(vanished()),
-                Position::Behind { predecessor } => predecessor,
+                Position::Behind { predecessor, rev } => (predecessor, rev),
             };
             if self.is_leftover(&predecessor) {
                 // We hold this name's slot, so a key of ours ahead of us is a
                 // leftover (a lost hold's, or a request that applied unheard).
+                // Fenced: should this delete land late (a stale retry), a
+                // new key of that name and lease must survive it.
                 warn!(key = %predecessor, "deleting a leftover key of ours ahead of us");
                 self.retry
-                    .run("leftover delete", || backend.delete(&predecessor, None))
+                    .run("leftover delete", || {
+                        backend.delete(&predecessor, Some(predecessor_rev))
+                    })
                     .await?;
                 continue;
             }

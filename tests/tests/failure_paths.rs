@@ -11,7 +11,7 @@ use distlock::testing::{Fault, Faults, Op};
 use distlock::{ErrorCode, EtcdConfig, LockManager, LockOptions};
 use distlock_tests::{Etcd, TcpProxy};
 use support::{connect, init_tracing, on_both_backends, raw_client, raw_keys, short_ttl, Fixture};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 /// A manager of `fx` whose backend calls go through `faults`, with a short
 /// request timeout so that stalls are quick.
@@ -455,6 +455,55 @@ async fn an_unlock_during_a_network_stall_frees_the_lock_after_the_heal() {
         .ok();
     taken.unlock().await.unwrap();
     assert!(raw_keys(&etcd, &ns).await.is_empty());
+}
+
+/// A leftover key of ours *ahead* of us (on another session of this manager)
+/// is deleted at its own create revision only: should that delete land late
+/// (etcd issue 22082's stale retry), the session's next key of the name, made
+/// meanwhile, survives it. (The leftover is put by hand: the library retires
+/// a session whose request may apply unheard, so this guards the fence
+/// itself.)
+#[tokio::test]
+async fn a_stale_delete_of_a_leftover_ahead_spares_the_next_key() {
+    let fx = Fixture::etcd().await;
+    let etcd = fx.etcd.as_ref().unwrap();
+    let faults = Faults::new();
+    let manager = faulty(&fx, &faults).await;
+    let observer = fx.another().await;
+    // Two sessions of one manager: option sets with different TTLs.
+    let on_b = manager.new_lock("ahead", short_ttl(20)).unwrap();
+    let on_a = manager.new_lock("ahead", LockOptions::default()).unwrap();
+    let first_b = on_b.lock().await.unwrap();
+    let key_b = observer.lock_info("ahead").await.unwrap().unwrap().key;
+    first_b.unlock().await.unwrap();
+    let lease_b = i64::from_str_radix(key_b.rsplit('/').next().unwrap(), 16).unwrap();
+    raw_client(etcd)
+        .await
+        .put(
+            key_b.as_str(),
+            r#"{"owner":"stale"}"#,
+            Some(etcd_client::PutOptions::new().with_lease(lease_b)),
+        )
+        .await
+        .unwrap();
+    faults.inject(Op::Delete, Fault::Late(Duration::from_millis(1500)), 1);
+    let stale_lands = Instant::now() + Duration::from_millis(1500);
+    let a = on_a.lock_timeout(Duration::from_secs(5)).await.unwrap();
+    a.unlock().await.unwrap();
+    let b = on_b.lock_timeout(Duration::from_secs(5)).await.unwrap();
+    let key = observer.lock_info("ahead").await.unwrap().unwrap().key;
+    assert_eq!(key, key_b, "the next key of the name is on the same lease");
+    assert!(Instant::now() < stale_lands, "too slow to test the race");
+    sleep_until(stale_lands + Duration::from_millis(300)).await;
+    let holder = observer.lock_info("ahead").await.unwrap();
+    assert_eq!(
+        holder.map(|info| info.fencing_token),
+        Some(b.fencing_token()),
+        "a stale delete of the leftover took the next key"
+    );
+    assert!(b.is_held());
+    b.unlock().await.unwrap();
+    assert!(raw_keys(etcd, &fx.namespace).await.is_empty());
 }
 
 /// #8.3: a key of ours left in a queue (a request that applied after we gave

@@ -423,6 +423,7 @@ impl Backend for EtcdBackend {
                     None => Position::Head,
                     Some(kv) => Position::Behind {
                         predecessor: key_string(kv),
+                        rev: kv.create_revision(),
                     },
                 }
             };

@@ -277,8 +277,9 @@ impl Backend for MemoryBackend {
                         .last()
                     {
                         None => Position::Head,
-                        Some((k, _)) => Position::Behind {
+                        Some((k, s)) => Position::Behind {
                             predecessor: k.clone(),
+                            rev: s.create_rev,
                         },
                     }
                 }

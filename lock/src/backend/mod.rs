@@ -56,8 +56,9 @@ pub(crate) enum Position {
     Gone,
     /// The key exists and no older key is in the queue: it holds the lock.
     Head,
-    /// The key exists; `predecessor` is the youngest key older than it.
-    Behind { predecessor: String },
+    /// The key exists; `predecessor` is the youngest key older than it, and
+    /// `rev` that key's create revision.
+    Behind { predecessor: String, rev: i64 },
 }
 
 /// A [`Position`] with the store revision it was read at; notifications for
