@@ -463,6 +463,23 @@ async fn an_unlock_during_a_network_stall_frees_the_lock_after_the_heal() {
     assert!(raw_keys(&etcd, &ns).await.is_empty());
 }
 
+/// Puts `key` (a queue key `{queue}{lease hex}`) by hand, under the lease its
+/// name gives, as a stale enqueue of ours landing late would leave it; returns
+/// its create revision.
+async fn put_leftover(etcd: &Etcd, key: &str) -> i64 {
+    let lease = i64::from_str_radix(key.rsplit('/').next().unwrap(), 16).unwrap();
+    let put = raw_client(etcd)
+        .await
+        .put(
+            key,
+            r#"{"owner":"stale"}"#,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap();
+    put.header().unwrap().revision()
+}
+
 /// A leftover key of ours *ahead* of us (on another session of this manager)
 /// is deleted at its own create revision only: should that delete land late
 /// (etcd issue 22082's stale retry), the session's next key of the name, made
@@ -482,16 +499,7 @@ async fn a_stale_delete_of_a_leftover_ahead_spares_the_next_key() {
     let first_b = on_b.lock().await.unwrap();
     let key_b = observer.lock_info("ahead").await.unwrap().unwrap().key;
     first_b.unlock().await.unwrap();
-    let lease_b = i64::from_str_radix(key_b.rsplit('/').next().unwrap(), 16).unwrap();
-    raw_client(etcd)
-        .await
-        .put(
-            key_b.as_str(),
-            r#"{"owner":"stale"}"#,
-            Some(etcd_client::PutOptions::new().with_lease(lease_b)),
-        )
-        .await
-        .unwrap();
+    put_leftover(etcd, &key_b).await;
     faults.inject(Op::Delete, Fault::Late(Duration::from_millis(1500)), 1);
     let stale_lands = Instant::now() + Duration::from_millis(1500);
     let a = on_a.lock_timeout(Duration::from_secs(5)).await.unwrap();
@@ -518,18 +526,7 @@ async fn a_leftover_key_of_ours_is_never_adopted() {
     let guard = lock.lock().await.unwrap();
     let key = manager.lock_info("left").await.unwrap().unwrap().key;
     guard.unlock().await.unwrap();
-    // What a stale enqueue of ours landing late would leave: our key, our lease.
-    let lease = i64::from_str_radix(key.rsplit('/').next().unwrap(), 16).unwrap();
-    let mut raw = raw_client(&etcd).await;
-    let put = raw
-        .put(
-            key.as_str(),
-            r#"{"owner":"stale"}"#,
-            Some(etcd_client::PutOptions::new().with_lease(lease)),
-        )
-        .await
-        .unwrap();
-    let leftover_rev = put.header().unwrap().revision() as u64;
+    let leftover_rev = put_leftover(&etcd, &key).await as u64;
     let again = lock.lock_timeout(Duration::from_secs(5)).await.unwrap();
     assert!(
         again.fencing_token() > leftover_rev,
