@@ -569,7 +569,7 @@ impl LockManager {
 
     /// Closes the manager: every lock it holds is released (its leases are
     /// revoked), every guard reports the lock lost, and every later call fails
-    /// with [`ErrorCode::Closed`](crate::ErrorCode::Closed).
+    /// with [`ErrorCode::Closed`].
     ///
     /// ```
     /// # use distlock::{ErrorCode, LockManager, LockOptions};

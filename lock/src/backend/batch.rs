@@ -3,14 +3,14 @@
 //!
 //! Each write keeps its own compare: the batch is an unconditional outer
 //! transaction whose operations are the members' transactions, nested (etcd
-//! ≥ 3.3), and their plain deletes. etcd applies it as one Raft proposal,
-//! so every key it creates shares one create revision. That is why a batch never holds two writes to
-//! one lock's queue: two contenders of one lock created in one batch would
-//! tie for the same place and the same fencing token. A write whose queue is
-//! taken waits for the next batch. While [`MAX_IN_FLIGHT`] batches are
-//! on their way, new writes queue up and form the next, larger batch: under
-//! light load each write goes alone, straight from its caller, as it would
-//! without batching.
+//! ≥ 3.3), and their plain deletes. etcd applies it as one Raft proposal, so
+//! every key it creates shares one create revision. That is why a batch
+//! never holds two writes to one lock's queue: two contenders of one lock
+//! created in one batch would tie for the same place and the same fencing
+//! token. A write whose queue is taken waits for the next batch. While
+//! [`MAX_IN_FLIGHT`] batches are on their way, new writes queue up and form
+//! the next, larger batch: under light load each write goes alone, straight
+//! from its caller, as it would without batching.
 //!
 //! If etcd refuses a batch as a whole (a member names a lease that is gone,
 //! touches a key its user may not, or the batch is too large), each member is
@@ -40,7 +40,6 @@ const MAX_BATCH: usize = 128;
 const MAX_IN_FLIGHT: usize = 1;
 
 /// One write.
-#[derive(Clone)]
 pub(crate) enum Write {
     /// A transaction (its own compares).
     Txn(Txn),
