@@ -8,9 +8,11 @@ mod support;
 use std::time::Duration;
 
 use distlock::testing::{Fault, Faults, Op};
-use distlock::{ErrorCode, EtcdConfig, LockGuard, LockManager, LockOptions};
+use distlock::{ErrorCode, EtcdConfig, LockManager, LockOptions};
 use distlock_tests::{Etcd, TcpProxy};
-use support::{connect, init_tracing, on_both_backends, raw_client, raw_keys, short_ttl, Fixture};
+use support::{
+    connect, init_tracing, on_both_backends, raw_client, raw_keys, short_ttl, still_holds, Fixture,
+};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 /// A manager of `fx` whose backend calls go through `faults`, with a short
@@ -254,19 +256,6 @@ async fn an_enqueue_whose_answer_was_lost_keeps_its_place(fx: &Fixture) {
     assert_eq!(keys_left(fx, &observer).await, 0);
 }
 
-/// After a stale delete landed: `guard`'s key still holds `name` (as another
-/// manager, `observer`, sees it) and the guard still holds; then releases it.
-async fn survived_the_stale_delete(observer: &LockManager, name: &str, guard: LockGuard) {
-    let holder = observer.lock_info(name).await.unwrap();
-    assert_eq!(
-        holder.map(|info| info.fencing_token),
-        Some(guard.fencing_token()),
-        "a stale delete took the key of `{name}`'s next holder"
-    );
-    assert!(guard.is_held());
-    guard.unlock().await.unwrap();
-}
-
 /// etcd issue 22082's stale retry: a release's delete gets no answer and is
 /// retried, the retry deletes the key, and the first delete reaches the
 /// store later, after the same process locked the name again. It must not
@@ -282,7 +271,7 @@ async fn a_stale_release_delete_spares_the_next_holder(fx: &Fixture) {
     first.unlock().await.expect("the retried delete applied");
     let second = lock.lock_timeout(Duration::from_secs(5)).await.unwrap();
     sleep(Duration::from_millis(900)).await; // the stale delete has landed
-    survived_the_stale_delete(&observer, "stale", second).await;
+    still_holds(&observer, "stale", second).await;
     assert_eq!(keys_left(fx, &observer).await, 0);
 }
 
@@ -509,7 +498,7 @@ async fn a_stale_delete_of_a_leftover_ahead_spares_the_next_key() {
     assert_eq!(key, key_b, "the next key of the name is on the same lease");
     assert!(Instant::now() < stale_lands, "too slow to test the race");
     sleep_until(stale_lands + Duration::from_millis(300)).await;
-    survived_the_stale_delete(&observer, "ahead", b).await;
+    still_holds(&observer, "ahead", b).await;
     assert!(raw_keys(etcd, &fx.namespace).await.is_empty());
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use distlock::testing::{Fault, Faults, Op};
 use distlock::{ErrorCode, LockGuard, LockManager, LockOptions};
 use distlock_tests::{Etcd, TcpProxy};
-use support::{on_both_backends, proxied, raw_client, short_ttl, Fixture, Proxied};
+use support::{on_both_backends, proxied, raw_client, short_ttl, still_holds, Fixture, Proxied};
 use tokio::time::{sleep, timeout};
 
 /// Long enough for a hold to be watched (the watch starts at 100 ms).
@@ -64,13 +64,7 @@ async fn a_long_hold_hears_its_key_deleted(fx: &Fixture) {
     assert!(g.is_held(), "the lost guard's release took the new key");
     // The new key has the old one's name (same name, same session lease):
     // only the release's fence keeps it from deleting it.
-    let holder = admin.lock_info("victim").await.unwrap();
-    assert_eq!(
-        holder.map(|info| info.fencing_token),
-        Some(g.fencing_token()),
-        "the lost guard's release deleted the new key"
-    );
-    g.unlock().await.unwrap();
+    still_holds(&admin, "victim", g).await;
     for b in bystanders {
         b.unlock().await.unwrap();
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distlock::{EtcdConfig, LockManager, LockOptions};
+use distlock::{EtcdConfig, LockGuard, LockManager, LockOptions};
 use distlock_tests::{Etcd, TcpProxy};
 
 /// Logs with `RUST_LOG=distlock=debug` when asked.
@@ -128,6 +128,20 @@ pub async fn proxied(request_timeout: Duration) -> Proxied {
         direct,
         behind,
     }
+}
+
+/// After a delete that must have spared it (a stale one, a lost guard's
+/// release): `guard`'s key still holds `name`, as another manager,
+/// `observer`, sees it, and the guard still holds; then releases it.
+pub async fn still_holds(observer: &LockManager, name: &str, guard: LockGuard) {
+    let holder = observer.lock_info(name).await.unwrap();
+    assert_eq!(
+        holder.map(|info| info.fencing_token),
+        Some(guard.fencing_token()),
+        "a delete took the key of `{name}`'s holder"
+    );
+    assert!(guard.is_held());
+    guard.unlock().await.unwrap();
 }
 
 pub async fn raw_client(etcd: &Etcd) -> etcd_client::Client {
