@@ -1,7 +1,7 @@
 //! [`LockGuard`]: proof of holding a lock, and the shared state of a hold.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -12,11 +12,12 @@ use crate::error::{ErrorCode, LockError, Result};
 use crate::local::Slot;
 use crate::manager::Shared;
 use crate::metrics::LossCause;
+use crate::owner::{Frame, TaskOwner};
 use crate::retry::Retry;
 use crate::session::Session;
 
-/// One acquisition of a lock by one [`Lock`](crate::Lock) handle, shared by all
-/// of its (reentrant) guards. The key is released with the last guard.
+/// One acquisition of a lock by one owner, shared by all of its (reentrant)
+/// guards. The key is released with the last guard.
 ///
 /// A hold runs no task of its own: the manager's [`Holds`](crate::holds)
 /// registry tells it when it is lost.
@@ -40,6 +41,16 @@ pub(crate) struct Hold {
     shared: Arc<Shared>,
     /// The held gauge, hold time and loss count of this hold.
     metrics: crate::metrics::Held,
+    /// The task that owns the hold and may re-enter it (a plain `lock()`),
+    /// or `None` for a hold owned by an owner scope (a locked call, a
+    /// request), which only code inside that scope re-enters.
+    owner: Option<TaskOwner>,
+    /// An enqueue attempt of this acquisition got no answer: it may create
+    /// the key again after the release deleted it (see `Session::sweep_later`).
+    unanswered: bool,
+    /// The scope level that locked calls and requests in the owning task
+    /// enter as child sections (made on first use).
+    task_frame: OnceLock<Arc<Frame>>,
 }
 
 /// What [`Hold::new`] needs.
@@ -55,6 +66,8 @@ pub(crate) struct HoldParts {
     pub(crate) retry: Retry,
     pub(crate) shared: Arc<Shared>,
     pub(crate) metrics: crate::metrics::Labels,
+    pub(crate) owner: Option<TaskOwner>,
+    pub(crate) unanswered: bool,
 }
 
 impl Hold {
@@ -75,6 +88,9 @@ impl Hold {
             slot: Mutex::new(Some(p.slot)),
             retry_interval: p.retry.interval(),
             shared: p.shared,
+            owner: p.owner,
+            unanswered: p.unanswered,
+            task_frame: OnceLock::new(),
         });
         hold.shared.holds.add(&hold, p.confirmed);
         if hold.session.is_lost() {
@@ -94,11 +110,13 @@ impl Hold {
     /// it. Reported once; a no-op after the release began.
     pub(crate) fn lose(&self, cause: LossCause) {
         self.metrics.lost(cause, &self.name, self.token);
-        self.lost.cancel();
         if cause != LossCause::WatchFailed {
+            // Before `lost()` resolves: whoever hears of the loss finds the
+            // name free in this process.
             debug!(key = %self.key, "lock lost; freeing its local slot");
             free(&self.slot);
         }
+        self.lost.cancel();
     }
 
     /// Our key.
@@ -124,6 +142,28 @@ impl Hold {
         self.lost.is_cancelled()
     }
 
+    /// Whether the hold still has its name's local slot: until it is
+    /// released, unless a loss freed it (see [`lose`](Hold::lose)).
+    pub(crate) fn keeps_slot(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Whether the calling task owns this hold (see [`TaskOwner`]).
+    pub(crate) fn owned_by_caller(&self) -> bool {
+        self.owner
+            .is_some_and(|owner| owner == TaskOwner::current())
+    }
+
+    /// The scope level of this hold for child sections entered by locked
+    /// calls and requests of the owning task.
+    pub(crate) fn task_frame(self: &Arc<Self>) -> &Arc<Frame> {
+        self.task_frame
+            .get_or_init(|| Arc::new(Frame::for_hold(self)))
+    }
+
     /// Adds a guard if the hold is live and not lost.
     pub(crate) fn reenter(self: &Arc<Self>) -> Result<LockGuard> {
         let mut guards = self.guards();
@@ -133,7 +173,7 @@ impl Hold {
                 "the lock is being released",
             ));
         }
-        if self.is_lost() {
+        if !self.is_held() {
             return Err(LockError::new(
                 ErrorCode::Expired,
                 format!(
@@ -158,13 +198,16 @@ impl Hold {
         &self.shared
     }
 
-    pub(crate) fn lost_token(&self) -> &CancellationToken {
-        &self.lost
-    }
-
-    /// Neither lost nor on a lost session.
+    /// Neither lost nor on a lost session. The session's deadline is checked
+    /// here, on the caller's clock, not only by its keeper task.
     pub(crate) fn is_held(&self) -> bool {
         !self.is_lost() && !self.session.is_lost()
+    }
+
+    /// Resolves when the hold is lost or released, or its session's deadline
+    /// passes (see [`Session::until_lost`]).
+    pub(crate) fn until_lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.session.until_lost(self.lost.clone())
     }
     // --- end of owner-scope hook ---
 
@@ -219,35 +262,52 @@ impl Hold {
 
     async fn release_inner(self: Arc<Self>) -> Result<()> {
         self.shared.holds.remove(&self);
-        // The release keeps the name's local slot until the key is gone. A
-        // loss can no longer free it, so while we have it no other key of
-        // this name and lease can appear (see `cleanup`): the delete needs no
-        // fence. A loss that freed it already may have let the next
-        // acquisition make the key again: then only our revision is deleted.
-        let slot = take(&self.slot);
-        let fence = slot.is_none().then_some(self.token as i64);
+        // The release keeps the name's local slot until the key is gone
+        // (it stays in the hold, so a release whose future is dropped midway
+        // still has it when it runs again in the background). A loss can no
+        // longer free it, so while we have it no other key of this name and
+        // lease can appear (see `cleanup`): the delete needs no fence. A loss
+        // that freed it already may have let the next acquisition make the
+        // key again: then only our revision is deleted.
+        let fence = {
+            let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = slot.as_ref() {
+                slot.cleaning();
+            }
+            slot.is_none().then_some(self.token as i64)
+        };
         let was_lost = self.is_lost();
         let released = if self.shared.is_closed() {
             Err(LockError::closed()) // close() revoked the leases
         } else if self.dedicated {
-            // The lease is this hold's alone: revoking it deletes the key, and
-            // should the revoke fail, the lease is no longer renewed.
-            self.session.close().await;
-            Ok(Removal::Deleted)
+            // The lease is this hold's alone: revoking it deletes the key.
+            // Should the revoke keep failing, the lease is no longer renewed
+            // and the key goes at its TTL: reported, as for a delete.
+            revoke_dedicated(&self.session, self.retry_interval).await
         } else {
+            // Should this future be dropped while an unfenced delete is on
+            // its way, that delete may still land after the slot is freed
+            // and the name's next key made: the session is retired, so that
+            // key goes under another lease (another key name).
+            let mut retire = RetireOnDrop(fence.is_none().then_some(&self.session));
             let removed = remove_key(
                 self.shared.backend.as_ref(),
                 &self.session,
                 &self.key,
                 fence,
                 self.retry_interval,
-            );
-            let removed = removed.await;
+            )
+            .await;
+            retire.0 = None; // answered: nothing of ours is on its way
             log_removal(&self.key, "release", &removed);
             removed
         };
+        if self.unanswered {
+            // A late enqueue attempt of ours may still create the key.
+            self.session.sweep_later(&self.key);
+        }
         self.lost.cancel(); // stops anyone still waiting on `lost()`
-        drop(slot);
+        free(&self.slot);
         debug!(key = %self.key, token = self.token, ?released, "released");
         match released {
             Ok(Removal::Deleted) if !was_lost => Ok(()),
@@ -258,6 +318,39 @@ impl Hold {
             Err(err) => Err(err),
         }
     }
+}
+
+/// Retires a session when dropped, unless disarmed (set to `None`): a delete
+/// of ours that was cut off may still land.
+struct RetireOnDrop<'a>(Option<&'a Arc<Session>>);
+
+impl Drop for RetireOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.0 {
+            session.retire("a release was dropped while its delete was on its way");
+        }
+    }
+}
+
+/// Revokes a hold's own lease, retrying transient failures as a delete is
+/// retried (until the lease's deadline); `Backend` if it never succeeded.
+async fn revoke_dedicated(session: &Arc<Session>, interval: Duration) -> Result<Removal> {
+    let mut last = match session.close().await {
+        Ok(()) => return Ok(Removal::Deleted),
+        Err(err) => err,
+    };
+    while last.is_transient() && tokio::time::Instant::now() + interval < session.deadline() {
+        tokio::time::sleep(interval).await;
+        last = match session.close().await {
+            Ok(()) => return Ok(Removal::Deleted),
+            Err(err) => err,
+        };
+    }
+    Err(LockError::with_source(
+        ErrorCode::Backend,
+        "could not revoke the lock's own lease; the lock frees when its TTL runs out",
+        last,
+    ))
 }
 
 impl Drop for Hold {
@@ -416,7 +509,7 @@ impl LockGuard {
     /// # Ok(()) }
     /// ```
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.hold().lost.clone().cancelled_owned()
+        self.hold().until_lost()
     }
 
     /// Renews the lock's lease now. Needed only for locks without auto-renew,
@@ -434,7 +527,7 @@ impl LockGuard {
     pub async fn renew(&self) -> Result<()> {
         let hold = self.hold();
         hold.shared.ensure_open()?;
-        if hold.is_lost() {
+        if !hold.is_held() {
             return Err(LockError::new(
                 ErrorCode::Expired,
                 format!("lock `{}` was lost", hold.name),

@@ -41,7 +41,7 @@
 //! may still exist, so its local slot is kept until the release deletes it
 //! (see [`cleanup`](crate::cleanup)).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -83,13 +83,24 @@ struct State {
     young: VecDeque<(Instant, Id)>,
     /// How many holds are `watched`.
     watched: usize,
-    /// Whether the driver task runs.
-    driving: bool,
+    /// Lives as long as the driver task: gone when it stopped, or when the
+    /// runtime that ran it shut down (the next hold starts another on its own
+    /// runtime).
+    driver: Weak<()>,
+}
+
+/// The latest hold of each lock name, for re-entry by the task that owns it.
+#[derive(Default)]
+struct Owners {
+    by_name: HashMap<String, Weak<Hold>>,
+    /// Forget released names once the map is this large (amortized O(1)).
+    prune_at: usize,
 }
 
 /// The registry of one manager's holds.
 pub(crate) struct Holds {
     state: Mutex<State>,
+    owners: Mutex<Owners>,
     /// Wakes the driver: a first young hold, or no watched hold left.
     wake: Notify,
     backend: Arc<dyn Backend>,
@@ -106,6 +117,7 @@ impl Holds {
     ) -> Arc<Self> {
         Arc::new(Holds {
             state: Mutex::default(),
+            owners: Mutex::default(),
             wake: Notify::new(),
             backend,
             root,
@@ -115,6 +127,17 @@ impl Holds {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn owners(&self) -> MutexGuard<'_, Owners> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The hold of `name` that the calling task owns (a plain `lock()` of
+    /// this task, with guards alive), if any.
+    pub(crate) fn owned_by_caller(&self, name: &str) -> Option<Arc<Hold>> {
+        let hold = self.owners().by_name.get(name).and_then(Weak::upgrade)?;
+        (hold.count() > 0 && hold.owned_by_caller()).then_some(hold)
     }
 
     /// Registers a new hold whose key existed at revision `confirmed`.
@@ -130,16 +153,33 @@ impl Holds {
         state.holds.insert(id.clone(), entry);
         let first = state.young.is_empty();
         state.young.push_back((Instant::now() + WATCH_AFTER, id));
-        if !state.driving {
-            state.driving = true;
-            tokio::spawn(Driver::new(Arc::clone(self)).run());
+        if state.driver.strong_count() == 0 {
+            let alive = Arc::new(());
+            state.driver = Arc::downgrade(&alive);
+            tokio::spawn(Driver::new(Arc::clone(self), alive).run());
         } else if first {
             self.wake.notify_one();
         }
+        drop(state);
+        let mut owners = self.owners();
+        if owners.by_name.len() >= owners.prune_at {
+            owners.by_name.retain(|_, h| h.strong_count() > 0);
+            owners.prune_at = (owners.by_name.len() * 2).max(64);
+        }
+        owners
+            .by_name
+            .insert(hold.name.clone(), Arc::downgrade(hold));
     }
 
     /// Unregisters a hold (its release began).
     pub(crate) fn remove(&self, hold: &Hold) {
+        {
+            let mut owners = self.owners();
+            let latest = owners.by_name.get(&hold.name);
+            if latest.is_some_and(|h| std::ptr::eq(h.as_ptr(), hold)) {
+                owners.by_name.remove(&hold.name);
+            }
+        }
         let id = (Arc::clone(hold.key()), hold.token() as i64);
         let mut state = self.state();
         if let Some(entry) = state.holds.remove(&id) {
@@ -205,6 +245,8 @@ struct Coverage {
 /// The one task per manager that keeps the deletion watch.
 struct Driver {
     holds: Arc<Holds>,
+    /// Tells [`Holds::add`] that this task runs.
+    _alive: Arc<()>,
     watch: Option<DeleteWatch>,
     coverage: Option<Coverage>,
     /// Old holds whose confirmed revision the watch does not cover.
@@ -225,9 +267,10 @@ enum Next {
 }
 
 impl Driver {
-    fn new(holds: Arc<Holds>) -> Self {
+    fn new(holds: Arc<Holds>, alive: Arc<()>) -> Self {
         Driver {
             holds,
+            _alive: alive,
             watch: None,
             coverage: None,
             unconfirmed: Vec::new(),
@@ -254,7 +297,7 @@ impl Driver {
         let mut state = self.holds.state();
         if self.holds.closed.is_cancelled() || (state.holds.is_empty() && state.young.is_empty()) {
             // Losses on close come from the sessions; the watch goes with us.
-            state.driving = false;
+            state.driver = Weak::new();
             return Next::Stop;
         }
         while let Some((due, _)) = state.young.front() {

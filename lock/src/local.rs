@@ -1,48 +1,155 @@
 //! The per-name local FIFO in front of the backend.
 //!
 //! Within one manager, at most one contender per lock name is in the backend's
-//! queue at a time: the others wait here, in FIFO order. That keeps two
-//! [`Lock`](crate::Lock) handles of one process from sharing a key (they
-//! would share the session lease, hence the key) and makes N local waiters cost
-//! the backend one.
+//! queue at a time: the others wait here, in FIFO order. That keeps two owners
+//! in one process from sharing a key (they would share the session lease,
+//! hence the key) and makes N local waiters cost the backend one.
+//!
+//! A slot is held by an owner (a contender, then its hold) or by a cleanup
+//! (a release or an abandoned contender deleting its key): a cleanup is not
+//! contention, so a try may wait for it (see [`LocalQueues::try_acquire_after_cleanup`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::{Mutex as FairMutex, OwnedMutexGuard};
 
+/// One name's local queue.
+#[derive(Default)]
+struct Name {
+    lock: Arc<FairMutex<()>>,
+    /// Acquisitions waiting for the slot.
+    waiting: AtomicUsize,
+    /// The slot is held by a cleanup, not by an owner.
+    cleaning: AtomicBool,
+}
+
 /// The right to use a lock name's backend key; held from enqueueing until the
-/// key is deleted.
-pub(crate) type Slot = OwnedMutexGuard<()>;
+/// key is deleted (or the lock lost).
+pub(crate) struct Slot {
+    _turn: OwnedMutexGuard<()>,
+    name: Arc<Name>,
+}
+
+impl Slot {
+    /// From now on the slot is held by a cleanup of its key, not by an owner.
+    pub(crate) fn cleaning(&self) {
+        self.name.cleaning.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.name.cleaning.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Counts an acquisition as waiting while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The names in use; names nobody uses any more are forgotten in rounds, so
+/// that a stream of new names costs amortized O(1) each.
+struct Names {
+    map: HashMap<String, Weak<Name>>,
+    /// Forget unused names once the map is this large.
+    prune_at: usize,
+}
+
+/// The smallest map size at which unused names are forgotten.
+const MIN_PRUNE: usize = 64;
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            map: HashMap::new(),
+            prune_at: MIN_PRUNE,
+        }
+    }
+}
 
 /// One fair mutex per lock name, dropped when nobody uses it.
 #[derive(Default)]
 pub(crate) struct LocalQueues {
-    names: Mutex<HashMap<String, Weak<FairMutex<()>>>>,
+    names: Mutex<Names>,
 }
 
 impl LocalQueues {
-    fn mutex(&self, name: &str) -> Arc<FairMutex<()>> {
+    fn name(&self, name: &str) -> Arc<Name> {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = names.get(name).and_then(Weak::upgrade) {
+        if let Some(existing) = names.map.get(name).and_then(Weak::upgrade) {
             return existing;
         }
-        // Forget names nobody waits for any more, so the map stays small.
-        names.retain(|_, m| m.strong_count() > 0);
-        let fresh = Arc::new(FairMutex::new(()));
-        names.insert(name.to_owned(), Arc::downgrade(&fresh));
+        if names.map.len() >= names.prune_at {
+            names.map.retain(|_, n| n.strong_count() > 0);
+            names.prune_at = (names.map.len() * 2).max(MIN_PRUNE);
+        }
+        let fresh = Arc::new(Name::default());
+        names.map.insert(name.to_owned(), Arc::downgrade(&fresh));
         fresh
     }
 
     /// Waits for the name's slot, first come first served. Dropping the future
     /// leaves the queue.
     pub(crate) async fn acquire(&self, name: &str) -> Slot {
-        self.mutex(name).lock_owned().await
+        let name = self.name(name);
+        let turn = {
+            let _waiting = Waiting::new(&name.waiting);
+            Arc::clone(&name.lock).lock_owned().await
+        };
+        Slot { _turn: turn, name }
     }
 
     /// The name's slot if it is free now.
     pub(crate) fn try_acquire(&self, name: &str) -> Option<Slot> {
-        self.mutex(name).try_lock_owned().ok()
+        let name = self.name(name);
+        let turn = Arc::clone(&name.lock).try_lock_owned().ok()?;
+        Some(Slot { _turn: turn, name })
+    }
+
+    /// The name's slot if no owner holds or waits for it: free now, or held
+    /// by a cleanup of ours that ends within `bound` while nobody else waits
+    /// (so a try right after our own release or timeout does not report our
+    /// cleanup as contention).
+    pub(crate) async fn try_acquire_after_cleanup(
+        &self,
+        name: &str,
+        bound: Duration,
+    ) -> Option<Slot> {
+        let name = self.name(name);
+        if let Ok(turn) = Arc::clone(&name.lock).try_lock_owned() {
+            return Some(Slot { _turn: turn, name });
+        }
+        if !name.cleaning.load(Ordering::SeqCst) || name.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let turn = {
+            let _waiting = Waiting::new(&name.waiting);
+            tokio::time::timeout(bound, Arc::clone(&name.lock).lock_owned())
+                .await
+                .ok()?
+        };
+        Some(Slot { _turn: turn, name })
+    }
+
+    /// How many names are remembered (for tests of the pruning).
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.names.lock().unwrap().map.len()
     }
 }
 
@@ -80,5 +187,55 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_waits_for_a_cleanup_but_not_for_an_owner() {
+        let q = Arc::new(LocalQueues::default());
+        let bound = Duration::from_secs(1);
+        // An owner holds: busy at once.
+        let owner = q.acquire("n").await;
+        assert!(q.try_acquire_after_cleanup("n", bound).await.is_none());
+        // A cleanup holds and ends soon: the try waits for it.
+        owner.cleaning();
+        let q2 = Arc::clone(&q);
+        let ends = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(owner);
+            drop(q2);
+        });
+        let slot = q.try_acquire_after_cleanup("n", bound).await;
+        assert!(slot.is_some(), "our own cleanup reported as contention");
+        ends.await.unwrap();
+        // A cleanup with an owner queued behind it: that owner waits, so busy.
+        let cleanup = slot.unwrap();
+        cleanup.cleaning();
+        let q3 = Arc::clone(&q);
+        let waiter = tokio::spawn(async move { drop(q3.acquire("n").await) });
+        tokio::task::yield_now().await;
+        assert!(q.try_acquire_after_cleanup("n", bound).await.is_none());
+        drop(cleanup);
+        waiter.await.unwrap();
+        // A cleanup that outlasts the bound: busy after the bound.
+        let stuck = q.acquire("n").await;
+        stuck.cleaning();
+        assert!(q.try_acquire_after_cleanup("n", bound).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn unused_names_are_forgotten_in_rounds() {
+        let q = LocalQueues::default();
+        for i in 0..10_000 {
+            drop(q.try_acquire(&i.to_string()));
+        }
+        assert!(q.remembered() <= 2 * MIN_PRUNE, "{}", q.remembered());
+        let held: Vec<Slot> = (0..1_000)
+            .map(|i| q.try_acquire(&format!("h{i}")).unwrap())
+            .collect();
+        for i in 0..10_000 {
+            drop(q.try_acquire(&i.to_string()));
+        }
+        assert!(q.remembered() <= 2 * (held.len() + MIN_PRUNE));
+        assert!(q.try_acquire("h7").is_none(), "a name in use was forgotten");
     }
 }

@@ -1,6 +1,6 @@
 //! [`Lock`]: a handle on one named lock, and how it is acquired.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{debug, Instrument};
@@ -12,39 +12,56 @@ use crate::local::Slot;
 use crate::manager::Shared;
 use crate::metrics::{Attempt, Labels, Source};
 use crate::options::LockOptions;
+use crate::owner::TaskOwner;
 use crate::queue::{Contender, Mode, Outcome, Won};
-use crate::retry::Retry;
+use crate::retry::{Health, Retry};
 use crate::session::Session;
 
 /// A handle on one named lock, made by [`LockManager::new_lock`](crate::LockManager::new_lock).
 ///
-/// The handle is the lock's *owner*: locking it again while it holds is
-/// reentrant (unless [`LockOptions::reentrant`] is off), and each acquisition
-/// has its own guard. Two handles for the same name exclude each other, in one
-/// process as across machines.
+/// The *owner* of a hold is the **task** that locked (DESIGN §7), not the
+/// handle: a handle can be shared (an `Arc<Lock>` in an axum `State`) and
+/// every task that locks through it is an owner of its own, waiting (FIFO)
+/// for the others like any process across the fleet. Within one task,
+/// locking the same name through the same manager again — through this
+/// handle or another — is reentrant (unless [`LockOptions::reentrant`] is
+/// off: then it fails with `AlreadyHeld`), and each acquisition has its own
+/// guard; the lock is released with the last one. Branches of one task
+/// (`join!`, `select!`) are that one owner; to make them exclude each other,
+/// spawn them as tasks, or run them as locked calls (the
+/// [macro](crate::distributed_lock)), which take turns. A guard moved to
+/// another task still releases the lock there; re-entry stays with the task
+/// that locked, so hand a guard to another task only when this task will
+/// not lock the name again while that task holds it.
 ///
 /// # Example
 ///
 /// ```
 /// use distlock::{LockManager, LockOptions};
+/// use std::sync::Arc;
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
 /// let manager = LockManager::in_memory();
-/// let lock = manager.new_lock("order:42", LockOptions::default())?;
+/// let lock = Arc::new(manager.new_lock("order:42", LockOptions::default())?);
 ///
 /// let guard = lock.lock().await?;          // waits as long as needed
-/// let again = lock.lock().await?;          // reentrant: same owner
+/// let again = lock.lock().await?;          // reentrant: the same task
 /// assert_eq!(lock.hold_count(), 2);
 ///
-/// let other = manager.new_lock("order:42", LockOptions::default())?;
-/// assert!(other.try_lock().await?.is_none()); // another owner: busy
-/// let err = other.lock_timeout(Duration::from_millis(50)).await.unwrap_err();
-/// assert_eq!(err.code(), distlock::ErrorCode::Timeout);
+/// // Another task is another owner, even through the same handle: busy.
+/// let shared = Arc::clone(&lock);
+/// let busy = tokio::spawn(async move { shared.try_lock().await.map(|g| g.is_none()) });
+/// assert!(busy.await.unwrap()?);
+/// let shared = Arc::clone(&lock);
+/// let waited = tokio::spawn(async move { shared.lock_timeout(Duration::from_millis(50)).await });
+/// assert_eq!(waited.await.unwrap().unwrap_err().code(), distlock::ErrorCode::Timeout);
 ///
 /// again.unlock().await?;
 /// guard.unlock().await?;                   // the last guard releases
-/// assert!(other.try_lock().await?.is_some());
+/// let shared = Arc::clone(&lock);
+/// let free = tokio::spawn(async move { shared.try_lock().await.map(|g| g.is_some()) });
+/// assert!(free.await.unwrap()?);
 /// # Ok(()) }
 /// ```
 pub struct Lock {
@@ -54,12 +71,12 @@ pub struct Lock {
     /// Identifies this handle in lock metadata: host, process and handle.
     owner: String,
     shared: Arc<Shared>,
-    /// Serializes acquisitions through this handle.
-    gate: tokio::sync::Mutex<()>,
-    /// The current hold, if any.
-    hold: Mutex<Weak<Hold>>,
     /// The API this handle serves: the metrics' `source` label.
     source: Source,
+    /// Each acquisition is an owner scope of its own (a locked call, a
+    /// request): its hold is not re-entered by its task outside that scope,
+    /// and in a task that holds the name it is a child section.
+    scoped: bool,
 }
 
 impl Lock {
@@ -70,10 +87,28 @@ impl Lock {
             name,
             opts,
             shared,
-            gate: tokio::sync::Mutex::new(()),
-            hold: Mutex::new(Weak::new()),
             source: Source::Lock,
+            scoped: false,
         }
+    }
+
+    /// Makes each acquisition of this handle an owner scope of its own, as
+    /// the macro's locked calls and the layer's requests are: its hold is
+    /// re-entered only by code running inside that scope (not by its task
+    /// outside it), and in a task that holds the name through a plain guard
+    /// it is a child section of that hold (so concurrent ones take turns).
+    /// Not a public API.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # fn main() -> distlock::Result<()> {
+    /// let lock = LockManager::in_memory().new_lock("a", LockOptions::default())?.owned_by_scope();
+    /// # let _ = lock; Ok(()) }
+    /// ```
+    #[doc(hidden)]
+    pub fn owned_by_scope(mut self) -> Self {
+        self.scoped = true;
+        self
     }
 
     /// Tags this handle's metrics with `source` (the macro and the layer do).
@@ -139,7 +174,8 @@ impl Lock {
         &self.owner
     }
 
-    /// How many guards of this handle are alive (0 when not held).
+    /// How many guards of the calling task's hold of this name (through
+    /// this manager) are alive: 0 when the task does not hold it.
     ///
     /// ```
     /// # use distlock::{LockManager, LockOptions};
@@ -152,20 +188,17 @@ impl Lock {
     /// # Ok(()) }
     /// ```
     pub fn hold_count(&self) -> usize {
-        self.current().map_or(0, |h| h.count())
-    }
-
-    fn current(&self) -> Option<Arc<Hold>> {
-        self.hold
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .upgrade()
+        self.shared
+            .holds
+            .owned_by_caller(&self.name)
+            .map_or(0, |h| h.count())
     }
 
     /// Acquires the lock, waiting as long as it takes. Cancel by dropping the
     /// future: the place in the queue is given up at once.
     ///
-    /// Fails with `AlreadyHeld` when this handle holds and is not reentrant,
+    /// Fails with `AlreadyHeld` when the calling task holds the name and the
+    /// lock is not reentrant,
     /// `Expired` when the wait was cut short by a lost lease or a deleted key,
     /// `Closed` after [`close`](crate::LockManager::close), `Backend` when the
     /// backend keeps failing past the retry policy.
@@ -240,114 +273,111 @@ impl Lock {
             outcome = tracing::field::Empty,
         );
         let attempt = Attempt::start(self.labels(), mode == Mode::Wait);
+        // What the backend said to this acquisition: a wait that runs out
+        // while it was failing is an outage (`Backend`), not a busy lock.
+        let health = Health::child(&self.shared.health);
         // Boxed: the acquisition's future is large, and nested locked calls
         // (owner scopes, the macro, the layer) poll one inside another.
-        let acquire = Box::pin(self.acquire(mode).instrument(span.clone()));
+        let acquire = Box::pin(self.acquire(mode, &health).instrument(span.clone()));
         let result = match wait {
             None => acquire.await,
             Some(wait) => tokio::time::timeout(wait, acquire)
                 .await
-                .unwrap_or_else(|_| {
-                    Err(LockError::new(
-                        ErrorCode::Timeout,
-                        format!("lock `{}` not acquired within {wait:?}", self.name),
-                    ))
-                }),
+                .unwrap_or_else(|_| Err(health.verdict(&self.name, wait))),
         };
         attempt.finish(&span, &result);
         result
     }
 
-    async fn acquire(&self, mode: Mode) -> Result<Option<LockGuard>> {
-        {
-            self.shared.ensure_open()?;
-            let _gate = match mode {
-                Mode::Wait => self.gate.lock().await,
-                Mode::Try => match self.gate.try_lock() {
-                    Ok(gate) => gate,
-                    Err(_) => return Ok(None), // this handle is busy acquiring
-                },
-            };
-            if let Some(hold) = self.current().filter(|h| h.count() > 0) {
-                if !self.opts.reentrant {
-                    return Err(LockError::new(
-                        ErrorCode::AlreadyHeld,
-                        format!("lock `{}` is already held by this handle", self.name),
-                    ));
-                }
-                match hold.reenter() {
-                    Ok(guard) => return Ok(Some(guard)),
-                    // Its last guard went meanwhile: acquire anew, behind its release.
-                    Err(err) if err.code() == ErrorCode::NotHeld => {}
-                    Err(err) => return Err(err),
-                }
+    async fn acquire(&self, mode: Mode, health: &Arc<Health>) -> Result<Option<LockGuard>> {
+        self.shared.ensure_open()?;
+        // Inside an owner scope that holds this name through this manager
+        // (owner.rs): a child section of its hold.
+        let in_scope = crate::owner::acquire_in_scope(
+            &self.shared,
+            &self.name,
+            &self.owner,
+            self.opts.reentrant,
+            mode,
+        );
+        if let Some(section) = in_scope.await {
+            return section;
+        }
+        // The calling task holds this name through this manager already.
+        if let Some(hold) = self.shared.holds.owned_by_caller(&self.name) {
+            if let Some(reentered) = self.reenter(&hold, mode).await {
+                return reentered;
             }
-            // --- owner scopes (owner.rs): inside a scope that holds this name
-            // through this manager, a child section of its hold. ---
-            let in_scope = crate::owner::acquire_in_scope(
-                &self.shared,
-                &self.name,
-                &self.owner,
-                self.opts.reentrant,
-                mode,
-            );
-            if let Some(section) = in_scope.await {
-                return section;
-            }
-            // A try is one attempt, bounded by the backend's request timeout
-            // (lease grant and backend retries included).
-            // A wait is bounded by its caller: no timer for it.
-            let bound = match mode {
-                Mode::Try => Some(self.shared.backend.request_timeout()),
-                Mode::Wait => None,
-            };
-            let contend = async {
-                let Some(bound) = bound else {
-                    return self.contend(mode).await;
-                };
-                tokio::time::timeout(bound, self.contend(mode))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(LockError::new(
-                            ErrorCode::Backend,
-                            format!(
-                                "no answer from the backend within {bound:?} for lock `{}`",
-                                self.name
-                            ),
-                        ))
-                    })
-            };
-            tokio::select! {
-                won = contend => won,
-                _ = self.shared.closed.cancelled() => Err(LockError::closed()),
-            }
+            // Its last guard went meanwhile: acquire anew, behind its release.
+        }
+        tokio::select! {
+            won = self.contend(mode, health) => won,
+            _ = self.shared.closed.cancelled() => Err(LockError::closed()),
+        }
+    }
+
+    /// Re-enters `hold`, which the calling task owns: a second guard, or for
+    /// a scoped handle a child section of it; `None` when the hold was
+    /// released meanwhile.
+    async fn reenter(&self, hold: &Arc<Hold>, mode: Mode) -> Option<Result<Option<LockGuard>>> {
+        let reentered = if self.scoped {
+            let frame = hold.task_frame();
+            frame
+                .enter_section(&self.owner, self.opts.reentrant, mode)
+                .await
+        } else if !self.opts.reentrant {
+            Err(LockError::new(
+                ErrorCode::AlreadyHeld,
+                format!("lock `{}` is already held by this task", self.name),
+            ))
+        } else {
+            hold.reenter().map(Some)
+        };
+        match reentered {
+            Err(err) if err.code() == ErrorCode::NotHeld => None,
+            // Lost, and its slot freed: acquire anew (the lost guards only
+            // report the loss). A lost hold that keeps its slot (its key may
+            // still exist) is reported: acquiring would wait for ourselves.
+            Err(err) if err.code() == ErrorCode::Expired && !hold.keeps_slot() => None,
+            other => Some(other),
         }
     }
 
     /// Takes the name's local slot, then competes in the backend's queue.
-    async fn contend(&self, mode: Mode) -> Result<Option<LockGuard>> {
-        let mut retry = Retry::new(&self.opts);
-        if mode == Mode::Try {
-            retry = retry.within(self.shared.backend.request_timeout());
-        }
+    ///
+    /// A try is one attempt, bounded by the backend's request timeout from
+    /// when it has the slot (lease grant and backend retries included); a
+    /// wait is bounded by its caller.
+    async fn contend(&self, mode: Mode, health: &Arc<Health>) -> Result<Option<LockGuard>> {
+        let timeout = self.shared.backend.request_timeout();
+        let mut retry = Retry::new(&self.opts).reporting(Arc::clone(health));
+        let mut deadline = None;
         // A shared session can vanish unnoticed between keep-alives (its lease
         // revoked); then etcd refuses the enqueue and we retry once on a fresh one.
         for attempt in 0..2 {
             let Some((slot, slot_woke)) = self.take_slot(mode).await else {
                 return Ok(None);
             };
-            let (session, dedicated) = self.shared.session_for(&self.opts, &retry).await?;
-            let value = Metadata::new(&self.owner).encode();
-            let contender = Contender::new(
-                Arc::clone(&self.shared),
-                Arc::clone(&session),
-                self.queue.clone(),
-                value,
-                slot,
-                retry,
-            );
-            let key = contender.key().to_owned();
-            let won = match contender.acquire(mode).await? {
+            if mode == Mode::Try && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + timeout);
+                retry = retry.within(timeout);
+            }
+            let compete = self.compete(slot, mode, &retry);
+            let (outcome, key, session, dedicated) = match deadline {
+                None => compete.await?,
+                Some(at) => tokio::time::timeout_at(at, compete)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(LockError::new(
+                            ErrorCode::Backend,
+                            format!(
+                                "no answer from the backend within {timeout:?} for lock `{}`",
+                                self.name
+                            ),
+                        ))
+                    })?,
+            };
+            let won = match outcome {
                 Outcome::Won(won) => won,
                 Outcome::Busy => return Ok(None),
                 Outcome::LeaseGone => {
@@ -364,17 +394,55 @@ impl Lock {
         Err(lease_gone())
     }
 
+    /// One round in the backend's queue with the name's `slot`: a session,
+    /// then a contender; the contender's key, its session, and whether the
+    /// session is the lock's own. A lease of its own that did not win is
+    /// revoked at once, so a storm of busy tries leaves no leases behind.
+    async fn compete(
+        &self,
+        slot: Slot,
+        mode: Mode,
+        retry: &Retry,
+    ) -> Result<(Outcome, String, Arc<Session>, bool)> {
+        let (session, dedicated) = self.shared.session_for(&self.opts, retry).await?;
+        let value = Metadata::new(&self.owner).encode();
+        let contender = Contender::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&session),
+            self.queue.clone(),
+            value,
+            slot,
+            retry.clone(),
+        );
+        let key = contender.key().to_owned();
+        let outcome = contender.acquire(mode).await;
+        if dedicated && !matches!(outcome, Ok(Outcome::Won(_))) {
+            let unused = Arc::clone(&session);
+            self.shared.spawn_background(async move {
+                let _ = unused.close().await;
+            });
+        }
+        Ok((outcome?, key, session, dedicated))
+    }
+
     /// The name's local slot, and when it was handed to us if we had to
-    /// wait for it (a local hand-off).
+    /// wait for it (a local hand-off). A try takes it if no other owner of
+    /// this process holds or waits for it (a cleanup of ours is waited for).
     async fn take_slot(&self, mode: Mode) -> Option<(Slot, Option<std::time::Instant>)> {
-        let free = self.shared.local.try_acquire(&self.name);
-        match (mode, free) {
-            (_, Some(slot)) => Some((slot, None)),
-            (Mode::Try, None) => None,
-            (Mode::Wait, None) => {
-                let slot = self.shared.local.acquire(&self.name).await;
-                Some((slot, Some(std::time::Instant::now())))
+        let local = &self.shared.local;
+        match mode {
+            Mode::Try => {
+                let bound = self.shared.backend.request_timeout();
+                let slot = local.try_acquire_after_cleanup(&self.name, bound).await?;
+                Some((slot, None))
             }
+            Mode::Wait => match local.try_acquire(&self.name) {
+                Some(slot) => Some((slot, None)),
+                None => {
+                    let slot = local.acquire(&self.name).await;
+                    Some((slot, Some(std::time::Instant::now())))
+                }
+            },
         }
     }
 
@@ -398,8 +466,9 @@ impl Lock {
             retry,
             shared: Arc::clone(&self.shared),
             metrics: self.labels(),
+            owner: (!self.scoped).then(TaskOwner::current),
+            unanswered: won.unanswered,
         });
-        *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&hold);
         LockGuard::first(hold)
     }
 }

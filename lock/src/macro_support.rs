@@ -209,8 +209,10 @@ pub fn current_lock() -> Option<CurrentLock> {
     owner::current().map(|frame| CurrentLock { frame })
 }
 
-/// The fencing token of [`current_lock`]: shorthand for
-/// `current_lock().map(|l| l.fencing_token())`.
+/// The fencing token of [`current_lock`] while its lock is held: `None`
+/// outside locked calls, and once the lock is lost (checked on this
+/// thread's clock, as [`CurrentLock::is_held`] does), so the token is never
+/// handed out as proof of a lock that is gone.
 ///
 /// ```
 /// # use distlock::{distributed_lock, LockError, LockManager};
@@ -225,7 +227,9 @@ pub fn current_lock() -> Option<CurrentLock> {
 /// # Ok(()) }
 /// ```
 pub fn current_fencing_token() -> Option<u64> {
-    owner::current().map(|frame| frame.token())
+    owner::current()
+        .filter(|frame| frame.is_held())
+        .map(|frame| frame.token())
 }
 
 // ---------------------------------------------------------------------------
@@ -583,7 +587,9 @@ where
     // request under `LockLayer`), this is a child section of that hold: see
     // `owner.rs`.
     let lock = match manager.new_lock(key.clone(), spec.options()) {
-        Ok(lock) => lock.with_metrics_source(crate::metrics::Source::Macro),
+        Ok(lock) => lock
+            .with_metrics_source(crate::metrics::Source::Macro)
+            .owned_by_scope(),
         Err(err) => return (outcomes.error)(err),
     };
     let guard = match acquire(&lock, &spec).await {

@@ -2,7 +2,7 @@
 //! sessions and the local queues.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use std::future::Future;
@@ -23,7 +23,7 @@ use crate::key::{validate_name, Keyspace};
 use crate::local::LocalQueues;
 use crate::lock::Lock;
 use crate::options::LockOptions;
-use crate::retry::Retry;
+use crate::retry::{Health, Retry};
 use crate::session::Session;
 
 /// Sessions that auto-renewing locks with the same settings share.
@@ -41,12 +41,18 @@ pub(crate) struct Shared {
     pub(crate) closed: CancellationToken,
     /// The shared session per setting; its keeper task keeps it alive.
     shared_sessions: tokio::sync::Mutex<HashMap<SessionKey, Weak<Session>>>,
-    all_sessions: Mutex<Vec<Weak<Session>>>,
+    /// Every live session by lease: a session leaves when it is lost.
+    all_sessions: Mutex<HashMap<i64, Weak<Session>>>,
     /// Background releases and cleanups, which `close()` waits for.
     background: TaskTracker,
     /// `host/pid/manager-id`; each lock handle appends its own id.
     process_owner: String,
-    runtime: OnceLock<Handle>,
+    /// The runtime the manager was last used on, for background releases
+    /// started where there is none (a guard dropped outside a runtime).
+    runtime: Mutex<Option<Handle>>,
+    /// What the backend last said to any acquisition or keep-alive of this
+    /// manager (see [`Health`]).
+    pub(crate) health: Arc<Health>,
     /// Whether metrics carry a `name` label (`LockManager::with_metric_names`).
     metric_names: std::sync::atomic::AtomicBool,
 }
@@ -64,15 +70,13 @@ impl Shared {
             holds,
             closed,
             shared_sessions: tokio::sync::Mutex::new(HashMap::new()),
-            all_sessions: Mutex::new(Vec::new()),
+            all_sessions: Mutex::new(HashMap::new()),
             background: TaskTracker::new(),
             process_owner: format!("{}/{}/{}", hostname(), std::process::id(), &manager_id[..8]),
-            runtime: OnceLock::new(),
+            runtime: Mutex::new(Handle::try_current().ok()),
+            health: Arc::default(),
             metric_names: Default::default(),
         };
-        if let Ok(handle) = Handle::try_current() {
-            let _ = shared.runtime.set(handle);
-        }
         Arc::new(shared)
     }
 
@@ -89,16 +93,18 @@ impl Shared {
             return Err(LockError::closed());
         }
         if let Ok(handle) = Handle::try_current() {
-            let _ = self.runtime.set(handle);
+            *self.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         }
         Ok(())
     }
 
-    /// The runtime to run background releases on.
+    /// The runtime to run background releases on: the current one, else the
+    /// one the manager was last used on.
     pub(crate) fn runtime(&self) -> Option<Handle> {
-        Handle::try_current()
-            .ok()
-            .or_else(|| self.runtime.get().cloned())
+        Handle::try_current().ok().or_else(|| {
+            let last = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+            last.clone()
+        })
     }
 
     /// A fresh owner id for a lock handle.
@@ -123,7 +129,7 @@ impl Shared {
     /// a lock without auto-renew gets a lease of its own that simply runs out.
     /// Lease grants are retried as `retry` allows.
     pub(crate) async fn session_for(
-        &self,
+        self: &Arc<Self>,
         opts: &LockOptions,
         retry: &Retry,
     ) -> Result<(Arc<Session>, bool)> {
@@ -141,37 +147,50 @@ impl Shared {
             return Ok((live, false));
         }
         let session = self.start_session(opts, retry).await?;
+        sessions.retain(|_, s| s.strong_count() > 0);
         sessions.insert(key, Arc::downgrade(&session));
         Ok((session, false))
     }
 
-    async fn start_session(&self, opts: &LockOptions, retry: &Retry) -> Result<Arc<Session>> {
+    async fn start_session(
+        self: &Arc<Self>,
+        opts: &LockOptions,
+        retry: &Retry,
+    ) -> Result<Arc<Session>> {
         self.ensure_open()?;
-        let holds = Arc::downgrade(&self.holds);
+        let (holds, sessions) = (Arc::downgrade(&self.holds), Arc::downgrade(self));
         let on_lost = move |lease| {
             if let Some(holds) = holds.upgrade() {
                 holds.session_lost(lease);
             }
+            if let Some(shared) = sessions.upgrade() {
+                shared.all_sessions().remove(&lease);
+            }
         };
         let backend = Arc::clone(&self.backend);
-        let session = Session::start(backend, opts, &self.closed, retry, on_lost).await?;
-        let mut all = self.all_sessions.lock().unwrap_or_else(|e| e.into_inner());
-        all.retain(|s| s.strong_count() > 0);
-        all.push(Arc::downgrade(&session));
+        let health = Arc::clone(&self.health);
+        let session = Session::start(backend, opts, &self.closed, retry, health, on_lost).await?;
+        let mut all = self.all_sessions();
+        if session.is_lost() {
+            return Ok(session); // already gone: `on_lost` may have run
+        }
+        all.insert(session.lease(), Arc::downgrade(&session));
         Ok(session)
+    }
+
+    fn all_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Weak<Session>>> {
+        self.all_sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether `lease` is the lease of one of this manager's live sessions.
     pub(crate) fn owns_lease(&self, lease: i64) -> bool {
-        let all = self.all_sessions.lock().unwrap_or_else(|e| e.into_inner());
-        all.iter()
-            .filter_map(Weak::upgrade)
-            .any(|s| s.lease() == lease)
+        let all = self.all_sessions();
+        all.get(&lease).is_some_and(|s| s.strong_count() > 0)
     }
 
     fn sessions(&self) -> Vec<Arc<Session>> {
-        let all = self.all_sessions.lock().unwrap_or_else(|e| e.into_inner());
-        all.iter().filter_map(Weak::upgrade).collect()
+        let all = self.all_sessions();
+        all.values().filter_map(Weak::upgrade).collect()
     }
 }
 
@@ -586,12 +605,17 @@ impl LockManager {
         if self.shared.is_closed() {
             return;
         }
+        // Every session of the manager, before closing ends them (a lost
+        // session leaves the list).
+        let sessions = self.shared.sessions();
         self.shared.closed.cancel();
         // Revoke every lease at once: each revoke is bounded by the request
         // timeout, so closing takes one timeout at most even when etcd is down.
         let mut revokes = tokio::task::JoinSet::new();
-        for session in self.shared.sessions() {
-            revokes.spawn(async move { session.close().await });
+        for session in sessions {
+            revokes.spawn(async move {
+                let _ = session.close().await;
+            });
         }
         while revokes.join_next().await.is_some() {}
         // Background releases and cleanups end once their sessions are lost.

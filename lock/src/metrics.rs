@@ -397,9 +397,15 @@ mod tests {
                 let first = a.lock().await.unwrap();
                 let again = a.lock().await.unwrap(); // reentrant: same hold
 
-                let b = manager.new_lock("n", LockOptions::default()).unwrap();
-                let cancelled = tokio::time::timeout(Duration::from_millis(50), b.lock()).await;
-                assert!(cancelled.is_err(), "the lock is held");
+                // Another task is another owner: it waits.
+                let b = std::sync::Arc::new(manager.new_lock("n", LockOptions::default()).unwrap());
+                let other = std::sync::Arc::clone(&b);
+                let cancelled = tokio::spawn(async move {
+                    tokio::time::timeout(Duration::from_millis(50), other.lock())
+                        .await
+                        .is_err()
+                });
+                assert!(cancelled.await.unwrap(), "the lock is held");
                 let waiter = tokio::spawn(async move { b.lock().await.unwrap().unlock().await });
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 again.unlock().await.unwrap();

@@ -21,6 +21,26 @@ use crate::guard::{Hold, LockGuard};
 use crate::manager::Shared;
 use crate::queue::Mode;
 
+/// The task that owns a hold made outside any owner scope: re-entry is by
+/// task (DESIGN §7), not by handle. Code that runs in no task (the future
+/// given to `block_on`, e.g. `#[tokio::main]`'s body) is owned by its thread,
+/// which it never leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskOwner {
+    Task(tokio::task::Id),
+    Thread(std::thread::ThreadId),
+}
+
+impl TaskOwner {
+    /// The owner of the code running now.
+    pub(crate) fn current() -> Self {
+        match tokio::task::try_id() {
+            Some(id) => TaskOwner::Task(id),
+            None => TaskOwner::Thread(std::thread::current().id()),
+        }
+    }
+}
+
 tokio::task_local! {
     /// The innermost owner scope around the code running now, in this task.
     static SCOPE: Arc<Frame>;
@@ -65,12 +85,22 @@ impl Drop for Section {
 
 impl Frame {
     fn of(guard: &LockGuard, parent: Option<Arc<Frame>>) -> Frame {
-        let hold = guard.hold_ref();
         let section = guard.section();
         Frame {
             parent,
             section: section.map(Arc::downgrade),
             section_ended: section.map_or_else(CancellationToken::new, |s| s.ended.clone()),
+            ..Frame::for_hold(guard.hold_ref())
+        }
+    }
+
+    /// A level on a whole hold, outside any scope: where locked calls and
+    /// requests of the task that owns a plain hold enter their sections.
+    pub(crate) fn for_hold(hold: &Arc<Hold>) -> Frame {
+        Frame {
+            parent: None,
+            section: None,
+            section_ended: CancellationToken::new(),
             shared: Arc::downgrade(hold.shared()),
             name: hold.name.clone(),
             token: hold.token(),
@@ -114,12 +144,12 @@ impl Frame {
     /// Resolves when the hold is lost or released, or the section this level
     /// is ends (at once if either is gone).
     pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        let lost = self.hold.upgrade().map(|h| h.lost_token().clone());
+        let lost = self.hold.upgrade().map(|h| h.until_lost());
         let ended = self.section_ended.clone();
         async move {
             if let Some(lost) = lost {
                 tokio::select! {
-                    _ = lost.cancelled_owned() => {}
+                    _ = lost => {}
                     _ = ended.cancelled_owned() => {}
                 }
             }
@@ -127,7 +157,7 @@ impl Frame {
     }
 
     /// A child section of this level's hold for the handle `handle`.
-    async fn enter_section(
+    pub(crate) async fn enter_section(
         &self,
         handle: &str,
         reentrant: bool,
@@ -163,10 +193,10 @@ impl Frame {
                 Err(_) => return Ok(None), // a sibling section runs now
             },
             Mode::Wait => {
-                let lost = hold.lost_token().clone();
+                let lost = hold.until_lost();
                 tokio::select! {
                     turn = children.lock_owned() => turn,
-                    _ = lost.cancelled() => return Err(lost_error(&self.name)),
+                    _ = lost => return Err(lost_error(&self.name)),
                 }
             }
         };

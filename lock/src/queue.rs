@@ -18,6 +18,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tracing::{debug, warn};
@@ -59,6 +60,9 @@ pub(crate) struct Won {
     /// When the watch event that woke this waiter arrived (the hand-off
     /// metric); `None` when it won without waiting.
     pub(crate) woke: Option<std::time::Instant>,
+    /// An enqueue attempt got no answer: it may still create the key after
+    /// the hold deleted it (its session is retired; see `Session::sweep_later`).
+    pub(crate) unanswered: bool,
 }
 
 /// An enqueue with its retries, owning everything it needs.
@@ -96,6 +100,9 @@ pub(crate) struct Contender {
     retry: Retry,
     /// What we may have written, hence what the cleanup must delete.
     written: Written,
+    /// Set when an enqueue attempt got no answer: it may land late, creating
+    /// our key again after we deleted it.
+    unanswered: Arc<AtomicBool>,
     slot: Option<Slot>,
 }
 
@@ -117,6 +124,7 @@ impl Contender {
             value,
             retry,
             written: Written::Nothing,
+            unanswered: Arc::default(),
             slot: Some(slot),
         }
     }
@@ -182,12 +190,22 @@ impl Contender {
             self.key.clone(),
             self.session.lease(),
             self.value.clone(),
-            self.retry,
+            self.retry.clone(),
         );
+        let unanswered = Arc::clone(&self.unanswered);
         self.written = Written::InFlight(Box::pin(async move {
             retry
                 .run("enqueue", || {
-                    backend.enqueue(&queue, &key, lease, value.clone())
+                    let attempt = backend.enqueue(&queue, &key, lease, value.clone());
+                    let unanswered = &unanswered;
+                    async move {
+                        let outcome = attempt.await;
+                        if outcome.as_ref().is_err_and(LockError::is_transient) {
+                            // It may have applied, or still apply later.
+                            unanswered.store(true, Ordering::SeqCst);
+                        }
+                        outcome
+                    }
                 })
                 .await
         }));
@@ -211,7 +229,7 @@ impl Contender {
                 self.key.clone(),
                 rev,
                 Some(enqueued.header + 1),
-                self.retry,
+                self.retry.clone(),
             ));
         let session_lost = self.session.lost().clone();
         let backend = Arc::clone(self.backend());
@@ -246,6 +264,7 @@ impl Contender {
             debug!(key = %self.key, %predecessor, "waiting for predecessor");
             tokio::select! {
                 deleted = backend.wait_deleted(&predecessor, positioned.header + 1) => {
+                    self.retry.heard(&deleted);
                     woke = deleted.is_ok().then(std::time::Instant::now);
                     if let Err(err) = deleted {
                         if !err.is_transient() {
@@ -275,7 +294,10 @@ impl Contender {
             return;
         };
         match self.backend().delete(&self.key, Some(rev)).await {
-            Ok(_) => self.disarm(),
+            Ok(_) => {
+                self.sweep_if_unanswered();
+                self.disarm()
+            }
             Err(err) => {
                 debug!(key = %self.key, %err, "withdraw failed; cleaning up in the background")
             }
@@ -299,7 +321,16 @@ impl Contender {
             confirmed,
             slot,
             woke: None,
+            unanswered: self.unanswered.load(Ordering::SeqCst),
         })
+    }
+
+    /// After our key was deleted: if an enqueue attempt of ours got no
+    /// answer, it may still create the key; the session sees to it.
+    fn sweep_if_unanswered(&self) {
+        if self.unanswered.load(Ordering::SeqCst) {
+            self.session.sweep_later(&self.key);
+        }
     }
 
     /// Marks the key as needing no cleanup.
@@ -332,12 +363,14 @@ impl Drop for Contender {
         if matches!(written, Written::Nothing) {
             return; // nothing reached the backend; the slot frees now
         }
-        let (shared, session, key) = (
+        let (shared, session, key, unanswered) = (
             Arc::clone(&self.shared),
             Arc::clone(&self.session),
             self.key.clone(),
+            Arc::clone(&self.unanswered),
         );
         let interval = self.retry.interval();
+        slot.cleaning();
         self.shared.spawn_background(async move {
             // Wait for an in-flight enqueue (or the session's end). If the
             // outcome is unknown, the key may exist with any revision; it is
@@ -361,6 +394,10 @@ impl Drop for Contender {
             }
             let removed = remove_key(shared.backend.as_ref(), &session, &key, rev, interval).await;
             log_removal(&key, "abandoned contender", &removed);
+            if rev.is_none() || unanswered.load(Ordering::SeqCst) {
+                // A request of ours may still create the key.
+                session.sweep_later(&key);
+            }
             drop(slot);
         });
     }

@@ -9,8 +9,9 @@
 //! gone, the session is lost and every guard on it hears so — before the
 //! server can expire the lease and hand the locks to someone else.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,12 +21,19 @@ use tracing::{debug, warn, Instrument};
 use crate::backend::Backend;
 use crate::error::{ErrorCode, LockError, Result};
 use crate::options::LockOptions;
-use crate::retry::Retry;
+use crate::retry::{Health, Retry};
 
 /// How long before the client-side expiry estimate a session is declared
 /// lost: a tenth of the TTL, at most one second.
 pub(crate) fn safety_margin(ttl: Duration) -> Duration {
     (ttl / 10).min(Duration::from_secs(1))
+}
+
+/// When a lease whose keep-alive was sent at `sent` and answered with `ttl`
+/// must be presumed gone: `sent + ttl - margin`. `ttl` is at most the lock's
+/// TTL, which [`LockOptions::validate`] bounds, so this cannot overflow.
+fn deadline_after(sent: Instant, ttl: Duration) -> Instant {
+    sent + ttl - safety_margin(ttl)
 }
 
 /// One lease and its keeper.
@@ -41,6 +49,18 @@ pub(crate) struct Session {
     /// No new keys go under a retired session: a key of ours may exist under
     /// it that nobody can delete. It is revoked once nobody uses it.
     retired: AtomicBool,
+    /// Keys of ours that a request sent earlier may still create (an
+    /// enqueue attempt that got no answer), after their acquisition ended:
+    /// the keeper of the (retired) session deletes them as long as the
+    /// lease lives.
+    strays: Mutex<Vec<String>>,
+    /// Lives as long as the keeper task: gone when the runtime that ran it
+    /// shut down, and then nobody renews the lease.
+    keeper: Weak<()>,
+    /// Set once the lease was revoked on purpose (`close`).
+    revoked: AtomicBool,
+    /// The manager's record of what the backend says; keep-alives report to it.
+    health: Arc<Health>,
 }
 
 impl Session {
@@ -54,6 +74,7 @@ impl Session {
         opts: &LockOptions,
         parent: &CancellationToken,
         retry: &Retry,
+        health: Arc<Health>,
         on_lost: impl FnOnce(i64) + Send + 'static,
     ) -> Result<Arc<Self>> {
         let (sent, granted) = retry
@@ -65,14 +86,19 @@ impl Session {
         // The server may grant more than asked (its minimum TTL); the lock
         // promises the asked TTL, so the client counts with the smaller one.
         let ttl = granted.ttl.min(Duration::from_secs(opts.ttl_secs() as u64));
+        let alive = Arc::new(());
         let session = Arc::new(Session {
             lease: granted.id,
             ttl,
             auto_renew: opts.auto_renew,
             backend,
             lost: parent.child_token(),
-            deadline: Mutex::new(sent + ttl - safety_margin(ttl)),
+            deadline: Mutex::new(deadline_after(sent, ttl)),
             retired: AtomicBool::new(false),
+            strays: Mutex::new(Vec::new()),
+            keeper: Arc::downgrade(&alive),
+            revoked: AtomicBool::new(false),
+            health,
         });
         debug!(
             lease = format_args!("{:x}", session.lease),
@@ -85,10 +111,13 @@ impl Session {
             Arc::clone(&session).keep(opts.renew_interval, opts.retry_interval),
         );
         let (lost, lease) = (session.lost.clone(), session.lease);
+        let weak = Arc::downgrade(&session);
         tokio::spawn(async move {
-            let _live = live; // counted as live until its keeper ends
-                              // The keeper may be busy (a keep-alive, a revoke) when the
-                              // session is lost: `on_lost` does not wait for it.
+            // Both are dropped with this task, also when its runtime shuts down.
+            let (_alive, _live) = (alive, live);
+            // The keeper may be busy (a keep-alive) when the session is lost
+            // (by a caller that saw the deadline pass): `on_lost` does not
+            // wait for it.
             tokio::pin!(keep);
             let kept = tokio::select! {
                 _ = &mut keep => true,
@@ -97,6 +126,16 @@ impl Session {
             on_lost(lease);
             if !kept {
                 keep.await
+            }
+            // A lost session's lease is revoked, so its locks free now rather
+            // than when the server gets round to expiring it — also when the
+            // manager closes or its last handle goes (`close` may not have
+            // seen a session that started as it closed). Unless `close`
+            // revoked it already.
+            if let Some(session) = weak.upgrade() {
+                if !session.revoked.load(Ordering::SeqCst) {
+                    let _ = session.backend.revoke(session.lease).await;
+                }
             }
         });
         Ok(session)
@@ -117,13 +156,62 @@ impl Session {
         &self.lost
     }
 
+    /// Whether the session is lost. Decided here too, not only by the
+    /// keeper task: past the deadline (a caller may run while the keeper
+    /// cannot, on a blocked thread or a busy runtime), or with the keeper
+    /// gone (its runtime shut down), the session is lost at once.
     pub(crate) fn is_lost(&self) -> bool {
-        self.lost.is_cancelled()
+        if self.lost.is_cancelled() {
+            return true;
+        }
+        if self.deadline() <= Instant::now() {
+            self.declare_lost("no successful keep-alive before the deadline");
+            return true;
+        }
+        if self.keeper.strong_count() == 0 {
+            self.declare_lost("its keeper task is gone (its runtime shut down)");
+            return true;
+        }
+        false
     }
 
     /// Whether new keys may go under this session: not lost, not retired.
     pub(crate) fn is_usable(&self) -> bool {
         !self.is_lost() && !self.retired.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once `token` (the session's or a child of it) is cancelled,
+    /// or the session is lost, whichever the caller sees first: the deadline
+    /// is checked at every poll, and a timer fires at it, so the future is
+    /// ready as soon as it is polled past the deadline even if the keeper
+    /// task has not run. It does not keep the session alive.
+    pub(crate) fn until_lost(
+        self: &Arc<Self>,
+        token: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let session = Arc::downgrade(self);
+        async move {
+            loop {
+                let Some(deadline) = session
+                    .upgrade()
+                    .filter(|s| !s.is_lost())
+                    .map(|s| s.deadline())
+                else {
+                    return;
+                };
+                if token.is_cancelled() {
+                    return;
+                }
+                if tokio::runtime::Handle::try_current().is_err() {
+                    // No timer here (polled outside a runtime): the token alone.
+                    return token.cancelled().await;
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+        }
     }
 
     /// Takes the session out of use because a key of ours may exist under its
@@ -139,14 +227,19 @@ impl Session {
         }
     }
 
-    fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Declares the session lost. For a session without auto-renew this is its
-    /// planned end; the lease is then revoked so the lock frees at its TTL
-    /// rather than when the server gets round to expiring it.
-    pub(crate) fn expire(self: &Arc<Self>, reason: &str) {
+    /// Declares the session lost, from any thread, without awaiting: its
+    /// keeper task then tells the holds on it and revokes the lease (so the
+    /// locks free now rather than when the server expires it). For a
+    /// session without auto-renew this is its planned end.
+    pub(crate) fn expire(&self, reason: &str) {
+        self.declare_lost(reason);
+    }
+
+    fn declare_lost(&self, reason: &str) {
         if self.lost.is_cancelled() {
             return;
         }
@@ -162,10 +255,36 @@ impl Session {
             );
         }
         self.lost.cancel();
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let _ = this.backend.revoke(this.lease).await;
-        });
+    }
+
+    /// `key`, whose acquisition has ended (its key deleted), may be created
+    /// again by a request of ours that got no answer and lands late: the
+    /// session is retired, and its keeper deletes such a key every second
+    /// until the lease is revoked.
+    pub(crate) fn sweep_later(&self, key: &str) {
+        self.retire("a request that may still create a key of ours got no answer");
+        self.strays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key.to_owned());
+    }
+
+    /// Deletes the stray keys `sweep_later` named, if they appeared.
+    async fn sweep(&self) {
+        let strays = self
+            .strays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for key in strays {
+            match self.backend.delete(&key, None).await {
+                Ok(true) => {
+                    warn!(%key, "deleted a key of ours created late by a request that got no answer")
+                }
+                Ok(false) => {}
+                Err(err) => debug!(%key, %err, "stray key sweep failed; next round"),
+            }
+        }
     }
 
     /// The server reports the lease gone. Before the client-side deadline
@@ -173,9 +292,9 @@ impl Session {
     /// that missed the renewals sent during its pause (etcd-io/etcd#15247,
     /// fixed in etcd 3.4.28 and 3.5.11) — so say so: the locks on it may have
     /// gone to someone else already, and only their fencing tokens protect.
-    fn gone_on_server(self: &Arc<Self>) {
+    fn gone_on_server(&self) {
         let early = self.deadline().saturating_duration_since(Instant::now());
-        if !early.is_zero() && !self.is_lost() {
+        if !early.is_zero() && !self.lost.is_cancelled() {
             warn!(
                 lease = format_args!("{:x}", self.lease),
                 early_ms = early.as_millis() as u64,
@@ -188,11 +307,14 @@ impl Session {
 
     /// Ends the session on purpose: revokes its lease (deleting its keys) and
     /// marks it lost.
-    pub(crate) async fn close(&self) {
+    pub(crate) async fn close(&self) -> Result<()> {
+        self.revoked.store(true, Ordering::SeqCst);
         self.lost.cancel();
-        if let Err(err) = self.backend.revoke(self.lease).await {
+        let revoked = self.backend.revoke(self.lease).await;
+        if let Err(err) = &revoked {
             debug!(lease = format_args!("{:x}", self.lease), %err, "revoke on close failed; the lease will expire");
         }
+        revoked
     }
 
     /// One keep-alive, bounded by the deadline: on success the deadline moves
@@ -205,17 +327,27 @@ impl Session {
             ));
         }
         let sent = Instant::now();
-        let answer = tokio::time::timeout_at(self.deadline(), self.backend.keep_alive(self.lease));
         let span = tracing::debug_span!(
             "distlock.renew",
             lease = format_args!("{:x}", self.lease),
             outcome = tracing::field::Empty,
         );
-        let renewed = match answer.instrument(span.clone()).await {
+        let keep_alive = self.backend.keep_alive(self.lease).instrument(span.clone());
+        let answer = tokio::time::timeout_at(self.deadline(), keep_alive);
+        self.health.asked();
+        let answer = answer.await;
+        match &answer {
+            Ok(answered) => self.health.heard(answered),
+            Err(_) => self.health.heard::<()>(&Err(LockError::new(
+                ErrorCode::Backend,
+                "no keep-alive answer before the lease's deadline",
+            ))),
+        }
+        let renewed = match answer {
             Ok(Ok(ttl)) if ttl > 0 => {
                 let ttl = Duration::from_secs(ttl as u64).min(self.ttl);
                 let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
-                *deadline = (*deadline).max(sent + ttl - safety_margin(ttl));
+                *deadline = (*deadline).max(deadline_after(sent, ttl));
                 Ok(())
             }
             Ok(Ok(_)) => {
@@ -244,13 +376,17 @@ impl Session {
     async fn keep(self: Arc<Self>, renew_interval: Duration, retry_interval: Duration) {
         let mut next_renew = Instant::now() + renew_interval;
         loop {
-            if self.retired.load(Ordering::SeqCst) && Arc::strong_count(&self) == 1 {
+            let retired = self.retired.load(Ordering::SeqCst);
+            if retired && Arc::strong_count(&self) == 1 {
                 debug!(
                     lease = format_args!("{:x}", self.lease),
                     "retired session unused; revoking"
                 );
-                self.close().await;
+                let _ = self.close().await;
                 return;
+            }
+            if retired {
+                self.sweep().await;
             }
             let deadline = self.deadline();
             // A retired session is checked for users at least once a second.
@@ -258,12 +394,11 @@ impl Session {
             tokio::select! {
                 _ = self.lost.cancelled() => return,
                 _ = tokio::time::sleep_until(deadline) => {
-                    if self.deadline() <= Instant::now() {
-                        self.expire("no successful keep-alive before the deadline");
+                    if self.is_lost() {
                         return;
                     }
                 }
-                _ = tokio::time::sleep_until(check_retired), if self.retired.load(Ordering::SeqCst) => {}
+                _ = tokio::time::sleep_until(check_retired), if retired => {}
                 _ = tokio::time::sleep_until(next_renew), if self.auto_renew => {
                     next_renew = match self.renew().await {
                         Ok(()) => Instant::now() + renew_interval,

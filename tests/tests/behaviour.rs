@@ -20,6 +20,9 @@ on_both_backends!(
     reentrancy_and_hold_count,
     non_reentrant_lock_refuses_a_second_hold,
     two_handles_in_one_process_exclude_each_other,
+    tasks_sharing_one_handle_exclude_each_other,
+    one_task_reenters_through_any_handle_of_its_manager,
+    a_guard_moved_to_another_task_releases_there,
     names_are_independent_and_slashes_are_fine,
     bad_input_gets_typed_errors,
     a_lock_without_auto_renew_expires_after_its_ttl,
@@ -293,7 +296,179 @@ async fn two_handles_in_one_process_exclude_each_other(fx: &Fixture) {
     let a = manager.new_lock("local", LockOptions::default()).unwrap();
     let b = manager.new_lock("local", LockOptions::default()).unwrap();
     let _g = a.lock().await.unwrap();
-    assert!(b.try_lock().await.unwrap().is_none());
+    // Another task (the owner is the task, not the handle).
+    let busy = tokio::spawn(async move { b.try_lock().await.unwrap().is_none() });
+    assert!(busy.await.unwrap());
+}
+
+/// Issue #17.1: one handle in application state (`Arc<Lock>`, as in an
+/// axum `State`) used by many request tasks: each task is an owner of its
+/// own, so they exclude each other and each section has its own token.
+async fn tasks_sharing_one_handle_exclude_each_other(fx: &Fixture) {
+    let lock = Arc::new(
+        fx.manager()
+            .new_lock("state", LockOptions::default())
+            .unwrap(),
+    );
+    let detector = OverlapDetector::default();
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (lock, detector, tokens) = (lock.clone(), detector.clone(), tokens.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..4 {
+                let guard = lock.lock().await.unwrap();
+                {
+                    let _inside = detector.enter();
+                    tokens.lock().unwrap().push(guard.fencing_token());
+                    sleep(Duration::from_millis(3)).await;
+                }
+                guard.unlock().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(detector.entries(), 24);
+    assert_eq!(
+        detector.most_at_once(),
+        1,
+        "two tasks inside through one handle"
+    );
+    let tokens = tokens.lock().unwrap().clone();
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "a token shared or reused: {tokens:?}"
+    );
+
+    // A try from another task through the same handle: busy, not reentrant;
+    // a wait: FIFO behind the holder, bounded.
+    let guard = lock.lock().await.unwrap();
+    let other = lock.clone();
+    let tried = tokio::spawn(async move { other.try_lock().await.unwrap().is_none() });
+    assert!(
+        tried.await.unwrap(),
+        "another task re-entered through the handle"
+    );
+    let other = lock.clone();
+    let waited = tokio::spawn(async move { other.lock_timeout(Duration::from_millis(200)).await });
+    assert_eq!(
+        waited.await.unwrap().unwrap_err().code(),
+        ErrorCode::Timeout
+    );
+    // Non-reentrant: another task waits instead of getting `AlreadyHeld`.
+    let strict = Arc::new(
+        fx.manager()
+            .new_lock("strict-state", LockOptions::default().reentrant(false))
+            .unwrap(),
+    );
+    let held = strict.lock().await.unwrap();
+    let other = strict.clone();
+    let waiter = tokio::spawn(async move { other.lock().await.map(|g| g.fencing_token()) });
+    sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "the other task did not wait");
+    let first = held.fencing_token();
+    held.unlock().await.unwrap();
+    let next = timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.unwrap() > first);
+    guard.unlock().await.unwrap();
+}
+
+/// Issue #17.1: within one task, locking the same name through the same
+/// manager again re-enters — through the same handle or another one — with
+/// one hold count; `reentrant(false)` makes the second attempt `AlreadyHeld`.
+async fn one_task_reenters_through_any_handle_of_its_manager(fx: &Fixture) {
+    let manager = fx.manager();
+    let (a, b) = (
+        manager
+            .new_lock("same-task", LockOptions::default())
+            .unwrap(),
+        manager
+            .new_lock("same-task", LockOptions::default())
+            .unwrap(),
+    );
+    let first = a.lock().await.unwrap();
+    let second = timeout(Duration::from_secs(2), b.lock())
+        .await
+        .expect("a second handle in the same task waited for itself")
+        .unwrap();
+    assert_eq!(first.fencing_token(), second.fencing_token());
+    assert_eq!((a.hold_count(), b.hold_count()), (2, 2));
+    let third = b.try_lock().await.unwrap().expect("reentrant try");
+    assert_eq!(a.hold_count(), 3);
+    // Another task sees none of it.
+    let a = Arc::new(a);
+    let other = a.clone();
+    let seen = tokio::spawn(async move { other.hold_count() });
+    assert_eq!(seen.await.unwrap(), 0);
+    drop(third);
+    second.unlock().await.unwrap();
+    assert_eq!(a.hold_count(), 1);
+    let peer = fx.another().await;
+    let outside = peer.new_lock("same-task", LockOptions::default()).unwrap();
+    assert!(
+        outside.try_lock().await.unwrap().is_none(),
+        "released early"
+    );
+    first.unlock().await.unwrap();
+    assert_eq!(a.hold_count(), 0);
+
+    let strict = LockOptions::default().reentrant(false);
+    let (s1, s2) = (
+        manager.new_lock("strict-task", strict.clone()).unwrap(),
+        manager.new_lock("strict-task", strict).unwrap(),
+    );
+    let held = s1.lock().await.unwrap();
+    for err in [
+        s2.lock().await.unwrap_err(),
+        s2.try_lock().await.unwrap_err(),
+        s1.lock_timeout(Duration::from_secs(1)).await.unwrap_err(),
+    ] {
+        assert_eq!(err.code(), ErrorCode::AlreadyHeld, "{err}");
+    }
+    held.unlock().await.unwrap();
+    s2.lock().await.unwrap().unlock().await.unwrap();
+}
+
+/// Issue #17.1: a guard moved to another task releases the lock there
+/// (unlock or drop). Re-entry stays with the task that locked: the task it
+/// moved to is another owner, and waits.
+async fn a_guard_moved_to_another_task_releases_there(fx: &Fixture) {
+    let manager = fx.manager();
+    let peer = fx.another().await;
+    let lock = Arc::new(manager.new_lock("moved", LockOptions::default()).unwrap());
+    let guard = lock.lock().await.unwrap();
+    let token = guard.fencing_token();
+    let other = lock.clone();
+    let moved = tokio::spawn(async move {
+        // Not this task's hold: locking again here waits like any owner.
+        let again = other.lock_timeout(Duration::from_millis(200)).await;
+        assert_eq!(again.unwrap_err().code(), ErrorCode::Timeout);
+        assert_eq!(other.hold_count(), 0);
+        assert!(guard.is_held());
+        guard.unlock().await
+    });
+    moved.await.unwrap().unwrap();
+    let next = peer.new_lock("moved", LockOptions::default()).unwrap();
+    let taken = timeout(Duration::from_secs(5), next.lock())
+        .await
+        .expect("the moved guard's unlock freed the lock")
+        .unwrap();
+    assert!(taken.fencing_token() > token);
+    taken.unlock().await.unwrap();
+
+    // Dropped in another task: released in the background there.
+    let guard = lock.lock().await.unwrap();
+    tokio::spawn(async move { drop(guard) }).await.unwrap();
+    let taken = timeout(Duration::from_secs(5), next.lock())
+        .await
+        .expect("the moved guard's drop freed the lock")
+        .unwrap();
+    taken.unlock().await.unwrap();
 }
 
 async fn names_are_independent_and_slashes_are_fine(fx: &Fixture) {

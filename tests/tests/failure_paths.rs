@@ -153,10 +153,12 @@ async fn a_try_is_bounded_while_the_backend_stalls(fx: &Fixture) {
             started.elapsed()
         );
     }
+    // A wait that ends while the backend stalls is an outage, not a busy
+    // lock (#17.8).
     let lock = manager.new_lock("z3", LockOptions::default()).unwrap();
     let started = Instant::now();
     let err = lock.lock_timeout(Duration::from_secs(2)).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Timeout);
+    assert_eq!(err.code(), ErrorCode::Backend, "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
     faults.heal();
     manager.close().await;

@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use distlock::testing::{Fault, Faults, Op};
@@ -115,10 +116,17 @@ async fn a_refused_watch_reports_the_lock_lost_and_keeps_its_slot(fx: &Fixture) 
     faults.always(Op::WatchDeletes, Fault::Refuse);
     let guard = lock(&manager, "refused").await;
     lost_within(&guard, Duration::from_secs(3)).await;
-    let same_process = manager.new_lock("refused", LockOptions::default()).unwrap();
+    let same_process = Arc::new(manager.new_lock("refused", LockOptions::default()).unwrap());
+    let other_task = Arc::clone(&same_process);
+    let tried = tokio::spawn(async move { other_task.try_lock().await.unwrap().is_none() });
     assert!(
-        same_process.try_lock().await.unwrap().is_none(),
+        tried.await.unwrap(),
         "the slot was freed while the key may exist"
+    );
+    // The task that holds the lost guard is told, rather than waiting for itself.
+    assert_eq!(
+        same_process.try_lock().await.unwrap_err().code(),
+        ErrorCode::Expired
     );
     assert_eq!(guard.unlock().await.unwrap_err().code(), ErrorCode::Expired);
     faults.heal();

@@ -429,9 +429,13 @@ async fn a_guard_scope_lets_locked_calls_run_under_the_guard(fx: &Fixture) {
     assert_eq!(a.unwrap(), guard.fencing_token());
     assert_eq!(b.unwrap(), guard.fencing_token());
     assert_eq!(detector.most_at_once(), 1);
-    // Outside the scope, the same call is another owner: it times out.
-    let busy = settle_if_free(&manager, 11).await.unwrap_err();
-    assert_eq!(busy.lock_code(), Some(ErrorCode::Timeout));
+    // Outside the scope but in the task that holds the guard: the task is
+    // the owner (#17.1), so the call runs as a child section of the hold.
+    settle_if_free(&manager, 11).await.unwrap();
+    // In another task, the same call is another owner: it times out.
+    let other = manager.clone();
+    let busy = tokio::spawn(async move { settle_if_free(&other, 11).await.unwrap_err() });
+    assert_eq!(busy.await.unwrap().lock_code(), Some(ErrorCode::Timeout));
     guard.unlock().await.unwrap();
     settle_if_free(&manager, 11).await.unwrap();
 }

@@ -287,7 +287,8 @@ async fn acquire(
 ) -> Result<LockGuard, Refusal> {
     let lock = manager
         .new_lock(key, options)?
-        .with_metrics_source(distlock::metrics::Source::Layer);
+        .with_metrics_source(distlock::metrics::Source::Layer)
+        .owned_by_scope();
     let bound = if wait.is_zero() { TRY_ONCE_LIMIT } else { wait };
     match tokio::time::timeout(bound, lock.lock_timeout(wait)).await {
         Ok(acquired) => Ok(acquired?),

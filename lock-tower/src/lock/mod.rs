@@ -320,7 +320,9 @@ mod tests {
             .layer(service_fn(|_req: Request<String>| async {
                 Ok::<_, Infallible>(Response::new(String::from("ok")))
             }));
-        let _held = hold(&manager, "busy").await;
+        // Held by another owner (a task of this process holding it would own
+        // it, and its requests would run under its hold).
+        let _held = hold(&manager.peer(), "busy").await;
 
         let started = tokio::time::Instant::now();
         let busy = service.clone().oneshot(request("busy")).await.unwrap();
