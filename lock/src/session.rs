@@ -61,6 +61,8 @@ pub(crate) struct Session {
     revoked: AtomicBool,
     /// The manager's record of what the backend says; keep-alives report to it.
     health: Arc<Health>,
+    /// Wakes the keeper when the session is retired.
+    wake: tokio::sync::Notify,
 }
 
 impl Session {
@@ -99,6 +101,7 @@ impl Session {
             keeper: Arc::downgrade(&alive),
             revoked: AtomicBool::new(false),
             health,
+            wake: tokio::sync::Notify::new(),
         });
         debug!(
             lease = format_args!("{:x}", session.lease),
@@ -220,6 +223,7 @@ impl Session {
     /// is gone it is revoked, and such a key with it.
     pub(crate) fn retire(&self, why: &str) {
         if !self.retired.swap(true, Ordering::SeqCst) {
+            self.wake.notify_one();
             warn!(
                 lease = format_args!("{:x}", self.lease),
                 why, "session retired; its lease is revoked when its last lock is released"
@@ -262,11 +266,11 @@ impl Session {
     /// session is retired, and its keeper deletes such a key every second
     /// until the lease is revoked.
     pub(crate) fn sweep_later(&self, key: &str) {
-        self.retire("a request that may still create a key of ours got no answer");
         self.strays
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(key.to_owned());
+        self.retire("a request that may still create a key of ours got no answer");
     }
 
     /// Deletes the stray keys `sweep_later` named, if they appeared.
@@ -399,6 +403,7 @@ impl Session {
                     }
                 }
                 _ = tokio::time::sleep_until(check_retired), if retired => {}
+                _ = self.wake.notified(), if !retired => {}
                 _ = tokio::time::sleep_until(next_renew), if self.auto_renew => {
                     next_renew = match self.renew().await {
                         Ok(()) => Instant::now() + renew_interval,

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::future::Future;
 use std::time::Duration;
 
 use distlock::testing::{Fault, Faults, Op};
@@ -395,7 +396,184 @@ async fn options_that_lose_every_lock_are_refused(fx: &Fixture) {
     assert_eq!(err.code(), ErrorCode::InvalidOptions);
 }
 
+/// #17.2: the first enqueue attempt gets no answer and lands late, after its
+/// retry won, the lock was released and its key deleted: it must not leave a
+/// key that the session's lease keeps alive (here a bystander lock keeps that
+/// lease in use), so a peer finds the name free.
+async fn a_late_first_enqueue_leaves_no_key(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    let peer = fx.another().await;
+    let bystander = manager
+        .new_lock("bystander", LockOptions::default())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    faults.inject(Op::Enqueue, Fault::Late(Duration::from_millis(600)), 1);
+    let lock = manager.new_lock("late", LockOptions::default()).unwrap();
+    let guard = lock.lock().await.unwrap();
+    guard.unlock().await.unwrap();
+    sleep(Duration::from_millis(600 + 2000)).await; // landed, and swept
+    let other = peer.new_lock("late", LockOptions::default()).unwrap();
+    let taken = other
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("the late enqueue left a key that holds the name");
+    taken.unlock().await.unwrap();
+    assert!(bystander.is_held(), "the sweep hurt another lock");
+    bystander.unlock().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while keys_left(fx, &peer).await > 0 {
+        assert!(Instant::now() < deadline, "a key was left behind");
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// #17.4: `unlock()` dropped while its delete is on the wire (the macro's
+/// call dropped while releasing, `timeout(d, guard.unlock())`). The same
+/// process locks the name again at once; when the old delete lands, the new
+/// holder's key must survive it.
+async fn a_dropped_unlock_never_deletes_the_next_holders_key(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    let observer = fx.another().await;
+    let lock = manager.new_lock("dropped", LockOptions::default()).unwrap();
+    let first = lock.lock().await.unwrap();
+    faults.inject(Op::Delete, Fault::Slow(Duration::from_millis(500)), 1);
+    let cut = timeout(Duration::from_millis(50), first.unlock()).await;
+    assert!(cut.is_err(), "the unlock was not cut off");
+    let second = lock.lock_timeout(Duration::from_secs(5)).await.unwrap();
+    sleep(Duration::from_millis(800)).await; // the slow delete has landed
+    still_holds(&observer, "dropped", second).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while keys_left(fx, &observer).await > 0 {
+        assert!(Instant::now() < deadline, "a key was left behind");
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// #17.7: a lock without auto-renew has a lease of its own, which its
+/// release revokes: when the revoke keeps failing, `unlock()` says so (it
+/// used to return `Ok`), after retrying until the lease would have run out.
+async fn a_failed_revoke_of_a_locks_own_lease_is_reported(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    let opts = LockOptions::default()
+        .auto_renew(false)
+        .ttl(Duration::from_secs(2));
+    let guard = manager
+        .new_lock("own", opts.clone())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    faults.always(Op::Revoke, Fault::Fail);
+    let err = timeout(Duration::from_secs(5), guard.unlock())
+        .await
+        .expect("the release is bounded by the lease's TTL")
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Backend, "{err}");
+    assert!(faults.calls(Op::Revoke) > 1, "the revoke was not retried");
+    faults.heal();
+    // The lease was not renewed: the lock frees at its TTL.
+    let other = fx.another().await.new_lock("own", opts).unwrap();
+    other
+        .lock_timeout(Duration::from_secs(5))
+        .await
+        .expect("freed at its TTL")
+        .unlock()
+        .await
+        .unwrap();
+}
+
+/// #17.7: `try_lock` right after this process's own `lock_timeout` on the
+/// name ran out (its cleanup still deleting the waiter key) is not "busy":
+/// nobody else holds or waits, so it waits for our cleanup and takes it.
+async fn a_try_after_our_own_timeout_is_not_busy(fx: &Fixture) {
+    let faults = Faults::new();
+    let ours = faulty(fx, &faults).await;
+    let holder = fx.another().await;
+    let lock = ours
+        .new_lock("after-timeout", LockOptions::default())
+        .unwrap();
+    for round in 0..4 {
+        let held = holder
+            .new_lock("after-timeout", LockOptions::default())
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        assert!(lock.try_lock().await.unwrap().is_none(), "round {round}");
+        // The timed-out waiter's cleanup delete takes a while.
+        faults.inject(Op::Delete, Fault::Slow(Duration::from_millis(300)), 1);
+        let err = lock
+            .lock_timeout(Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Timeout, "round {round}: {err}");
+        held.unlock().await.unwrap();
+        let taken = lock.try_lock().await.unwrap();
+        let taken = taken.unwrap_or_else(|| panic!("round {round}: our own cleanup read as busy"));
+        taken.unlock().await.unwrap();
+    }
+}
+
+/// #17.3: a task that blocks its thread past the TTL on a `current_thread`
+/// runtime (where the keeper task cannot run) sees its lock lost on its own
+/// clock: `is_held()` is false, `lost()` is ready at once, the current-lock
+/// view hands out no token — while a peer has taken the lock.
+async fn a_blocked_thread_sees_its_lock_lost_on_its_own_clock(fx: &Fixture) {
+    let victim = fx.another().await;
+    let peer = fx.another().await;
+    let opts = short_ttl(2);
+    let (taken_tx, taken_rx) = std::sync::mpsc::channel::<u64>();
+    let blocked = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let lock = victim.new_lock("blocked", short_ttl(2)).unwrap();
+            let guard = lock.lock().await.unwrap();
+            let scope = guard.scope();
+            assert_eq!(
+                scope.enter(distlock::current_fencing_token),
+                Some(guard.fencing_token())
+            );
+            // CPU work or a blocking call: nothing else runs on this thread.
+            let peer_token = taken_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert!(peer_token > guard.fencing_token());
+            assert!(!guard.is_held(), "held after a peer took the lock");
+            let mut lost = std::pin::pin!(guard.lost());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(lost.as_mut().poll(&mut cx).is_ready(), "lost() not ready");
+            assert_eq!(scope.enter(distlock::current_fencing_token), None);
+            assert_eq!(guard.unlock().await.unwrap_err().code(), ErrorCode::Expired);
+        });
+    });
+    sleep(Duration::from_millis(300)).await;
+    let taken = peer
+        .new_lock("blocked", opts)
+        .unwrap()
+        .lock_timeout(Duration::from_secs(8))
+        .await
+        .expect("the blocked holder's lease ran out");
+    taken_tx.send(taken.fencing_token()).unwrap();
+    tokio::task::spawn_blocking(move || blocked.join())
+        .await
+        .unwrap()
+        .unwrap();
+    taken.unlock().await.unwrap();
+}
+
 on_both_backends!(
+    a_late_first_enqueue_leaves_no_key,
+    a_dropped_unlock_never_deletes_the_next_holders_key,
+    a_failed_revoke_of_a_locks_own_lease_is_reported,
+    a_try_after_our_own_timeout_is_not_busy,
+    a_blocked_thread_sees_its_lock_lost_on_its_own_clock,
     a_release_that_keeps_failing_still_frees_the_lock,
     tokens_never_repeat_after_a_failed_release,
     lease_grants_are_retried,
@@ -526,4 +704,125 @@ async fn a_leftover_key_of_ours_is_never_adopted() {
     );
     again.unlock().await.unwrap();
     assert!(raw_keys(&etcd, &ns).await.is_empty());
+}
+
+/// #17.5: a manager whose tasks (the holds' deletion watch, the session
+/// keeper, lease expiry in memory) were started on a runtime that has shut
+/// down since — a manager made in a temporary runtime, or a default manager
+/// shared by per-test runtimes — keeps working on the next runtime: it
+/// locks, its holds hear a force-unlock, concurrent locks go through.
+#[test]
+fn a_memory_manager_outlives_the_runtime_that_started_its_tasks() {
+    init_tracing();
+    let manager = LockManager::in_memory();
+    let admin = manager.peer();
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    first.block_on(async {
+        let guard = manager
+            .new_lock("warm", short_ttl(2))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        sleep(Duration::from_millis(300)).await; // old enough to be watched
+        guard.unlock().await.unwrap();
+    });
+    drop(first);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        works_on_a_new_runtime(&manager, &admin).await;
+    });
+}
+
+/// #17.5 on etcd: the etcd client's connection runs on the runtime it was
+/// made on and dies with it, so a manager made in a runtime that has shut
+/// down cannot reach etcd any more: every call fails at once with a clear
+/// `Backend` error (never retried as if transient, never hanging), and a
+/// manager made on the new runtime works.
+#[test]
+fn an_etcd_manager_on_a_runtime_that_shut_down_fails_clearly() {
+    init_tracing();
+    let harness = tokio::runtime::Runtime::new().unwrap();
+    let etcd = harness.block_on(Etcd::start());
+    let ns = etcd.namespace();
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stale = first.block_on(async {
+        let manager = connect(&etcd, &ns).await;
+        let guard = manager
+            .new_lock("warm", short_ttl(2))
+            .unwrap()
+            .lock()
+            .await
+            .unwrap();
+        sleep(Duration::from_millis(300)).await;
+        guard.unlock().await.unwrap();
+        manager
+    });
+    drop(first);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let lock = stale.new_lock("after", LockOptions::default()).unwrap();
+        let err = timeout(Duration::from_secs(5), lock.lock())
+            .await
+            .expect("a call on a dead connection hung")
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Backend, "{err}");
+        assert!(err.to_string().contains("runtime"), "{err}");
+        let fresh = connect(&etcd, &ns).await;
+        let admin = connect(&etcd, &ns).await;
+        works_on_a_new_runtime(&fresh, &admin).await;
+    });
+    drop(second);
+    drop(harness);
+}
+
+/// Locks through `manager`, hears a force-unlock by `admin`, and runs
+/// concurrent acquisitions on distinct names (the batched write path).
+async fn works_on_a_new_runtime(manager: &LockManager, admin: &LockManager) {
+    let guard = timeout(
+        Duration::from_secs(5),
+        manager.new_lock("after", short_ttl(2)).unwrap().lock(),
+    )
+    .await
+    .expect("locking hung on the new runtime")
+    .expect("locking failed on the new runtime");
+    sleep(Duration::from_millis(300)).await; // old enough to be watched
+    assert!(admin.force_unlock("after").await.unwrap());
+    timeout(Duration::from_secs(3), guard.lost())
+        .await
+        .expect("the hold never heard of the force-unlock");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let manager = manager.clone();
+        tasks.spawn(async move {
+            let lock = manager.new_lock(format!("many-{i}"), LockOptions::default())?;
+            lock.lock_timeout(Duration::from_secs(5))
+                .await?
+                .unlock()
+                .await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap()
+            .expect("a concurrent lock failed on the new runtime");
+    }
+    // Over a TTL: the session's keeper runs here, or locks would be lost.
+    let held = manager
+        .new_lock("long", short_ttl(2))
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    sleep(Duration::from_millis(2500)).await;
+    assert!(
+        held.is_held(),
+        "nobody renewed the lease on the new runtime"
+    );
+    held.unlock().await.unwrap();
 }

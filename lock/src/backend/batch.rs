@@ -18,7 +18,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse};
@@ -77,9 +77,9 @@ struct Member {
 
 /// Coalesces one etcd client's write transactions.
 pub(crate) struct Batcher {
-    queue: mpsc::UnboundedSender<Member>,
-    /// Writes queued for a batch and not yet sent.
-    queued: Arc<AtomicUsize>,
+    /// The batching task's inbox, started on first use and again on the
+    /// current runtime when the runtime that ran it has shut down.
+    task: Mutex<Option<Inbox>>,
     /// Room on the wire: one permit per batch (or lone write) in flight.
     slots: Arc<Semaphore>,
     client: KvClient,
@@ -87,29 +87,46 @@ pub(crate) struct Batcher {
     terms: Arc<Terms>,
 }
 
+/// The live batching task: where writes go, and how many wait there.
+#[derive(Clone)]
+struct Inbox {
+    queue: mpsc::UnboundedSender<Member>,
+    /// Writes queued for a batch and not yet sent.
+    queued: Arc<AtomicUsize>,
+}
+
 impl Batcher {
-    /// Starts the batching task, which ends when the batcher is dropped.
     pub(crate) fn new(client: &Client, request_timeout: Duration, terms: Arc<Terms>) -> Self {
-        let client = client.kv_client();
-        let (queue, incoming) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        let batching = Batching {
-            client: client.clone(),
-            request_timeout,
-            queued: Arc::clone(&queued),
-            slots: Arc::clone(&slots),
-            terms: Arc::clone(&terms),
-        };
-        tokio::spawn(batching.run(incoming));
         Batcher {
-            queue,
-            queued,
-            slots,
-            client,
+            task: Mutex::new(None),
+            slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            client: client.kv_client(),
             request_timeout,
             terms,
         }
+    }
+
+    /// The live batching task's inbox, starting the task (on the current
+    /// runtime) if there is none: a task whose runtime shut down is gone,
+    /// and its queue closed.
+    fn inbox(&self) -> Inbox {
+        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = task.as_ref().filter(|t| !t.queue.is_closed()) {
+            return live.clone();
+        }
+        let (queue, incoming) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let batching = Batching {
+            client: self.client.clone(),
+            request_timeout: self.request_timeout,
+            queued: Arc::clone(&queued),
+            slots: Arc::clone(&self.slots),
+            terms: Arc::clone(&self.terms),
+        };
+        tokio::spawn(batching.run(incoming));
+        let inbox = Inbox { queue, queued };
+        *task = Some(inbox.clone());
+        inbox
     }
 
     /// Runs `txn`, a write to the lock queue `queue`, in a batch: its
@@ -142,8 +159,9 @@ impl Batcher {
     /// returns what it did and the store revision after it; errors as
     /// [`map_error`] maps them.
     async fn write(&self, what: &'static str, queue: &str, write: Write) -> Answer {
+        let inbox = self.inbox();
         // Nothing waiting and room on the wire: no batch to wait for.
-        if self.queued.load(Ordering::SeqCst) == 0 {
+        if inbox.queued.load(Ordering::SeqCst) == 0 {
             if let Ok(_slot) = self.slots.try_acquire() {
                 return alone(
                     self.client.clone(),
@@ -155,7 +173,7 @@ impl Batcher {
                 .await;
             }
         }
-        self.queued.fetch_add(1, Ordering::SeqCst);
+        inbox.queued.fetch_add(1, Ordering::SeqCst);
         let (reply, answer) = oneshot::channel();
         let member = Member {
             what,
@@ -163,7 +181,8 @@ impl Batcher {
             write,
             reply,
         };
-        if self.queue.send(member).is_err() {
+        if inbox.queue.send(member).is_err() {
+            inbox.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(gone());
         }
         answer.await.unwrap_or_else(|_| Err(gone()))

@@ -52,9 +52,41 @@ impl Terms {
     }
 }
 
+/// Tells whether the tokio runtime that was current when it was made still
+/// runs: a task there holds it alive, and is dropped when that runtime shuts
+/// down (or when this is dropped).
+struct RuntimeAlive {
+    alive: std::sync::Weak<()>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl RuntimeAlive {
+    fn here() -> Self {
+        let alive = Arc::new(());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let weak = Arc::downgrade(&alive);
+        tokio::spawn(async move {
+            let _alive = alive;
+            let _ = stopped.await;
+        });
+        RuntimeAlive {
+            alive: weak,
+            _stop: stop,
+        }
+    }
+
+    fn is_alive(&self) -> bool {
+        self.alive.strong_count() > 0
+    }
+}
+
 /// [`Backend`] on an etcd cluster.
 pub(crate) struct EtcdBackend {
     client: Client,
+    /// Alive while the runtime the client was made on runs: the client's
+    /// connection (tonic's channel) is driven by a task there, and dies
+    /// with it.
+    runtime: RuntimeAlive,
     request_timeout: Duration,
     watches: WatchHub,
     /// Enqueues and deletes, coalesced into one transaction per round trip.
@@ -66,12 +98,26 @@ impl EtcdBackend {
     pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
         let terms = Arc::new(Terms::default());
         EtcdBackend {
+            runtime: RuntimeAlive::here(),
             watches: WatchHub::new(client.clone(), request_timeout),
             writes: Batcher::new(&client, request_timeout, Arc::clone(&terms)),
             client,
             request_timeout,
             terms,
         }
+    }
+
+    /// Fails for good once the runtime the client was made on has shut
+    /// down: its connection is gone, and retrying cannot bring it back.
+    fn usable(&self) -> Result<()> {
+        if self.runtime.is_alive() {
+            return Ok(());
+        }
+        Err(LockError::new(
+            ErrorCode::Backend,
+            "the etcd client's connection ran on a tokio runtime that has shut down; make the \
+             lock manager (and its etcd client) on a runtime that outlives it",
+        ))
     }
 
     /// Runs one unary request with the request timeout, mapping its error.
@@ -253,6 +299,7 @@ impl Backend for EtcdBackend {
 
     fn grant(&self, ttl_secs: i64) -> BoxFuture<'_, Result<Granted>> {
         Box::pin(async move {
+            self.usable()?;
             let resp = self
                 .call(
                     "lease grant",
@@ -269,6 +316,7 @@ impl Backend for EtcdBackend {
 
     fn keep_alive(&self, lease: i64) -> BoxFuture<'_, Result<i64>> {
         Box::pin(async move {
+            self.usable()?;
             let mut client = self.client.clone();
             let terms = &self.terms;
             // Every way etcd says "this lease is gone" becomes a TTL of 0, as
@@ -313,6 +361,7 @@ impl Backend for EtcdBackend {
 
     fn revoke(&self, lease: i64) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
+            self.usable()?;
             let mut client = self.client.clone();
             let revoked = tokio::time::timeout(self.request_timeout, client.lease_revoke(lease));
             match revoked.await {
@@ -330,6 +379,7 @@ impl Backend for EtcdBackend {
 
     fn time_to_live(&self, lease: i64) -> BoxFuture<'_, Result<i64>> {
         Box::pin(async move {
+            self.usable()?;
             let resp = self
                 .call(
                     "lease time-to-live",
@@ -348,6 +398,7 @@ impl Backend for EtcdBackend {
         value: Vec<u8>,
     ) -> BoxFuture<'a, Result<Enqueued>> {
         Box::pin(async move {
+            self.usable()?;
             // Put our key unless it exists (a retry), and read the queue's head
             // in the same transaction. Kept small: past 250 bytes, HTTP/2
             // sends the request in one more frame, a cost that showed in the
@@ -403,6 +454,7 @@ impl Backend for EtcdBackend {
         rev: i64,
     ) -> BoxFuture<'a, Result<Positioned>> {
         Box::pin(async move {
+            self.usable()?;
             // Confirms our key (same create revision) and finds the youngest
             // older key in one linearizable read.
             let predecessor = GetOptions::new()
@@ -432,11 +484,15 @@ impl Backend for EtcdBackend {
     }
 
     fn wait_deleted<'a>(&'a self, key: &'a str, from: i64) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.watches.wait_deleted(key, from))
+        Box::pin(async move {
+            self.usable()?;
+            self.watches.wait_deleted(key, from).await
+        })
     }
 
     fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
+            self.usable()?;
             // The key's queue: `{queue}{lease hex}`.
             let queue = key.rfind('/').map_or(key, |i| &key[..=i]);
             let Some(rev) = rev else {
@@ -453,6 +509,7 @@ impl Backend for EtcdBackend {
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>> {
         Box::pin(async move {
+            self.usable()?;
             let options = GetOptions::new()
                 .with_prefix()
                 .with_sort(SortTarget::Create, SortOrder::Ascend);
@@ -475,6 +532,7 @@ impl Backend for EtcdBackend {
 
     fn revisions<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Revisions>> {
         Box::pin(async move {
+            self.usable()?;
             let options = GetOptions::new().with_prefix().with_keys_only();
             let resp = self
                 .call("range", self.client.clone().get(prefix, Some(options)))
@@ -496,12 +554,10 @@ impl Backend for EtcdBackend {
         prefix: &'a str,
         from: i64,
     ) -> BoxFuture<'a, Result<DeleteWatch>> {
-        Box::pin(super::deletions::watch(
-            &self.client,
-            self.request_timeout,
-            prefix,
-            from,
-        ))
+        Box::pin(async move {
+            self.usable()?;
+            super::deletions::watch(&self.client, self.request_timeout, prefix, from).await
+        })
     }
 }
 

@@ -65,6 +65,12 @@ pub enum Fault {
     /// delay, when the caller may have retried and moved on. For `Enqueue`
     /// and `Delete`; on reads it acts as `Fail`.
     Late(Duration),
+    /// A request on the wire: it reaches the store after this delay and
+    /// the caller gets its answer then — and it still reaches the store if
+    /// the caller stopped waiting (dropped its future) meanwhile, as a
+    /// request already sent does. For `Enqueue` and `Delete`; on reads it
+    /// acts as `Delay`.
+    Slow(Duration),
 }
 
 #[derive(Debug)]
@@ -223,17 +229,22 @@ impl FaultyBackend {
         FaultyBackend { inner, faults }
     }
 
-    async fn run<'a, T: Send + 'a>(&'a self, op: Op, call: BoxFuture<'a, Result<T>>) -> Result<T> {
-        self.run_late(op, call, None).await
-    }
-
-    /// [`run`](Self::run) for a write: `stale` is the same request, owning
-    /// its inputs, for [`Fault::Late`] to send after its delay.
-    async fn run_late<'a, T: Send + 'a>(
+    async fn run<'a, T: Send + 'static>(
         &'a self,
         op: Op,
         call: BoxFuture<'a, Result<T>>,
-        stale: Option<BoxFuture<'static, ()>>,
+    ) -> Result<T> {
+        self.run_late(op, call, None).await
+    }
+
+    /// [`run`](Self::run) for a write: `detached` is the same request, owning
+    /// its inputs, for [`Fault::Late`] and [`Fault::Slow`] to send after
+    /// their delay, whatever becomes of the caller.
+    async fn run_late<'a, T: Send + 'static>(
+        &'a self,
+        op: Op,
+        call: BoxFuture<'a, Result<T>>,
+        detached: Option<BoxFuture<'static, Result<T>>>,
     ) -> Result<T> {
         let injected = |what: &str, transient: bool| {
             LockError::backend(
@@ -259,13 +270,27 @@ impl FaultyBackend {
                 Err(injected("answer lost", true))
             }
             Some(Fault::Late(delay)) => {
-                if let Some(stale) = stale {
+                if let Some(stale) = detached {
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
-                        stale.await;
+                        let _ = stale.await;
                     });
                 }
                 Err(injected("answer lost; the request lands later", true))
+            }
+            Some(Fault::Slow(delay)) => {
+                let Some(request) = detached else {
+                    tokio::time::sleep(delay).await;
+                    return call.await;
+                };
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = answer.send(request.await);
+                });
+                answered
+                    .await
+                    .unwrap_or_else(|_| Err(injected("answer lost", true)))
             }
         }
     }
@@ -302,9 +327,8 @@ impl Backend for FaultyBackend {
     ) -> BoxFuture<'a, Result<Enqueued>> {
         let inner = Arc::clone(&self.inner);
         let (q, k, v) = (queue.to_owned(), key.to_owned(), value.clone());
-        let stale: BoxFuture<'static, ()> = Box::pin(async move {
-            let _ = inner.enqueue(&q, &k, lease, v).await;
-        });
+        let stale: BoxFuture<'static, _> =
+            Box::pin(async move { inner.enqueue(&q, &k, lease, v).await });
         let call = self.inner.enqueue(queue, key, lease, value);
         Box::pin(self.run_late(Op::Enqueue, call, Some(stale)))
     }
@@ -324,9 +348,7 @@ impl Backend for FaultyBackend {
 
     fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
         let (inner, k) = (Arc::clone(&self.inner), key.to_owned());
-        let stale: BoxFuture<'static, ()> = Box::pin(async move {
-            let _ = inner.delete(&k, rev).await;
-        });
+        let stale: BoxFuture<'static, _> = Box::pin(async move { inner.delete(&k, rev).await });
         Box::pin(self.run_late(Op::Delete, self.inner.delete(key, rev), Some(stale)))
     }
 

@@ -42,6 +42,9 @@ struct State {
     compacted: i64,
     /// How many deletes `deletes` keeps.
     history: usize,
+    /// No lease expires before this (a lower bound: renewals only push
+    /// expiries later).
+    next_expiry: Option<Instant>,
 }
 
 impl State {
@@ -74,6 +77,27 @@ impl State {
                 .map(|(rev, key)| (key.clone(), *rev))
                 .collect(),
         )
+    }
+
+    /// Revokes every lease past its expiry. Each lease also has a task that
+    /// reaps it on time; this catches the leases whose task is gone (its
+    /// runtime shut down), so a store that outlives a runtime still frees
+    /// the locks of leases nobody renews. Whether it changed anything.
+    fn reap_due(&mut self, now: Instant) -> bool {
+        if self.next_expiry.is_none_or(|at| at > now) {
+            return false;
+        }
+        let due: Vec<i64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.expires <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for lease in &due {
+            self.revoke(*lease);
+        }
+        self.next_expiry = self.leases.values().map(|l| l.expires).min();
+        !due.is_empty()
     }
 
     fn revoke(&mut self, lease: i64) {
@@ -109,8 +133,13 @@ struct Inner {
 }
 
 impl Inner {
+    /// The store, with the leases past their expiry reaped.
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.reap_due(Instant::now()) {
+            self.changes.send_replace(state.revision);
+        }
+        state
     }
 
     /// Applies a change and tells the watchers.
@@ -181,6 +210,7 @@ impl Backend for MemoryBackend {
                 state.next_lease += 1;
                 let id = state.next_lease;
                 state.leases.insert(id, Lease { ttl, expires });
+                state.next_expiry = Some(state.next_expiry.map_or(expires, |at| at.min(expires)));
                 id
             });
             tokio::spawn(reap(Arc::downgrade(&self.inner), id, expires));
