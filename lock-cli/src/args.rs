@@ -13,7 +13,7 @@ Examples:
   distlock -n /shop info order:42               holder, fencing token, expiry and waiters
   distlock -n /shop force-unlock order:42       remove a stuck holder (asks first)
   distlock -n /shop watch                       live acquisitions, releases, hand-offs
-  distlock -n /ops hold nightly --wait 0s -- ./backup.sh
+  distlock -n /ops hold nightly --wait 0 ./backup.sh
                                                 run backup.sh on one machine at a time;
                                                 exit 75 at once if another runs it
   distlock completions bash > /etc/bash_completion.d/distlock
@@ -153,6 +153,11 @@ pub enum Command {
 /// `distlock hold`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
+Options go between NAME and CMD; the first word that is not an option starts
+the command, and every word from there on is the command's (`--` before CMD
+also ends distlock's options). Durations are seconds when a bare number
+(`--wait 5`, `--grace 2.5`; `--ttl` takes whole seconds) or `500ms`, `30s`, `5m`.
+
 The command runs with DISTLOCK_LOCK (the name) and DISTLOCK_FENCING_TOKEN in its
 environment; pass the token with writes to storage that checks it.
 
@@ -165,32 +170,56 @@ Signals go to the command's process only: a shell script should `exec` its last
 step or pass signals on.
 
 Examples:
-  distlock hold deploy -- ./deploy.sh prod
-  distlock hold nightly --wait 0s -- ./backup.sh; [ $? -eq 75 ] && echo \"another machine runs it\"")]
+  distlock hold deploy ./deploy.sh prod
+  distlock hold nightly --wait 0 ./backup.sh; [ $? -eq 75 ] && echo \"another machine runs it\"
+  distlock hold report -- ./report.sh --wait 5      (--wait 5 is report.sh's)")]
 pub struct Hold {
     /// The lock name: the same lock as `manager.new_lock(NAME, ..)` in a
     /// service and `etcdctl lock {NS}/locks/NAME`.
     pub name: String,
     /// Wait at most this long for a busy lock, then exit 75 without running
-    /// the command; `0s` tries once. Default: wait as long as it takes.
+    /// the command; `0` tries once. Default: wait as long as it takes.
     #[arg(long, value_parser = duration, value_name = "DUR")]
     pub wait: Option<Duration>,
-    /// Lease TTL (whole seconds, at least 1s): how long the lock outlives a
+    /// Lease TTL (whole seconds, at least 1): how long the lock outlives a
     /// distlock that was killed or cut off. Renewed every TTL/3.
-    #[arg(long, value_parser = duration, default_value = "30s", value_name = "DUR")]
+    #[arg(long, value_parser = ttl, default_value = "30s", value_name = "DUR")]
     pub ttl: Duration,
     /// After a lost lock, how long the command has between SIGTERM and SIGKILL.
     #[arg(long, value_parser = duration, default_value = "10s", value_name = "DUR")]
     pub grace: Duration,
-    /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments: everything from the first word that is
+    /// not a distlock option on (or everything after `--`).
+    // `trailing_var_arg` without `allow_hyphen_values`: a misspelt option
+    // before CMD (`--wiat 5`) is an error, not a command named `--wiat`.
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `1h 30m`.
+/// Parses a bare number of seconds (`5`, `0`, `2.5`) or a duration with
+/// units (`500ms`, `30s`, `5m`, `1h 30m`).
 fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e} (durations look like `500ms`, `30s`, `5m`)"))
+    let trimmed = text.trim();
+    let bare_seconds =
+        !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let parsed = if bare_seconds {
+        humantime::parse_duration(&format!("{trimmed}s"))
+    } else {
+        humantime::parse_duration(text)
+    };
+    parsed.map_err(|e| {
+        format!("{e} (durations look like `5` or `2.5` (seconds), `500ms`, `30s`, `5m`)")
+    })
+}
+
+/// Parses a lease TTL: a [`duration`] of whole seconds, at least one (etcd
+/// leases have whole-second TTLs; a fraction would be rounded up unseen).
+fn ttl(text: &str) -> Result<Duration, String> {
+    let ttl = duration(text)?;
+    if ttl < Duration::from_secs(1) || ttl.subsec_nanos() != 0 {
+        return Err("the TTL is whole seconds, at least 1 (`2`, `30s`, `1m`)".into());
+    }
+    Ok(ttl)
 }
 
 #[cfg(test)]
@@ -207,6 +236,89 @@ mod tests {
     fn durations_parse_and_bad_ones_explain() {
         assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(duration("0s"), Ok(Duration::ZERO));
-        assert!(duration("soon").unwrap_err().contains("30s"));
+        assert_eq!(duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["soon", "", "-1", ".5", "5.", "1.2.3", "5 parsecs"] {
+            let err = duration(bad).unwrap_err();
+            assert!(err.contains("durations look like"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bare_number_is_seconds() {
+        assert_eq!(duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(duration("0"), Ok(Duration::ZERO));
+        assert_eq!(duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration(" 7 "), Ok(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn a_ttl_is_whole_seconds_at_least_one() {
+        assert_eq!(ttl("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(ttl("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(ttl("1m"), Ok(Duration::from_secs(60)));
+        for bad in ["0", "0s", "2.5", "1500ms", "500ms"] {
+            let err = ttl(bad).unwrap_err();
+            assert!(err.contains("whole seconds"), "{bad:?}: {err}");
+        }
+        assert!(ttl("soon").unwrap_err().contains("durations look like"));
+    }
+
+    /// Parses `distlock ARGS` into its `hold` arguments.
+    fn hold(args: &[&str]) -> Result<Hold, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("distlock").chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Hold(hold) => Ok(hold),
+            other => panic!("not hold: {other:?}"),
+        }
+    }
+
+    fn command(hold: &Hold) -> Vec<&str> {
+        hold.command.iter().map(|a| a.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn hold_takes_the_command_with_or_without_a_double_dash() {
+        let h = hold(&["hold", "job", "cmd", "a", "-x", "--wait", "3"]).unwrap();
+        assert_eq!(command(&h), ["cmd", "a", "-x", "--wait", "3"]);
+        assert_eq!(h.wait, None, "options after CMD are the command's");
+
+        let h = hold(&["hold", "job", "--wait", "5", "--ttl", "2", "cmd", "-x"]).unwrap();
+        assert_eq!(command(&h), ["cmd", "-x"]);
+        assert_eq!(h.wait, Some(Duration::from_secs(5)));
+        assert_eq!(h.ttl, Duration::from_secs(2));
+
+        let h = hold(&["hold", "job", "--", "cmd", "--wait", "x"]).unwrap();
+        assert_eq!(command(&h), ["cmd", "--wait", "x"]);
+        assert_eq!(h.wait, None);
+
+        let h = hold(&["hold", "job", "--grace", "0.5", "--", "--odd-name"]).unwrap();
+        assert_eq!(command(&h), ["--odd-name"]);
+        assert_eq!(h.grace, Duration::from_millis(500));
+
+        // A later `--` belongs to the command, as with flock.
+        let h = hold(&["hold", "job", "cmd", "--", "x"]).unwrap();
+        assert_eq!(command(&h), ["cmd", "--", "x"]);
+
+        // Global flags between NAME and CMD are distlock's; after CMD, the command's.
+        let cli = Cli::try_parse_from(["distlock", "hold", "job", "-n", "/ops", "cmd", "-n", "x"])
+            .unwrap();
+        assert_eq!(cli.global.namespace, "/ops");
+        let Command::Hold(h) = cli.command else {
+            panic!("not hold")
+        };
+        assert_eq!(command(&h), ["cmd", "-n", "x"]);
+    }
+
+    #[test]
+    fn hold_rejects_a_misspelt_option_instead_of_running_it() {
+        let err = hold(&["hold", "job", "--wiat", "5", "cmd"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+        let err = hold(&["hold", "job"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = hold(&["hold", "job", "--wait", "soon", "cmd"]).unwrap_err();
+        assert!(err.to_string().contains("durations look like"), "{err}");
+        let err = hold(&["hold", "job", "--ttl", "2.5", "cmd"]).unwrap_err();
+        assert!(err.to_string().contains("whole seconds"), "{err}");
     }
 }

@@ -1,4 +1,4 @@
-//! `distlock hold NAME -- CMD...`: run a command under a fleet-wide lock.
+//! `distlock hold NAME [OPTIONS] CMD...`: run a command under a fleet-wide lock.
 //!
 //! Signals go to the command with `nix::sys::signal::kill`, a safe wrapper
 //! over kill(2): no extra process per signal (unlike running `kill(1)`), no
@@ -170,7 +170,7 @@ fn spawn(hold: &Hold, guard: &LockGuard) -> Result<Child, Failure> {
     let (program, args) = hold
         .command
         .split_first()
-        .ok_or_else(|| Failure::new(exit::USAGE, "no command given after `--`"))?;
+        .ok_or_else(|| Failure::new(exit::USAGE, "no command given"))?;
     Command::new(program)
         .args(args)
         .env("DISTLOCK_LOCK", &hold.name)

@@ -625,6 +625,112 @@ async fn hold_passes_ctrl_c_to_the_command_and_releases() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_takes_the_command_with_or_without_a_double_dash() {
+    let env = Env::start().await;
+    // Prints its arguments, each followed by `|`.
+    let print_args = r#"printf '%s|' "$@""#;
+    let out = env
+        .run(&[
+            "hold", "plain", "sh", "-c", print_args, "sh", "a", "-b", "--wait", "x",
+        ])
+        .await;
+    out.clone().assert().success();
+    assert_eq!(stdout(&out), "a|-b|--wait|x|", "{}", stderr(&out));
+
+    let out = env
+        .run(&[
+            "hold", "plain", "--", "sh", "-c", print_args, "sh", "--flag", "--wait", "x",
+        ])
+        .await;
+    out.clone().assert().success();
+    assert_eq!(stdout(&out), "--flag|--wait|x|", "{}", stderr(&out));
+
+    // Options between NAME and CMD are distlock's, also without `--`.
+    let out = env
+        .run(&[
+            "hold",
+            "plain",
+            "--wait",
+            "5",
+            "sh",
+            "-c",
+            "echo $DISTLOCK_LOCK",
+        ])
+        .await;
+    out.clone().assert().success();
+    assert_eq!(stdout(&out), "plain\n");
+    // A misspelt option is an error, not a command named `--wiat`.
+    let out = env.run(&["hold", "plain", "--wiat", "5", "true"]).await;
+    out.clone().assert().code(2);
+    assert!(stderr(&out).contains("--wait"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_takes_bare_seconds_for_wait_and_ttl() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let (_lock, guard) = hold(&admin, "busy").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ran");
+    let file = file.to_str().unwrap();
+
+    let started = Instant::now();
+    let out = env
+        .run(&["hold", "busy", "--wait", "0", "touch", file])
+        .await;
+    out.clone().assert().code(75);
+    assert!(started.elapsed() < Duration::from_secs(5), "tries once");
+    let started = Instant::now();
+    let out = env
+        .run(&["hold", "busy", "--wait", "1", "touch", file])
+        .await;
+    out.clone().assert().code(75);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert!(!Path::new(file).exists(), "the command must not run");
+    guard.unlock().await.unwrap();
+
+    // `--ttl 2`: a two-second lease (the command looks at its own lock).
+    let out = env
+        .run(&[
+            "hold",
+            "short",
+            "--ttl",
+            "2",
+            "sh",
+            "-c",
+            r#""$DISTLOCK_BIN" info short --json"#,
+        ])
+        .await;
+    out.clone().assert().success();
+    let expires = json(&out)["expire_time"].as_str().unwrap().to_owned();
+    let expires = humantime::parse_rfc3339(&expires).unwrap();
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(left <= Duration::from_secs(2), "{left:?}");
+
+    for (args, message) in [
+        (&["--wait", "soon"][..], "durations look like"),
+        (&["--grace", "1.5.0"], "durations look like"),
+        (&["--ttl", "2.5"], "whole seconds"),
+        (&["--ttl", "0"], "whole seconds"),
+    ] {
+        let out = env
+            .run(&[&["hold", "x"], args, &["touch", file]].concat())
+            .await;
+        out.clone().assert().code(2);
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(args[0]), "{args:?}: {}", stderr(&out));
+    }
+    assert!(!Path::new(file).exists());
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_unreachable_etcd_fail_clearly() {
     let env = Env::start().await;
     let admin = env.manager().await;
