@@ -24,7 +24,7 @@ DISTLOCK_CACERT, DISTLOCK_CERT, DISTLOCK_KEY, DISTLOCK_TIMEOUT stand in for the 
 Exit status: 0 ok; 1 not held (info, force-unlock) or failure; 2 bad input;
 69 etcd unreachable; hold: the command's status, 75 busy past --wait,
 76 lock lost while the command ran, 126/127 command not executable/not found,
-128+N command killed by signal N.";
+128+N command killed by signal N (or signal N while waiting for the lock).";
 
 /// Inspect, watch and force-unlock distlock locks on etcd, and run commands
 /// under a fleet-wide lock.
@@ -163,11 +163,12 @@ environment; pass the token with writes to storage that checks it.
 
 If the lock is lost while the command runs (its lease could not be renewed in
 time, or someone force-unlocked it), the command gets SIGTERM, then SIGKILL after
---grace, and distlock exits 76. Ctrl-C and SIGTERM sent to distlock are passed on
-to the command; the lock is released when it exits (on a terminal, Ctrl-C also
-reaches the command directly: it shares distlock's process group, as with flock).
-Signals go to the command's process only: a shell script should `exec` its last
-step or pass signals on.
+--grace, and distlock exits 76. Ctrl-C, SIGTERM, SIGHUP and SIGQUIT sent to
+distlock are passed on to the command; the lock is released when it exits (on a
+terminal, Ctrl-C also reaches the command directly: it shares distlock's process
+group, as with flock). While distlock still waits for the lock, they end it with
+status 128+N and the command does not run. Signals go to the command's process
+only: a shell script should `exec` its last step or pass signals on.
 
 Examples:
   distlock hold deploy ./deploy.sh prod

@@ -9,7 +9,7 @@
 //! | 75 | `hold`: the lock stayed busy past `--wait` (`EX_TEMPFAIL`); the command did not run |
 //! | 76 | `hold`: the lock was lost while the command ran; the command was stopped |
 //! | 126 / 127 | `hold`: the command could not be executed / was not found |
-//! | 128 + N | `hold`: the command was killed by signal N (130 also: Ctrl-C while waiting) |
+//! | 128 + N | `hold`: the command was killed by signal N; also signal N (SIGINT 130, SIGHUP 129, SIGQUIT 131, SIGTERM 143) reached distlock while it waited for the lock |
 
 use distlock::{ErrorCode, LockError};
 
@@ -29,8 +29,6 @@ pub const LOST: i32 = 76;
 pub const CANNOT_EXECUTE: i32 = 126;
 /// `hold`: the command was not found.
 pub const NOT_FOUND: i32 = 127;
-/// Interrupted (128 + SIGINT).
-pub const INTERRUPTED: i32 = 130;
 
 /// A failure to report on stderr, with the exit status to end with.
 #[derive(Debug)]

@@ -22,12 +22,7 @@ use crate::show;
 pub async fn run(global: &Global, hold: Hold) -> Result<i32, Failure> {
     // Listen before anything else, so that Ctrl-C never kills distlock
     // between taking the lock and starting the command.
-    let listen = |kind| {
-        signal(kind)
-            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot listen for signals: {e}")))
-    };
-    let mut interrupts = listen(SignalKind::interrupt())?;
-    let mut terminates = listen(SignalKind::terminate())?;
+    let mut signals = Signals::listen()?;
 
     let manager = connect::manager(global).await?;
     let options = LockOptions::default()
@@ -45,8 +40,7 @@ pub async fn run(global: &Global, hold: Hold) -> Result<i32, Failure> {
     };
     let acquired = tokio::select! {
         acquired = acquire(&lock, hold.wait) => acquired,
-        _ = interrupts.recv() => Err(Failure::new(exit::INTERRUPTED, "interrupted while waiting for the lock")),
-        _ = terminates.recv() => Err(Failure::new(128 + Signal::SIGTERM as i32, "terminated while waiting for the lock")),
+        signal = signals.recv() => Err(Signals::ended_waiting(signal)),
     };
     let guard = match acquired {
         Ok(Some(guard)) => guard,
@@ -75,13 +69,64 @@ pub async fn run(global: &Global, hold: Hold) -> Result<i32, Failure> {
             return Err(failure);
         }
     };
-    let outcome = supervise(&hold, &guard, &mut interrupts, &mut terminates).await;
+    let outcome = supervise(&hold, &guard, &mut signals).await;
     if outcome.as_ref().is_ok_and(|o| o.lost) {
         manager.close().await;
     } else {
         release(&manager, guard).await;
     }
     outcome.map(|o| o.code)
+}
+
+/// The signals distlock passes on to the command (and ends on while it
+/// waits for the lock): Ctrl-C, SIGTERM, and SIGHUP and SIGQUIT, whose default
+/// action would kill distlock and leave the command running unsupervised.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts catching them: from here on they no longer kill distlock.
+    fn listen() -> Result<Signals, Failure> {
+        let listen = |kind| {
+            signal(kind)
+                .map_err(|e| Failure::new(exit::FAILURE, format!("cannot listen for signals: {e}")))
+        };
+        Ok(Signals {
+            interrupt: listen(SignalKind::interrupt())?,
+            terminate: listen(SignalKind::terminate())?,
+            hangup: listen(SignalKind::hangup())?,
+            quit: listen(SignalKind::quit())?,
+        })
+    }
+
+    /// The next signal that arrives.
+    async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.interrupt.recv() => Signal::SIGINT,
+            _ = self.terminate.recv() => Signal::SIGTERM,
+            _ = self.hangup.recv() => Signal::SIGHUP,
+            _ = self.quit.recv() => Signal::SIGQUIT,
+        }
+    }
+
+    /// The failure for `signal` arriving while waiting for the lock: exit
+    /// 128 + its number, as a shell reports a command killed by it.
+    fn ended_waiting(signal: Signal) -> Failure {
+        let what = match signal {
+            Signal::SIGINT => "interrupted",
+            Signal::SIGTERM => "terminated",
+            Signal::SIGHUP => "hung up",
+            _ => "quit",
+        };
+        Failure::new(
+            128 + signal as i32,
+            format!("{what} while waiting for the lock"),
+        )
+    }
 }
 
 /// Takes the lock: `None` when it stayed busy past `wait`.
@@ -112,8 +157,7 @@ struct Outcome {
 async fn supervise(
     hold: &Hold,
     guard: &LockGuard,
-    interrupts: &mut tokio::signal::unix::Signal,
-    terminates: &mut tokio::signal::unix::Signal,
+    signals: &mut Signals,
 ) -> Result<Outcome, Failure> {
     let mut child = spawn(hold, guard)?;
     let Some(pid) = child.id().map(|id| Pid::from_raw(id as i32)) else {
@@ -152,8 +196,7 @@ async fn supervise(
                 send(pid, Signal::SIGKILL);
                 killed = true;
             }
-            _ = interrupts.recv() => send(pid, Signal::SIGINT),
-            _ = terminates.recv() => send(pid, Signal::SIGTERM),
+            signal = signals.recv() => send(pid, signal),
         }
     }
 }

@@ -624,6 +624,103 @@ async fn hold_passes_ctrl_c_to_the_command_and_releases() {
     admin.close().await;
 }
 
+/// Whether `pid` is a running process. A zombie (killed, not yet reaped by
+/// the parent it was handed to) does not count: `kill(pid, 0)` would.
+fn running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X'))
+}
+
+/// Waits (bounded) until `pid` no longer runs; whether it stopped in time.
+async fn gone_within(pid: i32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while running(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// A command's process that the test kills when it ends, if it still runs:
+/// a failed assertion must not leave it behind (distlock would not, but the
+/// test is there for the case where distlock does).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if running(self.0) {
+            let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_passes_sighup_and_sigquit_to_the_command_and_releases() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (signal, name, code) in [(Signal::SIGHUP, "HUP", 11), (Signal::SIGQUIT, "QUIT", 12)] {
+        let pidfile = dir.path().join(name);
+        // The command exits `code` on `signal` only. Its output goes to
+        // /dev/null, so that distlock's pipes close when distlock exits.
+        let script = format!(
+            "exec >/dev/null 2>&1; echo $$ > {}; trap 'exit {code}' {name}; \
+             while :; do sleep 0.05; done",
+            pidfile.display()
+        );
+        let holder = env.spawn(&["hold", name, "sh", "-c", &script]);
+        env.wait_held(&admin, name).await;
+        let command = KillOnDrop(wait_pidfile(&pidfile).await);
+        // To distlock only (not its process group): it must pass the signal on.
+        kill(Pid::from_raw(holder.id().unwrap() as i32), signal).unwrap();
+        let out = timeout(STEP, holder.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{signal}: {}", stderr(&out));
+        assert!(gone_within(command.0, Duration::from_secs(1)).await);
+        let lock = admin.new_lock(name, LockOptions::default()).unwrap();
+        let next = lock.try_lock().await.unwrap();
+        next.expect("released: another manager takes it at once")
+            .unlock()
+            .await
+            .unwrap();
+    }
+
+    // While waiting for the lock: exit 128 + N without running the command,
+    // and leave the queue.
+    let (_lock, guard) = hold(&admin, "queue").await;
+    let marker = dir.path().join("ran");
+    let marker = marker.to_str().unwrap();
+    for (signal, code) in [(Signal::SIGHUP, 129), (Signal::SIGQUIT, 131)] {
+        let waiter = env.spawn(&["hold", "queue", "touch", marker]);
+        wait_waiters(&admin, "queue", 1).await;
+        kill(Pid::from_raw(waiter.id().unwrap() as i32), signal).unwrap();
+        let out = timeout(STEP, waiter.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{signal}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("while waiting for the lock"),
+            "{}",
+            stderr(&out)
+        );
+        wait_waiters(&admin, "queue", 0).await;
+    }
+    assert!(!Path::new(marker).exists(), "the command must not run");
+    guard.unlock().await.unwrap();
+    admin.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_takes_the_command_with_or_without_a_double_dash() {
     let env = Env::start().await;
