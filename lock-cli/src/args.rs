@@ -170,6 +170,13 @@ group, as with flock). While distlock still waits for the lock, they end it with
 status 128+N and the command does not run. Signals go to the command's process
 only: a shell script should `exec` its last step or pass signals on.
 
+If distlock itself dies (SIGKILL, the OOM killer, a crash), the kernel sends the
+command SIGKILL at once (Linux PR_SET_PDEATHSIG): left running, it would go on
+unlocked once the lease lapses, next to a second copy on another machine. SIGKILL
+rather than SIGTERM, because no distlock is left to enforce --grace. The kernel
+drops this for set-user-ID commands (run `sudo distlock hold NAME CMD`, not
+`distlock hold NAME sudo CMD`), and it reaches the command's process only.
+
 Examples:
   distlock hold deploy ./deploy.sh prod
   distlock hold nightly --wait 0 ./backup.sh; [ $? -eq 75 ] && echo \"another machine runs it\"

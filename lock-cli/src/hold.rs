@@ -3,6 +3,9 @@
 //! Signals go to the command with `nix::sys::signal::kill`, a safe wrapper
 //! over kill(2): no extra process per signal (unlike running `kill(1)`), no
 //! dependence on `PATH`, and a typed error when the process is already gone.
+//!
+//! The command is started through the [`exec`] helper, so that it
+//! gets SIGKILL from the kernel if distlock dies without stopping it.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -10,11 +13,12 @@ use std::time::Duration;
 use distlock::{ErrorCode, LockGuard, LockManager, LockOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::args::{Global, Hold};
 use crate::connect;
+use crate::exec;
 use crate::exit::{self, Failure};
 use crate::show;
 
@@ -208,27 +212,41 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Starts the command with the lock's name and fencing token in its environment.
+/// Starts the command with the lock's name and fencing token in its
+/// environment, through the [`exec`] helper: the command gets SIGKILL if
+/// distlock dies without stopping it.
 fn spawn(hold: &Hold, guard: &LockGuard) -> Result<Child, Failure> {
     let (program, args) = hold
         .command
         .split_first()
         .ok_or_else(|| Failure::new(exit::USAGE, "no command given"))?;
-    Command::new(program)
-        .args(args)
+    // The kernel sends the death signal when the *thread* that forked the
+    // child ends, not the process. `run` is polled by `block_on` on the main
+    // thread, which lives until distlock exits; on a `spawn_blocking` thread
+    // (which ends when idle) the command would be killed at random.
+    debug_assert_eq!(
+        std::thread::current().name(),
+        Some("main"),
+        "hold must start its command on the main thread (PR_SET_PDEATHSIG)"
+    );
+    exec::command(program, args)
         .env("DISTLOCK_LOCK", &hold.name)
         .env("DISTLOCK_FENCING_TOKEN", guard.fencing_token().to_string())
-        // If distlock itself fails, the command must not outlive it unsupervised.
+        // If distlock itself fails, the command must not outlive it
+        // unsupervised: on an error return this kills it, and where distlock
+        // gets no chance to (SIGKILL, OOM), the death signal does.
         .kill_on_drop(true)
         .spawn()
+        // The helper reports a command that is not found (127) or cannot
+        // be executed (126) itself, with its exit status; this is the
+        // helper (distlock's own binary) failing to start.
         .map_err(|e| {
-            let code = match e.kind() {
-                std::io::ErrorKind::NotFound => exit::NOT_FOUND,
-                _ => exit::CANNOT_EXECUTE,
-            };
             Failure::new(
-                code,
-                format!("cannot run {}: {e}", program.to_string_lossy()),
+                exit::CANNOT_EXECUTE,
+                format!(
+                    "cannot run {}: cannot start distlock's exec helper: {e}",
+                    program.to_string_lossy()
+                ),
             )
         })
 }

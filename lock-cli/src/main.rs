@@ -9,6 +9,7 @@
 
 mod args;
 mod connect;
+mod exec;
 mod exit;
 mod hold;
 mod inspect;
@@ -25,6 +26,9 @@ use crate::args::{Cli, Command};
 use crate::exit::Failure;
 
 fn main() {
+    // `hold` starts its command as `distlock __exec ...`: that process
+    // becomes the command here and never returns.
+    exec::run_if_helper();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Completions { shell } => {

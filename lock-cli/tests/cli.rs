@@ -3,6 +3,7 @@
 //! Every test starts its own throwaway etcd (the harness stops it on drop,
 //! also on panic) and uses a fresh namespace; every wait is bounded.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -663,6 +664,33 @@ impl Drop for KillOnDrop {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_takes_the_command_down_when_distlock_is_killed() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let mut holder = env.spawn(&["hold", "doomed", "--ttl", "2s", "--", "sh", "-c", &script]);
+    env.wait_held(&admin, "doomed").await;
+    let command = KillOnDrop(wait_pidfile(&pidfile).await);
+    assert!(running(command.0));
+
+    // SIGKILL, as the OOM killer would: distlock cannot stop the command itself.
+    holder.start_kill().unwrap();
+    let status = timeout(STEP, holder.wait()).await.unwrap().unwrap();
+    assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
+    assert!(
+        gone_within(command.0, Duration::from_secs(1)).await,
+        "the command runs on after distlock was killed, while its lock lapses"
+    );
+    // The lock frees when its lease lapses (two seconds), and nothing runs under it.
+    let lock = admin.new_lock("doomed", LockOptions::default()).unwrap();
+    let next = timeout(STEP, lock.lock()).await.unwrap().unwrap();
+    next.unlock().await.unwrap();
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_passes_sighup_and_sigquit_to_the_command_and_releases() {
     let env = Env::start().await;
     let admin = env.manager().await;
@@ -676,7 +704,7 @@ async fn hold_passes_sighup_and_sigquit_to_the_command_and_releases() {
              while :; do sleep 0.05; done",
             pidfile.display()
         );
-        let holder = env.spawn(&["hold", name, "sh", "-c", &script]);
+        let holder = env.spawn(&["hold", name, "--", "sh", "-c", &script]);
         env.wait_held(&admin, name).await;
         let command = KillOnDrop(wait_pidfile(&pidfile).await);
         // To distlock only (not its process group): it must pass the signal on.
@@ -701,7 +729,7 @@ async fn hold_passes_sighup_and_sigquit_to_the_command_and_releases() {
     let marker = dir.path().join("ran");
     let marker = marker.to_str().unwrap();
     for (signal, code) in [(Signal::SIGHUP, 129), (Signal::SIGQUIT, 131)] {
-        let waiter = env.spawn(&["hold", "queue", "touch", marker]);
+        let waiter = env.spawn(&["hold", "queue", "--", "touch", marker]);
         wait_waiters(&admin, "queue", 1).await;
         kill(Pid::from_raw(waiter.id().unwrap() as i32), signal).unwrap();
         let out = timeout(STEP, waiter.wait_with_output())
@@ -828,6 +856,75 @@ async fn hold_takes_bare_seconds_for_wait_and_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_reports_a_command_it_cannot_run_and_releases() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let script = script.to_str().unwrap();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["hold", "x", "--", "/nonexistent/command"],
+            127,
+            "distlock: cannot run /nonexistent/command: No such file or directory (os error 2)\n",
+        ),
+        (
+            &["hold", "x", "/nonexistent/command", "--flag"],
+            127,
+            "distlock: cannot run /nonexistent/command: No such file or directory (os error 2)\n",
+        ),
+        (
+            &["hold", "x", "distlock-test-no-such-command"],
+            127,
+            "distlock: cannot run distlock-test-no-such-command: No such file or directory (os error 2)\n",
+        ),
+        (
+            &["hold", "x", script],
+            126,
+            &format!("distlock: cannot run {script}: Permission denied (os error 13)\n"),
+        ),
+    ];
+    for (args, code, message) in cases {
+        let out = env.run(args).await;
+        out.clone().assert().code(*code);
+        // Said once, by the helper that tried to run it; the parent only
+        // passes its status on.
+        assert_eq!(stderr(&out), *message, "{args:?}");
+        assert_eq!(stdout(&out), "", "{args:?}");
+        assert!(
+            admin.lock_info("x").await.unwrap().is_none(),
+            "{args:?}: released"
+        );
+    }
+
+    // The helper runs nothing when its parent is not the distlock that
+    // started it (that distlock died before the death signal was set).
+    let marker = dir.path().join("ran");
+    let out = env
+        .command()
+        .args(["__exec", "1", "touch"])
+        .arg(&marker)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not running it"), "{}", stderr(&out));
+    assert!(!marker.exists(), "the command must not run");
+    // With the right parent it runs the command, with its arguments.
+    let out = env
+        .command()
+        .args(["__exec", &std::process::id().to_string(), "sh", "-c"])
+        .args([r#"printf '%s|' "$@""#, "sh", "--wait", "x"])
+        .output()
+        .unwrap();
+    out.clone().assert().success();
+    assert_eq!(stdout(&out), "--wait|x|");
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_unreachable_etcd_fail_clearly() {
     let env = Env::start().await;
     let admin = env.manager().await;
@@ -903,6 +1000,8 @@ async fn help_has_examples_and_completions_are_generated() {
     let out = env.run(&["hold", "--help"]).await;
     assert!(stdout(&out).contains("DISTLOCK_FENCING_TOKEN"));
     assert!(stdout(&out).contains("--grace"));
+    assert!(stdout(&out).contains("PR_SET_PDEATHSIG"));
+    assert!(stdout(&out).contains("SIGHUP"));
     for shell in ["bash", "zsh", "fish"] {
         let out = env.run(&["completions", shell]).await;
         out.clone().assert().success();
