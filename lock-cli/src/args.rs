@@ -196,8 +196,8 @@ pub struct Hold {
     /// After a lost lock, how long the command has between SIGTERM and SIGKILL.
     #[arg(long, value_parser = duration, default_value = "10s", value_name = "DUR")]
     pub grace: Duration,
-    /// The command and its arguments: everything from the first word that is
-    /// not a distlock option on (or everything after `--`).
+    /// The command and its arguments: every word from the first one that is
+    /// not a distlock option (or from after `--`) on.
     // `trailing_var_arg` without `allow_hyphen_values`: a misspelt option
     // before CMD (`--wiat 5`) is an error, not a command named `--wiat`.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
