@@ -512,6 +512,33 @@ async fn hold_exits_75_without_running_the_command_when_busy() {
     admin.close().await;
 }
 
+/// Issue #17.8: a `--wait` that ends while etcd does not answer is an
+/// outage, not a busy lock: exit 69 (unavailable), not 75 (busy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_exits_69_when_etcd_fails_during_the_wait() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let (_lock, guard) = hold(&admin, "outage").await;
+    let proxy = distlock_tests::TcpProxy::start_for(&env.etcd.endpoints()[0]).await;
+    let mut cmd = tokio::process::Command::from(env.command());
+    cmd.env("DISTLOCK_ENDPOINTS", proxy.endpoint())
+        .args(["--timeout", "1s", "hold", "outage", "--wait", "4s", "true"])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let waiting = cmd.spawn().unwrap();
+    wait_waiters(&admin, "outage", 1).await;
+    proxy.blackhole();
+    let out = timeout(STEP, waiting.wait_with_output())
+        .await
+        .expect("hold did not end")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(guard.is_held());
+    proxy.restore();
+    guard.unlock().await.unwrap();
+    admin.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_is_the_same_lock_as_etcdctl_lock() {
     let env = Env::start().await;

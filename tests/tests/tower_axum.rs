@@ -631,6 +631,12 @@ async fn backend_failures_answer_503() {
     .expect("answered within the wait");
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(reply.headers.contains_key("retry-after"));
+    // An outage, not a busy key (issue #17.8): the wait ran out while etcd
+    // did not answer.
+    assert_eq!(
+        kinds.lock().unwrap().as_slice(),
+        [RejectionKind::Unavailable]
+    );
 
     proxy.restore(); // lets close() revoke the lease at once
     through_proxy.close().await;
