@@ -92,6 +92,9 @@ pub(crate) struct Args {
     pub(crate) hold_at_most: Option<Duration>,
     /// The path the generated code names the `distlock` crate by.
     pub(crate) krate: Option<Path>,
+    /// Where a compile-time error about the durations points: the
+    /// `renew_interval` or else the `ttl` argument, or else the key.
+    pub(crate) durations_span: Span,
 }
 
 /// The arguments as written: `name = value, ...`.
@@ -196,8 +199,10 @@ impl Args {
                 None
             }
         };
+        let mut durations_span = None;
         let ttl = match values.remove("ttl") {
             Some((_, value)) => duration(&value, "ttl", errors).and_then(|(lit, ttl)| {
+                durations_span = Some(lit.span());
                 if ttl < Duration::from_secs(1) {
                     errors.at(
                         lit.span(),
@@ -300,6 +305,7 @@ impl Args {
         };
         let renew_interval = values.remove("renew_interval").and_then(|(ident, value)| {
             let (lit, every) = duration(&value, "renew_interval", errors)?;
+            durations_span = Some(lit.span());
             if auto_renew == Some(false) {
                 errors.at(
                     ident,
@@ -311,18 +317,8 @@ impl Args {
                 errors.at(lit.span(), "renew_interval must be longer than zero");
                 return None;
             }
-            if let Some(ttl) = ttl {
-                if every >= ttl {
-                    errors.at(
-                        lit.span(),
-                        format!(
-                            "renew_interval ({every:?}) must be shorter than ttl ({ttl:?}), \
-                             or the lease runs out between renewals"
-                        ),
-                    );
-                    return None;
-                }
-            }
+            // How it must compare with `ttl` is the runtime's rule, checked
+            // at compile time by the expansion (`Spec::checked`).
             Some(every)
         });
         let retry_interval = values.remove("retry_interval").and_then(|(_, value)| {
@@ -365,8 +361,10 @@ impl Args {
             return None;
         }
         let ttl = ttl?;
+        let key = key?;
         Some(Args {
-            key: key?,
+            durations_span: durations_span.unwrap_or_else(|| key.lit.span()),
+            key,
             ttl,
             wait: wait?,
             manager,
@@ -636,11 +634,9 @@ mod tests {
     }
 
     #[test]
-    fn renew_must_be_shorter_than_ttl() {
-        let errors = check(quote::quote!(key = "k", ttl = "3s", renew_interval = "3s"))
-            .err()
-            .unwrap();
-        assert!(errors[0].contains("must be shorter than ttl"), "{errors:?}");
+    fn renew_needs_auto_renew() {
+        // How renew_interval must compare with ttl is checked by the
+        // expansion, with the runtime's rule (tests/ui/sub_second_ttl.rs).
         let errors = check(quote::quote!(
             key = "k",
             auto_renew = false,

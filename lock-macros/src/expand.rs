@@ -404,7 +404,15 @@ fn spec(args: &Args, function: &str, krate: &TokenStream) -> TokenStream {
     if args.on_lost == OnLost::Continue {
         spec.extend(quote!(.continue_when_lost()));
     }
-    spec
+    // Evaluated at compile time with the runtime's own rules (`Spec::checked`):
+    // settings that every call would refuse with `InvalidOptions` do not compile.
+    let span = args.durations_span;
+    quote_spanned! {span=>
+        {
+            const SPEC: #krate::__private::Spec = #spec.checked();
+            SPEC
+        }
+    }
 }
 
 #[cfg(test)]

@@ -181,7 +181,10 @@ use proc_macro::TokenStream;
 /// Every problem in one go, each pointing at its cause: a missing `key`, an
 /// unknown name in the key template, an unknown or repeated argument, an
 /// unparsable duration, a `ttl` under one second or with a fraction of a
-/// second, a `renew_interval` not shorter than `ttl`, `wait` with
+/// second, a `renew_interval` or `ttl` that [`LockOptions::validate`] would
+/// refuse at run time (the same rules, evaluated at compile time: a
+/// `renew_interval` not shorter than `ttl`, or one that leaves a renewal no
+/// time to land; a duration over a year), `wait` with
 /// `skip_if_busy`, a `hold_at_most` shorter than `hold_at_least`, a `crate`
 /// that is not a path, a function that is not `async`, a return type that is
 /// not a `Result` (or, with `skip_if_busy`, none of the four accepted
@@ -189,6 +192,7 @@ use proc_macro::TokenStream;
 /// whole function.
 ///
 /// [`LockManager`]: struct.LockManager.html
+/// [`LockOptions::validate`]: struct.LockOptions.html#method.validate
 /// [`LockManager::new_lock`]: struct.LockManager.html#method.new_lock
 /// [`Lock::lock`]: struct.Lock.html#method.lock
 /// [`set_default_manager`]: fn.set_default_manager.html

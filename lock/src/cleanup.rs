@@ -72,7 +72,7 @@ pub(crate) async fn remove_key(
         let attempt = tokio::select! {
             biased;
             _ = lost.cancelled() => return Ok(Removal::Gone),
-            deleted = backend.delete(key, rev) => deleted,
+            deleted = backend.delete(key.as_bytes(), rev) => deleted,
         };
         let err = match attempt {
             Ok(true) => return Ok(Removal::Deleted),

@@ -6,6 +6,7 @@ use etcd_client::{Client, ConnectOptions};
 
 use crate::backend::etcd::{map_error, DEFAULT_REQUEST_TIMEOUT};
 use crate::error::{ErrorCode, LockError, Result};
+use crate::options::MAX_DURATION;
 
 /// How [`LockManager::connect`](crate::LockManager::connect) reaches etcd.
 ///
@@ -196,6 +197,17 @@ impl EtcdConfig {
                 "no etcd endpoints given",
             ));
         }
+        for (what, timeout) in [
+            ("dial_timeout", self.dial_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if timeout.is_zero() || timeout > MAX_DURATION {
+                return Err(LockError::new(
+                    ErrorCode::InvalidOptions,
+                    format!("{what} must be longer than zero and at most a year, got {timeout:?}"),
+                ));
+            }
+        }
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.dial_timeout)
             .with_require_leader(true)
@@ -247,5 +259,27 @@ impl EtcdConfig {
             }
         };
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Timeouts that cannot be meant (or would overflow a deadline) are
+    /// refused before connecting, with `InvalidOptions`.
+    #[tokio::test]
+    async fn absurd_timeouts_are_refused() {
+        let endpoints = ["http://127.0.0.1:9"];
+        for config in [
+            EtcdConfig::new(endpoints).request_timeout(Duration::MAX),
+            EtcdConfig::new(endpoints).request_timeout(Duration::ZERO),
+            EtcdConfig::new(endpoints).dial_timeout(MAX_DURATION + Duration::from_secs(1)),
+        ] {
+            let Err(err) = config.connect().await else {
+                panic!("connected with an absurd timeout");
+            };
+            assert_eq!(err.code(), ErrorCode::InvalidOptions, "{err}");
+        }
     }
 }

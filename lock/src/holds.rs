@@ -435,12 +435,12 @@ impl Driver {
     /// read's revision, which is returned.
     async fn read(&mut self, ids: &HashSet<Id>) -> crate::error::Result<i64> {
         let read = self.holds.backend.revisions(&self.holds.root).await?;
-        let present: HashSet<(&str, i64)> = read
+        let present: HashSet<(&[u8], i64)> = read
             .keys
             .iter()
-            .map(|(k, rev)| (k.as_str(), *rev))
+            .map(|(k, rev)| (k.as_slice(), *rev))
             .collect();
-        let gone = |id: &Id| !present.contains(&(&*id.0, id.1));
+        let gone = |id: &Id| !present.contains(&(id.0.as_bytes(), id.1));
         {
             let mut state = self.holds.state();
             for id in ids.iter().filter(|id| !gone(id)) {
@@ -490,8 +490,12 @@ impl Driver {
         }
     }
 
-    /// `key` was deleted at revision `rev`: a hold on it made before that is lost.
-    fn deleted(&mut self, key: String, rev: i64) {
+    /// `key` was deleted at revision `rev`: a hold on it made before that is
+    /// lost. (A key that is not UTF-8 is not ours: another client's.)
+    fn deleted(&mut self, key: Vec<u8>, rev: i64) {
+        let Ok(key) = String::from_utf8(key) else {
+            return;
+        };
         let key: Arc<str> = key.into();
         let ids: Vec<Id> = {
             let state = self.holds.state();

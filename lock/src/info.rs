@@ -50,7 +50,9 @@ impl Metadata {
     }
 
     pub(crate) fn create_time(&self) -> Option<SystemTime> {
-        (self.created_ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(self.created_ms))
+        // Read from a key anyone may have written: checked, never a panic.
+        let created = UNIX_EPOCH.checked_add(Duration::from_millis(self.created_ms));
+        created.filter(|_| self.created_ms > 0)
     }
 }
 

@@ -14,6 +14,12 @@ use crate::error::{ErrorCode, LockError, Result};
 /// The longest accepted lock name, in bytes.
 pub(crate) const MAX_NAME_LEN: usize = 1024;
 
+/// A key for logs and [`LockInfo`](crate::LockInfo): as text, with bytes
+/// that are not UTF-8 shown as U+FFFD.
+pub(crate) fn shown(key: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(key)
+}
+
 /// Checks a lock name: non-empty, at most 1 KiB, no NUL. Any other UTF-8 is fine.
 pub(crate) fn validate_name(name: &str) -> Result<()> {
     let invalid = |msg: String| Err(LockError::new(ErrorCode::InvalidKey, msg));
@@ -125,9 +131,9 @@ impl Keyspace {
     }
 
     /// The lease of a contender key in `queue`, if it is one.
-    pub(crate) fn lease_of(queue: &str, key: &str) -> Option<i64> {
-        let hex = key.strip_prefix(queue)?;
-        i64::from_str_radix(hex, 16).ok()
+    pub(crate) fn lease_of(queue: &str, key: &[u8]) -> Option<i64> {
+        let hex = key.strip_prefix(queue.as_bytes())?;
+        i64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
     }
 
     /// The lock name a contender key belongs to, if the key is in this keyspace
@@ -139,9 +145,15 @@ impl Keyspace {
     /// assert_eq!(keys.name_of("/other/locks/a/1f"), None);
     /// ```
     pub fn name_of(&self, key: &str) -> Option<String> {
-        let rest = key.strip_prefix(&self.root)?;
-        let (segment, _lease) = rest.split_once('/')?;
-        unescape(segment)
+        self.name_of_key(key.as_bytes())
+    }
+
+    /// [`name_of`](Self::name_of) for a key as etcd stores it, in bytes:
+    /// another client may put a key that is not UTF-8 under a queue.
+    pub(crate) fn name_of_key(&self, key: &[u8]) -> Option<String> {
+        let rest = key.strip_prefix(self.root.as_bytes())?;
+        let slash = rest.iter().position(|b| *b == b'/')?;
+        unescape(std::str::from_utf8(&rest[..slash]).ok()?)
     }
 }
 
@@ -153,9 +165,20 @@ mod tests {
     fn contender_keys_name_their_lease() {
         let queue = Keyspace::new("/ns").queue("a/b");
         let key = Keyspace::contender(&queue, 0x694d_0001);
-        assert_eq!(Keyspace::lease_of(&queue, &key), Some(0x694d_0001));
-        assert_eq!(Keyspace::lease_of(&queue, "/ns/locks/other/1"), None);
-        assert_eq!(Keyspace::lease_of(&queue, &format!("{queue}zz")), None);
+        assert_eq!(
+            Keyspace::lease_of(&queue, key.as_bytes()),
+            Some(0x694d_0001)
+        );
+        assert_eq!(Keyspace::lease_of(&queue, b"/ns/locks/other/1"), None);
+        assert_eq!(
+            Keyspace::lease_of(&queue, format!("{queue}zz").as_bytes()),
+            None
+        );
+        let foreign = [queue.as_bytes(), b"\xff\xfe"].concat();
+        assert_eq!(Keyspace::lease_of(&queue, &foreign), None);
+        let ks = Keyspace::new("/ns");
+        assert_eq!(ks.name_of_key(&foreign).as_deref(), Some("a/b"));
+        assert_eq!(ks.name_of_key(b"/ns/locks/\xff/1"), None);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub use macro_support::{
     DEFAULT_WAIT,
 };
 pub use manager::LockManager;
-pub use options::LockOptions;
+pub use options::{LockOptions, MAX_DURATION};
 pub use owner::OwnerScope;
 
 pub use distlock_macros::distributed_lock;
@@ -85,5 +85,6 @@ pub mod __private {
         locked, locked_or_skip, manager, use_default_manager, Key, LockedResult, ManagerRef,
         SkipResult, Spec,
     };
+    pub use crate::options::check_durations;
     pub use std::time::Duration;
 }

@@ -16,7 +16,7 @@ use crate::error::{ErrorCode, LockError};
 use crate::guard::LockGuard;
 use crate::lock::Lock;
 use crate::manager::LockManager;
-use crate::options::LockOptions;
+use crate::options::{LockOptions, DEFAULT_RETRY_INTERVAL};
 use crate::owner::{self, Frame};
 
 static DEFAULT_MANAGER: RwLock<Option<LockManager>> = RwLock::new(None);
@@ -351,6 +351,30 @@ impl Spec {
         self
     }
 
+    /// The same settings, checked against the rules that
+    /// [`LockOptions::validate`] applies at run time
+    /// ([`check_durations`](crate::options::check_durations)). The macro
+    /// evaluates this in a `const`, so settings the runtime would refuse
+    /// are a compile error.
+    pub const fn checked(self) -> Self {
+        let retry = match self.retry_interval {
+            Some(pause) => pause,
+            None => DEFAULT_RETRY_INTERVAL,
+        };
+        if let Err(rule) =
+            crate::options::check_durations(self.ttl, self.auto_renew, self.renew_interval, retry)
+        {
+            panic!("{}", rule);
+        }
+        if over_a_year(self.wait)
+            || over_a_year(self.hold_at_least)
+            || over_a_year(self.hold_at_most)
+        {
+            panic!("wait, hold_at_least and hold_at_most must be at most a year (or `wait = \"forever\"`)");
+        }
+        self
+    }
+
     fn options(&self) -> LockOptions {
         let mut opts = LockOptions::default()
             .ttl(self.ttl)
@@ -363,6 +387,14 @@ impl Spec {
             opts = opts.max_retries(retries);
         }
         opts
+    }
+}
+
+/// Whether an optional setting is longer than [`MAX_DURATION`](crate::MAX_DURATION).
+const fn over_a_year(setting: Option<Duration>) -> bool {
+    match setting {
+        Some(d) => d.as_nanos() > crate::options::MAX_DURATION.as_nanos(),
+        None => false,
     }
 }
 

@@ -213,7 +213,7 @@ fn describe(
         name: name.to_owned(),
         create_time: meta.create_time(),
         owner: meta.owner,
-        key: holder.key.clone(),
+        key: crate::key::shown(&holder.key).into_owned(),
         expire_time: expiries.get(&holder.lease).copied().flatten(),
         fencing_token: holder.create_rev as u64,
         waiters,
@@ -472,7 +472,7 @@ impl LockManager {
         let entries = self.shared.backend.list(self.shared.keys.root()).await?;
         let mut queues: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for entry in entries {
-            if let Some(name) = self.shared.keys.name_of(&entry.key) {
+            if let Some(name) = self.shared.keys.name_of_key(&entry.key) {
                 if name.starts_with(prefix) {
                     queues.entry(name).or_default().push(entry);
                 }
@@ -515,8 +515,10 @@ impl LockManager {
                 LockError::with_source(ErrorCode::Backend, "lease query task failed", e)
             })?;
             let remaining = remaining?;
-            let expiry =
-                (remaining > 0).then(|| SystemTime::now() + Duration::from_secs(remaining as u64));
+            // The server's answer: checked, never a panic on a huge value.
+            let expiry = (remaining > 0)
+                .then(|| SystemTime::now().checked_add(Duration::from_secs(remaining as u64)))
+                .flatten();
             out.insert(lease, expiry);
         }
     }
@@ -582,7 +584,8 @@ impl LockManager {
             .backend
             .delete(&holder.key, Some(holder.create_rev))
             .await?;
-        info!(name, key = %holder.key, token = holder.create_rev, deleted, "force unlock");
+        let key = crate::key::shown(&holder.key);
+        info!(name, %key, token = holder.create_rev, deleted, "force unlock");
         Ok(deleted)
     }
 

@@ -5,7 +5,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, LockError, Result};
-use crate::session::safety_margin;
 
 /// How a lock behaves: how long it lives, whether and how often it is renewed,
 /// and how backend failures are retried.
@@ -60,7 +59,7 @@ impl Default for LockOptions {
             ttl: Duration::from_secs(30),
             auto_renew: true,
             renew_interval: Duration::from_secs(10),
-            retry_interval: Duration::from_millis(100),
+            retry_interval: DEFAULT_RETRY_INTERVAL,
             max_retries: 0,
             reentrant: true,
         }
@@ -144,48 +143,107 @@ impl LockOptions {
     /// # use distlock::{ErrorCode, LockOptions}; use std::time::Duration;
     /// let bad = LockOptions::default().ttl(Duration::from_millis(500));
     /// assert_eq!(bad.validate().unwrap_err().code(), ErrorCode::InvalidOptions);
+    /// let huge = LockOptions::default().retry_interval(Duration::MAX);
+    /// assert_eq!(huge.validate().unwrap_err().code(), ErrorCode::InvalidOptions);
     /// ```
     pub fn validate(&self) -> Result<()> {
-        let invalid = |msg: String| Err(LockError::new(ErrorCode::InvalidOptions, msg));
-        if self.ttl < Duration::from_secs(1) {
-            return invalid(format!("ttl must be at least 1s, got {:?}", self.ttl));
+        let broken = check_durations(
+            self.ttl,
+            self.auto_renew,
+            self.renew_interval,
+            self.retry_interval,
+        );
+        match broken {
+            Ok(()) => Ok(()),
+            Err(rule) => Err(LockError::new(
+                ErrorCode::InvalidOptions,
+                format!(
+                    "{rule} (ttl {:?}, auto_renew {}, renew_interval {:?}, retry_interval {:?})",
+                    self.ttl, self.auto_renew, self.renew_interval, self.retry_interval
+                ),
+            )),
         }
-        if self.ttl > Duration::from_secs(i64::MAX as u64 / 2) {
-            return invalid(format!("ttl {:?} is too long", self.ttl));
-        }
-        if self.auto_renew && self.renew_interval.is_zero() {
-            return invalid("renew_interval must be positive when auto_renew is on".into());
-        }
-        if self.auto_renew && self.renew_interval >= self.ttl {
-            return invalid(format!(
-                "renew_interval ({:?}) must be shorter than ttl ({:?}) when auto_renew is on",
-                self.renew_interval, self.ttl
-            ));
-        }
-        // The session is declared lost `margin` before the lease can expire;
-        // a renewal sent `renew_interval` after the last one must land before
-        // that with another `margin` to spare for its round trip.
-        let lease = Duration::from_secs(self.ttl_secs() as u64);
-        let margin = safety_margin(lease);
-        let latest = lease.saturating_sub(margin * 2);
-        if self.auto_renew && self.renew_interval > latest {
-            return invalid(format!(
-                "renew_interval ({:?}) leaves no time for a renewal to land before a {:?} lease \
-                 is given up; use at most {latest:?} (ttl minus twice {margin:?})",
-                self.renew_interval, self.ttl
-            ));
-        }
-        if self.retry_interval.is_zero() {
-            return invalid("retry_interval must be positive".into());
-        }
-        Ok(())
     }
 
     /// The lease TTL in whole seconds (rounded up).
     pub(crate) fn ttl_secs(&self) -> i64 {
-        let secs = self.ttl.as_secs() + u64::from(self.ttl.subsec_nanos() > 0);
-        secs as i64
+        lease_secs(self.ttl) as i64
     }
+}
+
+/// The seed's pause between retries of a transient backend failure.
+pub(crate) const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The longest any duration of [`LockOptions`] (and of
+/// [`EtcdConfig`](crate::EtcdConfig)) may be: one year. Longer ones are
+/// refused with [`ErrorCode::InvalidOptions`]: a deadline that far cannot be
+/// meant, and adding it to the clock could overflow.
+///
+/// ```
+/// assert_eq!(distlock::MAX_DURATION.as_secs(), 365 * 24 * 3600);
+/// ```
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How long before the client-side expiry estimate a session is declared
+/// lost: a tenth of the TTL, at most one second.
+pub(crate) const fn safety_margin(ttl: Duration) -> Duration {
+    let tenth = Duration::from_nanos((ttl.as_nanos() / 10) as u64);
+    if tenth.as_nanos() < Duration::from_secs(1).as_nanos() {
+        tenth
+    } else {
+        Duration::from_secs(1)
+    }
+}
+
+/// A TTL in whole lease seconds, rounded up.
+const fn lease_secs(ttl: Duration) -> u64 {
+    ttl.as_secs() + (ttl.subsec_nanos() > 0) as u64
+}
+
+/// The rules every lock's durations must follow, in one place: what
+/// [`LockOptions::validate`] checks at run time, and what
+/// `#[distributed_lock]` checks at compile time (a `const` evaluation of this
+/// same function), so a locked function that compiles never fails every call
+/// with `InvalidOptions`. `Err` says which rule is broken. Not a public API.
+#[doc(hidden)]
+pub const fn check_durations(
+    ttl: Duration,
+    auto_renew: bool,
+    renew_interval: Duration,
+    retry_interval: Duration,
+) -> std::result::Result<(), &'static str> {
+    let max = MAX_DURATION.as_nanos();
+    if ttl.as_nanos() < Duration::from_secs(1).as_nanos() {
+        return Err("ttl must be at least 1s (etcd leases count in whole seconds)");
+    }
+    if ttl.as_nanos() > max || renew_interval.as_nanos() > max || retry_interval.as_nanos() > max {
+        return Err("ttl, renew_interval and retry_interval must be at most a year");
+    }
+    if retry_interval.is_zero() {
+        return Err("retry_interval must be positive");
+    }
+    if !auto_renew {
+        return Ok(()); // the renew interval is not used
+    }
+    if renew_interval.is_zero() {
+        return Err("renew_interval must be positive when auto_renew is on");
+    }
+    if renew_interval.as_nanos() >= ttl.as_nanos() {
+        return Err("renew_interval must be shorter than ttl when auto_renew is on");
+    }
+    // The session is declared lost `margin` before the lease can expire; a
+    // renewal sent `renew_interval` after the last one must land before that
+    // with another `margin` to spare for its round trip.
+    let lease = Duration::from_secs(lease_secs(ttl));
+    let margin = safety_margin(lease);
+    let latest = lease.saturating_sub(margin).saturating_sub(margin);
+    if renew_interval.as_nanos() > latest.as_nanos() {
+        return Err(
+            "renew_interval leaves no time for a renewal to land before the lease is given up: \
+             it must be at most ttl minus twice the safety margin (a tenth of ttl, at most 1s)",
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -212,6 +270,11 @@ mod tests {
             LockOptions::default().renew_interval(Duration::ZERO),
             LockOptions::default().retry_interval(Duration::ZERO),
             LockOptions::default().ttl(Duration::MAX),
+            LockOptions::default().retry_interval(Duration::MAX),
+            LockOptions::default().ttl(MAX_DURATION + Duration::from_secs(1)),
+            LockOptions::default()
+                .auto_renew(false)
+                .renew_interval(Duration::MAX),
             // Renewal would land after the session is given up (issue #8.5).
             LockOptions::default()
                 .ttl(Duration::from_secs(10))

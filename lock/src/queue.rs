@@ -158,7 +158,7 @@ impl Contender {
                     // it (its token would repeat); delete it and enqueue anew.
                     leftovers += 1;
                     warn!(key = %self.key, rev = enqueued.rev, "deleting a leftover key of ours");
-                    let (backend, key, rev) = (self.backend(), &self.key, enqueued.rev);
+                    let (backend, key, rev) = (self.backend(), self.key.as_bytes(), enqueued.rev);
                     self.retry
                         .run("leftover delete", || backend.delete(key, Some(rev)))
                         .await?;
@@ -253,7 +253,8 @@ impl Contender {
                 // leftover (a lost hold's, or a request that applied unheard).
                 // Fenced: should this delete land late (a stale retry), a
                 // new key of that name and lease must survive it.
-                warn!(key = %predecessor, "deleting a leftover key of ours ahead of us");
+                let shown = crate::key::shown(&predecessor);
+                warn!(key = %shown, "deleting a leftover key of ours ahead of us");
                 self.retry
                     .run("leftover delete", || {
                         backend.delete(&predecessor, Some(predecessor_rev))
@@ -261,7 +262,8 @@ impl Contender {
                     .await?;
                 continue;
             }
-            debug!(key = %self.key, %predecessor, "waiting for predecessor");
+            let shown = crate::key::shown(&predecessor);
+            debug!(key = %self.key, predecessor = %shown, "waiting for predecessor");
             tokio::select! {
                 deleted = backend.wait_deleted(&predecessor, positioned.header + 1) => {
                     self.retry.heard(&deleted);
@@ -283,7 +285,7 @@ impl Contender {
     }
 
     /// Whether `key` in our queue is one of this manager's keys (not ours).
-    fn is_leftover(&self, key: &str) -> bool {
+    fn is_leftover(&self, key: &[u8]) -> bool {
         Keyspace::lease_of(&self.queue, key).is_some_and(|lease| self.shared.owns_lease(lease))
     }
 
@@ -293,7 +295,7 @@ impl Contender {
         let Written::Key(rev) = self.written else {
             return;
         };
-        match self.backend().delete(&self.key, Some(rev)).await {
+        match self.backend().delete(self.key.as_bytes(), Some(rev)).await {
             Ok(_) => {
                 self.sweep_if_unanswered();
                 self.disarm()
@@ -418,7 +420,7 @@ pub(crate) async fn watch_gone(
 ) -> Result<()> {
     loop {
         if let Some(start) = from {
-            match backend.wait_deleted(&key, start).await {
+            match backend.wait_deleted(key.as_bytes(), start).await {
                 Ok(()) => {}
                 Err(err) if err.is_transient() => tokio::time::sleep(retry.interval()).await,
                 Err(err) => return Err(err),

@@ -20,14 +20,8 @@ use tracing::{debug, warn, Instrument};
 
 use crate::backend::Backend;
 use crate::error::{ErrorCode, LockError, Result};
-use crate::options::LockOptions;
+use crate::options::{safety_margin, LockOptions};
 use crate::retry::{Health, Retry};
-
-/// How long before the client-side expiry estimate a session is declared
-/// lost: a tenth of the TTL, at most one second.
-pub(crate) fn safety_margin(ttl: Duration) -> Duration {
-    (ttl / 10).min(Duration::from_secs(1))
-}
 
 /// When a lease whose keep-alive was sent at `sent` and answered with `ttl`
 /// must be presumed gone: `sent + ttl - margin`. `ttl` is at most the lock's
@@ -281,7 +275,7 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for key in strays {
-            match self.backend.delete(&key, None).await {
+            match self.backend.delete(key.as_bytes(), None).await {
                 Ok(true) => {
                     warn!(%key, "deleted a key of ours created late by a request that got no answer")
                 }

@@ -406,3 +406,51 @@ async fn one_members_lost_lease_does_not_fail_its_batch() {
         .await
         .expect("the revoked lease's lock is lost");
 }
+
+/// Issue #17.6: a key under a lock's prefix that is not UTF-8 (put by another
+/// client) is a contender like any other: a waiter behind it watches exactly
+/// that key and proceeds when it goes (it used to watch a lossily decoded key
+/// that never exists, and hang), `lock_info` and `list_locks` show it, and
+/// `force_unlock` deletes exactly it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_is_not_utf8_is_a_contender_like_any_other() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let manager = connect(&etcd, &ns).await;
+    let mut raw = raw_client(&etcd).await;
+    let queue = distlock::layout::Keyspace::new(&ns).queue("bin");
+    let foreign = [queue.as_bytes(), b"\xff\xfe-go"].concat();
+    raw.put(foreign.clone(), "", None).await.unwrap();
+
+    // A waiter behind it proceeds once it is deleted.
+    let lock = manager.new_lock("bin", LockOptions::default()).unwrap();
+    let waiter = tokio::spawn(async move { lock.lock_timeout(Duration::from_secs(10)).await });
+    sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "took a lock held by another client");
+    let info = manager.lock_info("bin").await.unwrap().expect("held");
+    assert!(info.key.starts_with(&queue), "{}", info.key);
+    assert_eq!(info.waiters, 1);
+    assert_eq!(manager.list_locks("bin").await.unwrap().len(), 1);
+    raw.delete(foreign.clone(), None).await.unwrap();
+    let guard = timeout(Duration::from_secs(3), waiter)
+        .await
+        .expect("the waiter did not hear the foreign key's delete")
+        .unwrap()
+        .unwrap();
+    guard.unlock().await.unwrap();
+
+    // force_unlock deletes exactly the foreign holder's key.
+    raw.put(foreign.clone(), "", None).await.unwrap();
+    assert!(manager.force_unlock("bin").await.unwrap());
+    let left = raw.get(foreign, None).await.unwrap();
+    assert!(left.kvs().is_empty(), "force_unlock missed the foreign key");
+    let lock = manager.new_lock("bin", LockOptions::default()).unwrap();
+    lock.try_lock()
+        .await
+        .unwrap()
+        .expect("free")
+        .unlock()
+        .await
+        .unwrap();
+}

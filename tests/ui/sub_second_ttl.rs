@@ -20,4 +20,26 @@ async fn renew_without_auto_renew() -> Result<(), LockError> {
     Ok(())
 }
 
+// Shorter than ttl, but a renewal sent this late could not land before the
+// client gives the lease up: the runtime refuses it, so it does not compile.
+#[distributed_lock(key = "e", ttl = "10s", renew_interval = "9500ms")]
+async fn renew_too_late() -> Result<(), LockError> {
+    Ok(())
+}
+
+#[distributed_lock(key = "f", ttl = "1000years")]
+async fn ttl_too_long() -> Result<(), LockError> {
+    Ok(())
+}
+
+#[distributed_lock(key = "g", retry_interval = "400days")]
+async fn retry_too_long() -> Result<(), LockError> {
+    Ok(())
+}
+
+#[distributed_lock(key = "h", hold_at_most = "2000years")]
+async fn hold_too_long() -> Result<(), LockError> {
+    Ok(())
+}
+
 fn main() {}

@@ -44,7 +44,7 @@ pub(crate) enum Write {
     /// A transaction (its own compares).
     Txn(Txn),
     /// A plain delete of one key: etcd applies it faster than a transaction.
-    Delete(String),
+    Delete(Vec<u8>),
 }
 
 /// What a write did.
@@ -62,7 +62,7 @@ impl Write {
     fn op(&self) -> TxnOp {
         match self {
             Write::Txn(txn) => TxnOp::txn(txn.clone()),
-            Write::Delete(key) => TxnOp::delete(key.as_str(), None),
+            Write::Delete(key) => TxnOp::delete(key.as_slice(), None),
         }
     }
 }
@@ -70,7 +70,7 @@ impl Write {
 struct Member {
     what: &'static str,
     /// The lock queue the write touches; one write per queue in a batch.
-    queue: String,
+    queue: Vec<u8>,
     write: Write,
     reply: oneshot::Sender<Answer>,
 }
@@ -134,7 +134,7 @@ impl Batcher {
     pub(crate) async fn txn(
         &self,
         what: &'static str,
-        queue: &str,
+        queue: &[u8],
         txn: Txn,
     ) -> Result<(TxnResponse, i64)> {
         match self.write(what, queue, Write::Txn(txn)).await? {
@@ -145,11 +145,8 @@ impl Batcher {
 
     /// Deletes `key`, in the lock queue `queue`, in a batch: how many keys
     /// it removed (0 or 1).
-    pub(crate) async fn delete(&self, what: &'static str, queue: &str, key: &str) -> Result<i64> {
-        match self
-            .write(what, queue, Write::Delete(key.to_owned()))
-            .await?
-        {
+    pub(crate) async fn delete(&self, what: &'static str, queue: &[u8], key: &[u8]) -> Result<i64> {
+        match self.write(what, queue, Write::Delete(key.to_vec())).await? {
             (Applied::Deleted(deleted), _) => Ok(deleted),
             (Applied::Txn(_), _) => Err(malformed(what)),
         }
@@ -158,7 +155,7 @@ impl Batcher {
     /// Runs `write`, a write to the lock queue `queue`, in a batch, and
     /// returns what it did and the store revision after it; errors as
     /// [`map_error`] maps them.
-    async fn write(&self, what: &'static str, queue: &str, write: Write) -> Answer {
+    async fn write(&self, what: &'static str, queue: &[u8], write: Write) -> Answer {
         let inbox = self.inbox();
         // Nothing waiting and room on the wire: no batch to wait for.
         if inbox.queued.load(Ordering::SeqCst) == 0 {
@@ -177,7 +174,7 @@ impl Batcher {
         let (reply, answer) = oneshot::channel();
         let member = Member {
             what,
-            queue: queue.to_owned(),
+            queue: queue.to_vec(),
             write,
             reply,
         };
@@ -371,7 +368,7 @@ mod tests {
     fn member(queue: &str) -> Member {
         Member {
             what: "test",
-            queue: queue.to_owned(),
+            queue: queue.as_bytes().to_vec(),
             write: Write::Txn(Txn::new()),
             reply: oneshot::channel().0,
         }
@@ -383,7 +380,11 @@ mod tests {
             .into_iter()
             .map(member)
             .collect();
-        let queues = |ms: &[Member]| ms.iter().map(|m| m.queue.clone()).collect::<Vec<_>>();
+        let queues = |ms: &[Member]| {
+            ms.iter()
+                .map(|m| String::from_utf8_lossy(&m.queue).into_owned())
+                .collect::<Vec<_>>()
+        };
         let first = take_batch(&mut pending);
         assert_eq!(queues(&first), ["a", "b", "c"]);
         let second = take_batch(&mut pending);

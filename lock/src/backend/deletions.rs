@@ -190,17 +190,12 @@ fn report(resp: &WatchResponse) -> Option<Deletions> {
     if resp.created() {
         return None;
     }
-    let keys: Vec<(String, i64)> = resp
+    let keys: Vec<(Vec<u8>, i64)> = resp
         .events()
         .iter()
         .filter(|e| e.event_type() == EventType::Delete)
         .filter_map(|e| e.kv())
-        .map(|kv| {
-            (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                kv.mod_revision(),
-            )
-        })
+        .map(|kv| (kv.key().to_vec(), kv.mod_revision()))
         .collect();
     // Events come in revision order, and etcd sends all of one revision's
     // events together. An answer without events is a progress notification:

@@ -274,10 +274,6 @@ fn range_kvs(resp: &TxnResponse, i: usize) -> Vec<KeyValue> {
     }
 }
 
-fn key_string(kv: &KeyValue) -> String {
-    String::from_utf8_lossy(kv.key()).into_owned()
-}
-
 /// The oldest key under `queue` (its name and revisions).
 fn oldest(queue: &str) -> TxnOp {
     TxnOp::get(
@@ -409,7 +405,7 @@ impl Backend for EtcdBackend {
                     TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease))),
                     oldest(queue),
                 ]);
-            let (resp, header) = self.writes.txn("enqueue", queue, txn).await?;
+            let (resp, header) = self.writes.txn("enqueue", queue.as_bytes(), txn).await?;
             if resp.succeeded() {
                 let head = range_kvs(&resp, 1)
                     .first()
@@ -474,7 +470,7 @@ impl Backend for EtcdBackend {
                 match range_kvs(&resp, 0).first() {
                     None => Position::Head,
                     Some(kv) => Position::Behind {
-                        predecessor: key_string(kv),
+                        predecessor: kv.key().to_vec(),
                         rev: kv.create_revision(),
                     },
                 }
@@ -483,18 +479,21 @@ impl Backend for EtcdBackend {
         })
     }
 
-    fn wait_deleted<'a>(&'a self, key: &'a str, from: i64) -> BoxFuture<'a, Result<()>> {
+    fn wait_deleted<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.usable()?;
             self.watches.wait_deleted(key, from).await
         })
     }
 
-    fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
+    fn delete<'a>(&'a self, key: &'a [u8], rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             self.usable()?;
             // The key's queue: `{queue}{lease hex}`.
-            let queue = key.rfind('/').map_or(key, |i| &key[..=i]);
+            let queue = key
+                .iter()
+                .rposition(|b| *b == b'/')
+                .map_or(key, |i| &key[..=i]);
             let Some(rev) = rev else {
                 // Any revision: a plain delete, which etcd applies faster
                 // than a transaction.
@@ -521,7 +520,7 @@ impl Backend for EtcdBackend {
                 .kvs()
                 .iter()
                 .map(|kv| Entry {
-                    key: key_string(kv),
+                    key: kv.key().to_vec(),
                     create_rev: kv.create_revision(),
                     lease: kv.lease(),
                     value: kv.value().to_vec(),
@@ -542,7 +541,7 @@ impl Backend for EtcdBackend {
                 keys: resp
                     .kvs()
                     .iter()
-                    .map(|kv| (key_string(kv), kv.create_revision()))
+                    .map(|kv| (kv.key().to_vec(), kv.create_revision()))
                     .collect(),
                 header: header_revision(resp.header()),
             })

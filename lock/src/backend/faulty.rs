@@ -342,11 +342,11 @@ impl Backend for FaultyBackend {
         Box::pin(self.run(Op::Position, self.inner.position(queue, key, rev)))
     }
 
-    fn wait_deleted<'a>(&'a self, key: &'a str, from: i64) -> BoxFuture<'a, Result<()>> {
+    fn wait_deleted<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.run(Op::WaitDeleted, self.inner.wait_deleted(key, from)))
     }
 
-    fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
+    fn delete<'a>(&'a self, key: &'a [u8], rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
         let (inner, k) = (Arc::clone(&self.inner), key.to_owned());
         let stale: BoxFuture<'static, _> = Box::pin(async move { inner.delete(&k, rev).await });
         Box::pin(self.run_late(Op::Delete, self.inner.delete(key, rev), Some(stale)))

@@ -65,7 +65,7 @@ impl State {
 
     /// The deletes under `prefix` at revision `from` or later; `None` when
     /// some of them are forgotten.
-    fn deletes_since(&self, prefix: &str, from: i64) -> Option<Vec<(String, i64)>> {
+    fn deletes_since(&self, prefix: &str, from: i64) -> Option<Vec<(Vec<u8>, i64)>> {
         if from < self.compacted {
             return None;
         }
@@ -74,7 +74,7 @@ impl State {
             self.deletes
                 .range(start..)
                 .filter(|(_, key)| key.starts_with(prefix))
-                .map(|(rev, key)| (key.clone(), *rev))
+                .map(|(rev, key)| (key.clone().into_bytes(), *rev))
                 .collect(),
         )
     }
@@ -308,7 +308,7 @@ impl Backend for MemoryBackend {
                     {
                         None => Position::Head,
                         Some((k, s)) => Position::Behind {
-                            predecessor: k.clone(),
+                            predecessor: k.clone().into_bytes(),
                             rev: s.create_rev,
                         },
                     }
@@ -322,8 +322,12 @@ impl Backend for MemoryBackend {
         })
     }
 
-    fn wait_deleted<'a>(&'a self, key: &'a str, from: i64) -> BoxFuture<'a, Result<()>> {
+    fn wait_deleted<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            // Every key here is UTF-8: another one does not exist.
+            let Ok(key) = std::str::from_utf8(key) else {
+                return Ok(());
+            };
             let mut changes = self.inner.changes.subscribe();
             loop {
                 {
@@ -341,8 +345,11 @@ impl Backend for MemoryBackend {
         })
     }
 
-    fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
+    fn delete<'a>(&'a self, key: &'a [u8], rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
+            let Ok(key) = std::str::from_utf8(key) else {
+                return Ok(false);
+            };
             Ok(self.inner.change(|state| {
                 let matches = state
                     .keys
@@ -359,7 +366,7 @@ impl Backend for MemoryBackend {
             Ok(state
                 .queue(prefix)
                 .map(|(k, s)| Entry {
-                    key: k.clone(),
+                    key: k.clone().into_bytes(),
                     create_rev: s.create_rev,
                     lease: s.lease,
                     value: s.value.clone(),
@@ -376,7 +383,7 @@ impl Backend for MemoryBackend {
                     .keys
                     .range(prefix.to_owned()..)
                     .take_while(|(k, _)| k.starts_with(prefix))
-                    .map(|(k, s)| (k.clone(), s.create_rev))
+                    .map(|(k, s)| (k.clone().into_bytes(), s.create_rev))
                     .collect(),
                 header: state.revision,
             })

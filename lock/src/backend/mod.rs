@@ -57,8 +57,9 @@ pub(crate) enum Position {
     /// The key exists and no older key is in the queue: it holds the lock.
     Head,
     /// The key exists; `predecessor` is the youngest key older than it, and
-    /// `rev` that key's create revision.
-    Behind { predecessor: String, rev: i64 },
+    /// `rev` that key's create revision. Keys are bytes: another client may
+    /// have put one that is not UTF-8 under the queue's prefix.
+    Behind { predecessor: Vec<u8>, rev: i64 },
 }
 
 /// A [`Position`] with the store revision it was read at; notifications for
@@ -72,7 +73,7 @@ pub(crate) struct Positioned {
 /// One key of a queue, for lock info and listings.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    pub(crate) key: String,
+    pub(crate) key: Vec<u8>,
     pub(crate) create_rev: i64,
     pub(crate) lease: i64,
     pub(crate) value: Vec<u8>,
@@ -82,7 +83,7 @@ pub(crate) struct Entry {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Revisions {
     /// `(key, create revision)`, in key order.
-    pub(crate) keys: Vec<(String, i64)>,
+    pub(crate) keys: Vec<(Vec<u8>, i64)>,
     /// The store revision the keys were read at.
     pub(crate) header: i64,
 }
@@ -95,7 +96,7 @@ pub(crate) enum Deletions {
     /// every delete under the prefix up to revision `through` has now been
     /// reported (`keys` may be empty: a progress report).
     Deleted {
-        keys: Vec<(String, i64)>,
+        keys: Vec<(Vec<u8>, i64)>,
         through: i64,
     },
     /// The watch can no longer report every delete since its start (the
@@ -154,11 +155,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Resolves once `key` may have been deleted at or after revision `from`.
     /// It can resolve spuriously (e.g. after a compaction); callers re-check
     /// with [`position`](Backend::position).
-    fn wait_deleted<'a>(&'a self, key: &'a str, from: i64) -> BoxFuture<'a, Result<()>>;
+    fn wait_deleted<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>>;
 
     /// Deletes `key` if its create revision is `rev` (any revision when
     /// `None`); whether a key was deleted.
-    fn delete<'a>(&'a self, key: &'a str, rev: Option<i64>) -> BoxFuture<'a, Result<bool>>;
+    fn delete<'a>(&'a self, key: &'a [u8], rev: Option<i64>) -> BoxFuture<'a, Result<bool>>;
 
     /// Every key under `prefix`, oldest first.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>>;

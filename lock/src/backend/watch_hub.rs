@@ -38,7 +38,7 @@ use crate::error::{ErrorCode, LockError, Result};
 enum Command {
     Watch {
         id: i64,
-        key: String,
+        key: Vec<u8>,
         from: i64,
         fired: oneshot::Sender<Result<()>>,
     },
@@ -88,13 +88,13 @@ impl WatchHub {
 
     /// Resolves once `key` may have been deleted at or after revision `from`
     /// (a delete event, or etcd cancelling the watch, e.g. after compaction).
-    pub(crate) async fn wait_deleted(&self, key: &str, from: i64) -> Result<()> {
+    pub(crate) async fn wait_deleted(&self, key: &[u8], from: i64) -> Result<()> {
         let (fired, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let commands = self.commands();
         let watch = Command::Watch {
             id,
-            key: key.to_owned(),
+            key: key.to_vec(),
             from,
             fired,
         };
@@ -118,7 +118,7 @@ impl WatchHub {
 
 /// A wait registered on the stream.
 struct Pending {
-    key: String,
+    key: Vec<u8>,
     from: i64,
     fired: oneshot::Sender<Result<()>>,
     /// Refused once already, and re-registered on a stream opened right after
@@ -183,7 +183,7 @@ impl Stream {
     }
 
     /// Registers a watch, opening the stream with it if there is none.
-    async fn watch(&mut self, id: i64, key: &str, from: i64) -> std::result::Result<(), Broken> {
+    async fn watch(&mut self, id: i64, key: &[u8], from: i64) -> std::result::Result<(), Broken> {
         let options = Some(watch_options(id, from));
         match self.stream.take() {
             Some(mut stream) => {
@@ -384,14 +384,14 @@ async fn route(
                 ErrorCode::PermissionDenied,
                 format!(
                     "etcd refused to watch {}: {}",
-                    pending.key,
+                    crate::key::shown(&pending.key),
                     resp.cancel_reason()
                 ),
             )));
             return Ok(());
         }
         debug!(
-            key = %pending.key,
+            key = %crate::key::shown(&pending.key),
             reason = resp.cancel_reason(),
             "watch refused; re-authenticating and reopening the stream"
         );
