@@ -31,7 +31,9 @@
 //!   watch's start is confirmed again by a read, at a revision at or after
 //!   the start;
 //! - a broken watch resumes from the revision after the last one it reported
-//!   (a delete or a progress notification), so nothing falls in between;
+//!   (a delete, not a progress notification: see
+//!   [`deletions`](crate::backend)'s note on etcd-io/etcd#15220), so nothing
+//!   falls in between;
 //! - a watch that fell behind a compaction cannot resume: one keys-only range
 //!   read of the namespace confirms every hold again (a hold whose key is
 //!   missing is lost), and a new watch starts after that read.

@@ -25,7 +25,8 @@ use etcd_client::{Client, KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Code;
 
-use super::etcd::{map_error, Terms};
+use super::etcd::map_error;
+use super::terms::Terms;
 use crate::error::{LockError, Result};
 
 /// At most this many members in one batch (etcd's default `--max-txn-ops`).

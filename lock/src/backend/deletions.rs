@@ -12,9 +12,15 @@
 //! sees the end) when the stream breaks or goes silent: like the shared watch
 //! stream ([`watch_hub`](super::watch_hub)), a stream silent for a request
 //! timeout is asked for a progress notification, and one that does not
-//! answer within another request timeout counts as broken. A progress
-//! answer also tells how far the watch has reported, so a watch that resumes
-//! after a break starts from a recent revision.
+//! answer within another request timeout counts as broken.
+//!
+//! A progress notification is *not* taken to say how far the watch has
+//! reported, on any etcd version: before the fix of etcd-io/etcd#15220
+//! (etcd 3.4.24 / 3.5.8; the suites run 3.4.23 and 3.5.1) its revision can
+//! run ahead of deletes an unsynced watcher has yet to send, and resuming
+//! after it would skip them. A watch that resumes after a break starts after
+//! the last delete it reported; if etcd compacted that revision meanwhile,
+//! the holds are re-confirmed by a read (see `holds.rs`).
 
 use std::time::Duration;
 
@@ -198,11 +204,15 @@ fn report(resp: &WatchResponse) -> Option<Deletions> {
         .map(|kv| (kv.key().to_vec(), kv.mod_revision()))
         .collect();
     // Events come in revision order, and etcd sends all of one revision's
-    // events together. An answer without events is a progress notification:
-    // every event up to its header's revision has been sent.
-    let through = match resp.events().iter().filter_map(|e| e.kv()).next_back() {
-        Some(kv) => kv.mod_revision(),
-        None => resp.header().map_or(0, |h| h.revision()),
-    };
-    (through > 0).then_some(Deletions::Deleted { keys, through })
+    // events together: every delete up to the last event's revision has been
+    // reported. An answer without events is a progress notification; it
+    // says nothing here (see `forward`), so the watch resumes only after
+    // deletes it actually reported.
+    let through = resp
+        .events()
+        .iter()
+        .filter_map(|e| e.kv())
+        .next_back()
+        .map(|kv| kv.mod_revision())?;
+    Some(Deletions::Deleted { keys, through })
 }

@@ -1,6 +1,5 @@
 //! The etcd backend: each primitive is one etcd request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use etcd_client::{
 use tonic::Code;
 
 use super::batch::Batcher;
+use super::terms::Terms;
 use super::watch_hub::WatchHub;
 use super::{
     Backend, BoxFuture, DeleteWatch, Enqueued, Entry, Granted, Position, Positioned, Revisions,
@@ -18,39 +18,6 @@ use super::{
 use crate::error::{ErrorCode, LockError, Result};
 
 pub(crate) use super::DEFAULT_REQUEST_TIMEOUT;
-
-/// The highest Raft term seen in any answer from the cluster.
-///
-/// A leader that was paused (SIGSTOP, a VM freeze) and resumes still believes
-/// it leads until it hears of the election held meanwhile, and answers a lease
-/// keep-alive from its own, stale lessor: the client would count a renewal
-/// that the real leader never saw, while the real leader expires the lease.
-/// An answer from a term older than one already seen is such an answer, and
-/// a keep-alive carrying it does not count (found by the chaos run).
-#[derive(Debug, Default)]
-pub(crate) struct Terms(AtomicU64);
-
-impl Terms {
-    /// Records the term of an answer.
-    pub(crate) fn observe(&self, header: Option<&etcd_client::ResponseHeader>) {
-        if let Some(h) = header {
-            self.see(h.raft_term());
-        }
-    }
-
-    /// Whether an answer comes from a term older than the newest seen.
-    fn is_stale(&self, header: Option<&etcd_client::ResponseHeader>) -> bool {
-        header.is_some_and(|h| self.is_older(h.raft_term()))
-    }
-
-    fn see(&self, term: u64) {
-        self.0.fetch_max(term, Ordering::SeqCst);
-    }
-
-    fn is_older(&self, term: u64) -> bool {
-        term < self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// Tells whether the tokio runtime that was current when it was made still
 /// runs: a task there holds it alive, and is dropped when that runtime shuts
@@ -96,7 +63,7 @@ pub(crate) struct EtcdBackend {
 
 impl EtcdBackend {
     pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
-        let terms = Arc::new(Terms::default());
+        let terms = Arc::new(Terms::new(request_timeout));
         EtcdBackend {
             runtime: RuntimeAlive::here(),
             watches: WatchHub::new(client.clone(), request_timeout),
@@ -331,7 +298,7 @@ impl Backend for EtcdBackend {
                         )))
                     }
                     Some(resp) => {
-                        terms.observe(resp.header());
+                        terms.observe_renewal(resp.header());
                         Ok(resp.ttl())
                     }
                     None => Err(etcd_client::Error::LeaseKeepAliveError(
@@ -575,21 +542,6 @@ mod tests {
 
     /// The `Backend::keep_alive` contract: a lease that is gone answers a
     /// TTL of 0 or less, whichever way etcd says so, never an error.
-    #[test]
-    fn answers_from_an_older_term_are_stale() {
-        let terms = Terms::default();
-        assert!(!terms.is_older(3), "nothing seen yet");
-        terms.see(4);
-        terms.see(2); // a late answer from before the election changes nothing
-        assert!(
-            terms.is_older(3),
-            "a paused leader's term after an election"
-        );
-        assert!(!terms.is_older(4));
-        assert!(!terms.is_older(5));
-        assert!(!terms.is_stale(None));
-    }
-
     #[tokio::test]
     async fn keep_alive_answers_zero_for_a_lease_that_is_gone() {
         let etcd = Etcd::start().await;

@@ -23,6 +23,7 @@ pub(crate) mod etcd;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faulty;
 pub(crate) mod memory;
+mod terms;
 mod watch_hub;
 
 /// A boxed, sendable future: backends are used as trait objects.
@@ -94,7 +95,7 @@ pub(crate) struct Revisions {
 pub(crate) enum Deletions {
     /// These keys were deleted, each with the revision of its delete, and
     /// every delete under the prefix up to revision `through` has now been
-    /// reported (`keys` may be empty: a progress report).
+    /// reported.
     Deleted {
         keys: Vec<(Vec<u8>, i64)>,
         through: i64,
