@@ -11,10 +11,19 @@
 //! - 10,000 held locks on one manager: acquired at ≥ 10,000/s, ≤ 1 KiB RSS
 //!   per held lock, one keep-alive per session per renew interval;
 //! - 1,000 waiters across 100 managers on one key: tokens grow in acquisition
-//!   order, each hand-off wakes one waiter (read RPCs per hand-off), no key left.
+//!   order, each hand-off wakes one waiter (read RPCs per hand-off), no key left;
+//! - more callers are not slower (issue #17, item 10): `n` distinct locks
+//!   acquired and held on one manager, and `n` acquire+release cycles on
+//!   distinct keys, with 64, 256 and 1,024 acquisitions in flight: the rate
+//!   at 256 and at 1,024 is at least the rate at 64 (the median of
+//!   interleaved rounds).
 //!
 //! `DISTLOCK_SCALE_LOCKS` (default 10000) and `DISTLOCK_SCALE_SECONDS`
-//! (default 2, per throughput round) shrink or grow the run.
+//! (default 2, per throughput round) shrink or grow the run;
+//! `DISTLOCK_SCALE_ROUNDS` (default 3) sets the sweep's rounds,
+//! `DISTLOCK_SCALE_ONLY=sweep` runs the sweep alone, and
+//! `DISTLOCK_SCALE_DIAG=1` prints each sweep row's backend calls and etcd
+//! counters to stderr.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -115,22 +124,44 @@ fn rss_bytes() -> u64 {
 
 /// Acquires `n` locks on one manager, 64 at a time; the guards and the rate.
 async fn hold_many(manager: &LockManager, n: usize, opts: &LockOptions) -> (Vec<LockGuard>, f64) {
+    acquire_many(manager, n, opts, TASKS, "many", false).await
+}
+
+/// Acquires `n` distinct locks `{prefix}-{i}` on one manager, `in_flight`
+/// acquisitions at a time. Each is held until all are acquired (returned as
+/// guards), or with `cycle` released at once (acquire+release cycles). The
+/// rate is per second over the whole run.
+async fn acquire_many(
+    manager: &LockManager,
+    n: usize,
+    opts: &LockOptions,
+    in_flight: usize,
+    prefix: &str,
+    cycle: bool,
+) -> (Vec<LockGuard>, f64) {
     let next = Arc::new(AtomicU64::new(0));
-    let held = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let held = Arc::new(Mutex::new(Vec::with_capacity(if cycle { 0 } else { n })));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..TASKS {
+    for _ in 0..in_flight {
         let (manager, opts, next, held) =
             (manager.clone(), opts.clone(), next.clone(), held.clone());
+        let prefix = prefix.to_owned();
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 if i >= n {
                     return;
                 }
-                let lock = manager.new_lock(format!("many-{i}"), opts.clone()).unwrap();
+                let lock = manager
+                    .new_lock(format!("{prefix}-{i}"), opts.clone())
+                    .unwrap();
                 let guard = lock.lock().await.unwrap();
-                held.lock().unwrap().push(guard);
+                if cycle {
+                    guard.unlock().await.unwrap();
+                } else {
+                    held.lock().unwrap().push(guard);
+                }
             }
         }));
     }
@@ -140,6 +171,195 @@ async fn hold_many(manager: &LockManager, n: usize, opts: &LockOptions) -> (Vec<
     let rate = n as f64 / started.elapsed().as_secs_f64();
     let guards = std::mem::take(&mut *held.lock().unwrap());
     (guards, rate)
+}
+
+/// Releases `guards`, `TASKS` at a time; releases per second.
+async fn release_all(mut guards: Vec<LockGuard>) -> f64 {
+    let t = Instant::now();
+    let released = guards.len();
+    let mut releases = tokio::task::JoinSet::new();
+    let per_task = released.div_ceil(TASKS).max(1);
+    while !guards.is_empty() {
+        let chunk: Vec<LockGuard> = guards.drain(..per_task.min(guards.len())).collect();
+        releases.spawn(async move {
+            for g in chunk {
+                g.unlock().await.unwrap();
+            }
+        });
+    }
+    while releases.join_next().await.is_some() {}
+    released as f64 / t.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Acquisitions in flight in the concurrency sweep.
+const SWEEP: [usize; 3] = [64, 256, 1024];
+
+/// Per in-flight count: the median rate and every round's rate.
+type SweepRows = Vec<(usize, f64, Vec<f64>)>;
+
+/// The concurrency sweep (issue #17, item 10) on one manager: `n` distinct
+/// locks acquired and held until all are (then released), and `n`
+/// acquire+release cycles on distinct keys, with 64, 256 and 1,024
+/// acquisitions in flight. Rounds interleave the in-flight counts.
+async fn sweep(
+    manager: &LockManager,
+    n: usize,
+    rounds: usize,
+    diag: Option<(&Etcd, &Faults)>,
+) -> (SweepRows, SweepRows) {
+    let opts = LockOptions::default()
+        .ttl(Duration::from_secs(5))
+        .renew_interval(Duration::from_secs(1));
+    let mut held = vec![Vec::new(); SWEEP.len()];
+    let mut cycles = vec![Vec::new(); SWEEP.len()];
+    for round in 0..rounds {
+        for (k, &in_flight) in SWEEP.iter().enumerate() {
+            let prefix = format!("held-{round}-{in_flight}");
+            let before = Counts::read(diag).await;
+            let (guards, rate) = acquire_many(manager, n, &opts, in_flight, &prefix, false).await;
+            Counts::read(diag).await.print_since(&before, &prefix, n);
+            assert_eq!(guards.len(), n);
+            release_all(guards).await;
+            held[k].push(rate);
+        }
+        for (k, &in_flight) in SWEEP.iter().enumerate() {
+            let prefix = format!("cycle-{round}-{in_flight}");
+            let before = Counts::read(diag).await;
+            let (_, rate) = acquire_many(manager, n, &opts, in_flight, &prefix, true).await;
+            Counts::read(diag).await.print_since(&before, &prefix, n);
+            cycles[k].push(rate);
+        }
+    }
+    let rows = |all: Vec<Vec<f64>>| -> SweepRows {
+        SWEEP
+            .iter()
+            .zip(all)
+            .map(|(&k, rates)| (k, median(rates.clone()), rates))
+            .collect()
+    };
+    (rows(held), rows(cycles))
+}
+
+/// Diagnostics of a sweep row (`DISTLOCK_SCALE_DIAG=1`): the manager's
+/// backend calls and etcd's own counters.
+#[derive(Default)]
+struct Counts {
+    at: Option<Instant>,
+    calls: Vec<(&'static str, f64)>,
+}
+
+impl Counts {
+    async fn read(diag: Option<(&Etcd, &Faults)>) -> Counts {
+        let Some((etcd, faults)) = diag else {
+            return Counts::default();
+        };
+        let mut calls = Vec::new();
+        for (name, op) in [
+            ("enqueue", Op::Enqueue),
+            ("position", Op::Position),
+            ("wait_deleted", Op::WaitDeleted),
+            ("delete", Op::Delete),
+            ("revisions", Op::Revisions),
+            ("watch_deletes", Op::WatchDeletes),
+        ] {
+            calls.push((name, faults.calls(op) as f64));
+        }
+        let txn = "grpc_method=\"Txn\"";
+        let range = "grpc_method=\"Range\"";
+        let delete = "grpc_method=\"DeleteRange\"";
+        let watch = "grpc_method=\"Watch\"";
+        for (name, metric, label) in [
+            ("etcd txn", "grpc_server_handled_total", txn),
+            ("etcd range", "grpc_server_handled_total", range),
+            ("etcd delete", "grpc_server_handled_total", delete),
+            ("proposals", "etcd_server_proposals_committed_total", ""),
+            ("mvcc range", "etcd_debugging_mvcc_range_total", ""),
+            ("mvcc txn", "etcd_debugging_mvcc_txn_total", ""),
+            ("watch streams", "grpc_server_started_total", watch),
+            ("watchers", "etcd_debugging_mvcc_watcher_total", ""),
+            (
+                "slow watchers",
+                "etcd_debugging_mvcc_slow_watcher_total",
+                "",
+            ),
+            ("events", "etcd_debugging_mvcc_events_total", ""),
+            ("etcd cpu s", "process_cpu_seconds_total", ""),
+        ] {
+            let labels: &[&str] = if label.is_empty() { &[] } else { &[label] };
+            calls.push((name, etcd.metric(metric, labels).await));
+        }
+        Counts {
+            at: Some(Instant::now()),
+            calls,
+        }
+    }
+
+    fn print_since(&self, before: &Counts, row: &str, n: usize) {
+        let (Some(at), Some(was)) = (self.at, before.at) else {
+            return;
+        };
+        let mut line = format!("diag {row}: {:.2} s", (at - was).as_secs_f64());
+        for ((name, now), (_, then)) in self.calls.iter().zip(&before.calls) {
+            let delta = now - then;
+            if name.contains("watchers") {
+                line += &format!(", {name} {now:.0}");
+            } else if *name == "etcd cpu s" {
+                line += &format!(", {name} {delta:.2}");
+            } else {
+                line += &format!(", {name} {delta:.0} ({:.2}/lock)", delta / n as f64);
+            }
+        }
+        eprintln!("{line}");
+    }
+}
+
+/// The sweep on a fresh manager `manager`, its backend calls counted when
+/// `diag`; the manager is closed after it.
+async fn run_sweep(
+    etcd: &Etcd,
+    manager: LockManager,
+    n: usize,
+    rounds: usize,
+    diag: bool,
+) -> (SweepRows, SweepRows) {
+    let faults = Faults::new();
+    let counted = diag.then(|| manager.with_faults(&faults));
+    let rows = sweep(
+        counted.as_ref().unwrap_or(&manager),
+        n,
+        rounds,
+        diag.then_some((etcd, &faults)),
+    )
+    .await;
+    if let Some(counted) = counted {
+        counted.close().await;
+    }
+    manager.close().await;
+    rows
+}
+
+/// Prints one sweep table; a ✓/✗ line per in-flight count above the first:
+/// its rate must be at least the rate at the first (64).
+fn print_sweep(title: &str, n: usize, rows: &SweepRows) {
+    println!("\n| {title}, {n} distinct locks, one manager | rate (median) | each round |");
+    println!("|---|---|---|");
+    for (k, rate, all) in rows {
+        let all: Vec<String> = all.iter().map(|r| format!("{r:.0}")).collect();
+        println!("| {k} in flight | {rate:.0}/s | {} |", all.join(", "));
+    }
+    let (base_k, base) = (rows[0].0, rows[0].1);
+    for (k, rate, _) in &rows[1..] {
+        let ratio = rate / base;
+        println!(
+            "{} {title}: {k} in flight / {base_k} in flight: {ratio:.2}x (target >= 1.0x)",
+            mark(ratio >= 1.0),
+        );
+    }
 }
 
 /// 1,000 waiters across 100 managers (peers on one connection, with their own
@@ -204,6 +424,18 @@ async fn main() {
     for _ in 0..4 {
         four.push(connect().await.unwrap());
     }
+    let rounds = env_usize("DISTLOCK_SCALE_ROUNDS", 3);
+    let diag = std::env::var_os("DISTLOCK_SCALE_DIAG").is_some();
+    if std::env::var("DISTLOCK_SCALE_ONLY").is_ok_and(|only| only == "sweep") {
+        let (held, cycles) = run_sweep(&etcd, connect().await.unwrap(), n, rounds, diag).await;
+        print_sweep("acquiring held locks", n, &held);
+        print_sweep("acquire+release cycles", n, &cycles);
+        one.close().await;
+        for m in four {
+            m.close().await;
+        }
+        return;
+    }
     let lease = client.lease_grant(60, None).await.unwrap().id();
 
     // Throughput: interleaved rounds, the median of each.
@@ -213,10 +445,6 @@ async fn main() {
         ours1.push(distlock_throughput(std::slice::from_ref(&one), secs, round).await);
         ours4.push(distlock_throughput(&four, secs, round).await);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
     let (rpc, ours1, ours4) = (median(rpc), median(ours1), median(ours4));
 
     // Many held locks on one manager, with keep-alives counted.
@@ -245,23 +473,12 @@ async fn main() {
     let list = t.elapsed();
     assert_eq!(listed.len(), n);
     assert_eq!(raw.kvs().len(), n);
-    let t = Instant::now();
-    let released = guards.len();
-    let mut releases = tokio::task::JoinSet::new();
-    let mut guards = guards;
-    let per_task = released.div_ceil(TASKS).max(1);
-    while !guards.is_empty() {
-        let chunk: Vec<LockGuard> = guards.drain(..per_task.min(guards.len())).collect();
-        releases.spawn(async move {
-            for g in chunk {
-                g.unlock().await.unwrap();
-            }
-        });
-    }
-    while releases.join_next().await.is_some() {}
-    let release_rate = released as f64 / t.elapsed().as_secs_f64();
+    let release_rate = release_all(guards).await;
 
     let (fifo, reads_per_handoff, ms_per_handoff, left) = herd(&one, &Faults::new()).await;
+
+    // More callers must not be slower: 64, 256 and 1,024 in flight.
+    let (held, cycles) = run_sweep(&etcd, connect().await.unwrap(), n, rounds, diag).await;
 
     println!("\n| row | value |");
     println!("|---|---|");
@@ -312,6 +529,8 @@ async fn main() {
         keep_alives as f64 / 3.0
     );
     println!("{} herd: tokens in acquisition order: {fifo}; reads per hand-off {reads_per_handoff:.2} (target <= 2: no thundering herd); keys left {left}", mark(fifo && reads_per_handoff <= 2.0 && left == 0));
+    print_sweep("acquiring held locks", n, &held);
+    print_sweep("acquire+release cycles", n, &cycles);
     client.lease_revoke(lease).await.unwrap();
     one.close().await;
     for m in four {
