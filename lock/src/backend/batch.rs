@@ -29,8 +29,20 @@ use super::etcd::map_error;
 use super::terms::Terms;
 use crate::error::{LockError, Result};
 
-/// At most this many members in one batch (etcd's default `--max-txn-ops`).
-const MAX_BATCH: usize = 128;
+/// etcd's default `--max-txn-ops`.
+const MAX_TXN_OPS: usize = 128;
+
+/// The most compares or operations in one member's transaction: the
+/// enqueue's put and range read (a fenced delete has one of each).
+const MAX_MEMBER_OPS: usize = 2;
+
+/// At most this many members in one batch. etcd counts a nested
+/// transaction's operations against its parent's: it refuses the batch
+/// ("too many operations in txn request") unless the batch's members plus
+/// the largest member's compares or operations fit in `--max-txn-ops`. A
+/// refused batch is sent member by member, so a batch of 128 enqueues
+/// would cost 128 proposals instead of one.
+const MAX_BATCH: usize = MAX_TXN_OPS - MAX_MEMBER_OPS;
 
 /// At most this many batches on their way at once. One: etcd applies
 /// proposals one after another, and its CPU, not the round trip, bounds
@@ -393,6 +405,51 @@ mod tests {
         let third = take_batch(&mut pending);
         assert_eq!(queues(&third), ["a"]);
         assert!(pending.is_empty());
+    }
+
+    /// A full batch of enqueue-shaped transactions (a compare, a put and a
+    /// range each) is accepted by etcd as one transaction: every member
+    /// answers with the same revision (one proposal), none on its own.
+    #[tokio::test]
+    async fn etcd_accepts_a_full_batch_as_one_transaction() {
+        use etcd_client::{Compare, CompareOp, GetOptions, PutOptions};
+        let etcd = distlock_tests::Etcd::start().await;
+        let client = Client::connect(etcd.endpoints(), None).await.unwrap();
+        let ns = etcd.namespace();
+        let mut answers = Vec::new();
+        let batch: Vec<Member> = (0..MAX_BATCH)
+            .map(|i| {
+                let queue = format!("{ns}/locks/{i}/");
+                let key = format!("{queue}1");
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                    .and_then([
+                        TxnOp::put(key.as_str(), "v", Some(PutOptions::new())),
+                        TxnOp::get(queue.as_str(), Some(GetOptions::new().with_prefix())),
+                    ]);
+                let (reply, answer) = oneshot::channel();
+                answers.push(answer);
+                Member {
+                    what: "test",
+                    queue,
+                    write: Write::Txn(txn),
+                    reply,
+                }
+            })
+            .collect();
+        let timeout = Duration::from_secs(5);
+        send(client.kv_client(), timeout, &Arc::default(), batch).await;
+        let mut revisions = HashSet::new();
+        for answer in answers {
+            match answer.await.unwrap() {
+                Ok((Applied::Txn(resp), revision)) if resp.succeeded() => {
+                    revisions.insert(revision);
+                }
+                Ok(_) => panic!("an enqueue of the batch did not apply"),
+                Err(err) => panic!("an enqueue of the batch failed: {err}"),
+            }
+        }
+        assert_eq!(revisions.len(), 1, "sent as one transaction");
     }
 
     #[test]
