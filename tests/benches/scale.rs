@@ -21,6 +21,7 @@
 //! `DISTLOCK_SCALE_LOCKS` (default 10000) and `DISTLOCK_SCALE_SECONDS`
 //! (default 2, per throughput round) shrink or grow the run;
 //! `DISTLOCK_SCALE_ROUNDS` (default 3) sets the sweep's rounds,
+//! `DISTLOCK_SCALE_IN_FLIGHT` (default `64,256,1024`) its in-flight counts,
 //! `DISTLOCK_SCALE_ONLY=sweep` runs the sweep alone, and
 //! `DISTLOCK_SCALE_DIAG=1` prints each sweep row's backend calls and etcd
 //! counters to stderr.
@@ -196,8 +197,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Acquisitions in flight in the concurrency sweep.
-const SWEEP: [usize; 3] = [64, 256, 1024];
+/// Acquisitions in flight in the concurrency sweep; the first is the
+/// baseline. `DISTLOCK_SCALE_IN_FLIGHT` (e.g. `64,1024`) overrides them.
+fn sweep_counts() -> Vec<usize> {
+    std::env::var("DISTLOCK_SCALE_IN_FLIGHT")
+        .ok()
+        .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![64, 256, 1024])
+}
 
 /// Per in-flight count: the median rate and every round's rate.
 type SweepRows = Vec<(usize, f64, Vec<f64>)>;
@@ -205,7 +213,8 @@ type SweepRows = Vec<(usize, f64, Vec<f64>)>;
 /// The concurrency sweep (issue #17, item 10) on one manager: `n` distinct
 /// locks acquired and held until all are (then released), and `n`
 /// acquire+release cycles on distinct keys, with 64, 256 and 1,024
-/// acquisitions in flight. Rounds interleave the in-flight counts.
+/// acquisitions in flight (see [`sweep_counts`]). Rounds interleave the
+/// in-flight counts.
 async fn sweep(
     manager: &LockManager,
     n: usize,
@@ -215,10 +224,11 @@ async fn sweep(
     let opts = LockOptions::default()
         .ttl(Duration::from_secs(5))
         .renew_interval(Duration::from_secs(1));
-    let mut held = vec![Vec::new(); SWEEP.len()];
-    let mut cycles = vec![Vec::new(); SWEEP.len()];
+    let counts = sweep_counts();
+    let mut held = vec![Vec::new(); counts.len()];
+    let mut cycles = vec![Vec::new(); counts.len()];
     for round in 0..rounds {
-        for (k, &in_flight) in SWEEP.iter().enumerate() {
+        for (k, &in_flight) in counts.iter().enumerate() {
             let prefix = format!("held-{round}-{in_flight}");
             let before = Counts::read(diag).await;
             let (guards, rate) = acquire_many(manager, n, &opts, in_flight, &prefix, false).await;
@@ -227,7 +237,7 @@ async fn sweep(
             release_all(guards).await;
             held[k].push(rate);
         }
-        for (k, &in_flight) in SWEEP.iter().enumerate() {
+        for (k, &in_flight) in counts.iter().enumerate() {
             let prefix = format!("cycle-{round}-{in_flight}");
             let before = Counts::read(diag).await;
             let (_, rate) = acquire_many(manager, n, &opts, in_flight, &prefix, true).await;
@@ -236,7 +246,7 @@ async fn sweep(
         }
     }
     let rows = |all: Vec<Vec<f64>>| -> SweepRows {
-        SWEEP
+        counts
             .iter()
             .zip(all)
             .map(|(&k, rates)| (k, median(rates.clone()), rates))
