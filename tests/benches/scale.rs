@@ -113,6 +113,22 @@ async fn distlock_throughput(managers: &[LockManager], secs: f64, round: usize) 
     .await
 }
 
+/// CPU time of this process (user + system), in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th of the line, in clock ticks (100 per second).
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
@@ -303,6 +319,7 @@ impl Counts {
             let labels: &[&str] = if label.is_empty() { &[] } else { &[label] };
             calls.push((name, etcd.metric(metric, labels).await));
         }
+        calls.push(("client cpu s", cpu_seconds()));
         Counts {
             at: Some(Instant::now()),
             calls,
@@ -318,7 +335,7 @@ impl Counts {
             let delta = now - then;
             if name.contains("watchers") {
                 line += &format!(", {name} {now:.0}");
-            } else if *name == "etcd cpu s" {
+            } else if name.ends_with("cpu s") {
                 line += &format!(", {name} {delta:.2}");
             } else {
                 line += &format!(", {name} {delta:.0} ({:.2}/lock)", delta / n as f64);
