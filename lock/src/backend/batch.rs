@@ -14,7 +14,10 @@
 //!
 //! If etcd refuses a batch as a whole (a member names a lease that is gone,
 //! touches a key its user may not, or the batch is too large), each member is
-//! sent on its own, so that only the member at fault sees the error.
+//! sent on its own, so that only the member at fault sees the error — except
+//! a batch with more operations than the server's `--max-txn-ops` allows
+//! (set below its default): that one is sent in halves, and the batcher's
+//! later batches are no larger than the half.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +39,8 @@ const MAX_TXN_OPS: usize = 128;
 /// enqueue's put and range read (a fenced delete has one of each).
 const MAX_MEMBER_OPS: usize = 2;
 
-/// At most this many members in one batch. etcd counts a nested
+/// At most this many members in one batch (fewer once a server refused a
+/// batch as too large). etcd counts a nested
 /// transaction's operations against its parent's: it refuses the batch
 /// ("too many operations in txn request") unless the batch's members plus
 /// the largest member's compares or operations fit in `--max-txn-ops`. A
@@ -95,6 +99,8 @@ pub(crate) struct Batcher {
     task: Mutex<Option<Inbox>>,
     /// Room on the wire: one permit per batch (or lone write) in flight.
     slots: Arc<Semaphore>,
+    /// The most members in one batch (see [`Batching::limit`]).
+    limit: Arc<AtomicUsize>,
     client: KvClient,
     request_timeout: Duration,
     terms: Arc<Terms>,
@@ -113,6 +119,7 @@ impl Batcher {
         Batcher {
             task: Mutex::new(None),
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            limit: Arc::new(AtomicUsize::new(MAX_BATCH)),
             client: client.kv_client(),
             request_timeout,
             terms,
@@ -132,6 +139,7 @@ impl Batcher {
         let batching = Batching {
             client: self.client.clone(),
             request_timeout: self.request_timeout,
+            limit: Arc::clone(&self.limit),
             queued: Arc::clone(&queued),
             slots: Arc::clone(&self.slots),
             terms: Arc::clone(&self.terms),
@@ -220,6 +228,9 @@ fn gone() -> LockError {
 struct Batching {
     client: KvClient,
     request_timeout: Duration,
+    /// The most members in one batch: [`MAX_BATCH`], or less after a
+    /// refusal for too many operations.
+    limit: Arc<AtomicUsize>,
     queued: Arc<AtomicUsize>,
     slots: Arc<Semaphore>,
     terms: Arc<Terms>,
@@ -242,26 +253,26 @@ impl Batching {
             while let Ok(member) = incoming.try_recv() {
                 pending.push_back(member);
             }
-            let batch = take_batch(&mut pending);
+            let batch = take_batch(&mut pending, self.limit.load(Ordering::SeqCst));
             self.queued.fetch_sub(batch.len(), Ordering::SeqCst);
             let (client, timeout) = (self.client.clone(), self.request_timeout);
-            let terms = Arc::clone(&self.terms);
+            let (terms, limit) = (Arc::clone(&self.terms), Arc::clone(&self.limit));
             tokio::spawn(async move {
-                send(client, timeout, &terms, batch).await;
+                send(client, timeout, &terms, &limit, batch).await;
                 drop(slot);
             });
         }
     }
 }
 
-/// The oldest pending writes, at most one per queue and [`MAX_BATCH`] in all;
-/// the others stay pending, in order.
-fn take_batch(pending: &mut VecDeque<Member>) -> Vec<Member> {
+/// The oldest pending writes, at most one per queue and `max` in all; the
+/// others stay pending, in order.
+fn take_batch(pending: &mut VecDeque<Member>, max: usize) -> Vec<Member> {
     let mut batch = Vec::new();
     let mut queues = HashSet::new();
     let mut rest = VecDeque::with_capacity(pending.len());
     for member in pending.drain(..) {
-        if batch.len() < MAX_BATCH && queues.insert(member.queue.clone()) {
+        if batch.len() < max && queues.insert(member.queue.clone()) {
             batch.push(member);
         } else {
             rest.push_back(member);
@@ -271,10 +282,14 @@ fn take_batch(pending: &mut VecDeque<Member>) -> Vec<Member> {
     batch
 }
 
+/// Sends `batch` as one transaction (a lone member on its own) and answers
+/// each member. A batch refused as too large goes in halves, and `limit`
+/// drops to the half for later batches.
 async fn send(
     client: KvClient,
     request_timeout: Duration,
     terms: &Arc<Terms>,
+    limit: &AtomicUsize,
     mut batch: Vec<Member>,
 ) {
     if batch.len() == 1 {
@@ -299,6 +314,18 @@ async fn send(
                     _ => Err(malformed(member.what)),
                 };
                 let _ = member.reply.send(answer);
+            }
+        }
+        // More operations than this server's --max-txn-ops: no member is at
+        // fault. Halves, one after the other (one write per queue in a
+        // batch, so their order does not matter).
+        Ok(Err(etcd_client::Error::GRpcStatus(status))) if too_many_ops(&status) => {
+            let half = batch.len().div_ceil(2);
+            limit.fetch_min(half, Ordering::SeqCst);
+            let rest = batch.split_off(half);
+            for part in [batch, rest] {
+                let client = client.clone();
+                Box::pin(send(client, request_timeout, terms, limit, part)).await;
             }
         }
         // Refused as a whole because of one member: send each on its own.
@@ -338,6 +365,13 @@ async fn send(
             }
         }
     }
+}
+
+/// Whether etcd refused a transaction for having more operations than its
+/// `--max-txn-ops` (nested transactions' operations count against their
+/// parent's).
+fn too_many_ops(status: &tonic::Status) -> bool {
+    status.code() == Code::InvalidArgument && status.message().contains("too many operations")
 }
 
 /// One write on its own.
@@ -398,26 +432,20 @@ mod tests {
                 .map(|m| String::from_utf8_lossy(&m.queue).into_owned())
                 .collect::<Vec<_>>()
         };
-        let first = take_batch(&mut pending);
+        let first = take_batch(&mut pending, MAX_BATCH);
         assert_eq!(queues(&first), ["a", "b", "c"]);
-        let second = take_batch(&mut pending);
+        let second = take_batch(&mut pending, MAX_BATCH);
         assert_eq!(queues(&second), ["a", "b"]);
-        let third = take_batch(&mut pending);
+        let third = take_batch(&mut pending, MAX_BATCH);
         assert_eq!(queues(&third), ["a"]);
         assert!(pending.is_empty());
     }
 
-    /// A full batch of enqueue-shaped transactions (a compare, a put and a
-    /// range each) is accepted by etcd as one transaction: every member
-    /// answers with the same revision (one proposal), none on its own.
-    #[tokio::test]
-    async fn etcd_accepts_a_full_batch_as_one_transaction() {
+    /// `n` enqueue-shaped transactions (a compare, a put and a range each)
+    /// on distinct queues under `ns`, and their answers.
+    fn enqueues(ns: &str, n: usize) -> (Vec<Member>, Vec<oneshot::Receiver<Answer>>) {
         use etcd_client::{Compare, CompareOp, GetOptions, PutOptions};
-        let etcd = distlock_tests::Etcd::start().await;
-        let client = Client::connect(etcd.endpoints(), None).await.unwrap();
-        let ns = etcd.namespace();
-        let mut answers = Vec::new();
-        let batch: Vec<Member> = (0..MAX_BATCH)
+        (0..n)
             .map(|i| {
                 let queue = format!("{ns}/locks/{i}/");
                 let key = format!("{queue}1");
@@ -428,17 +456,30 @@ mod tests {
                         TxnOp::get(queue.as_str(), Some(GetOptions::new().with_prefix())),
                     ]);
                 let (reply, answer) = oneshot::channel();
-                answers.push(answer);
-                Member {
-                    what: "test",
-                    queue,
-                    write: Write::Txn(txn),
-                    reply,
-                }
+                let write = Write::Txn(txn);
+                let what = "test";
+                (
+                    Member {
+                        what,
+                        queue: queue.into_bytes(),
+                        write,
+                        reply,
+                    },
+                    answer,
+                )
             })
-            .collect();
+            .unzip()
+    }
+
+    /// Sends `batch` to `etcd`; the distinct revisions its members were
+    /// applied at (one per transaction), and the batch limit after it.
+    async fn send_enqueues(etcd: &distlock_tests::Etcd, n: usize) -> (HashSet<i64>, usize) {
+        let client = Client::connect(etcd.endpoints(), None).await.unwrap();
+        let (batch, answers) = enqueues(&etcd.namespace(), n);
+        let limit = AtomicUsize::new(MAX_BATCH);
         let timeout = Duration::from_secs(5);
-        send(client.kv_client(), timeout, &Arc::default(), batch).await;
+        let terms = Arc::new(Terms::new(timeout));
+        send(client.kv_client(), timeout, &terms, &limit, batch).await;
         let mut revisions = HashSet::new();
         for answer in answers {
             match answer.await.unwrap() {
@@ -449,14 +490,38 @@ mod tests {
                 Err(err) => panic!("an enqueue of the batch failed: {err}"),
             }
         }
+        (revisions, limit.load(Ordering::SeqCst))
+    }
+
+    /// A full batch of enqueues is accepted by etcd (default settings) as
+    /// one transaction: every member answers at one revision (one proposal).
+    #[tokio::test]
+    async fn etcd_accepts_a_full_batch_as_one_transaction() {
+        let etcd = distlock_tests::Etcd::start().await;
+        let (revisions, limit) = send_enqueues(&etcd, MAX_BATCH).await;
         assert_eq!(revisions.len(), 1, "sent as one transaction");
+        assert_eq!(limit, MAX_BATCH);
+    }
+
+    /// A server with a lower `--max-txn-ops` refuses a full batch: it goes
+    /// in halves (not one by one), and later batches are smaller.
+    #[tokio::test]
+    async fn a_batch_too_large_for_the_server_goes_in_halves() {
+        let settings = distlock_tests::EtcdSettings::default()
+            .arg("--max-txn-ops")
+            .arg("16");
+        let etcd = distlock_tests::Etcd::start_with(settings).await;
+        let (revisions, limit) = send_enqueues(&etcd, MAX_BATCH).await;
+        // 126 -> 63 -> 32 -> 16 -> 8 members, which fit with their 2 ops.
+        assert_eq!(limit, 8);
+        assert_eq!(revisions.len(), MAX_BATCH.div_ceil(8), "batches of 8");
     }
 
     #[test]
     fn a_batch_is_bounded() {
         let mut pending: VecDeque<Member> =
             (0..MAX_BATCH + 5).map(|i| member(&i.to_string())).collect();
-        assert_eq!(take_batch(&mut pending).len(), MAX_BATCH);
+        assert_eq!(take_batch(&mut pending, MAX_BATCH).len(), MAX_BATCH);
         assert_eq!(pending.len(), 5);
     }
 }
