@@ -473,6 +473,8 @@ async fn main() {
         ours4.push(distlock_throughput(&four, secs, round).await);
     }
     let (rpc, ours1, ours4) = (median(rpc), median(ours1), median(ours4));
+    // Revoked now: its 60 s TTL would not outlast the rows below.
+    client.lease_revoke(lease).await.unwrap();
 
     // Many held locks on one manager, with keep-alives counted.
     let faults = Faults::new();
@@ -558,7 +560,6 @@ async fn main() {
     println!("{} herd: tokens in acquisition order: {fifo}; reads per hand-off {reads_per_handoff:.2} (target <= 2: no thundering herd); keys left {left}", mark(fifo && reads_per_handoff <= 2.0 && left == 0));
     print_sweep("acquiring held locks", n, &held);
     print_sweep("acquire+release cycles", n, &cycles);
-    client.lease_revoke(lease).await.unwrap();
     one.close().await;
     for m in four {
         m.close().await;
