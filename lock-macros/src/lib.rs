@@ -98,6 +98,12 @@ use proc_macro::TokenStream;
 /// lock's loss is every nested call's loss. Tasks spawned inside the body, and other
 /// managers, are other owners: they wait like any other caller.
 ///
+/// Owners are tasks, not handles (DESIGN §7): a call made in a task that
+/// holds the key through a plain `Lock::lock` runs as a child section of that
+/// hold (concurrent ones take turns), while a locked call's own hold is
+/// re-entered only from inside its body — two sibling calls of one task
+/// (`join!` outside any locked call) each take the lock in turn.
+///
 /// ```
 /// use distlock::{distributed_lock, LockError, LockManager};
 ///

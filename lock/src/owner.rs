@@ -265,15 +265,18 @@ pub(crate) async fn acquire_in_scope(
 /// - **Settings:** a section runs on the outer hold as it is: the nested
 ///   call's `ttl`, renewal and `hold_at_least` do not apply to it (its
 ///   `wait`, `skip_if_busy`, `on_lost` and `hold_at_most` do).
-/// - **Handles:** a [`Lock`] handle stays an owner of its own. Locking a handle
-///   that holds again is reentrant (or `AlreadyHeld` with
-///   [`reentrant(false)`](crate::LockOptions::reentrant)), inside a scope or
-///   not; [`Lock::hold_count`] counts the handle's own backend holds, not
-///   sections. A guard from a handle does not open a scope by itself: code
-///   that runs locked calls while it holds must run under
-///   [`guard.scope()`](LockGuard::scope), or those calls are other owners.
+/// - **Tasks:** outside any scope the owner is the task (DESIGN §7): a task
+///   that holds a name through a plain [`Lock::lock`] re-enters it when it
+///   locks the name again through the same manager, through any handle (or
+///   gets `AlreadyHeld` with [`reentrant(false)`](crate::LockOptions::reentrant)),
+///   and a locked call or a request in that task enters a child section of
+///   that hold. A locked call's own hold is re-entered only from inside its
+///   scope, not by another branch of its task. [`Lock::hold_count`] counts
+///   the calling task's guards of its hold. Work that should run under a
+///   guard in another task runs under [`guard.scope()`](LockGuard::scope).
 ///
 /// [`Lock`]: crate::Lock
+/// [`Lock::lock`]: crate::Lock::lock
 /// [`Lock::hold_count`]: crate::Lock::hold_count
 /// [`LockManager`]: crate::LockManager
 ///

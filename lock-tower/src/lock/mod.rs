@@ -22,6 +22,23 @@
 //!    ends, fails, or is dropped (a client that disconnects mid-stream), or
 //!    after [`max_hold`](LockLayer::max_hold).
 //!
+//! # Owners
+//!
+//! Each request is an owner of its own (DESIGN §7): its handler runs under
+//! the request's hold, so a `#[distributed_lock]` call, another `LockLayer`,
+//! or `manager.new_lock(key, ..)` on the same key inside it enters a child
+//! section instead of queueing behind its own request; two requests for one
+//! key never run at once, even when one connection's task serves both. A
+//! request made from a task that holds the key through a plain
+//! `Lock::lock` (a client and server in one task, as in tests) runs as a
+//! child section of that hold.
+//!
+//! A wait that runs out while the key is held by another owner is a busy
+//! key ([`RejectionKind::Timeout`](crate::RejectionKind::Timeout)); one that
+//! runs out while etcd failed or did not answer is an outage
+//! ([`RejectionKind::Unavailable`](crate::RejectionKind::Unavailable),
+//! logged at `warn`).
+//!
 //! # When the lock is lost
 //!
 //! A lock is lost when its lease cannot be renewed in time or its key is
