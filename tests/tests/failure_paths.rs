@@ -31,6 +31,16 @@ async fn keys_left(fx: &Fixture, observer: &LockManager) -> usize {
     }
 }
 
+/// Waits until no key is left under the namespace (as `observer` sees it in
+/// memory), failing with `what` after `within`.
+async fn no_keys_left_within(fx: &Fixture, observer: &LockManager, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while keys_left(fx, observer).await > 0 {
+        assert!(Instant::now() < deadline, "{what}");
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// #8.1/#8.2: a release whose deletes fail for longer than the lock's retry
 /// budget (`max_retries(2)`, a try-mode acquisition held past its TTL) keeps
 /// deleting until it succeeds: another process gets the lock.
@@ -85,11 +95,13 @@ async fn tokens_never_repeat_after_a_failed_release(fx: &Fixture) {
     assert!(t2 > t1, "token repeated or went back: {t1} then {t2}");
     second.unlock().await.unwrap();
     // The retired session's lease is revoked, and the old key with it.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while keys_left(fx, &fx.manager()).await > 0 {
-        assert!(Instant::now() < deadline, "a key was left behind");
-        sleep(Duration::from_millis(100)).await;
-    }
+    no_keys_left_within(
+        fx,
+        &fx.manager(),
+        Duration::from_secs(5),
+        "a key was left behind",
+    )
+    .await;
 }
 
 /// #8.6: transient failures of a lease grant are retried, for locks without
@@ -380,11 +392,7 @@ async fn close_revokes_sessions_at_once(fx: &Fixture) {
     );
     assert!(guards.iter().all(|g| !g.is_held()));
     faults.heal();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while keys_left(fx, &fx.manager()).await > 0 {
-        assert!(Instant::now() < deadline, "close left keys");
-        sleep(Duration::from_millis(100)).await;
-    }
+    no_keys_left_within(fx, &fx.manager(), Duration::from_secs(3), "close left keys").await;
 }
 
 /// #8.5: options under which every lock would be lost are refused.
@@ -424,11 +432,7 @@ async fn a_late_first_enqueue_leaves_no_key(fx: &Fixture) {
     taken.unlock().await.unwrap();
     assert!(bystander.is_held(), "the sweep hurt another lock");
     bystander.unlock().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while keys_left(fx, &peer).await > 0 {
-        assert!(Instant::now() < deadline, "a key was left behind");
-        sleep(Duration::from_millis(100)).await;
-    }
+    no_keys_left_within(fx, &peer, Duration::from_secs(5), "a key was left behind").await;
 }
 
 /// #17.4: `unlock()` dropped while its delete is on the wire (the macro's
@@ -447,11 +451,13 @@ async fn a_dropped_unlock_never_deletes_the_next_holders_key(fx: &Fixture) {
     let second = lock.lock_timeout(Duration::from_secs(5)).await.unwrap();
     sleep(Duration::from_millis(800)).await; // the slow delete has landed
     still_holds(&observer, "dropped", second).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while keys_left(fx, &observer).await > 0 {
-        assert!(Instant::now() < deadline, "a key was left behind");
-        sleep(Duration::from_millis(100)).await;
-    }
+    no_keys_left_within(
+        fx,
+        &observer,
+        Duration::from_secs(5),
+        "a key was left behind",
+    )
+    .await;
 }
 
 /// #17.7: a lock without auto-renew has a lease of its own, which its
