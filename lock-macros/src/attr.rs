@@ -4,15 +4,16 @@
 //! compile shows them all.
 
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::time::Duration;
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::{Expr, ExprLit, Lit, LitStr, Path, Token};
+use syn::{Expr, ExprLit, Lit, Path, Token};
 
+use crate::diagnostics::{closest, Errors};
 use crate::template::Template;
+use crate::values::{boolean, duration, integer, string};
 
 /// The arguments the attribute knows, in the order the docs list them.
 pub(crate) const KNOWN: &[&str] = &[
@@ -39,32 +40,6 @@ pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 
 /// What `wait = "forever"` (or `"unlimited"`) spells.
 const FOREVER: &[&str] = &["forever", "unlimited"];
-
-/// Collects errors; [`finish`](Errors::finish) reports them all at once.
-#[derive(Default)]
-pub(crate) struct Errors(Option<syn::Error>);
-
-impl Errors {
-    pub(crate) fn push(&mut self, error: syn::Error) {
-        match &mut self.0 {
-            Some(all) => all.combine(error),
-            None => self.0 = Some(error),
-        }
-    }
-
-    pub(crate) fn at(&mut self, span: Span, message: impl Display) {
-        self.push(syn::Error::new(span, message));
-    }
-
-    /// An error spanning all of `tokens` (on stable too, unlike `.span()`).
-    pub(crate) fn spanned(&mut self, tokens: impl quote::ToTokens, message: impl Display) {
-        self.push(syn::Error::new_spanned(tokens, message));
-    }
-
-    pub(crate) fn finish(self) -> syn::Result<()> {
-        self.0.map_or(Ok(()), Err)
-    }
-}
 
 /// What to do when the lock is lost while the function runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,7 +332,7 @@ impl Args {
             None => Some(OnLost::Cancel),
         };
 
-        if errors.0.is_some() {
+        if errors.any() {
             return None;
         }
         let ttl = ttl?;
@@ -389,108 +364,6 @@ fn unknown(name: &str) -> String {
         "unknown argument `{name}`; {hint}expected one of: {}",
         KNOWN.join(", ")
     )
-}
-
-/// The candidate most like `name`, if one is close (a typo away).
-pub(crate) fn closest<'a>(
-    name: &str,
-    candidates: impl Iterator<Item = &'a str>,
-) -> Option<&'a str> {
-    candidates
-        .map(|c| (distance(name, c), c))
-        .filter(|&(d, c)| d <= 2.max(c.len() / 3) && d < c.len().max(name.len()))
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1)
-                .min(row[j] + 1)
-                .min(prev + usize::from(ca != *cb));
-            prev = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
-}
-
-/// The string literal `value`, or an error naming what `arg` expects.
-fn string(value: &Expr, arg: &str, expected: &str, errors: &mut Errors) -> Option<LitStr> {
-    match value {
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(s), ..
-        }) => Some(s.clone()),
-        other => {
-            errors.spanned(other, format!("`{arg}` takes a string literal: {expected}"));
-            None
-        }
-    }
-}
-
-/// A duration string such as `"500ms"`, `"30s"`, `"5m"`, `"1h 30m"`.
-fn duration(value: &Expr, arg: &str, errors: &mut Errors) -> Option<(LitStr, Duration)> {
-    let lit = string(
-        value,
-        arg,
-        "a duration such as \"500ms\", \"30s\" or \"5m\"",
-        errors,
-    )?;
-    match humantime::parse_duration(&lit.value()) {
-        Ok(d) => Some((lit, d)),
-        Err(e) => {
-            errors.at(
-                lit.span(),
-                format!(
-                    "invalid duration {:?} for `{arg}`: {e}; write e.g. \"500ms\", \"30s\", \"5m\"",
-                    lit.value()
-                ),
-            );
-            None
-        }
-    }
-}
-
-fn boolean(value: &Expr, arg: &str, errors: &mut Errors) -> Option<bool> {
-    match value {
-        Expr::Lit(ExprLit {
-            lit: Lit::Bool(b), ..
-        }) => Some(b.value),
-        other => {
-            errors.spanned(other, format!("`{arg}` takes `true` or `false`"));
-            None
-        }
-    }
-}
-
-fn integer(value: &Expr, arg: &str, errors: &mut Errors) -> Option<u32> {
-    match value {
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(i), ..
-        }) => match i.base10_parse::<u32>() {
-            Ok(n) => Some(n),
-            Err(e) => {
-                errors.at(
-                    i.span(),
-                    format!("`{arg}` takes a whole number (0 = without limit): {e}"),
-                );
-                None
-            }
-        },
-        other => {
-            errors.spanned(
-                other,
-                format!("`{arg}` takes a whole number (0 = without limit)"),
-            );
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,13 @@
 //! the arguments (collecting every error, each spanned), `template` parses
 //! the key template, `expand` generates the function.
 
-mod attr;
+// Modules bottom up; each uses only the ones before it.
+mod attr; // the attribute's arguments, checked
+mod diagnostics; // compile errors: collected, with "did you mean" hints
 mod expand;
-mod template;
+mod shape; // how the function is asynchronous; its return type
+mod template; // the key template and its placeholders
+mod values; // argument values: strings, durations, booleans, numbers // the generated function
 
 use proc_macro::TokenStream;
 

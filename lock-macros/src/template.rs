@@ -143,7 +143,7 @@ fn placeholder(inner: &str, names: &[String], span: Span) -> Result<TokenStream,
             let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
             format!("the function's arguments are {}", list.join(", "))
         };
-        let hint = crate::attr::closest(&root, names.iter().map(String::as_str))
+        let hint = crate::diagnostics::closest(&root, names.iter().map(String::as_str))
             .map(|n| format!("did you mean `{n}`? "))
             .unwrap_or_default();
         return Err(if root == "self" {

@@ -27,37 +27,42 @@
 //! `concurrency.Mutex`'s, so `etcdctl lock {namespace}/locks/{name}` and Go
 //! services contend on the same locks.
 
-mod backend;
-mod cleanup;
-mod config;
+// The base: errors, lock names and key layout, metrics; every layer uses them.
 mod error;
-mod guard;
-mod holds;
-mod info;
 mod key;
-mod local;
-mod lock;
-mod macro_support;
-mod manager;
 pub mod metrics;
-mod options;
-mod owner;
-mod queue;
-mod retry;
-mod session;
 
-pub use config::EtcdConfig;
+// The layers, bottom up; each uses only the ones before it (README "Layout").
+// 1. storage: the narrow interface; etcd, memory, batching, watches, faults.
+mod backend;
+
+// 2. leases: the session, its keeper, the loss deadline, the retry policy.
+mod lease;
+
+// The state of one manager that every layer above needs: the backend
+// handle, the namespace, the local queues, the sessions.
+mod shared;
+
+// 3. queues: the contender algorithm on one name; cleanup of our keys.
+mod queue;
+
+// 4. holds: guards, the registry of holds and its deletion watch, owners.
+mod hold;
+
+// 5. the API: `LockManager`, `Lock`, info/list/force-unlock, `EtcdConfig`.
+mod api;
+
+// 6. what `#[distributed_lock]`'s expansion calls.
+mod macro_support;
+
+pub use api::{EtcdConfig, Lock, LockInfo, LockManager};
 pub use error::{ErrorCode, LockError, Result};
-pub use guard::LockGuard;
-pub use info::LockInfo;
-pub use lock::Lock;
+pub use hold::{LockGuard, OwnerScope};
+pub use lease::{LockOptions, MAX_DURATION};
 pub use macro_support::{
     current_fencing_token, current_lock, default_manager, set_default_manager, CurrentLock,
     DEFAULT_WAIT,
 };
-pub use manager::LockManager;
-pub use options::{LockOptions, MAX_DURATION};
-pub use owner::OwnerScope;
 
 pub use distlock_macros::distributed_lock;
 
@@ -81,10 +86,10 @@ pub mod testing {
 /// What `#[distributed_lock]`'s expansion names; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::lease::check_durations;
     pub use crate::macro_support::{
         locked, locked_or_skip, manager, use_default_manager, Key, LockedResult, ManagerRef,
         SkipResult, Spec,
     };
-    pub use crate::options::check_durations;
     pub use std::time::Duration;
 }

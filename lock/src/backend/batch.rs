@@ -28,7 +28,7 @@ use etcd_client::{Client, KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Code;
 
-use super::etcd::map_error;
+use super::errors::map_error;
 use super::terms::Terms;
 use crate::error::{LockError, Result};
 

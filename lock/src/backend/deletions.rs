@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::etcd::map_error;
+use super::errors::map_error;
 use super::{DeleteWatch, Deletions};
 use crate::error::{ErrorCode, LockError, Result};
 

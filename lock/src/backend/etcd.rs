@@ -3,20 +3,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse, TxnResponse,
-};
-use tonic::Code;
-
 use super::batch::Batcher;
+pub(crate) use super::errors::map_error;
+use super::errors::{is_lease_gone, is_not_found};
 use super::terms::Terms;
 use super::watch_hub::WatchHub;
 use super::{
     Backend, BoxFuture, DeleteWatch, Enqueued, Entry, Granted, Position, Positioned, Revisions,
 };
 use crate::error::{ErrorCode, LockError, Result};
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse, TxnResponse,
+};
 
+pub(crate) use super::version::check_server_version;
 pub(crate) use super::DEFAULT_REQUEST_TIMEOUT;
 
 /// Tells whether the tokio runtime that was current when it was made still
@@ -110,122 +111,6 @@ impl EtcdBackend {
         let resp = self.call(what, self.client.clone().txn(txn)).await?;
         self.terms.observe(resp.header());
         Ok(resp)
-    }
-}
-
-/// Maps an etcd error: a lease the server does not know is `Expired`; a
-/// refused permission or failed authentication is `PermissionDenied` (for
-/// good); any other backend error is transient when it may go away by itself
-/// (no leader, no connection, a change of auth settings in flight).
-pub(crate) fn map_error(what: &str, err: etcd_client::Error) -> LockError {
-    use etcd_client::Error as E;
-    if is_not_found(&err) {
-        return LockError::with_source(
-            ErrorCode::Expired,
-            format!("etcd {what}: lease not found"),
-            err,
-        );
-    }
-    if is_denied(&err) {
-        return LockError::with_source(
-            ErrorCode::PermissionDenied,
-            format!("etcd {what} refused"),
-            err,
-        );
-    }
-    let transient = match &err {
-        E::GRpcStatus(status) => match status.code() {
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Unknown
-            | Code::Aborted
-            | Code::Cancelled
-            | Code::ResourceExhausted => true,
-            // "invalid auth token" reaches us only when re-authenticating did
-            // not help (`EtcdConfig` clients refresh and retry once) or the
-            // client never refreshes (a `Client` built without
-            // `with_auto_token_refresh`): retrying would not help, and a
-            // release that retries forever would hang.
-            Code::Unauthenticated => false,
-            // Raced with a change of users or roles: the next try reads them.
-            Code::InvalidArgument => status.message().contains("auth store is old"),
-            _ => false,
-        },
-        E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => true,
-        _ => false,
-    };
-    LockError::backend(format!("etcd {what} failed"), err, transient)
-}
-
-fn is_not_found(err: &etcd_client::Error) -> bool {
-    matches!(err, etcd_client::Error::GRpcStatus(s) if s.code() == Code::NotFound)
-}
-
-/// Whether etcd refused a request for good: the user may not touch the key
-/// (`permission denied`), or cannot authenticate (wrong user or password,
-/// no user name while auth is on).
-fn is_denied(err: &etcd_client::Error) -> bool {
-    let etcd_client::Error::GRpcStatus(status) = err else {
-        return false;
-    };
-    match status.code() {
-        Code::PermissionDenied => true,
-        Code::InvalidArgument => {
-            let message = status.message();
-            message.contains("authentication failed") || message.contains("user name is empty")
-        }
-        _ => false,
-    }
-}
-
-/// Whether an error says that a lease does not exist (any more): a `NotFound`
-/// status, or etcd-client's keep-alive finding a TTL of 0 on the first answer.
-fn is_lease_gone(err: &etcd_client::Error) -> bool {
-    is_not_found(err)
-        || matches!(err, etcd_client::Error::LeaseKeepAliveError(m) if m == "lease not found")
-}
-
-/// The oldest etcd version distlock works with: watch ids chosen by the
-/// client (which the shared watch stream routes by) came with etcd 3.4.
-pub(crate) const MIN_ETCD_VERSION: (u32, u32) = (3, 4);
-
-/// `(major, minor)` of a version string such as `3.4.23` or `3.5.1-rc.0`.
-pub(crate) fn parse_version(version: &str) -> Option<(u32, u32)> {
-    let mut parts = version.trim().trim_start_matches('v').split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor: String = parts
-        .next()?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    Some((major, minor.parse().ok()?))
-}
-
-/// Fails unless the etcd server `client` talks to is at least
-/// [`MIN_ETCD_VERSION`]: older servers ignore the watch ids distlock picks,
-/// so its waiters would never hear of a release.
-pub(crate) async fn check_server_version(client: &Client, timeout: Duration) -> Result<()> {
-    let status = match tokio::time::timeout(timeout, client.clone().status()).await {
-        Ok(result) => result.map_err(|e| map_error("status", e))?,
-        Err(elapsed) => {
-            return Err(LockError::backend(
-                format!("etcd status got no answer within {timeout:?}"),
-                elapsed,
-                true,
-            ))
-        }
-    };
-    let version = status.version();
-    match parse_version(version) {
-        Some(v) if v >= MIN_ETCD_VERSION => Ok(()),
-        _ => Err(LockError::new(
-            ErrorCode::Backend,
-            format!(
-                "etcd {version} is not supported: distlock needs etcd {}.{} or newer \
-                 (its shared watch stream relies on watch ids chosen by the client)",
-                MIN_ETCD_VERSION.0, MIN_ETCD_VERSION.1
-            ),
-        )),
     }
 }
 
@@ -557,80 +442,5 @@ mod tests {
         assert!(backend.time_to_live(granted.id).await.unwrap() <= 0);
         // Revoking it again is not an error either.
         backend.revoke(granted.id).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn the_test_server_is_recent_enough() {
-        let etcd = Etcd::start().await;
-        let (_, client) = backend(&etcd).await;
-        check_server_version(&client, DEFAULT_REQUEST_TIMEOUT)
-            .await
-            .unwrap();
-    }
-
-    fn status(code: Code, message: &str) -> etcd_client::Error {
-        etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
-    }
-
-    #[test]
-    fn versions_parse_and_compare() {
-        assert_eq!(parse_version("3.4.23"), Some((3, 4)));
-        assert_eq!(parse_version("3.5.1"), Some((3, 5)));
-        assert_eq!(parse_version("v3.10.0-rc.1"), Some((3, 10)));
-        assert_eq!(parse_version("3.3.27"), Some((3, 3)));
-        assert!(parse_version("3.3.27").unwrap() < MIN_ETCD_VERSION);
-        assert!(parse_version("3.10.0").unwrap() > MIN_ETCD_VERSION);
-        assert_eq!(parse_version(""), None);
-        assert_eq!(parse_version("garbage"), None);
-    }
-
-    #[test]
-    fn errors_are_classified() {
-        let denied = map_error(
-            "txn",
-            status(Code::PermissionDenied, "etcdserver: permission denied"),
-        );
-        assert_eq!(denied.code(), ErrorCode::PermissionDenied);
-        assert!(!denied.is_transient());
-        let bad_password = map_error(
-            "authenticate",
-            status(
-                Code::InvalidArgument,
-                "etcdserver: authentication failed, invalid user ID or password",
-            ),
-        );
-        assert_eq!(bad_password.code(), ErrorCode::PermissionDenied);
-        let expired_token = map_error(
-            "txn",
-            status(Code::Unauthenticated, "etcdserver: invalid auth token"),
-        );
-        // Refused even after re-authenticating: not worth retrying.
-        assert_eq!(expired_token.code(), ErrorCode::Backend);
-        assert!(!expired_token.is_transient());
-        let old_auth = map_error(
-            "txn",
-            status(
-                Code::InvalidArgument,
-                "etcdserver: revision of auth store is old",
-            ),
-        );
-        assert!(old_auth.is_transient());
-        let malformed = map_error(
-            "txn",
-            status(Code::InvalidArgument, "etcdserver: key is not provided"),
-        );
-        assert_eq!(malformed.code(), ErrorCode::Backend);
-        assert!(!malformed.is_transient());
-        let gone = map_error(
-            "txn",
-            status(Code::NotFound, "etcdserver: requested lease not found"),
-        );
-        assert_eq!(gone.code(), ErrorCode::Expired);
-        assert!(is_lease_gone(&etcd_client::Error::LeaseKeepAliveError(
-            "lease not found".into()
-        )));
-        assert!(!is_lease_gone(&etcd_client::Error::LeaseKeepAliveError(
-            "channel closed".into()
-        )));
     }
 }

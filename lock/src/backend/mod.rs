@@ -1,8 +1,9 @@
-//! The narrow storage interface the lock algorithm runs on.
+//! Layer 1, storage: the narrow interface the lock algorithm runs on, and
+//! its implementations.
 //!
-//! The semantics of locks — queues, waiting, fencing, leases, loss — live once,
-//! in [`queue`](crate::queue), [`session`](crate::session) and the handles above
-//! them. A backend only offers etcd-shaped primitives: leases, one contender key
+//! Uses only the base modules (`error`, `key`). The semantics of locks —
+//! queues, waiting, fencing, leases, loss — live once, in the layers above
+//! ([`queue`](crate::queue), [`lease`](crate::lease), [`hold`](crate::hold)). A backend only offers etcd-shaped primitives: leases, one contender key
 //! per lease in a queue ordered by create revision, fenced deletes and delete
 //! notifications. [`etcd::EtcdBackend`] maps them onto etcd; [`memory::MemoryBackend`]
 //! implements them in process.
@@ -19,11 +20,13 @@ pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 mod batch;
 mod deletions;
+mod errors;
 pub(crate) mod etcd;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faulty;
 pub(crate) mod memory;
 mod terms;
+mod version;
 mod watch_hub;
 
 /// A boxed, sendable future: backends are used as trait objects.

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::etcd::map_error;
+use super::errors::map_error;
 use crate::error::{ErrorCode, LockError, Result};
 
 enum Command {

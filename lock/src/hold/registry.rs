@@ -41,7 +41,7 @@
 //! A watch or read refused for good (not transient) ends the holds it was
 //! for with [`LossCause::WatchFailed`]: the lock is reported lost, but its key
 //! may still exist, so its local slot is kept until the release deletes it
-//! (see [`cleanup`](crate::cleanup)).
+//! (see [`cleanup`](crate::queue)).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -54,7 +54,7 @@ use tracing::{debug, warn};
 
 use crate::backend::{Backend, DeleteWatch, Deletions};
 use crate::error::LockError;
-use crate::guard::Hold;
+use crate::hold::Hold;
 use crate::metrics::LossCause;
 
 /// How long a hold lasts before its key is watched for deletion.

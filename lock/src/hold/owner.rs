@@ -17,9 +17,9 @@ use tokio::sync::{Mutex as FairMutex, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ErrorCode, LockError, Result};
-use crate::guard::{Hold, LockGuard};
-use crate::manager::Shared;
+use crate::hold::{Hold, LockGuard};
 use crate::queue::Mode;
+use crate::shared::Shared;
 
 /// The task that owns a hold made outside any owner scope: re-entry is by
 /// task (DESIGN §7), not by handle. Code that runs in no task (the future

@@ -13,7 +13,7 @@
 //! A [`Contender`] that is dropped before it wins — a timeout, a lost
 //! `try_lock`, a `lock()` future dropped mid-await, an error — removes its key
 //! in the background while it still owns the lock name's local slot, so no
-//! ghost key is left blocking the queue (see [`cleanup`](crate::cleanup) for
+//! ghost key is left blocking the queue (see [`cleanup`](crate::queue) for
 //! the invariant).
 
 use std::future::Future;
@@ -24,13 +24,13 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 
 use crate::backend::{Backend, Enqueued, Position};
-use crate::cleanup::{log_removal, remove_key};
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::Keyspace;
-use crate::local::Slot;
-use crate::manager::Shared;
-use crate::retry::Retry;
-use crate::session::Session;
+use crate::lease::Retry;
+use crate::lease::Session;
+use crate::queue::{log_removal, remove_key};
+use crate::shared::Shared;
+use crate::shared::Slot;
 
 /// Whether to wait for a busy lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,7 @@ pub(crate) struct Contender {
     queue: String,
     key: String,
     /// Our key's value; it also identifies this acquisition (see
-    /// [`Metadata`](crate::info::Metadata)), telling our own earlier attempt
+    /// [`Metadata`](crate::api)), telling our own earlier attempt
     /// from a leftover.
     value: Vec<u8>,
     retry: Retry,
@@ -286,7 +286,8 @@ impl Contender {
 
     /// Whether `key` in our queue is one of this manager's keys (not ours).
     fn is_leftover(&self, key: &[u8]) -> bool {
-        Keyspace::lease_of(&self.queue, key).is_some_and(|lease| self.shared.owns_lease(lease))
+        Keyspace::lease_of(&self.queue, key)
+            .is_some_and(|lease| self.shared.sessions.owns_lease(lease))
     }
 
     /// Leaves the queue after a lost `try_lock`; on failure, the drop cleanup

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::options::LockOptions;
 use crate::error::{ErrorCode, LockError, Result};
-use crate::options::LockOptions;
 
 /// How long a backend that has not answered a first call at all counts as
 /// merely slow rather than failing (see [`Health::verdict`]).

@@ -1,4 +1,5 @@
-//! [`LockGuard`]: proof of holding a lock, and the shared state of a hold.
+//! [`Hold`]: the state of one held lock, shared by its guards — its key,
+//! token, session, local slot — and how it is released and lost.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -7,38 +8,40 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
-use crate::cleanup::{log_removal, remove_key, Removal};
+use super::guard::LockGuard;
+use super::owner::{Frame, TaskOwner};
+use super::registry::Holds;
 use crate::error::{ErrorCode, LockError, Result};
-use crate::local::Slot;
-use crate::manager::Shared;
+use crate::lease::{Retry, Session};
 use crate::metrics::LossCause;
-use crate::owner::{Frame, TaskOwner};
-use crate::retry::Retry;
-use crate::session::Session;
+use crate::queue::{log_removal, remove_key, Removal};
+use crate::shared::{Shared, Slot};
 
 /// One acquisition of a lock by one owner, shared by all of its (reentrant)
 /// guards. The key is released with the last guard.
 ///
-/// A hold runs no task of its own: the manager's [`Holds`](crate::holds)
-/// registry tells it when it is lost.
+/// A hold runs no task of its own: the manager's [`Holds`] registry tells it
+/// when it is lost.
 pub(crate) struct Hold {
     pub(crate) name: String,
     /// Our key, shared with the manager's registry of holds.
     key: Arc<str>,
-    token: u64,
-    session: Arc<Session>,
+    pub(super) token: u64,
+    pub(super) session: Arc<Session>,
     /// Whether the session's lease belongs to this hold alone (no auto-renew).
     dedicated: bool,
     /// Cancelled when the lock is lost: the session is lost (a child of its
     /// token), or the key was deleted behind our back.
-    lost: CancellationToken,
+    pub(super) lost: CancellationToken,
     /// Live guards; 0 once released.
     guards: Mutex<usize>,
     /// The name's local slot, freed once the key is deleted or the lock lost.
     slot: Mutex<Option<Slot>>,
     /// The pause between attempts of the release.
     retry_interval: Duration,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
+    /// The manager's registry of holds, which this one is in.
+    holds: Arc<Holds>,
     /// The held gauge, hold time and loss count of this hold.
     metrics: crate::metrics::Held,
     /// The task that owns the hold and may re-enter it (a plain `lock()`),
@@ -65,6 +68,7 @@ pub(crate) struct HoldParts {
     pub(crate) dedicated: bool,
     pub(crate) retry: Retry,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) holds: Arc<Holds>,
     pub(crate) metrics: crate::metrics::Labels,
     pub(crate) owner: Option<TaskOwner>,
     pub(crate) unanswered: bool,
@@ -72,8 +76,8 @@ pub(crate) struct HoldParts {
 
 impl Hold {
     /// A hold with one guard, registered with the manager's
-    /// [`Holds`](crate::holds::Holds), which watches its key once the hold
-    /// has lasted [`WATCH_AFTER`](crate::holds::WATCH_AFTER) (a short hold
+    /// [`Holds`], which watches its key once the hold has lasted
+    /// [`WATCH_AFTER`](super::registry::WATCH_AFTER) (a short hold
     /// costs etcd nothing) and reports a loss through [`lose`](Hold::lose).
     pub(crate) fn new(p: HoldParts) -> Arc<Self> {
         let hold = Arc::new(Hold {
@@ -88,15 +92,16 @@ impl Hold {
             slot: Mutex::new(Some(p.slot)),
             retry_interval: p.retry.interval(),
             shared: p.shared,
+            holds: p.holds,
             owner: p.owner,
             unanswered: p.unanswered,
             task_frame: OnceLock::new(),
         });
-        hold.shared.holds.add(&hold, p.confirmed);
+        hold.holds.add(&hold, p.confirmed);
         if hold.session.is_lost() {
             // Lost before it was registered: the session's report may have
             // missed it.
-            hold.shared.holds.remove(&hold);
+            hold.holds.remove(&hold);
             hold.lose(hold.loss_cause());
         }
         hold
@@ -183,10 +188,7 @@ impl Hold {
             ));
         }
         *guards += 1;
-        Ok(LockGuard {
-            hold: Some(Arc::clone(self)),
-            section: None,
-        })
+        Ok(LockGuard::first(Arc::clone(self)))
     }
 
     // --- owner scopes (owner.rs): additive hook ---
@@ -223,7 +225,7 @@ impl Hold {
     }
 
     /// Drops one guard; true when it was the last.
-    fn leave(&self) -> bool {
+    pub(super) fn leave(&self) -> bool {
         let mut guards = self.guards();
         *guards -= 1;
         *guards == 0
@@ -231,7 +233,7 @@ impl Hold {
 
     /// Runs [`release`](Hold::release) on the runtime, for when nobody can
     /// await it.
-    fn release_in_background(self: Arc<Self>) {
+    pub(super) fn release_in_background(self: Arc<Self>) {
         let shared = Arc::clone(&self.shared);
         shared.spawn_background(async move {
             if let Err(err) = self.release().await {
@@ -244,7 +246,7 @@ impl Hold {
     /// freed by a loss), retrying until it is gone or the session is lost
     /// (see [`remove_key`]), then frees the local slot. `Expired` when the
     /// lock had been lost.
-    async fn release(self: Arc<Self>) -> Result<()> {
+    pub(super) async fn release(self: Arc<Self>) -> Result<()> {
         let span = tracing::debug_span!(
             "distlock.release",
             name = %self.name,
@@ -261,7 +263,7 @@ impl Hold {
     }
 
     async fn release_inner(self: Arc<Self>) -> Result<()> {
-        self.shared.holds.remove(&self);
+        self.holds.remove(&self);
         // The release keeps the name's local slot until the key is gone
         // (it stays in the hold, so a release whose future is dropped midway
         // still has it when it runs again in the background). A loss can no
@@ -356,7 +358,7 @@ async fn revoke_dedicated(session: &Arc<Session>, interval: Duration) -> Result<
 impl Drop for Hold {
     fn drop(&mut self) {
         // Released already, unless its release could not run (no runtime).
-        self.shared.holds.remove(self);
+        self.holds.remove(self);
     }
 }
 
@@ -368,238 +370,4 @@ fn take(slot: &Mutex<Option<Slot>>) -> Option<Slot> {
 /// Frees a hold's local slot, if not yet freed.
 fn free(slot: &Mutex<Option<Slot>>) {
     drop(take(slot));
-}
-
-/// Proof that a lock is held. Unlock it with [`unlock`](LockGuard::unlock) to
-/// see errors; dropping it releases the lock in the background.
-///
-/// Reentrant acquisitions of the same [`Lock`](crate::Lock) hand out several
-/// guards; the lock is released with the last one.
-///
-/// # Example
-///
-/// ```
-/// use distlock::{LockManager, LockOptions};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
-/// let manager = LockManager::in_memory();
-/// let lock = manager.new_lock("order:42", LockOptions::default())?;
-/// let guard = lock.lock().await?;
-/// assert!(guard.is_held());
-/// println!("writing with fencing token {}", guard.fencing_token());
-/// guard.unlock().await?;
-/// # Ok(()) }
-/// ```
-#[must_use = "dropping the guard releases the lock"]
-pub struct LockGuard {
-    hold: Option<Arc<Hold>>,
-    // --- owner scopes (owner.rs): additive hook ---
-    /// Set when this guard is a child section of an owner scope's hold: the
-    /// section ends when its last guard is gone.
-    section: Option<Arc<crate::owner::Section>>,
-}
-
-impl LockGuard {
-    pub(crate) fn first(hold: Arc<Hold>) -> Self {
-        LockGuard {
-            hold: Some(hold),
-            section: None,
-        }
-    }
-
-    // --- owner scopes (owner.rs): additive hook ---
-    /// The hold, for owner scopes.
-    pub(crate) fn hold_ref(&self) -> &Arc<Hold> {
-        self.hold
-            .as_ref()
-            .expect("a guard holds until unlock or drop")
-    }
-
-    /// This guard, carrying a child section.
-    pub(crate) fn in_section(mut self, section: Arc<crate::owner::Section>) -> Self {
-        self.section = Some(section);
-        self
-    }
-
-    /// The child section this guard carries, if any.
-    pub(crate) fn section(&self) -> Option<&Arc<crate::owner::Section>> {
-        self.section.as_ref()
-    }
-
-    /// Whether this guard is a child section of an owner scope's hold.
-    pub(crate) fn is_section(&self) -> bool {
-        self.section.is_some()
-    }
-    // --- end of owner-scope hook ---
-
-    fn hold(&self) -> &Hold {
-        self.hold
-            .as_deref()
-            .expect("a guard holds until unlock or drop")
-    }
-
-    /// The lock's name.
-    ///
-    /// ```
-    /// # use distlock::{LockManager, LockOptions};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
-    /// # let manager = LockManager::in_memory();
-    /// let guard = manager.new_lock("jobs/nightly", LockOptions::default())?.lock().await?;
-    /// assert_eq!(guard.name(), "jobs/nightly");
-    /// # Ok(()) }
-    /// ```
-    pub fn name(&self) -> &str {
-        &self.hold().name
-    }
-
-    /// The fencing token of this acquisition: the create revision of the lock's
-    /// key. It grows strictly from one holder to the next, cluster-wide.
-    ///
-    /// Pass it along with every write the lock protects; the storage accepts a
-    /// write only if its token is at least the highest it has seen for that
-    /// resource, and remembers it. A holder that was paused past its lease and
-    /// lost the lock then cannot overwrite the work of its successor.
-    ///
-    /// ```
-    /// # use distlock::{LockManager, LockOptions};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
-    /// # let manager = LockManager::in_memory();
-    /// let lock = manager.new_lock("account:7", LockOptions::default())?;
-    /// let first = lock.lock().await?.fencing_token();
-    /// # tokio::task::yield_now().await;
-    /// let second = lock.lock().await?.fencing_token();
-    /// assert!(second > first);
-    /// # Ok(()) }
-    /// ```
-    pub fn fencing_token(&self) -> u64 {
-        self.hold().token
-    }
-
-    /// Whether the lock is still held: false once it is lost.
-    ///
-    /// ```
-    /// # use distlock::{LockManager, LockOptions};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
-    /// # let manager = LockManager::in_memory();
-    /// let guard = manager.new_lock("a", LockOptions::default())?.lock().await?;
-    /// assert!(guard.is_held());
-    /// # Ok(()) }
-    /// ```
-    pub fn is_held(&self) -> bool {
-        self.hold().is_held()
-    }
-
-    /// Resolves when the lock is lost: its lease could not be renewed in time,
-    /// or its key was deleted (e.g. by [`force_unlock`](crate::LockManager::force_unlock)),
-    /// or the manager was closed. It also resolves once the lock is released,
-    /// so nothing waits on it forever. The future does not borrow the guard,
-    /// so it can race the protected work.
-    ///
-    /// ```
-    /// # use distlock::{LockManager, LockOptions};
-    /// # async fn do_work() {}
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
-    /// # let manager = LockManager::in_memory();
-    /// let guard = manager.new_lock("report", LockOptions::default())?.lock().await?;
-    /// tokio::select! {
-    ///     _ = guard.lost() => eprintln!("lock lost; stopping"),
-    ///     _ = do_work() => {}
-    /// }
-    /// guard.unlock().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.hold().until_lost()
-    }
-
-    /// Renews the lock's lease now. Needed only for locks without auto-renew,
-    /// which otherwise expire one TTL after they were acquired.
-    ///
-    /// ```
-    /// # use distlock::{LockManager, LockOptions};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
-    /// # let manager = LockManager::in_memory();
-    /// let lock = manager.new_lock("batch", LockOptions::default().auto_renew(false))?;
-    /// let guard = lock.lock().await?;
-    /// guard.renew().await?; // another full TTL from now
-    /// # Ok(()) }
-    /// ```
-    pub async fn renew(&self) -> Result<()> {
-        let hold = self.hold();
-        hold.shared.ensure_open()?;
-        if !hold.is_held() {
-            return Err(LockError::new(
-                ErrorCode::Expired,
-                format!("lock `{}` was lost", hold.name),
-            ));
-        }
-        hold.session.renew().await
-    }
-
-    /// Releases this guard; the lock itself is released with the last guard
-    /// of its [`Lock`](crate::Lock): its key is deleted, retrying transient
-    /// failures until the delete succeeds or the lease is lost (at most about
-    /// one TTL). Fails with `Expired` when the lock had been lost, and with
-    /// `Backend` when the key could not be deleted within a TTL; that key's
-    /// lease is then retired (no longer used for new locks, revoked once its
-    /// other locks are released), so the key goes with it.
-    ///
-    /// ```
-    /// # use distlock::{LockManager, LockOptions};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
-    /// # let manager = LockManager::in_memory();
-    /// let lock = manager.new_lock("a", LockOptions::default())?;
-    /// lock.lock().await?.unlock().await?;
-    /// assert_eq!(lock.hold_count(), 0);
-    /// # Ok(()) }
-    /// ```
-    pub async fn unlock(mut self) -> Result<()> {
-        let Some(hold) = self.hold.take() else {
-            return Err(LockError::new(ErrorCode::NotHeld, "guard already released"));
-        };
-        if !hold.leave() {
-            return Ok(());
-        }
-        // Should this future be dropped halfway, the release finishes in the
-        // background (every step of it can be repeated safely).
-        let mut unfinished = ReleaseOnDrop(Some(Arc::clone(&hold)));
-        let released = hold.release().await;
-        unfinished.0 = None;
-        released
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        if let Some(hold) = self.hold.take() {
-            if hold.leave() {
-                hold.release_in_background();
-            }
-        }
-    }
-}
-
-/// Releases a hold in the background unless disarmed (set to `None`).
-struct ReleaseOnDrop(Option<Arc<Hold>>);
-
-impl Drop for ReleaseOnDrop {
-    fn drop(&mut self) {
-        if let Some(hold) = self.0.take() {
-            hold.release_in_background();
-        }
-    }
-}
-
-impl std::fmt::Debug for LockGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.hold {
-            Some(h) => f
-                .debug_struct("LockGuard")
-                .field("name", &h.name)
-                .field("fencing_token", &h.token)
-                .field("lost", &h.is_lost())
-                .finish(),
-            None => f.write_str("LockGuard(released)"),
-        }
-    }
 }

@@ -5,17 +5,13 @@ use std::time::Duration;
 
 use tracing::{debug, Instrument};
 
+use super::info::Metadata;
 use crate::error::{ErrorCode, LockError, Result};
-use crate::guard::{Hold, HoldParts, LockGuard};
-use crate::info::Metadata;
-use crate::local::Slot;
-use crate::manager::Shared;
+use crate::hold::{acquire_in_scope, Hold, HoldParts, Holds, LockGuard, TaskOwner};
+use crate::lease::{Health, LockOptions, Retry, Session};
 use crate::metrics::{Attempt, Labels, Source};
-use crate::options::LockOptions;
-use crate::owner::TaskOwner;
 use crate::queue::{Contender, Mode, Outcome, Won};
-use crate::retry::{Health, Retry};
-use crate::session::Session;
+use crate::shared::{Shared, Slot};
 
 /// A handle on one named lock, made by [`LockManager::new_lock`](crate::LockManager::new_lock).
 ///
@@ -71,6 +67,8 @@ pub struct Lock {
     /// Identifies this handle in lock metadata: host, process and handle.
     owner: String,
     shared: Arc<Shared>,
+    /// The manager's registry of holds (where this task's hold is found).
+    holds: Arc<Holds>,
     /// The API this handle serves: the metrics' `source` label.
     source: Source,
     /// Each acquisition is an owner scope of its own (a locked call, a
@@ -80,13 +78,19 @@ pub struct Lock {
 }
 
 impl Lock {
-    pub(crate) fn new(shared: Arc<Shared>, name: String, opts: LockOptions) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        holds: Arc<Holds>,
+        name: String,
+        opts: LockOptions,
+    ) -> Self {
         Lock {
             queue: shared.keys.queue(&name),
             owner: shared.owner_id(),
             name,
             opts,
             shared,
+            holds,
             source: Source::Lock,
             scoped: false,
         }
@@ -188,8 +192,7 @@ impl Lock {
     /// # Ok(()) }
     /// ```
     pub fn hold_count(&self) -> usize {
-        self.shared
-            .holds
+        self.holds
             .owned_by_caller(&self.name)
             .map_or(0, |h| h.count())
     }
@@ -293,7 +296,7 @@ impl Lock {
         self.shared.ensure_open()?;
         // Inside an owner scope that holds this name through this manager
         // (owner.rs): a child section of its hold.
-        let in_scope = crate::owner::acquire_in_scope(
+        let in_scope = acquire_in_scope(
             &self.shared,
             &self.name,
             &self.owner,
@@ -304,7 +307,7 @@ impl Lock {
             return section;
         }
         // The calling task holds this name through this manager already.
-        if let Some(hold) = self.shared.holds.owned_by_caller(&self.name) {
+        if let Some(hold) = self.holds.owned_by_caller(&self.name) {
             if let Some(reentered) = self.reenter(&hold, mode).await {
                 return reentered;
             }
@@ -404,7 +407,7 @@ impl Lock {
         mode: Mode,
         retry: &Retry,
     ) -> Result<(Outcome, String, Arc<Session>, bool)> {
-        let (session, dedicated) = self.shared.session_for(&self.opts, retry).await?;
+        let (session, dedicated) = self.shared.sessions.session_for(&self.opts, retry).await?;
         let value = Metadata::new(&self.owner).encode();
         let contender = Contender::new(
             Arc::clone(&self.shared),
@@ -465,6 +468,7 @@ impl Lock {
             dedicated,
             retry,
             shared: Arc::clone(&self.shared),
+            holds: Arc::clone(&self.holds),
             metrics: self.labels(),
             owner: (!self.scoped).then(TaskOwner::current),
             unanswered: won.unanswered,

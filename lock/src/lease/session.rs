@@ -18,10 +18,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
+use super::options::{safety_margin, LockOptions};
+use super::retry::{Health, Retry};
 use crate::backend::Backend;
 use crate::error::{ErrorCode, LockError, Result};
-use crate::options::{safety_margin, LockOptions};
-use crate::retry::{Health, Retry};
 
 /// When a lease whose keep-alive was sent at `sent` and answered with `ttl`
 /// must be presumed gone: `sent + ttl - margin`. `ttl` is at most the lock's

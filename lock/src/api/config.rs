@@ -6,7 +6,7 @@ use etcd_client::{Client, ConnectOptions};
 
 use crate::backend::etcd::{map_error, DEFAULT_REQUEST_TIMEOUT};
 use crate::error::{ErrorCode, LockError, Result};
-use crate::options::MAX_DURATION;
+use crate::lease::MAX_DURATION;
 
 /// How [`LockManager::connect`](crate::LockManager::connect) reaches etcd.
 ///

@@ -3,7 +3,7 @@
 //! # The key invariant
 //!
 //! A manager has at most **one key per (lock name, lease)**: the local slot
-//! of a name ([`local`](crate::local)) admits one contender at a time, and a
+//! of a name ([`shared`](crate::shared)) admits one contender at a time, and a
 //! contender's key is `{queue}{lease hex}`. Whoever created a key — the
 //! contender while it waits, then the hold while it holds, then the release
 //! or cleanup task — owns deleting it, and keeps the name's local slot,
@@ -41,7 +41,7 @@ use tracing::{debug, warn};
 
 use crate::backend::Backend;
 use crate::error::{ErrorCode, LockError, Result};
-use crate::session::Session;
+use crate::lease::Session;
 
 /// How a persistent delete ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
