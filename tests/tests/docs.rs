@@ -249,13 +249,17 @@ fn is_external(target: &str) -> bool {
 fn broken_links(root: &Path, files: &[PathBuf]) -> Vec<String> {
     let mut parsed = BTreeMap::new();
     for file in files {
-        let text = std::fs::read_to_string(file)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let text =
+            std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         parsed.insert(normalize(file), parse_markdown(&text));
     }
     let mut broken = Vec::new();
     for (file, md) in &parsed {
-        let shown = file.strip_prefix(root).unwrap_or(file).display().to_string();
+        let shown = file
+            .strip_prefix(root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         for (line, target) in &md.links {
             let mut fail = |why: String| broken.push(format!("{shown}:{line}: ({target}): {why}"));
             if target.is_empty() {
@@ -313,11 +317,7 @@ fn relative_links_resolve() {
     let files = markdown_files();
     assert!(files.len() >= 5, "the guide is missing: {files:?}");
     let broken = broken_links(&root, &files);
-    assert!(
-        broken.is_empty(),
-        "broken links:\n{}",
-        broken.join("\n")
-    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
 /// The link checker itself: slugs as GitHub makes them, links found outside
@@ -414,7 +414,9 @@ fn recorded() -> Recorded {
             waiter.await.unwrap();
 
             // A hold lost while held: force-unlocked.
-            let lost = manager.new_lock("docs-lost", LockOptions::default()).unwrap();
+            let lost = manager
+                .new_lock("docs-lost", LockOptions::default())
+                .unwrap();
             let guard = lost.lock().await.unwrap();
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert!(manager.force_unlock("docs-lost").await.unwrap());
@@ -426,10 +428,15 @@ fn recorded() -> Recorded {
             // A keep-alive that fails.
             let faults = Faults::new();
             let faulty = manager.with_faults(&faults);
-            let renewing = faulty.new_lock("docs-renew", LockOptions::default()).unwrap();
+            let renewing = faulty
+                .new_lock("docs-renew", LockOptions::default())
+                .unwrap();
             let guard = renewing.lock().await.unwrap();
             faults.always(Op::KeepAlive, Fault::Fail);
-            assert!(guard.renew().await.is_err(), "the keep-alive was made to fail");
+            assert!(
+                guard.renew().await.is_err(),
+                "the keep-alive was made to fail"
+            );
             faults.heal();
             guard.unlock().await.unwrap();
 
@@ -443,7 +450,12 @@ fn recorded() -> Recorded {
         let entry = out
             .entry(key.key().name().to_owned())
             .or_insert_with(|| (key.kind(), BTreeSet::new()));
-        assert_eq!(entry.0, key.kind(), "{} recorded as two kinds", key.key().name());
+        assert_eq!(
+            entry.0,
+            key.kind(),
+            "{} recorded as two kinds",
+            key.key().name()
+        );
         entry
             .1
             .extend(key.key().labels().map(|l| l.key().to_owned()));
@@ -523,12 +535,37 @@ fn tokenize(expr: &str) -> Vec<Tok> {
     toks
 }
 
-const GROUPING: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+const GROUPING: [&str; 6] = [
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
 /// Words that are not metric names: binary operators, modifiers, and the
 /// aggregation operators (which may take `by (..)` before their `(`).
 const KEYWORDS: [&str; 21] = [
-    "and", "or", "unless", "bool", "offset", "inf", "nan", "sum", "min", "max", "avg", "group",
-    "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile", "limitk",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
     "limit_ratio",
 ];
 
@@ -564,11 +601,10 @@ fn promql_uses(expr: &str) -> Uses {
                 }
             }
             Tok::Ident(word) if KEYWORDS.contains(&word.to_lowercase().as_str()) => {}
-            Tok::Ident(word) if next == Some(&Tok::Punct('(')) => {
-                if word == "label_values" {
-                    label_values_depth = Some(depth + 1);
-                }
+            Tok::Ident(word) if word == "label_values" && next == Some(&Tok::Punct('(')) => {
+                label_values_depth = Some(depth + 1);
             }
+            Tok::Ident(_) if next == Some(&Tok::Punct('(')) => {} // a function
             Tok::Ident(word)
                 if label_values_depth == Some(depth)
                     && matches!(toks.get(i.wrapping_sub(1)), Some(Tok::Punct(','))) =>
@@ -629,7 +665,11 @@ fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<String> {
     }
     let mut out = Vec::new();
     panels(&dashboard["panels"], &mut out);
-    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if var["type"] == "query" {
             let query = &var["query"];
             match query.as_str().or_else(|| query["query"].as_str()) {
@@ -681,9 +721,9 @@ fn dashboard_problems(queries: &[String], recorded: &Recorded) -> Vec<String> {
                 (MetricKind::Histogram, None) => problems.push(format!(
                     "{query}: histogram `{base}` queried without _bucket/_sum/_count"
                 )),
-                (MetricKind::Counter | MetricKind::Gauge, Some(suffix)) => problems.push(
-                    format!("{query}: `{base}` is a {kind:?}, it has no `{suffix}` series"),
-                ),
+                (MetricKind::Counter | MetricKind::Gauge, Some(suffix)) => problems.push(format!(
+                    "{query}: `{base}` is a {kind:?}, it has no `{suffix}` series"
+                )),
                 _ => {}
             }
             used.insert(base.to_owned());
@@ -740,8 +780,8 @@ fn the_dashboard_queries_what_the_code_records() {
 
     let path = root().join("docs/grafana/distlock.json");
     let text = std::fs::read_to_string(&path).unwrap();
-    let dashboard: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
     assert!(dashboard["title"].is_string() && dashboard["panels"].is_array());
     let queries = dashboard_queries(&dashboard);
     assert!(queries.len() >= METRICS.len(), "{queries:#?}");
@@ -787,7 +827,11 @@ fn the_dashboard_check_finds_wrong_metrics_and_labels() {
 
     let recorded: Recorded = [
         (ACQUISITIONS, MetricKind::Counter, &["source", "result"][..]),
-        (WAIT_SECONDS, MetricKind::Histogram, &["source", "result"][..]),
+        (
+            WAIT_SECONDS,
+            MetricKind::Histogram,
+            &["source", "result"][..],
+        ),
         (SESSIONS, MetricKind::Gauge, &[][..]),
     ]
     .into_iter()
@@ -795,10 +839,14 @@ fn the_dashboard_check_finds_wrong_metrics_and_labels() {
     .collect();
     let check = |q: &str| dashboard_problems(&[q.to_owned()], &recorded);
     let only_missing_panels = |p: Vec<String>| -> Vec<String> {
-        p.into_iter().filter(|x| !x.starts_with("no panel")).collect()
+        p.into_iter()
+            .filter(|x| !x.starts_with("no panel"))
+            .collect()
     };
     assert_eq!(
-        only_missing_panels(check("sum by (result) (rate(distlock_acquisitions_total[1m]))")),
+        only_missing_panels(check(
+            "sum by (result) (rate(distlock_acquisitions_total[1m]))"
+        )),
         Vec::<String>::new()
     );
     for bad in [
