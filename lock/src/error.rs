@@ -25,7 +25,8 @@ pub enum ErrorCode {
     Timeout,
     /// The lock is not held by the caller.
     NotHeld,
-    /// The lock is already held by this handle and reentrancy is disabled.
+    /// The calling task (or owner scope) already holds the lock and re-entry
+    /// is off ([`LockOptions::reentrant`](crate::LockOptions::reentrant)).
     AlreadyHeld,
     /// The lock (or the wait for it) was lost: its lease expired or its key was deleted.
     Expired,

@@ -1,4 +1,4 @@
-//! Decides whether a merged history is legal. See the README's "Chaos run" for
+//! Decides whether a merged history is legal. See docs/chaos.md for
 //! the rules in prose; each rule has a unit test below with a history that
 //! breaks it.
 

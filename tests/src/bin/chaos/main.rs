@@ -9,7 +9,7 @@
 //! an HTTP load loop (all this same binary, re-executed with a hidden
 //! subcommand), and a seeded nemesis. Every process records its history as
 //! JSONL; the checker merges them and decides whether the history is legal.
-//! See the README's "Chaos run" section.
+//! See docs/chaos.md.
 
 mod checker;
 mod cluster;
