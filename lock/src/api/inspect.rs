@@ -8,20 +8,24 @@ use std::time::{Duration, SystemTime};
 
 use tracing::info;
 
-use super::info::{LockInfo, Metadata};
+use super::info::{LockInfo, PermitInfo, SemaphoreInfo};
 use super::manager::LockManager;
 use crate::backend::Entry;
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::validate_name;
+use crate::queue::Metadata;
 
-/// A queue's holder as [`LockInfo`], with its lease's expiry from `expiries`.
+/// A lock queue (oldest first, not empty) as [`LockInfo`], with its holder's
+/// lease's expiry from `expiries`.
 fn describe(
     name: &str,
-    holder: &Entry,
-    waiters: usize,
+    prefix: &str,
+    queue: &[Entry],
     expiries: &HashMap<i64, Option<SystemTime>>,
 ) -> LockInfo {
+    let holder = &queue[0];
     let meta = Metadata::decode(&holder.value);
+    let readers = shared_holders(prefix, queue);
     LockInfo {
         name: name.to_owned(),
         create_time: meta.create_time(),
@@ -29,7 +33,45 @@ fn describe(
         key: crate::key::shown(&holder.key).into_owned(),
         expire_time: expiries.get(&holder.lease).copied().flatten(),
         fencing_token: holder.create_rev as u64,
-        waiters,
+        waiters: queue.len() - readers.max(1),
+        readers,
+    }
+}
+
+/// How many shared entries (read locks, downgraded write locks) hold the
+/// lock queue under `prefix` together from its head: 0 when its head is
+/// exclusive.
+fn shared_holders(prefix: &str, queue: &[Entry]) -> usize {
+    let readers = format!("{prefix}r/");
+    let shared =
+        |e: &Entry| e.key.starts_with(readers.as_bytes()) || Metadata::decode(&e.value).shared;
+    queue.iter().take_while(|e| shared(e)).count()
+}
+
+/// A semaphore's queue (oldest first) as [`SemaphoreInfo`].
+fn describe_semaphore(name: &str, queue: &[Entry]) -> SemaphoreInfo {
+    let permits = queue
+        .iter()
+        .find_map(|e| Metadata::decode(&e.value).permits)
+        .unwrap_or(0);
+    let held = (permits as usize).min(queue.len());
+    let holders = queue[..held]
+        .iter()
+        .map(|e| {
+            let meta = Metadata::decode(&e.value);
+            PermitInfo {
+                create_time: meta.create_time(),
+                owner: meta.owner,
+                key: crate::key::shown(&e.key).into_owned(),
+                fencing_token: e.create_rev as u64,
+            }
+        })
+        .collect();
+    SemaphoreInfo {
+        name: name.to_owned(),
+        permits,
+        holders,
+        waiters: queue.len() - held,
     }
 }
 
@@ -55,7 +97,8 @@ impl LockManager {
             return Ok(None);
         };
         let expiries = self.expiries([holder.lease]).await?;
-        Ok(Some(describe(name, holder, entries.len() - 1, &expiries)))
+        let prefix = self.shared.keys.queue(name);
+        Ok(Some(describe(name, &prefix, &entries, &expiries)))
     }
 
     /// Every held lock whose *name* starts with `prefix` (`""` lists all),
@@ -93,7 +136,61 @@ impl LockManager {
         let expiries = self.expiries(queues.values().map(|q| q[0].lease)).await?;
         Ok(queues
             .iter()
-            .map(|(name, queue)| describe(name, &queue[0], queue.len() - 1, &expiries))
+            .map(|(name, queue)| describe(name, &self.shared.keys.queue(name), queue, &expiries))
+            .collect())
+    }
+
+    /// The semaphore `name`'s permits, holders and waiters; `None` when
+    /// nobody holds or waits for it.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let manager = LockManager::in_memory();
+    /// assert!(manager.semaphore_info("pool").await?.is_none());
+    /// let _p = manager.new_semaphore("pool", 4, LockOptions::default())?.acquire().await?;
+    /// assert_eq!(manager.semaphore_info("pool").await?.unwrap().permits, 4);
+    /// # Ok(()) }
+    /// ```
+    pub async fn semaphore_info(&self, name: &str) -> Result<Option<SemaphoreInfo>> {
+        validate_name(name)?;
+        self.shared.ensure_open()?;
+        let queue = self.shared.keys.semaphore(name);
+        let entries = self.shared.backend.list(&queue).await?;
+        Ok((!entries.is_empty()).then(|| describe_semaphore(name, &entries)))
+    }
+
+    /// Every semaphore in use whose name starts with `prefix` (`""` lists
+    /// all), ordered by name.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let manager = LockManager::in_memory();
+    /// let _p = manager.new_semaphore("crawl:a", 2, LockOptions::default())?.acquire().await?;
+    /// let all = manager.list_semaphores("crawl:").await?;
+    /// assert_eq!(all.len(), 1);
+    /// assert_eq!(all[0].name, "crawl:a");
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_semaphores(&self, prefix: &str) -> Result<Vec<SemaphoreInfo>> {
+        self.shared.ensure_open()?;
+        let root = self.shared.keys.semaphore_root();
+        let entries = self.shared.backend.list(&root).await?;
+        let mut queues: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        for entry in entries {
+            if let Some(name) = crate::key::name_under(&root, &entry.key) {
+                if name.starts_with(prefix) {
+                    queues.entry(name).or_default().push(entry);
+                }
+            }
+        }
+        Ok(queues
+            .iter_mut()
+            .map(|(name, queue)| {
+                queue.sort_by_key(|e| e.create_rev);
+                describe_semaphore(name, queue)
+            })
             .collect())
     }
 
