@@ -59,8 +59,9 @@
 //!
 //! # Features
 //!
-//! - `axum`: `PathParam`, axum's named path parameter
-//!   as the key.
+//! - `axum`: `PathParam`, axum's named path parameter as the key; and
+//!   `HeldLock` as an extractor (`FromRequestParts`, and
+//!   `OptionalFromRequestParts` for `Option<HeldLock>`).
 //! - `tonic`: `Rejection::to_status`. gRPC clients get proper statuses
 //!   without it: the layer writes `grpc-status` itself.
 
@@ -72,5 +73,7 @@ mod report;
 #[cfg(feature = "axum")]
 pub use extract::PathParam;
 pub use extract::{GrpcMethod, Header, InvalidGrpcMethod, KeyExtractor, Or, PathSegment, Query};
+#[cfg(feature = "axum")]
+pub use lock::MissingHeldLock;
 pub use lock::{HeldLock, LockBody, LockLayer, LockService, ResponseFuture};
 pub use rejection::{Rejection, RejectionKind};

@@ -87,6 +87,8 @@
 //! ```
 
 mod body;
+#[cfg(feature = "axum")]
+mod from_request;
 mod future;
 mod layer;
 mod service;
@@ -102,6 +104,8 @@ use tokio_util::sync::CancellationToken;
 use future::BoxFuture;
 
 pub use body::LockBody;
+#[cfg(feature = "axum")]
+pub use from_request::MissingHeldLock;
 pub use future::ResponseFuture;
 pub use layer::LockLayer;
 pub use service::LockService;
@@ -110,17 +114,23 @@ pub use service::LockService;
 /// pass the fencing token along with the writes the lock protects, and to
 /// stop early when the lock is lost.
 ///
+/// With the `axum` feature it is an extractor: a handler takes `lock:
+/// HeldLock` (a request that holds no lock is answered 500 with
+/// `MissingHeldLock`: the route is wired wrong), or `lock:
+/// Option<HeldLock>` where requests may run unlocked. Elsewhere, read it
+/// from the request's extensions (`Extension<HeldLock>` works too).
+///
 /// Clones share one state: [`is_held`](HeldLock::is_held) and
 /// [`lost`](HeldLock::lost) can be used from tasks the handler spawns.
 ///
 /// # Example
 ///
 /// ```
-/// use axum::{routing::post, Extension, Router};
+/// use axum::{routing::post, Router};
 /// use distlock::LockManager;
 /// use distlock_tower::{HeldLock, LockLayer, PathSegment};
 ///
-/// async fn pay(Extension(lock): Extension<HeldLock>) -> String {
+/// async fn pay(lock: HeldLock) -> String {
 ///     // e.g. `UPDATE orders SET .., fence = $token WHERE id = $id AND fence <= $token`
 ///     format!("paid under {} with token {}", lock.key(), lock.fencing_token())
 /// }
