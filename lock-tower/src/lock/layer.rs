@@ -62,6 +62,9 @@ impl Waiters {
         let Some(max) = self.max else {
             return Ok(None);
         };
+        // A request acquiring a free key counts too: with a limit of 0, none
+        // could ever get in.
+        let max = max.max(1);
         let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
         let n = count.entry(key.to_owned()).or_default();
         if *n >= max {
@@ -374,8 +377,10 @@ impl<E> LockLayer<E> {
     /// no limit). A request for a key that already has `n` waiters here is
     /// answered at once with [`RejectionKind::QueueFull`] (429 with
     /// `Retry-After` / `RESOURCE_EXHAUSTED`) instead of queueing: load shedding for a
-    /// hot key. The request holding the key is not a waiter; `0` lets a
-    /// request in only when no other one for its key is waiting or acquiring.
+    /// hot key. The request holding the key is not a waiter, but one still
+    /// acquiring a free key is, so `0` acts as `1`: a request is let in only
+    /// when no other one for its key is waiting or acquiring (it does not
+    /// shed every request).
     ///
     /// ```
     /// # use distlock_tower::{Header, LockLayer};

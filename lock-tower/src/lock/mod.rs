@@ -576,6 +576,37 @@ mod tests {
         drop(job);
     }
 
+    /// `max_waiters(0)` lets one request in at a time (it used to shed every
+    /// request, even for free keys).
+    #[tokio::test]
+    async fn max_waiters_zero_lets_one_request_in() {
+        let manager = LockManager::in_memory();
+        let (layer, kinds) =
+            recording(LockLayer::new(manager.clone(), Header::new("x-key")).max_waiters(0));
+        let waiters = Arc::clone(&layer.settings.waiters);
+        let service = layer.layer(service_fn(|_req: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::from("ok")))
+        }));
+        let free = service.clone().oneshot(request("free")).await.unwrap();
+        assert_eq!(free.status(), StatusCode::OK);
+
+        let job = hold(&manager.peer(), "hot").await;
+        let waiting = tokio::spawn(service.clone().oneshot(request("hot")));
+        while waiters.waiting("hot") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let shed = service.clone().oneshot(request("hot")).await.unwrap();
+        assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(*kinds.lock().unwrap(), [RejectionKind::QueueFull]);
+        drop(job);
+        let response = timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
     /// `require_key`: no key is 400 (and the handler does not run).
     #[tokio::test]
     async fn require_key_answers_400_without_a_key() {
