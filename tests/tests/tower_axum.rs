@@ -3,7 +3,7 @@
 //! namespace, plus background jobs locking the same names directly.
 
 mod support;
-use support::http::open;
+use support::http::{open, status_of};
 use support::log::Captured;
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use axum::Router;
 use bytes::Bytes;
 use distlock::{EtcdConfig, LockManager, LockOptions};
 use distlock_tests::{Etcd, TcpProxy};
-use distlock_tower::{Header, HeldLock, LockLayer, Rejection, RejectionKind};
+use distlock_tower::{Header, HeldLock, LockLayer, PathSegment, Rejection, RejectionKind};
 use http::{HeaderMap, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -722,4 +722,82 @@ async fn denied_credentials_answer_500_and_log_one_error() {
     assert_eq!(errors, 1, "{lines:#?}");
     assert_eq!(debugs, 5, "{lines:#?}");
     assert!(lines.iter().all(|l| !l.contains(" WARN ")), "{lines:#?}");
+}
+
+// ---------------------------------------------------------- routing seams ---
+
+/// Issue #21.4: where the layer sits in a `Router` decides whether 404 and
+/// 405 answers take a lock.
+///
+/// On each route's `MethodRouter` (`get(h).route_layer(layer)`, the form the
+/// crate docs recommend) neither does, and neither reaches etcd: with a
+/// closed manager (any lock attempt would be a 503) they stay 404 and 405
+/// while the route itself is 503; with a live manager and the key held by a
+/// job (any lock attempt would wait out the 10 s wait) they come at once and
+/// etcd holds only the job's key, with no waiter.
+///
+/// The other forms, as the docs' table says: `Router::route_layer` locks
+/// before a wrong method's 405; `Router::layer` also before an unknown
+/// path's 404, and with `require_key` and a key from the path answers that
+/// path 400 instead of 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_layer_keeps_404_and_405_free_of_locks() {
+    let etcd = Etcd::start().await;
+    let namespace = etcd.namespace();
+    let live = manager(&etcd, &namespace).await;
+    let jobs = manager(&etcd, &namespace).await;
+    let closed = manager(&etcd, &namespace).await;
+    closed.close().await;
+    let _job = hold(&jobs, "held", None).await;
+    let ok = || get(|| async { "ok" });
+    let key = |k| [(KEY, k)];
+
+    // The recommended form, on a manager whose every lock attempt fails.
+    let recommended = |m: &LockManager| Router::new().route("/work", ok().route_layer(layer(m)));
+    let server = serve(recommended(&closed)).await;
+    let at = server.addr;
+    assert_eq!(status_of(at, "GET", "/work", &key("k")).await, 503);
+    assert_eq!(status_of(at, "POST", "/work", &key("k")).await, 405);
+    assert_eq!(status_of(at, "GET", "/nowhere", &key("k")).await, 404);
+
+    // ... and on a live one, with the key busy.
+    let server = serve(recommended(&live)).await;
+    let at = server.addr;
+    let started = Instant::now();
+    assert_eq!(status_of(at, "POST", "/work", &key("held")).await, 405);
+    assert_eq!(status_of(at, "GET", "/nowhere", &key("held")).await, 404);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a 404 or 405 waited for the key: {:?}",
+        started.elapsed()
+    );
+    let locks = jobs.list_locks("").await.unwrap();
+    let names: Vec<&str> = locks.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["held"]);
+    assert_eq!(locks[0].waiters, 0);
+
+    // Router::route_layer: 404 untouched, but the 405 comes after a lock.
+    let server = serve(
+        Router::new()
+            .route("/work", ok())
+            .route_layer(layer(&closed)),
+    )
+    .await;
+    let at = server.addr;
+    assert_eq!(status_of(at, "GET", "/nowhere", &key("k")).await, 404);
+    assert_eq!(status_of(at, "POST", "/work", &key("k")).await, 503);
+
+    // Router::layer: both come after a lock.
+    let server = serve(Router::new().route("/work", ok()).layer(layer(&closed))).await;
+    let at = server.addr;
+    assert_eq!(status_of(at, "GET", "/nowhere", &key("k")).await, 503);
+    assert_eq!(status_of(at, "POST", "/work", &key("k")).await, 503);
+
+    // Router::layer with `require_key` and a key from the path: an unknown
+    // path has no key, and is answered 400 instead of 404.
+    let by_path = LockLayer::new(live.clone(), PathSegment::new(1).prefix("order:")).require_key();
+    let server = serve(Router::new().route("/orders/{id}", ok()).layer(by_path)).await;
+    let at = server.addr;
+    assert_eq!(status_of(at, "GET", "/orders/7", &[]).await, 200);
+    assert_eq!(status_of(at, "GET", "/nowhere", &[]).await, 400);
 }
