@@ -137,6 +137,27 @@ impl Keyspace {
         format!("{}semaphores/", self.namespace)
     }
 
+    /// `{ns}/elections/`: the prefix of every election of the namespace.
+    ///
+    /// ```
+    /// assert_eq!(distlock::layout::Keyspace::new("/aio").election_root(), "/aio/elections/");
+    /// ```
+    pub fn election_root(&self) -> String {
+        format!("{}elections/", self.namespace)
+    }
+
+    /// `{ns}/elections/{escaped name}/`: the candidates of one election, each
+    /// `{lease hex}` holding exactly its proclaimed value — etcd's own
+    /// layout (`concurrency.Election`, `etcdctl elect {ns}/elections/{name}`).
+    ///
+    /// ```
+    /// let keys = distlock::layout::Keyspace::new("/aio");
+    /// assert_eq!(keys.election("scheduler"), "/aio/elections/scheduler/");
+    /// ```
+    pub fn election(&self, name: &str) -> String {
+        format!("{}{}/", self.election_root(), escape(name))
+    }
+
     /// `{ns}/semaphores/{escaped name}/`: the queue of one semaphore, a key
     /// space of its own (a semaphore and a lock of one name are unrelated).
     ///

@@ -56,8 +56,9 @@ mod api;
 mod macro_support;
 
 pub use api::{
-    EtcdConfig, Lock, LockInfo, LockManager, MultiLock, MultiLockGuard, Permit, PermitInfo,
-    ReadGuard, RwLock, Semaphore, SemaphoreInfo, WriteGuard, MAX_NAMES, MAX_PERMITS,
+    Election, EtcdConfig, Leader, LeaderChanges, Leadership, Lock, LockInfo, LockManager,
+    MultiLock, MultiLockGuard, Permit, PermitInfo, ReadGuard, RwLock, Semaphore, SemaphoreInfo,
+    WriteGuard, MAX_NAMES, MAX_PERMITS, MAX_VALUE_LEN,
 };
 pub use error::{ErrorCode, LockError, Result};
 pub use hold::{LockGuard, OwnerScope};

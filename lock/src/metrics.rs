@@ -15,9 +15,13 @@
 //! | `distlock_held_locks` | gauge | `source` | holds (keys) held now; a reentrant hold counts once |
 //! | `distlock_waiters` | gauge | `source` | `lock` / `lock_timeout` calls of this process waiting now |
 //! | `distlock_sessions` | gauge | — | live sessions (leases kept by this process) |
+//! | `distlock_leaders` | gauge | `source` | elections this process leads now |
+//! | `distlock_leader_transitions_total` | counter | `source` | times this process became the leader of an election |
+//! | `distlock_leader_seconds` | histogram | `source` | how long each leadership lasted (resigned, or lost: see `distlock_losses_total` with `source="election"`) |
 //!
-//! `source` is `lock` (the [`Lock`](crate::Lock) API), `macro`
-//! (`#[distributed_lock]`) or `layer` (distlock-tower). Labels stay bounded:
+//! `source` is `lock` (the [`Lock`](crate::Lock) API and the primitives
+//! built on it), `macro` (`#[distributed_lock]`), `layer` (distlock-tower)
+//! or `election` ([`Election`](crate::Election)). Labels stay bounded:
 //! lock names are not a label unless a manager opts in with
 //! [`LockManager::with_metric_names`](crate::LockManager::with_metric_names),
 //! which adds `name` to every metric that has a `source` — only for lock
@@ -97,6 +101,24 @@ pub const WAITERS: &str = "distlock_waiters";
 /// assert_eq!(distlock::metrics::SESSIONS, "distlock_sessions");
 /// ```
 pub const SESSIONS: &str = "distlock_sessions";
+/// Gauge: elections this process leads now, by `source`.
+///
+/// ```
+/// assert_eq!(distlock::metrics::LEADERS, "distlock_leaders");
+/// ```
+pub const LEADERS: &str = "distlock_leaders";
+/// Counter: times this process became the leader of an election, by `source`.
+///
+/// ```
+/// assert_eq!(distlock::metrics::LEADER_TRANSITIONS, "distlock_leader_transitions_total");
+/// ```
+pub const LEADER_TRANSITIONS: &str = "distlock_leader_transitions_total";
+/// Histogram (seconds): how long each leadership lasted, by `source`.
+///
+/// ```
+/// assert_eq!(distlock::metrics::LEADER_SECONDS, "distlock_leader_seconds");
+/// ```
+pub const LEADER_SECONDS: &str = "distlock_leader_seconds";
 
 /// Which API an acquisition came through: the `source` label. Set by the
 /// macro and the layer on the [`Lock`](crate::Lock) they make; not a public API.
@@ -109,6 +131,8 @@ pub enum Source {
     Macro,
     /// distlock-tower's `LockLayer`.
     Layer,
+    /// An [`Election`](crate::Election)'s campaigns.
+    Election,
 }
 
 impl Source {
@@ -117,6 +141,7 @@ impl Source {
             Source::Lock => "lock",
             Source::Macro => "macro",
             Source::Layer => "layer",
+            Source::Election => "election",
         }
     }
 }
@@ -310,6 +335,33 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.end("released");
+    }
+}
+
+/// One leadership: counted in the leaders gauge and as a transition when it
+/// starts, its duration recorded when it ends (dropped).
+#[derive(Debug)]
+pub(crate) struct Leading {
+    labels: Labels,
+    since: Instant,
+}
+
+impl Leading {
+    pub(crate) fn start(labels: Labels) -> Self {
+        gauge!(LEADERS, labels.with(None)).increment(1.0);
+        counter!(LEADER_TRANSITIONS, labels.with(None)).increment(1);
+        Leading {
+            labels,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        gauge!(LEADERS, self.labels.with(None)).decrement(1.0);
+        histogram!(LEADER_SECONDS, self.labels.with(None))
+            .record(self.since.elapsed().as_secs_f64());
     }
 }
 

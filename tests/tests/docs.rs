@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distlock::metrics::{
-    ACQUISITIONS, HANDOFF_SECONDS, HELD_LOCKS, HOLD_SECONDS, LOSSES, RELEASES, RENEW_FAILURES,
-    SESSIONS, WAITERS, WAIT_SECONDS,
+    ACQUISITIONS, HANDOFF_SECONDS, HELD_LOCKS, HOLD_SECONDS, LEADERS, LEADER_SECONDS,
+    LEADER_TRANSITIONS, LOSSES, RELEASES, RENEW_FAILURES, SESSIONS, WAITERS, WAIT_SECONDS,
 };
 use distlock::testing::{Fault, Faults, Op};
 use distlock::{LockManager, LockOptions};
@@ -368,7 +368,7 @@ fn the_link_checker_finds_broken_links() {
 // ----------------------------------------------------------- metrics ---
 
 /// Every public metric name of distlock.
-const METRICS: [&str; 10] = [
+const METRICS: [&str; 13] = [
     ACQUISITIONS,
     RELEASES,
     LOSSES,
@@ -379,6 +379,9 @@ const METRICS: [&str; 10] = [
     HELD_LOCKS,
     WAITERS,
     SESSIONS,
+    LEADERS,
+    LEADER_TRANSITIONS,
+    LEADER_SECONDS,
 ];
 
 /// Labels Prometheus adds to every series it scrapes (the target's), which
@@ -439,6 +442,18 @@ fn recorded() -> Recorded {
             );
             faults.heal();
             guard.unlock().await.unwrap();
+
+            // A leadership, resigned.
+            let election = manager
+                .new_election("docs-election", LockOptions::default())
+                .unwrap();
+            election
+                .campaign("a")
+                .await
+                .unwrap()
+                .resign()
+                .await
+                .unwrap();
 
             faulty.close().await;
             manager.close().await;

@@ -22,6 +22,17 @@ impl Lock {
         mode: Mode,
         wait: Option<Duration>,
     ) -> Result<Option<LockGuard>> {
+        self.attempt_with(mode, wait, None).await
+    }
+
+    /// [`attempt`](Self::attempt) whose key holds `value` (a candidate's
+    /// proclaimed value), if given, instead of our metadata.
+    pub(super) async fn attempt_with(
+        &self,
+        mode: Mode,
+        wait: Option<Duration>,
+        value: Option<Vec<u8>>,
+    ) -> Result<Option<LockGuard>> {
         let span = tracing::debug_span!(
             "distlock.acquire",
             name = %self.name,
@@ -36,7 +47,7 @@ impl Lock {
         let health = Health::child(&self.shared.health);
         // Boxed: the acquisition's future is large, and nested locked calls
         // (owner scopes, the macro, the layer) poll one inside another.
-        let acquire = Box::pin(self.acquire(mode, &health).instrument(span.clone()));
+        let acquire = Box::pin(self.acquire(mode, &health, value).instrument(span.clone()));
         let result = match wait {
             None => acquire.await,
             Some(wait) => tokio::time::timeout(wait, acquire)
@@ -50,12 +61,17 @@ impl Lock {
         result
     }
 
-    async fn acquire(&self, mode: Mode, health: &Arc<Health>) -> Result<Option<LockGuard>> {
+    async fn acquire(
+        &self,
+        mode: Mode,
+        health: &Arc<Health>,
+        value: Option<Vec<u8>>,
+    ) -> Result<Option<LockGuard>> {
         self.shared.ensure_open()?;
         if self.kind != Kind::Exclusive && self.kind != Kind::Shared {
             // A permit: every acquisition is a permit of its own.
             return tokio::select! {
-                won = self.contend(mode, health) => won,
+                won = self.contend(mode, health, value.clone()) => won,
                 _ = self.shared.closed.cancelled() => Err(LockError::closed()),
             };
         }
@@ -91,7 +107,7 @@ impl Lock {
             }
         }
         tokio::select! {
-            won = self.contend(mode, health) => won,
+            won = self.contend(mode, health, value.clone()) => won,
             _ = self.shared.closed.cancelled() => Err(LockError::closed()),
         }
     }
@@ -143,7 +159,12 @@ impl Lock {
         format!("{queue}r/")
     }
 
-    async fn contend(&self, mode: Mode, health: &Arc<Health>) -> Result<Option<LockGuard>> {
+    async fn contend(
+        &self,
+        mode: Mode,
+        health: &Arc<Health>,
+        value: Option<Vec<u8>>,
+    ) -> Result<Option<LockGuard>> {
         let timeout = self.shared.backend.request_timeout();
         let mut retry = Retry::new(&self.opts).reporting(Arc::clone(health));
         let mut deadline = None;
@@ -162,7 +183,7 @@ impl Lock {
                 deadline = Some(tokio::time::Instant::now() + timeout);
                 retry = retry.within(timeout);
             }
-            let compete = self.compete(slot, mode, &retry);
+            let compete = self.compete(slot, mode, &retry, value.clone());
             let (outcome, key, value, session, dedicated) = match deadline {
                 None => compete.await?,
                 Some(at) => tokio::time::timeout_at(at, compete)
@@ -203,9 +224,13 @@ impl Lock {
         slot: Option<Slot>,
         mode: Mode,
         retry: &Retry,
+        value: Option<Vec<u8>>,
     ) -> Result<(Outcome, String, Vec<u8>, Arc<Session>, bool)> {
         let (session, dedicated) = self.shared.sessions.session_for(&self.opts, retry).await?;
-        let value = self.value();
+        // The caller's value (a candidate's proclaimed value, exactly), or
+        // our metadata, unique to this acquisition.
+        let unique = value.is_none();
+        let value = value.unwrap_or_else(|| self.value());
         let contender = Contender::new(
             Arc::clone(&self.shared),
             Arc::clone(&session),
@@ -214,7 +239,8 @@ impl Lock {
             value.clone(),
             slot,
             retry.clone(),
-        );
+        )
+        .with_unique_value(unique);
         let key = contender.key().to_owned();
         let outcome = contender.acquire(mode).await;
         if dedicated && !matches!(outcome, Ok(Outcome::Won(_))) {

@@ -92,7 +92,8 @@ impl LockManager {
             .shared
             .backend
             .list(&self.shared.keys.queue(name))
-            .await?;
+            .await?
+            .entries;
         let Some(holder) = entries.first() else {
             return Ok(None);
         };
@@ -120,7 +121,12 @@ impl LockManager {
         self.shared.ensure_open()?;
         // Escaping keeps name order within a segment but not across `/` and
         // `%`, so read the namespace and match on decoded names.
-        let entries = self.shared.backend.list(self.shared.keys.root()).await?;
+        let entries = self
+            .shared
+            .backend
+            .list(self.shared.keys.root())
+            .await?
+            .entries;
         let mut queues: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for entry in entries {
             if let Some(name) = self.shared.keys.name_of_key(&entry.key) {
@@ -156,7 +162,7 @@ impl LockManager {
         validate_name(name)?;
         self.shared.ensure_open()?;
         let queue = self.shared.keys.semaphore(name);
-        let entries = self.shared.backend.list(&queue).await?;
+        let entries = self.shared.backend.list(&queue).await?.entries;
         Ok((!entries.is_empty()).then(|| describe_semaphore(name, &entries)))
     }
 
@@ -176,7 +182,7 @@ impl LockManager {
     pub async fn list_semaphores(&self, prefix: &str) -> Result<Vec<SemaphoreInfo>> {
         self.shared.ensure_open()?;
         let root = self.shared.keys.semaphore_root();
-        let entries = self.shared.backend.list(&root).await?;
+        let entries = self.shared.backend.list(&root).await?.entries;
         let mut queues: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for entry in entries {
             if let Some(name) = crate::key::name_under(&root, &entry.key) {
@@ -277,7 +283,8 @@ impl LockManager {
             .shared
             .backend
             .list(&self.shared.keys.queue(name))
-            .await?;
+            .await?
+            .entries;
         let Some(holder) = queue
             .first()
             .filter(|h| token.is_none_or(|t| h.create_rev as u64 == t))

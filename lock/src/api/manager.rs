@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::config::EtcdConfig;
+use super::election::{Election, Observers};
 use super::lock::Lock;
 use super::multi_lock::MultiLock;
 use super::rwlock::RwLock;
@@ -19,6 +20,7 @@ use crate::error::Result;
 use crate::hold::Holds;
 use crate::key::{validate_name, Keyspace};
 use crate::lease::LockOptions;
+use crate::metrics::Source;
 use crate::queue::Kind;
 use crate::shared::Shared;
 
@@ -50,6 +52,8 @@ pub struct LockManager {
     pub(super) shared: Arc<Shared>,
     /// Every hold of this manager: how each hears it is lost.
     pub(super) holds: Arc<Holds>,
+    /// The shared watches of its elections' observers.
+    observers: Arc<Observers>,
     namespace: Arc<str>,
 }
 
@@ -140,6 +144,7 @@ impl LockManager {
         LockManager {
             shared: Shared::new(backend, keys, closed, on_lost),
             holds,
+            observers: Arc::default(),
             namespace: namespace.into(),
         }
     }
@@ -300,6 +305,30 @@ impl LockManager {
             .map(|name| self.new_lock(name, options.clone()))
             .collect::<Result<Vec<Lock>>>()?;
         MultiLock::new(locks)
+    }
+
+    /// A handle on the election `name`: candidates campaign, the oldest
+    /// leads. etcd's own layout (`{ns}/elections/{name}/{lease hex}`
+    /// holding the proclaimed value), so `etcdctl elect {ns}/elections/NAME`
+    /// and Go's `concurrency.Election` take part in the same election. A
+    /// task campaigns once at a time per election (`reentrant` does not
+    /// apply).
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let e = LockManager::in_memory().new_election("scheduler", LockOptions::default())?;
+    /// e.campaign("10.0.0.7:8080").await?.resign().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new_election(&self, name: impl Into<String>, options: LockOptions) -> Result<Election> {
+        let name = name.into();
+        let queue = self.shared.keys.election(&name);
+        let options = options.reentrant(false);
+        let lock = self
+            .handle(name, queue, Kind::Exclusive, options)?
+            .with_metrics_source(Source::Election);
+        Ok(Election::new(lock, Arc::clone(&self.observers)))
     }
 
     /// A handle whose entries are of `kind`, in `queue`.

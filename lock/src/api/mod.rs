@@ -8,6 +8,7 @@
 
 mod acquire;
 mod config;
+mod election;
 mod info;
 mod inspect;
 mod lock;
@@ -17,6 +18,7 @@ mod rwlock;
 mod semaphore;
 
 pub use config::EtcdConfig;
+pub use election::{Election, Leader, LeaderChanges, Leadership, MAX_VALUE_LEN};
 pub use info::{LockInfo, PermitInfo, SemaphoreInfo};
 pub use lock::Lock;
 pub use manager::LockManager;

@@ -9,7 +9,8 @@ use super::errors::{is_lease_gone, is_not_found};
 use super::terms::Terms;
 use super::watch_hub::WatchHub;
 use super::{
-    Ahead, Backend, BoxFuture, DeleteWatch, Enqueued, Entry, Granted, Read, Revisions, Scope, Seen,
+    Ahead, Backend, BoxFuture, ChangeWatch, Enqueued, Entry, Granted, Listing, Read, Revisions,
+    Scope, Seen,
 };
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::Keyspace;
@@ -463,7 +464,7 @@ impl Backend for EtcdBackend {
         })
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>> {
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>> {
         Box::pin(async move {
             self.usable()?;
             let options = GetOptions::new()
@@ -473,7 +474,7 @@ impl Backend for EtcdBackend {
                 .call("range", self.client.clone().get(prefix, Some(options)))
                 .await?;
             self.terms.observe(resp.header());
-            Ok(resp
+            let entries = resp
                 .kvs()
                 .iter()
                 .map(|kv| Entry {
@@ -482,7 +483,11 @@ impl Backend for EtcdBackend {
                     lease: kv.lease(),
                     value: kv.value().to_vec(),
                 })
-                .collect())
+                .collect();
+            Ok(Listing {
+                entries,
+                header: header_revision(resp.header()),
+            })
         })
     }
 
@@ -505,14 +510,15 @@ impl Backend for EtcdBackend {
         })
     }
 
-    fn watch_deletes<'a>(
+    fn watch_prefix<'a>(
         &'a self,
         prefix: &'a str,
         from: i64,
-    ) -> BoxFuture<'a, Result<DeleteWatch>> {
+        puts: bool,
+    ) -> BoxFuture<'a, Result<ChangeWatch>> {
         Box::pin(async move {
             self.usable()?;
-            super::deletions::watch(&self.client, self.request_timeout, prefix, from).await
+            super::changes::watch(&self.client, self.request_timeout, prefix, from, puts).await
         })
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{Ahead, Backend, BoxFuture, DeleteWatch, Enqueued, Entry, Granted, Read, Revisions};
+use super::{Ahead, Backend, BoxFuture, ChangeWatch, Enqueued, Granted, Listing, Read, Revisions};
 use crate::error::{LockError, Result};
 
 /// An operation of the storage interface a lock manager uses.
@@ -42,9 +42,10 @@ pub enum Op {
     /// The keys-only range read that re-confirms held locks (after their
     /// deletion watch missed revisions).
     Revisions,
-    /// Opening the manager's watch of deleted keys, which tells held locks
-    /// that their keys are gone. A fault makes the open fail (and be
-    /// retried), or be refused for good.
+    /// Opening a watch of a prefix: the manager's watch of deleted keys,
+    /// which tells held locks that their keys are gone, and an election
+    /// observer's watch of its candidates. A fault makes the open fail (and
+    /// be retried), or be refused for good.
     WatchDeletes,
 }
 
@@ -389,7 +390,7 @@ impl Backend for FaultyBackend {
         Box::pin(self.run_late(Op::Delete, self.inner.delete(key, rev), Some(stale)))
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>> {
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>> {
         Box::pin(self.run(Op::List, self.inner.list(prefix)))
     }
 
@@ -397,11 +398,13 @@ impl Backend for FaultyBackend {
         Box::pin(self.run(Op::Revisions, self.inner.revisions(prefix)))
     }
 
-    fn watch_deletes<'a>(
+    fn watch_prefix<'a>(
         &'a self,
         prefix: &'a str,
         from: i64,
-    ) -> BoxFuture<'a, Result<DeleteWatch>> {
-        Box::pin(self.run(Op::WatchDeletes, self.inner.watch_deletes(prefix, from)))
+        puts: bool,
+    ) -> BoxFuture<'a, Result<ChangeWatch>> {
+        let watch = self.inner.watch_prefix(prefix, from, puts);
+        Box::pin(self.run(Op::WatchDeletes, watch))
     }
 }

@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{
-    Ahead, Backend, BoxFuture, DeleteWatch, Deletions, Enqueued, Entry, Granted, Read, Revisions,
-    Scope, Seen,
+    Ahead, Backend, BoxFuture, Change, ChangeWatch, Changes, Enqueued, Entry, Granted, Listing,
+    Read, Revisions, Scope, Seen,
 };
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::Keyspace;
@@ -29,9 +29,9 @@ struct Lease {
     expires: Instant,
 }
 
-/// How many deletes the in-memory store remembers for deletion watches; a
+/// How many changes the in-memory store remembers for prefix watches; a
 /// watch from an older revision finds it compacted, as on etcd.
-const DELETE_HISTORY: usize = 100_000;
+const HISTORY: usize = 100_000;
 
 #[derive(Default)]
 struct State {
@@ -39,11 +39,11 @@ struct State {
     next_lease: i64,
     keys: BTreeMap<String, Stored>,
     leases: HashMap<i64, Lease>,
-    /// The latest deletes, `(revision, key)`, oldest first.
-    deletes: VecDeque<(i64, String)>,
-    /// Deletes before this revision are forgotten (compacted).
+    /// The latest changes (puts and deletes), oldest first.
+    log: VecDeque<Change>,
+    /// Changes before this revision are forgotten (compacted).
     compacted: i64,
-    /// How many deletes `deletes` keeps.
+    /// How many changes `log` keeps.
     history: usize,
     /// No lease expires before this (a lower bound: renewals only push
     /// expiries later).
@@ -56,28 +56,38 @@ impl State {
         let removed = self.keys.remove(key).is_some();
         if removed {
             self.revision += 1;
-            self.deletes.push_back((self.revision, key.to_owned()));
-            while self.deletes.len() > self.history {
-                if let Some((rev, _)) = self.deletes.pop_front() {
-                    self.compacted = rev + 1;
-                }
-            }
+            self.remember(key, 0, None);
         }
         removed
     }
 
-    /// The deletes under `prefix` at revision `from` or later; `None` when
-    /// some of them are forgotten.
-    fn deletes_since(&self, prefix: &str, from: i64) -> Option<Vec<(Vec<u8>, i64)>> {
+    /// Remembers a change made at the current revision.
+    fn remember(&mut self, key: &str, create_rev: i64, value: Option<Vec<u8>>) {
+        self.log.push_back(Change {
+            key: key.as_bytes().to_vec(),
+            rev: self.revision,
+            create_rev,
+            value,
+        });
+        while self.log.len() > self.history {
+            if let Some(change) = self.log.pop_front() {
+                self.compacted = change.rev + 1;
+            }
+        }
+    }
+
+    /// The changes under `prefix` at revision `from` or later (deletes, and
+    /// with `puts` puts too); `None` when some of them are forgotten.
+    fn changes_since(&self, prefix: &str, from: i64, puts: bool) -> Option<Vec<Change>> {
         if from < self.compacted {
             return None;
         }
-        let start = self.deletes.partition_point(|(rev, _)| *rev < from);
+        let start = self.log.partition_point(|c| c.rev < from);
         Some(
-            self.deletes
+            self.log
                 .range(start..)
-                .filter(|(_, key)| key.starts_with(prefix))
-                .map(|(rev, key)| (key.clone().into_bytes(), *rev))
+                .filter(|c| c.key.starts_with(prefix.as_bytes()) && (puts || c.value.is_none()))
+                .cloned()
                 .collect(),
         )
     }
@@ -159,6 +169,7 @@ impl State {
             return Some(existing.value.clone());
         }
         let rev = self.revision;
+        self.remember(key, rev, Some(value.clone()));
         let stored = Stored {
             create_rev: rev,
             mod_rev: rev,
@@ -216,10 +227,10 @@ pub(crate) struct MemoryBackend {
 
 impl MemoryBackend {
     pub(crate) fn new() -> Self {
-        Self::with_history(DELETE_HISTORY)
+        Self::with_history(HISTORY)
     }
 
-    /// A store that remembers only the last `history` deletes.
+    /// A store that remembers only the last `history` changes.
     pub(crate) fn with_history(history: usize) -> Self {
         let state = State {
             revision: 1,
@@ -400,8 +411,9 @@ impl Backend for MemoryBackend {
                     Some(s) if s.create_rev == rev => {
                         s.mod_rev = next;
                         s.lease = lease;
-                        s.value = value;
+                        s.value = value.clone();
                         state.revision = next;
+                        state.remember(key, rev, Some(value));
                         true
                     }
                     _ => false,
@@ -470,10 +482,10 @@ impl Backend for MemoryBackend {
         })
     }
 
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>> {
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>> {
         Box::pin(async move {
             let state = self.inner.state();
-            Ok(state
+            let entries = state
                 .queue(prefix)
                 .map(|(k, s)| Entry {
                     key: k.clone().into_bytes(),
@@ -481,7 +493,11 @@ impl Backend for MemoryBackend {
                     lease: s.lease,
                     value: s.value.clone(),
                 })
-                .collect())
+                .collect();
+            Ok(Listing {
+                entries,
+                header: state.revision,
+            })
         })
     }
 
@@ -500,11 +516,12 @@ impl Backend for MemoryBackend {
         })
     }
 
-    fn watch_deletes<'a>(
+    fn watch_prefix<'a>(
         &'a self,
         prefix: &'a str,
         from: i64,
-    ) -> BoxFuture<'a, Result<DeleteWatch>> {
+        puts: bool,
+    ) -> BoxFuture<'a, Result<ChangeWatch>> {
         Box::pin(async move {
             let (tx, rx) = mpsc::channel(16);
             let (inner, prefix) = (Arc::downgrade(&self.inner), prefix.to_owned());
@@ -515,20 +532,20 @@ impl Backend for MemoryBackend {
                     let report = {
                         let Some(inner) = inner.upgrade() else { return };
                         let state = inner.state();
-                        let report = match state.deletes_since(&prefix, from) {
-                            None => Deletions::Compacted,
-                            Some(keys) => Deletions::Deleted {
-                                keys,
+                        let report = match state.changes_since(&prefix, from, puts) {
+                            None => Changes::Compacted,
+                            Some(changes) => Changes::Changed {
+                                changes,
                                 through: state.revision,
                             },
                         };
                         from = state.revision + 1;
                         report
                     };
-                    let done = report == Deletions::Compacted;
-                    if !matches!(&report, Deletions::Deleted { keys, .. } if keys.is_empty())
-                        && tx.send(Ok(report)).await.is_err()
-                    {
+                    let done = report == Changes::Compacted;
+                    let empty =
+                        matches!(&report, Changes::Changed { changes, .. } if changes.is_empty());
+                    if !empty && tx.send(Ok(report)).await.is_err() {
                         return;
                     }
                     if done {

@@ -19,7 +19,7 @@ use crate::error::Result;
 pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 mod batch;
-mod deletions;
+mod changes;
 mod errors;
 pub(crate) mod etcd;
 #[cfg(feature = "fault-injection")]
@@ -127,27 +127,42 @@ pub(crate) struct Revisions {
     pub(crate) header: i64,
 }
 
-/// What a watch of deletions under a prefix reports (see
-/// [`Backend::watch_deletes`]).
+/// One change of a key under a watched prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Deletions {
-    /// These keys were deleted, each with the revision of its delete, and
-    /// every delete under the prefix up to revision `through` has now been
-    /// reported.
-    Deleted {
-        keys: Vec<(Vec<u8>, i64)>,
-        through: i64,
-    },
-    /// The watch can no longer report every delete since its start (the
+pub(crate) struct Change {
+    pub(crate) key: Vec<u8>,
+    /// The revision of the change.
+    pub(crate) rev: i64,
+    /// The key's create revision (0 for a delete).
+    pub(crate) create_rev: i64,
+    /// Its new value; `None` for a delete.
+    pub(crate) value: Option<Vec<u8>>,
+}
+
+/// What a watch of a prefix reports (see [`Backend::watch_prefix`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Changes {
+    /// These changes were made, in revision order, and every change under
+    /// the prefix (of the kinds watched) up to revision `through` has now
+    /// been reported.
+    Changed { changes: Vec<Change>, through: i64 },
+    /// The watch can no longer report every change since its start (the
     /// store compacted revisions it had yet to send) and has ended: re-read
     /// what it was meant to cover, then watch anew.
     Compacted,
 }
 
-/// The receiving end of a deletion watch. It ends (`None`) when the watch
-/// breaks — deletes may then have gone unreported since the last `through`
+/// The receiving end of a prefix watch. It ends (`None`) when the watch
+/// breaks — changes may then have gone unreported since the last `through`
 /// — and dropping it cancels the watch.
-pub(crate) type DeleteWatch = tokio::sync::mpsc::Receiver<Result<Deletions>>;
+pub(crate) type ChangeWatch = tokio::sync::mpsc::Receiver<Result<Changes>>;
+
+/// Every key under a prefix, oldest first, and the store revision read at.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Listing {
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) header: i64,
+}
 
 /// The storage primitives of the lock algorithm. Every call is linearizable.
 pub(crate) trait Backend: Send + Sync + 'static {
@@ -229,19 +244,20 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// `None`); whether a key was deleted.
     fn delete<'a>(&'a self, key: &'a [u8], rev: Option<i64>) -> BoxFuture<'a, Result<bool>>;
 
-    /// Every key under `prefix`, oldest first.
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<Entry>>>;
+    /// Every key under `prefix`, oldest first, with the revision read at.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>>;
 
     /// Every key under `prefix` with its create revision, without values, in
     /// one linearizable read.
     fn revisions<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Revisions>>;
 
-    /// Watches the deletions of keys under `prefix` made at revision `from`
-    /// or later: every such delete is reported, in revision order, until the
-    /// watch ends. Puts are not reported.
-    fn watch_deletes<'a>(
+    /// Watches the changes of keys under `prefix` made at revision `from` or
+    /// later — deletes, and with `puts` puts too (with their values): every
+    /// such change is reported, in revision order, until the watch ends.
+    fn watch_prefix<'a>(
         &'a self,
         prefix: &'a str,
         from: i64,
-    ) -> BoxFuture<'a, Result<DeleteWatch>>;
+        puts: bool,
+    ) -> BoxFuture<'a, Result<ChangeWatch>>;
 }

@@ -52,7 +52,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::backend::{Backend, DeleteWatch, Deletions};
+use crate::backend::{Backend, ChangeWatch, Changes};
 use crate::error::LockError;
 use crate::hold::Hold;
 use crate::metrics::LossCause;
@@ -256,7 +256,7 @@ struct Driver {
     holds: Arc<Holds>,
     /// Tells [`Holds::add`] that this task runs.
     _alive: Arc<()>,
-    watch: Option<DeleteWatch>,
+    watch: Option<ChangeWatch>,
     coverage: Option<Coverage>,
     /// Old holds whose confirmed revision the watch does not cover.
     unconfirmed: Vec<Id>,
@@ -374,7 +374,7 @@ impl Driver {
         match self
             .holds
             .backend
-            .watch_deletes(&self.holds.root, from)
+            .watch_prefix(&self.holds.root, from, false)
             .await
         {
             Ok(watch) => {
@@ -475,15 +475,15 @@ impl Driver {
             report = async { self.watch.as_mut()?.recv().await }, if self.watch.is_some() => report,
         };
         match report {
-            Some(Ok(Deletions::Deleted { keys, through })) => {
-                for (key, rev) in keys {
-                    self.deleted(key, rev);
+            Some(Ok(Changes::Changed { changes, through })) => {
+                for change in changes.into_iter().filter(|c| c.value.is_none()) {
+                    self.deleted(change.key, change.rev);
                 }
                 if let Some(c) = self.coverage.as_mut() {
                     c.seen = c.seen.max(through);
                 }
             }
-            Some(Ok(Deletions::Compacted)) => {
+            Some(Ok(Changes::Compacted)) => {
                 debug!("deletion watch fell behind a compaction; confirming every hold");
                 self.watch = None;
                 self.resync = true;

@@ -30,8 +30,8 @@ pub(crate) struct Hold {
     /// Where the manager's registry finds this hold for re-entry by its
     /// owner: the queue, or the queue's readers' prefix for a read hold.
     pub(crate) owner_key: String,
-    /// The key's value, for changing it in place (a downgrade).
-    value: Vec<u8>,
+    /// The key's value, for changing it in place (a downgrade, a proclaim).
+    value: Mutex<Vec<u8>>,
     /// A write hold that was downgraded to a read hold in place.
     downgraded: std::sync::atomic::AtomicBool,
     /// Our key, shared with the manager's registry of holds.
@@ -101,7 +101,7 @@ impl Hold {
             name: p.name,
             queue: p.queue,
             owner_key: p.owner_key,
-            value: p.value,
+            value: Mutex::new(p.value),
             downgraded: Default::default(),
             key: p.key.into(),
             token: p.rev as u64,
@@ -184,32 +184,44 @@ impl Hold {
     /// keeps its place in the queue (so no writer gets in between) and says
     /// it is shared now, so readers behind it go ahead.
     pub(crate) async fn downgrade(&self) -> Result<()> {
-        self.shared.ensure_open()?;
-        if !self.is_held() {
-            return Err(LockError::new(
-                ErrorCode::Expired,
-                format!("lock `{}` was lost", self.name),
-            ));
-        }
-        let mut meta = Metadata::decode(&self.value);
+        let mut meta = Metadata::decode(&self.value());
         meta.shared = true;
-        let (backend, key) = (&self.shared.backend, &self.key);
-        let (rev, lease, value) = (self.token as i64, self.session.lease(), meta.encode());
-        let retry = crate::lease::Retry::new(&crate::lease::LockOptions::default());
-        let updated = retry
-            .run("downgrade", || {
-                backend.update(key, rev, lease, value.clone())
-            })
-            .await?;
-        if !updated {
-            return Err(LockError::new(
-                ErrorCode::Expired,
-                format!("lock `{}` was lost before it was downgraded", self.name),
-            ));
-        }
+        self.rewrite(meta.encode(), "downgraded").await?;
         self.downgraded
             .store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Puts `value` into this hold's key, in place (the key keeps its place
+    /// and create revision, hence the fencing token), if the hold is still
+    /// held: `Expired` if it was lost before (`what` says what was asked).
+    pub(crate) async fn rewrite(&self, value: Vec<u8>, what: &str) -> Result<()> {
+        self.shared.ensure_open()?;
+        let lost = || {
+            LockError::new(
+                ErrorCode::Expired,
+                format!("lock `{}` was lost before it was {what}", self.name),
+            )
+        };
+        if !self.is_held() {
+            return Err(lost());
+        }
+        let (backend, key) = (&self.shared.backend, &self.key);
+        let (rev, lease) = (self.token as i64, self.session.lease());
+        let retry = crate::lease::Retry::new(&crate::lease::LockOptions::default());
+        let updated = retry
+            .run(what, || backend.update(key, rev, lease, value.clone()))
+            .await?;
+        if !updated {
+            return Err(lost());
+        }
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        Ok(())
+    }
+
+    /// The key's value now.
+    pub(crate) fn value(&self) -> Vec<u8> {
+        self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether the calling task owns this hold (see [`TaskOwner`]).

@@ -105,6 +105,10 @@ pub(crate) struct Contender {
     /// Set when an enqueue attempt got no answer: it may land late, creating
     /// our key again after we deleted it.
     unanswered: Arc<AtomicBool>,
+    /// Whether our value is ours alone (our metadata, with an acquisition
+    /// id), so that a key found with it is our own earlier attempt's; a
+    /// caller's value (a candidate's) may equal a leftover's.
+    unique_value: bool,
     /// The name's local slot: an exclusive entry's key is one per (name,
     /// lease), which only the slot's owner may make; other kinds of entry
     /// have keys of their own (see [`Keyspace::reader`]).
@@ -140,8 +144,24 @@ impl Contender {
             retry,
             written: Written::Nothing,
             unanswered: Arc::default(),
+            unique_value: true,
             slot,
         }
+    }
+
+    /// Says whether our value is ours alone (see `unique_value`).
+    pub(crate) fn with_unique_value(mut self, unique: bool) -> Self {
+        self.unique_value = unique;
+        self
+    }
+
+    /// Whether a key of ours that the enqueue found (with `value`) is a
+    /// leftover of an earlier acquisition rather than our own attempt that
+    /// applied unheard: its value is not ours, or — when values are not
+    /// unique — none of our attempts went unanswered.
+    fn is_leftover_value(&self, value: &[u8]) -> bool {
+        value != self.value.as_slice()
+            || (!self.unique_value && !self.unanswered.load(Ordering::SeqCst))
     }
 
     /// Our key.
@@ -168,7 +188,7 @@ impl Contender {
                 Err(err) => return Err(err),
             };
             match &enqueued.existing {
-                Some(value) if *value != self.value && leftovers < MAX_LEFTOVERS => {
+                Some(value) if self.is_leftover_value(value) && leftovers < MAX_LEFTOVERS => {
                     // A key of ours that outlived its acquisition: never adopt
                     // it (its token would repeat); delete it and enqueue anew.
                     leftovers += 1;
@@ -179,7 +199,7 @@ impl Contender {
                         .await?;
                     self.written = Written::Nothing;
                 }
-                Some(value) if *value != self.value => {
+                Some(value) if self.is_leftover_value(value) => {
                     return Err(LockError::new(
                         ErrorCode::Backend,
                         format!("key `{}` keeps reappearing", self.key),

@@ -1,14 +1,15 @@
-//! An etcd watch of the deletions under a prefix, for
-//! [`Backend::watch_deletes`](super::Backend::watch_deletes): one watch on a
-//! stream of its own, filtered on the server to deletes only (`NoPut`).
+//! An etcd watch of the changes under a prefix, for
+//! [`Backend::watch_prefix`](super::Backend::watch_prefix): one watch on a
+//! stream of its own, filtered on the server to deletes only (`NoPut`)
+//! unless puts are asked for too.
 //!
 //! Opening waits for etcd to accept the watch. A watch refused for want of
 //! permission is retried once after re-authenticating (an expired auth token
 //! looks the same); refused again, it fails with `PermissionDenied`. A watch
 //! from a compacted revision opens as a watch that reports
-//! [`Deletions::Compacted`] at once.
+//! [`Changes::Compacted`] at once.
 //!
-//! Once open, a task forwards delete events and ends the watch (its receiver
+//! Once open, a task forwards the events and ends the watch (its receiver
 //! sees the end) when the stream breaks or goes silent: like the shared watch
 //! stream ([`watch_hub`](super::watch_hub)), a stream silent for a request
 //! timeout is asked for a progress notification, and one that does not
@@ -17,10 +18,11 @@
 //! A progress notification is *not* taken to say how far the watch has
 //! reported, on any etcd version: before the fix of etcd-io/etcd#15220
 //! (etcd 3.4.24 / 3.5.8; the suites run 3.4.23 and 3.5.1) its revision can
-//! run ahead of deletes an unsynced watcher has yet to send, and resuming
+//! run ahead of events an unsynced watcher has yet to send, and resuming
 //! after it would skip them. A watch that resumes after a break starts after
-//! the last delete it reported; if etcd compacted that revision meanwhile,
-//! the holds are re-confirmed by a read (see `holds.rs`).
+//! the last event it reported; if etcd compacted that revision meanwhile,
+//! its user re-reads (the holds registry re-confirms its holds, an election
+//! re-reads its candidates).
 
 use std::time::Duration;
 
@@ -30,19 +32,21 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::errors::map_error;
-use super::{DeleteWatch, Deletions};
+use super::{Change, ChangeWatch, Changes};
 use crate::error::{ErrorCode, LockError, Result};
 
-/// Opens a watch of the deletes under `prefix` from revision `from`.
+/// Opens a watch of the deletes (and with `puts`, the puts) under `prefix`
+/// from revision `from`.
 pub(crate) async fn watch(
     client: &Client,
     request_timeout: Duration,
     prefix: &str,
     from: i64,
-) -> Result<DeleteWatch> {
+    puts: bool,
+) -> Result<ChangeWatch> {
     let mut reauthenticated = false;
     loop {
-        let (stream, first) = open(client, request_timeout, prefix, from).await?;
+        let (stream, first) = open(client, request_timeout, prefix, from, puts).await?;
         let (tx, rx) = mpsc::channel(16);
         if first.canceled() && first.compact_revision() > 0 {
             debug!(
@@ -51,7 +55,7 @@ pub(crate) async fn watch(
                 compacted = first.compact_revision(),
                 "deletion watch from a compacted revision"
             );
-            let _ = tx.try_send(Ok(Deletions::Compacted));
+            let _ = tx.try_send(Ok(Changes::Compacted));
             return Ok(rx);
         }
         if first.canceled() && refused(&first) && !reauthenticated {
@@ -86,11 +90,12 @@ async fn open(
     request_timeout: Duration,
     prefix: &str,
     from: i64,
+    puts: bool,
 ) -> Result<(WatchStream, WatchResponse)> {
-    let options = WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(from)
-        .with_filters([WatchFilterType::NoPut]);
+    let mut options = WatchOptions::new().with_prefix().with_start_revision(from);
+    if !puts {
+        options = options.with_filters([WatchFilterType::NoPut]);
+    }
     let mut client = client.clone();
     let mut stream = bounded(
         request_timeout,
@@ -139,7 +144,7 @@ fn refused(resp: &WatchResponse) -> bool {
 /// its receiver is dropped (which drops, hence cancels, the stream).
 async fn forward(
     mut stream: WatchStream,
-    tx: mpsc::Sender<Result<Deletions>>,
+    tx: mpsc::Sender<Result<Changes>>,
     request_timeout: Duration,
 ) {
     let mut last_heard = Instant::now();
@@ -176,7 +181,7 @@ async fn forward(
                 continue;
             }
         };
-        let done = report == Deletions::Compacted;
+        let done = report == Changes::Compacted;
         if tx.send(Ok(report)).await.is_err() || done {
             return;
         }
@@ -184,24 +189,31 @@ async fn forward(
 }
 
 /// What one response of an open watch reports, if anything.
-fn report(resp: &WatchResponse) -> Option<Deletions> {
+fn report(resp: &WatchResponse) -> Option<Changes> {
     if resp.canceled() {
         // Fell behind a compaction: what it missed must be re-read.
         debug!(
             compacted = resp.compact_revision(),
             "deletion watch compacted"
         );
-        return Some(Deletions::Compacted);
+        return Some(Changes::Compacted);
     }
     if resp.created() {
         return None;
     }
-    let keys: Vec<(Vec<u8>, i64)> = resp
+    let changes: Vec<Change> = resp
         .events()
         .iter()
-        .filter(|e| e.event_type() == EventType::Delete)
-        .filter_map(|e| e.kv())
-        .map(|kv| (kv.key().to_vec(), kv.mod_revision()))
+        .filter_map(|e| {
+            let kv = e.kv()?;
+            let deleted = e.event_type() == EventType::Delete;
+            Some(Change {
+                key: kv.key().to_vec(),
+                rev: kv.mod_revision(),
+                create_rev: if deleted { 0 } else { kv.create_revision() },
+                value: (!deleted).then(|| kv.value().to_vec()),
+            })
+        })
         .collect();
     // Events come in revision order, and etcd sends all of one revision's
     // events together: every delete up to the last event's revision has been
@@ -214,5 +226,5 @@ fn report(resp: &WatchResponse) -> Option<Deletions> {
         .filter_map(|e| e.kv())
         .next_back()
         .map(|kv| kv.mod_revision())?;
-    Some(Deletions::Deleted { keys, through })
+    Some(Changes::Changed { changes, through })
 }
