@@ -13,6 +13,16 @@ use super::manager::LockManager;
 use crate::backend::Entry;
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::validate_name;
+use crate::shared::Shared;
+
+/// The keys of lock `name`'s queue, holder first (oldest create revision),
+/// in one read: what [`LockManager::lock_info`], `force_unlock` and
+/// [`Lock::is_locked`](crate::Lock::is_locked) look at.
+pub(crate) async fn read_queue(shared: &Shared, name: &str) -> Result<Vec<Entry>> {
+    validate_name(name)?;
+    shared.ensure_open()?;
+    shared.backend.list(&shared.keys.queue(name)).await
+}
 
 /// A queue's holder as [`LockInfo`], with its lease's expiry from `expiries`.
 fn describe(
@@ -44,13 +54,7 @@ impl LockManager {
     /// # Ok(()) }
     /// ```
     pub async fn lock_info(&self, name: &str) -> Result<Option<LockInfo>> {
-        validate_name(name)?;
-        self.shared.ensure_open()?;
-        let entries = self
-            .shared
-            .backend
-            .list(&self.shared.keys.queue(name))
-            .await?;
+        let entries = read_queue(&self.shared, name).await?;
         let Some(holder) = entries.first() else {
             return Ok(None);
         };
@@ -174,13 +178,7 @@ impl LockManager {
     /// Deletes the head key of `name`'s queue (if its token is `token`),
     /// fenced by its create revision.
     async fn remove_holder(&self, name: &str, token: Option<u64>) -> Result<bool> {
-        validate_name(name)?;
-        self.shared.ensure_open()?;
-        let queue = self
-            .shared
-            .backend
-            .list(&self.shared.keys.queue(name))
-            .await?;
+        let queue = read_queue(&self.shared, name).await?;
         let Some(holder) = queue
             .first()
             .filter(|h| token.is_none_or(|t| h.create_rev as u64 == t))
