@@ -91,5 +91,6 @@ pub mod __private {
         locked, locked_or_skip, manager, use_default_manager, Key, LockedResult, ManagerRef,
         SkipResult, Spec,
     };
+    pub use std::fmt::Display;
     pub use std::time::Duration;
 }
