@@ -131,10 +131,33 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
         }
         Shape::AsyncTrait { output } => {
             let inner = async_trait_body_mut(&mut func.block).expect("checked by Shape::of");
+            quiet_key_only_bindings(inner, &args.key);
             let original = inner.clone();
             let body = run(&output, quote!(#original));
             *inner = syn::parse_quote!(async move { #body });
             quote!(#func)
+        }
+    }
+}
+
+/// `#[async_trait]` moves each argument into its body (`let request =
+/// request;`); the key is rendered outside that body, so an argument that
+/// only the key uses would be reported unused there. Such bindings, of
+/// arguments the key uses, are allowed to be.
+fn quiet_key_only_bindings(body: &mut syn::ExprAsync, key: &Template) {
+    let used: Vec<&str> = key.uses().collect();
+    for stmt in &mut body.block.stmts {
+        let syn::Stmt::Local(local) = stmt else {
+            continue;
+        };
+        let (syn::Pat::Ident(pat), Some(init)) = (&local.pat, &local.init) else {
+            continue;
+        };
+        let moved = matches!(&*init.expr, syn::Expr::Path(p) if p.path.is_ident(&pat.ident));
+        if moved && used.iter().any(|name| pat.ident == name) {
+            local
+                .attrs
+                .push(syn::parse_quote!(#[allow(unused_variables)]));
         }
     }
 }
@@ -367,7 +390,7 @@ mod tests {
                     -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Result<(), E>> + ::core::marker::Send + 'async_trait>>
                 where 'life0: 'async_trait, Self: 'async_trait
                 {
-                    Box::pin(async move { let __self = self; let __ret: Result<(), E> = { Ok(()) }; __ret })
+                    Box::pin(async move { let __self = self; let id = id; let __ret: Result<(), E> = { Ok(()) }; __ret })
                 }
             },
         );
@@ -377,6 +400,12 @@ mod tests {
         );
         assert!(out.contains("locked :: < Result < () , E > , _ >"), "{out}");
         assert!(out.contains("async move { let __self = self ;"), "{out}");
+        // `id` is the key's: its move into the body is not "unused".
+        assert!(
+            out.contains("# [allow (unused_variables)] let id = id ;"),
+            "{out}"
+        );
+        assert!(!out.contains("# [allow (unused_variables)] let __self"), "{out}");
     }
 
     #[test]

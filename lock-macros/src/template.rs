@@ -40,6 +40,8 @@ pub(crate) struct Placeholder {
     pub(crate) expr: TokenStream,
     /// The placeholder as written, braces included (`{req.id}`), for messages.
     pub(crate) text: String,
+    /// The function's arguments (and `self`) it uses.
+    pub(crate) uses: Vec<String>,
     /// Where the placeholder is: its own bytes of the literal where the
     /// compiler can tell (`Literal::subspan`, nightly compilers today),
     /// else the whole literal.
@@ -120,6 +122,19 @@ impl Template {
                 lit: lit.clone(),
             }),
         }
+    }
+}
+
+impl Template {
+    /// The function's arguments (and `self`) the placeholders use.
+    pub(crate) fn uses(&self) -> impl Iterator<Item = &str> {
+        self.parts
+            .iter()
+            .flat_map(|part| match part {
+                Part::Value(placeholder) => placeholder.uses.as_slice(),
+                Part::Text(_) => &[],
+            })
+            .map(String::as_str)
     }
 }
 
@@ -230,7 +245,7 @@ fn placeholder(inner: &str, names: &[String], span: Span) -> Result<Placeholder,
             )]);
         }
     }
-    let unknown = unknown_names(&expr, names);
+    let (uses, unknown) = names_used(&expr, names);
     if !unknown.is_empty() {
         return Err(unknown
             .iter()
@@ -240,6 +255,7 @@ fn placeholder(inner: &str, names: &[String], span: Span) -> Result<Placeholder,
     Ok(Placeholder {
         expr: respan(expr.into_token_stream(), span),
         text: format!("{{{trimmed}}}"),
+        uses,
         span,
     })
 }
@@ -266,27 +282,29 @@ fn format_spec_head(inner: &str) -> Option<&str> {
     None
 }
 
-/// The names `expr` uses that must be arguments but are not: single
-/// lowercase names (locals, by Rust's naming) used as values, that are
-/// neither in `names` nor bound inside `expr` (closure parameters, `let`s
-/// and match arms of blocks in it). A name called as a function (`hash(x)`)
-/// is a function's name, and names inside macro calls are left to the
-/// compiler. In the order of first use, each once.
-fn unknown_names(expr: &Expr, names: &[String]) -> Vec<String> {
+/// The names of `names` that `expr` uses, and the names it uses that must
+/// be arguments but are not: single lowercase names (locals, by Rust's
+/// naming) used as values, that are neither in `names` nor bound inside
+/// `expr` (closure parameters, `let`s and match arms of blocks in it). A
+/// name called as a function (`hash(x)`) is a function's name, and names
+/// inside macro calls are left to the compiler. Each list in the order of
+/// first use, each name once.
+fn names_used(expr: &Expr, names: &[String]) -> (Vec<String>, Vec<String>) {
     let mut finder = Names::default();
     finder.visit_expr_mut(&mut expr.clone());
     let mut seen = HashSet::new();
-    finder
-        .used
-        .into_iter()
-        .filter(|name| {
-            let local = name == "self" || name.starts_with(|c: char| c.is_lowercase() || c == '_');
-            local
-                && !names.contains(name)
-                && !finder.bound.contains(name)
-                && seen.insert(name.clone())
-        })
-        .collect()
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for name in finder.used {
+        if finder.bound.contains(&name) || !seen.insert(name.clone()) {
+            continue;
+        }
+        if names.contains(&name) {
+            known.push(name);
+        } else if name == "self" || name.starts_with(|c: char| c.is_lowercase() || c == '_') {
+            unknown.push(name);
+        }
+    }
+    (known, unknown)
 }
 
 /// The single names an expression uses as values, and those it binds.
@@ -428,6 +446,11 @@ mod tests {
             .unwrap();
         parse("{match req.id { Some(v) => v, None => 0 }}").unwrap();
         parse("{format!(\"{:>8}\", order_id)}").unwrap();
+        let t = parse("{req.x(order_id, |r| r)}{ids[order_id]}{MAX}").unwrap();
+        assert_eq!(
+            t.uses().collect::<Vec<_>>(),
+            ["req", "order_id", "ids", "order_id"]
+        );
     }
 
     #[test]
