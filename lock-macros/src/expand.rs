@@ -405,7 +405,10 @@ mod tests {
             out.contains("# [allow (unused_variables)] let id = id ;"),
             "{out}"
         );
-        assert!(!out.contains("# [allow (unused_variables)] let __self"), "{out}");
+        assert!(
+            !out.contains("# [allow (unused_variables)] let __self"),
+            "{out}"
+        );
     }
 
     #[test]
