@@ -308,60 +308,31 @@ impl ErrorCode {
     /// status table of [`LockError`].
     fn reply(self) -> Reply {
         use ErrorCode as C;
-        let (http, grpc, retry_later, message) = match self {
-            C::Timeout => (
-                429,
-                GRPC_ABORTED,
-                true,
-                "resource busy: its lock was not acquired in time; retry later",
-            ),
-            C::Backend => (
-                503,
-                GRPC_UNAVAILABLE,
-                true,
-                "the lock service is unavailable; retry later",
-            ),
-            C::Closed => (
-                503,
-                GRPC_UNAVAILABLE,
-                true,
-                "the lock service is shutting down; retry later",
-            ),
-            C::Expired => (
-                503,
-                GRPC_ABORTED,
-                true,
-                "the resource's lock was lost while handling the request; retry",
-            ),
-            C::InvalidKey => (
-                400,
-                GRPC_INVALID_ARGUMENT,
-                false,
-                "invalid lock key for this request",
-            ),
-            C::NotHeld => (
-                409,
-                GRPC_FAILED_PRECONDITION,
-                false,
-                "the resource's lock is not held",
-            ),
-            C::AlreadyHeld => (
-                409,
-                GRPC_FAILED_PRECONDITION,
-                false,
-                "the resource's lock is already held by this request",
-            ),
-            C::PermissionDenied | C::InvalidOptions => (
-                500,
-                GRPC_INTERNAL,
-                false,
-                "internal error: the server's lock configuration is faulty",
-            ),
+        let (http, grpc) = match self {
+            C::Timeout => (429, GRPC_ABORTED),
+            C::Backend | C::Closed => (503, GRPC_UNAVAILABLE),
+            C::Expired => (503, GRPC_ABORTED),
+            C::InvalidKey => (400, GRPC_INVALID_ARGUMENT),
+            C::NotHeld | C::AlreadyHeld => (409, GRPC_FAILED_PRECONDITION),
+            C::PermissionDenied | C::InvalidOptions => (500, GRPC_INTERNAL),
+        };
+        let message = match self {
+            C::Timeout => "resource busy: its lock was not acquired in time; retry later",
+            C::Backend => "the lock service is unavailable; retry later",
+            C::Closed => "the lock service is shutting down; retry later",
+            C::Expired => "the resource's lock was lost while handling the request; retry",
+            C::InvalidKey => "invalid lock key for this request",
+            C::NotHeld => "the resource's lock is not held",
+            C::AlreadyHeld => "the resource's lock is already held by this request",
+            C::PermissionDenied | C::InvalidOptions => {
+                "internal error: the server's lock configuration is faulty"
+            }
         };
         Reply {
             http,
             grpc,
-            retry_later,
+            // A busy resource or an unavailable service: retry later.
+            retry_later: matches!(http, 429 | 503),
             message,
         }
     }
