@@ -521,13 +521,11 @@ mod tests {
             ]
         );
         for code in ALL {
-            let reply = code.reply();
-            // Retry-After exactly on the 429s and 503s.
-            assert_eq!(
-                reply.retry_later,
-                matches!(reply.http, 429 | 503),
-                "{code:?}"
+            let later = matches!(
+                code,
+                ErrorCode::Timeout | ErrorCode::Backend | ErrorCode::Closed | ErrorCode::Expired
             );
+            assert_eq!(code.reply().retry_later, later, "{code:?}");
         }
     }
 
