@@ -8,8 +8,11 @@
 //! 1. four payments of one order, spread over both servers: one at a time;
 //! 2. payments of four different orders: all at once;
 //! 3. a background job holding `order:7`: a payment of order 7 waits 1 s,
-//!    then gets the layer's busy answer with `Retry-After`;
-//! 4. `GET /health`, outside the layer, is never locked;
+//!    then gets `429` with `Retry-After` (a busy order is not a server
+//!    failure: no 5xx for proxies and tracing to count);
+//! 4. `GET /health`, outside the layer, is never locked; neither are an
+//!    unknown path (404) nor a wrong method (405): the layer sits on the
+//!    route's method router (`post(pay).route_layer(layer)`);
 //! 5. `GET /metrics`, outside the layer too, serves distlock's metrics in the
 //!    Prometheus text format (`metrics-exporter-prometheus`, installed as the
 //!    process's `metrics` recorder): acquisitions, waits, holds, ... with
@@ -24,7 +27,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
@@ -45,11 +48,7 @@ const BUCKETS: &[f64] = &[
 ];
 
 /// Pays an order: 100 ms of work under the order's lock.
-async fn pay(State(server): State<&'static str>, Path(id): Path<u32>, req: Request) -> String {
-    let lock = req
-        .extensions()
-        .get::<HeldLock>()
-        .expect("runs under the layer");
+async fn pay(State(server): State<&'static str>, Path(id): Path<u32>, lock: HeldLock) -> String {
     tokio::time::sleep(Duration::from_millis(100)).await;
     format!(
         "order {id} paid on {server} under `{}` (fencing token {})",
@@ -66,16 +65,17 @@ fn app(server: &'static str, manager: LockManager, metrics: PrometheusHandle) ->
     let layer = LockLayer::new(manager, PathParam::new("id").prefix("order:"))
         .ttl(Duration::from_secs(10)) // a crashed server frees its orders within 10 s
         .expect("a valid TTL")
-        .wait(Duration::from_secs(1)) // then 503 + Retry-After
+        .wait(Duration::from_secs(1)) // then 429 + Retry-After
         .retry_after(Duration::from_secs(2))
         .max_hold(Duration::from_secs(30)) // no request holds an order longer
         .max_waiters(16) // more requests for one order are shed at once
-        .require_key(); // the routes below never run unlocked
-                        // Router::layer wraps each route after routing, so `PathParam` sees `{id}`.
+        .require_key(); // the route below never runs unlocked
+                        // On the route's method router: after routing, so `PathParam` sees
+                        // `{id}`; and only requests that reach `pay` take a lock (not 404s,
+                        // not 405s).
     Router::new()
-        .route("/orders/{id}/pay", post(pay))
-        .layer(layer)
-        .route("/health", get(|| async { "ok" })) // added after the layer: unlocked
+        .route("/orders/{id}/pay", post(pay).route_layer(layer))
+        .route("/health", get(|| async { "ok" })) // no layer: unlocked
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
@@ -180,7 +180,10 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
 
-    println!("\n3. a background job holds `order:7`; a payment of order 7 gives up after 1 s");
+    println!(
+        "\n3. a background job holds `order:7`; a payment of order 7 gives up after 1 s \
+         (429), while /health, a wrong method (405) and an unknown path (404) answer at once"
+    );
     let jobs = LockManager::connect(config, namespace).await?;
     let job = jobs
         .new_lock("order:7", LockOptions::default())?
@@ -189,6 +192,8 @@ async fn main() -> Result<(), Error> {
     burst(vec![
         (a, "POST", "/orders/7/pay".to_owned()),
         (b, "GET", "/health".to_owned()),
+        (b, "GET", "/orders/7/pay".to_owned()),
+        (a, "POST", "/orders/7/refund".to_owned()),
     ])
     .await?;
     job.unlock().await?;

@@ -6,9 +6,10 @@
 //! It starts the server, makes calls, prints what happened, exits:
 //!
 //! 1. a `Check` for order 42: `SERVING`;
-//! 2. while a background job holds `order:42`: the layer's busy status
-//!    after its 500 ms wait, and calls for other orders or without an order
-//!    still pass;
+//! 2. while a background job holds `order:42`: `ABORTED` (a busy order, not
+//!    an unavailable server; `grpc-retry-pushback-ms` says when to retry)
+//!    after the layer's 500 ms wait, and calls for other orders or without
+//!    an order still pass;
 //! 3. a server-streaming `Watch` for order 9 holds its lock until the client
 //!    drops the stream.
 //!

@@ -600,9 +600,12 @@ impl std::error::Error for InvalidGrpcMethod {}
 /// after an optional prefix (needs the `axum` feature).
 ///
 /// It reads what axum's router stores in the request's extensions once a
-/// route matched, so it works where the layer runs *after* routing: added
-/// with `Router::layer` or `Router::route_layer` (each route's service is
-/// wrapped), or on a `MethodRouter`. It finds nothing, and the request passes
+/// route matched, so it works where the layer runs *after* routing: on a
+/// `MethodRouter` (`post(h).route_layer(layer)`, the recommended form, see
+/// [`LockLayer`](crate::LockLayer#where-to-put-it-in-an-axum-router)), or
+/// added with `Router::route_layer` or `Router::layer` (each route's service
+/// is wrapped; the router's fallback, under `Router::layer`, has no
+/// parameters). It finds nothing, and the request passes
 /// unlocked (or is answered 400 with [`require_key`](crate::LockLayer::require_key)),
 /// where the layer runs *before* routing: around the whole `Router`
 /// (`ServiceBuilder::new().layer(..).service(router)`, `Router::into_service`
@@ -620,13 +623,14 @@ impl std::error::Error for InvalidGrpcMethod {}
 /// use axum::{routing::post, Router};
 /// use distlock_tower::{LockLayer, PathParam};
 ///
+/// let lock = LockLayer::new(
+///     distlock::LockManager::in_memory(),
+///     PathParam::new("order_id").prefix("order:"),
+/// );
+/// // On each route's method router: 404 and 405 answers take no lock.
 /// let app: Router = Router::new()
-///     .route("/orders/{order_id}/pay", post(|| async { "paid" }))
-///     .route("/orders/{order_id}/refund", post(|| async { "refunded" }))
-///     .layer(LockLayer::new(
-///         distlock::LockManager::in_memory(),
-///         PathParam::new("order_id").prefix("order:"),
-///     ));
+///     .route("/orders/{order_id}/pay", post(|| async { "paid" }).route_layer(lock.clone()))
+///     .route("/orders/{order_id}/refund", post(|| async { "refunded" }).route_layer(lock));
 /// ```
 #[cfg(feature = "axum")]
 #[derive(Debug, Clone)]

@@ -13,8 +13,15 @@
 //!   a server keeps at most one waiter per key in etcd;
 //! - the lock covers the whole response, streamed body included, and is
 //!   released as soon as the body ends or the client goes away;
-//! - a request that waits too long gets HTTP 503 with `Retry-After`, or gRPC
-//!   `UNAVAILABLE` (see [`Rejection`]); so does one whose backend fails;
+//! - rejections are answers that do not make a healthy server look broken:
+//!   a busy key is 429 with `Retry-After` (gRPC `ABORTED`), a full queue 429
+//!   (`RESOURCE_EXHAUSTED`), an etcd outage 503 (`UNAVAILABLE`), a lock lost
+//!   mid-request 503 (`ABORTED`, not transparently retried), a configuration
+//!   fault 500 (`INTERNAL`), a bad key 400 (`INVALID_ARGUMENT`); each code
+//!   can be changed ([`LockLayer::status_for`], [`LockLayer::grpc_code_for`])
+//!   and the whole answer too ([`LockLayer::on_rejection`], which takes a
+//!   closure returning anything axum turns into a response). See
+//!   [`RejectionKind`](RejectionKind#default-answers) for the table and why;
 //! - protections: [`max_hold`](LockLayer::max_hold) (the longest a request
 //!   holds its key), [`max_waiters`](LockLayer::max_waiters) (load shedding
 //!   per key), [`require_key`](LockLayer::require_key) (400 instead of
@@ -32,26 +39,41 @@
 //! ```
 //! use axum::{routing::post, Router};
 //! use distlock::LockManager;
-//! use distlock_tower::{LockLayer, PathSegment};
+//! use distlock_tower::{HeldLock, LockLayer, PathParam};
 //! use std::time::Duration;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! // On etcd: LockManager::connect(EtcdConfig::new(["http://127.0.0.1:2379"]), "/shop").await?
 //! let manager = LockManager::in_memory();
+//! let lock = LockLayer::new(manager, PathParam::new("id").prefix("order:"))
+//!     .ttl(Duration::from_secs(10))
+//!     .expect("10s is a valid TTL")
+//!     .wait(Duration::from_secs(3));
 //!
 //! // POST /orders/{id}/pay runs one at a time per order, fleet-wide.
-//! let app: Router = Router::new()
-//!     .route("/orders/{id}/pay", post(|| async { "paid" }))
-//!     .layer(
-//!         LockLayer::new(manager, PathSegment::new(1).prefix("order:"))
-//!             .ttl(Duration::from_secs(10))
-//!             .expect("10s is a valid TTL")
-//!             .wait(Duration::from_secs(3)),
-//!     );
+//! async fn pay(lock: HeldLock) -> String {
+//!     format!("paid under {} (fencing token {})", lock.key(), lock.fencing_token())
+//! }
+//! let app: Router = Router::new().route("/orders/{id}/pay", post(pay).route_layer(lock));
 //! # let _ = app;
 //! // axum::serve(listener, app).await?;
 //! # }
 //! ```
+//!
+//! # With axum: `route_layer` on each route
+//!
+//! Put the layer on the routes' method routers (`post(pay).route_layer(lock)`):
+//! only requests that reach a handler take a lock, so an unknown path stays
+//! 404 and a wrong method 405, without touching etcd. `Router::layer` also
+//! wraps the router's fallback (an unknown path takes a lock first, or with
+//! [`require_key`](LockLayer::require_key) and a key from the path is
+//! answered 400 instead of 404), and both `Router::layer` and
+//! `Router::route_layer` wrap each route's 405 answer. See
+//! [`LockLayer`](LockLayer#where-to-put-it-in-an-axum-router).
+//!
+//! In a handler, [`HeldLock`] is an extractor (`lock: HeldLock`, or
+//! `Option<HeldLock>` where requests may run unlocked): its key, its fencing
+//! token, and whether it is still held.
 //!
 //! With tonic: `Server::builder().layer(LockLayer::new(manager, Header::new("x-order-id").prefix("order:")))`.
 //!
@@ -59,18 +81,28 @@
 //!
 //! # Features
 //!
-//! - `axum`: `PathParam`, axum's named path parameter
-//!   as the key.
-//! - `tonic`: `Rejection::to_status`. gRPC clients get proper statuses
-//!   without it: the layer writes `grpc-status` itself.
+//! - `axum`: `PathParam` (axum's named path parameter as the key),
+//!   `HeldLock` as an extractor (`FromRequestParts`, and
+//!   `OptionalFromRequestParts` for `Option<HeldLock>`), and
+//!   [`on_rejection`](LockLayer::on_rejection) handlers returning anything
+//!   that implements axum's `IntoResponse`.
+//! - `tonic`: `Rejection::to_status`, and `tonic::Code` accepted wherever a
+//!   [`GrpcCode`] is. gRPC clients get proper statuses without it: the layer
+//!   writes `grpc-status` itself.
 
 pub mod extract;
+mod grpc;
 pub mod lock;
 mod rejection;
 mod report;
+mod respond;
 
 #[cfg(feature = "axum")]
 pub use extract::PathParam;
 pub use extract::{GrpcMethod, Header, InvalidGrpcMethod, KeyExtractor, Or, PathSegment, Query};
+pub use grpc::GrpcCode;
+#[cfg(feature = "axum")]
+pub use lock::MissingHeldLock;
 pub use lock::{HeldLock, LockBody, LockLayer, LockService, ResponseFuture};
 pub use rejection::{Rejection, RejectionKind};
+pub use respond::IntoRejectionResponse;

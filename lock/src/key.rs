@@ -14,6 +14,14 @@ use crate::error::{ErrorCode, LockError, Result};
 /// The longest accepted lock name, in bytes.
 pub(crate) const MAX_NAME_LEN: usize = 1024;
 
+/// The name of the queue under `root` that `key` is in: the escaped segment
+/// after `root`, unescaped.
+pub(crate) fn name_under(root: &str, key: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(root.as_bytes())?;
+    let slash = rest.iter().position(|b| *b == b'/')?;
+    unescape(std::str::from_utf8(&rest[..slash]).ok()?)
+}
+
 /// A key for logs and [`LockInfo`](crate::LockInfo): as text, with bytes
 /// that are not UTF-8 shown as U+FFFD.
 pub(crate) fn shown(key: &[u8]) -> std::borrow::Cow<'_, str> {
@@ -89,6 +97,8 @@ pub fn unescape(segment: &str) -> Option<String> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Keyspace {
+    /// `{ns}/`
+    namespace: String,
     /// `{ns}/locks/`
     root: String,
 }
@@ -102,9 +112,40 @@ impl Keyspace {
     /// assert_eq!(Keyspace::new("/aio").root(), Keyspace::new("/aio/").root());
     /// ```
     pub fn new(ns: &str) -> Self {
+        let namespace = format!("{}/", ns.trim_end_matches('/'));
         Keyspace {
-            root: format!("{}/locks/", ns.trim_end_matches('/')),
+            root: format!("{namespace}locks/"),
+            namespace,
         }
+    }
+
+    /// `{ns}/`: the prefix of every key of the namespace (locks, semaphores).
+    ///
+    /// ```
+    /// assert_eq!(distlock::layout::Keyspace::new("/aio").namespace(), "/aio/");
+    /// ```
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// `{ns}/semaphores/`: the prefix of every semaphore of the namespace.
+    ///
+    /// ```
+    /// assert_eq!(distlock::layout::Keyspace::new("/aio").semaphore_root(), "/aio/semaphores/");
+    /// ```
+    pub fn semaphore_root(&self) -> String {
+        format!("{}semaphores/", self.namespace)
+    }
+
+    /// `{ns}/semaphores/{escaped name}/`: the queue of one semaphore, a key
+    /// space of its own (a semaphore and a lock of one name are unrelated).
+    ///
+    /// ```
+    /// let keys = distlock::layout::Keyspace::new("/aio");
+    /// assert_eq!(keys.semaphore("crawl:a/b"), "/aio/semaphores/crawl:a%2Fb/");
+    /// ```
+    pub fn semaphore(&self, name: &str) -> String {
+        format!("{}{}/", self.semaphore_root(), escape(name))
     }
 
     /// `{ns}/locks/`: the prefix of every lock of the namespace.
@@ -125,9 +166,31 @@ impl Keyspace {
         format!("{}{}/", self.root, escape(name))
     }
 
-    /// `{queue}{lease hex}`: one contender's key.
+    /// `{queue}{lease hex}`: an exclusive entry's key (a mutex, a writer) —
+    /// one per (name, lease) per manager, as etcdctl's and Go's.
     pub(crate) fn contender(queue: &str, lease: i64) -> String {
         format!("{queue}{lease:x}")
+    }
+
+    /// `{queue}r/{lease hex}.{n hex}`: a reader's (shared) entry, unique to
+    /// one acquisition. It sorts after every exclusive entry's key, so a
+    /// reader finds the exclusive entries ahead of it with one range read
+    /// ([`exclusive_range`](Self::exclusive_range)); etcdctl and Go see it
+    /// as a contender like any other, so their mutexes exclude readers.
+    pub(crate) fn reader(queue: &str, lease: i64, n: u64) -> String {
+        format!("{queue}r/{lease:x}.{n:x}")
+    }
+
+    /// `{semaphore queue}{lease hex}.{n hex}`: one permit's key, unique to one
+    /// acquisition.
+    pub(crate) fn permit(queue: &str, lease: i64, n: u64) -> String {
+        format!("{queue}{lease:x}.{n:x}")
+    }
+
+    /// The keys of the exclusive entries of `queue`: `[{queue}0, {queue}g)`,
+    /// which holds every lowercase-hex lease id and no reader's key.
+    pub(crate) fn exclusive_range(queue: &str) -> (String, String) {
+        (format!("{queue}0"), format!("{queue}g"))
     }
 
     /// The lease of a contender key in `queue`, if it is one.
@@ -151,9 +214,7 @@ impl Keyspace {
     /// [`name_of`](Self::name_of) for a key as etcd stores it, in bytes:
     /// another client may put a key that is not UTF-8 under a queue.
     pub(crate) fn name_of_key(&self, key: &[u8]) -> Option<String> {
-        let rest = key.strip_prefix(self.root.as_bytes())?;
-        let slash = rest.iter().position(|b| *b == b'/')?;
-        unescape(std::str::from_utf8(&rest[..slash]).ok()?)
+        name_under(&self.root, key)
     }
 }
 
@@ -214,6 +275,26 @@ mod tests {
         }
         assert_eq!(escape("order:42"), "order:42");
         assert_eq!(unescape("%zz"), None);
+    }
+
+    #[test]
+    fn readers_sort_after_every_exclusive_entry() {
+        let queue = Keyspace::new("/ns").queue("doc");
+        let (start, end) = Keyspace::exclusive_range(&queue);
+        for exclusive in [
+            Keyspace::contender(&queue, 0),
+            Keyspace::contender(&queue, i64::MAX),
+            Keyspace::contender(&queue, 0x694d_beef),
+        ] {
+            assert!(start <= exclusive && exclusive < end, "{exclusive}");
+        }
+        let reader = Keyspace::reader(&queue, 0x694d_beef, 7);
+        assert!(reader >= end && reader.starts_with(&queue), "{reader}");
+        assert_eq!(Keyspace::lease_of(&queue, reader.as_bytes()), None);
+        let ks = Keyspace::new("/ns");
+        assert_eq!(ks.name_of(&reader).as_deref(), Some("doc"));
+        let permit = Keyspace::permit(&ks.semaphore("s"), 0x10, 2);
+        assert_eq!(permit, "/ns/semaphores/s/10.2");
     }
 
     #[test]

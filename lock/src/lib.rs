@@ -55,7 +55,10 @@ mod api;
 // 6. what `#[distributed_lock]`'s expansion calls.
 mod macro_support;
 
-pub use api::{EtcdConfig, Lock, LockInfo, LockManager};
+pub use api::{
+    EtcdConfig, Lock, LockInfo, LockManager, MultiLock, MultiLockGuard, Permit, PermitInfo,
+    ReadGuard, RwLock, Semaphore, SemaphoreInfo, WriteGuard, MAX_NAMES, MAX_PERMITS,
+};
 pub use error::{ErrorCode, LockError, Result};
 pub use hold::{LockGuard, OwnerScope};
 pub use lease::{LockOptions, MAX_DURATION};

@@ -175,15 +175,12 @@ impl Attempt {
         }
     }
 
-    /// Records the call's result, and its outcome and token on `span`.
-    pub(crate) fn finish(
-        mut self,
-        span: &tracing::Span,
-        result: &Result<Option<crate::LockGuard>>,
-    ) {
+    /// Records the call's result (the fencing token it acquired, `None`
+    /// for a busy try), and its outcome and token on `span`.
+    pub(crate) fn finish(mut self, span: &tracing::Span, result: Result<Option<u64>, &LockError>) {
         let outcome = match result {
-            Ok(Some(guard)) => {
-                span.record("token", guard.fencing_token());
+            Ok(Some(token)) => {
+                span.record("token", token);
                 "acquired"
             }
             Ok(None) => "busy",

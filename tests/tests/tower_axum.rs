@@ -3,7 +3,8 @@
 //! namespace, plus background jobs locking the same names directly.
 
 mod support;
-use support::http::open;
+use support::http::{open, status_of};
+use support::log::Captured;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,7 +21,7 @@ use axum::Router;
 use bytes::Bytes;
 use distlock::{EtcdConfig, LockManager, LockOptions};
 use distlock_tests::{Etcd, TcpProxy};
-use distlock_tower::{Header, HeldLock, LockLayer, Rejection, RejectionKind};
+use distlock_tower::{Header, HeldLock, LockLayer, PathSegment, Rejection, RejectionKind};
 use http::{HeaderMap, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -408,10 +409,10 @@ async fn distinct_keys_run_concurrently_and_keyless_requests_pass() {
     assert_eq!(reply.status, StatusCode::OK);
 }
 
-/// A wait past `.wait(..)` is a 503 with `Retry-After`; bad keys are 400;
-/// `on_rejection` replaces the answer.
+/// A wait past `.wait(..)` for a busy key is a 429 with `Retry-After` (not a
+/// server failure); bad keys are 400; `on_rejection` replaces the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timeouts_answer_503_with_retry_after_and_are_customizable() {
+async fn a_busy_key_answers_429_with_retry_after_and_is_customizable() {
     let kinds = Arc::new(Mutex::new(Vec::new()));
     let seen = kinds.clone();
     let fleet = Fleet::start_with(move |m| {
@@ -423,7 +424,7 @@ async fn timeouts_answer_503_with_retry_after_and_are_customizable() {
             seen.lock().unwrap().push(r.kind());
             if r.key() == "custom" {
                 http::Response::builder()
-                    .status(StatusCode::TOO_MANY_REQUESTS)
+                    .status(StatusCode::CONFLICT)
                     .body(format!("busy: {}", r.key()).into())
                     .unwrap()
             } else {
@@ -439,7 +440,7 @@ async fn timeouts_answer_503_with_retry_after_and_are_customizable() {
     let started = Instant::now();
     let reply = call(fleet.addr(0), "/work", Some("busy")).await;
     let waited = started.elapsed();
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(reply.headers["retry-after"], "2");
     assert!(reply.body.contains("busy"), "{}", reply.body);
     assert!(
@@ -448,7 +449,7 @@ async fn timeouts_answer_503_with_retry_after_and_are_customizable() {
     );
 
     let reply = call(fleet.addr(1), "/work", Some("custom")).await;
-    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.status, StatusCode::CONFLICT);
     assert_eq!(reply.body, "busy: custom");
 
     for bad in [String::new(), "x".repeat(2000)] {
@@ -558,7 +559,9 @@ async fn a_disconnecting_client_releases_the_lock() {
 }
 
 /// A lock lost mid-request (here: force-unlocked) cancels the handler at its
-/// next await and answers 503; lost mid-stream, the body ends in an error.
+/// next await and answers 503 without `Retry-After` (part of its work may be
+/// done: no advice to simply send it again); lost mid-stream, the body ends
+/// in an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lock_cancels_the_handler_or_ends_the_body() {
     let fleet = Fleet::start().await;
@@ -575,7 +578,8 @@ async fn a_lost_lock_cancels_the_handler_or_ends_the_body() {
         .expect("the lost lock ends the request")
         .unwrap();
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(reply.headers.contains_key("retry-after"));
+    assert!(!reply.headers.contains_key("retry-after"));
+    assert!(reply.body.contains("partly"), "{}", reply.body);
     assert!(fleet.probe.events().contains(&"hang:cancelled".to_owned()));
 
     let (response, _conn) = open(fleet.addr(1), "/forever", &[(KEY, "ls"), ("x-tag", "L")]).await;
@@ -595,7 +599,8 @@ async fn a_lost_lock_cancels_the_handler_or_ends_the_body() {
 }
 
 /// A backend that does not answer, or a closed manager, gets the request a
-/// 503, not a dropped connection.
+/// 503 with `Retry-After` (an outage: nothing ran, a later retry may work),
+/// not a dropped connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_failures_answer_503() {
     let etcd = Etcd::start().await;
@@ -647,4 +652,152 @@ async fn backend_failures_answer_503() {
         Some(&RejectionKind::Unavailable)
     );
     assert_eq!(probe.events(), ["work:b:start"]);
+}
+
+/// `status_for` replaces one kind's status on a real server; the kind's
+/// retry advice stays, and other kinds keep their defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_for_replaces_one_kinds_status() {
+    let etcd = Etcd::start().await;
+    let namespace = etcd.namespace();
+    let server_manager = manager(&etcd, &namespace).await;
+    let jobs = manager(&etcd, &namespace).await;
+    let probe = Arc::new(Probe::default());
+    let server = serve(app(
+        probe,
+        layer(&server_manager)
+            .wait(Duration::from_millis(300))
+            .status_for(RejectionKind::Timeout, StatusCode::CONFLICT),
+    ))
+    .await;
+    let _busy = hold(&jobs, "busy", None).await;
+
+    let reply = call(server.addr, "/work", Some("busy")).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert!(reply.body.contains("busy"), "{}", reply.body);
+    let reply = call(server.addr, "/work", Some("")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+/// etcd denies the server's credentials access to the key (a user whose
+/// role may only read the namespace): each request is answered 500 at once,
+/// without `Retry-After` (a configuration fault, not an outage: retrying
+/// does not help), and the fault is logged at `error` level once for the
+/// lot (rate-limited per layer), each request at `debug`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_credentials_answer_500_and_log_one_error() {
+    let captured = Captured::install("distlock_tower=debug");
+    let namespace = distlock_tests::unique_namespace("tower-denied");
+    let (_etcd, reader) = support::auth::read_only_manager(&namespace).await;
+    let kinds = Arc::new(Mutex::new(Vec::new()));
+    let seen = kinds.clone();
+    let server = serve(app(
+        Arc::new(Probe::default()),
+        layer(&reader)
+            .wait(Duration::from_secs(5))
+            .on_rejection(move |r| {
+                seen.lock().unwrap().push(r.kind());
+                r.default_response()
+            }),
+    ))
+    .await;
+
+    for i in 0..5 {
+        let started = Instant::now();
+        let reply = call(server.addr, "/work", Some(&format!("denied-{i}"))).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(reply.headers.get("retry-after").is_none());
+        assert!(reply.body.contains("as configured"), "{}", reply.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "refused at once, not after the wait: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(*kinds.lock().unwrap(), [RejectionKind::Misconfigured; 5]);
+    let lines = captured.lines_with("denied-");
+    let errors = lines.iter().filter(|l| l.contains(" ERROR ")).count();
+    let debugs = lines.iter().filter(|l| l.contains(" DEBUG ")).count();
+    assert_eq!(errors, 1, "{lines:#?}");
+    assert_eq!(debugs, 5, "{lines:#?}");
+    assert!(lines.iter().all(|l| !l.contains(" WARN ")), "{lines:#?}");
+}
+
+// ---------------------------------------------------------- routing seams ---
+
+/// Issue #21.4: where the layer sits in a `Router` decides whether 404 and
+/// 405 answers take a lock.
+///
+/// On each route's `MethodRouter` (`get(h).route_layer(layer)`, the form the
+/// crate docs recommend) neither does, and neither reaches etcd: with a
+/// closed manager (any lock attempt would be a 503) they stay 404 and 405
+/// while the route itself is 503; with a live manager and the key held by a
+/// job (any lock attempt would wait out the 10 s wait) they come at once and
+/// etcd holds only the job's key, with no waiter.
+///
+/// The other forms, as the docs' table says: `Router::route_layer` locks
+/// before a wrong method's 405; `Router::layer` also before an unknown
+/// path's 404, and with `require_key` and a key from the path answers that
+/// path 400 instead of 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_layer_keeps_404_and_405_free_of_locks() {
+    let etcd = Etcd::start().await;
+    let namespace = etcd.namespace();
+    let live = manager(&etcd, &namespace).await;
+    let jobs = manager(&etcd, &namespace).await;
+    let closed = manager(&etcd, &namespace).await;
+    closed.close().await;
+    let _job = hold(&jobs, "held", None).await;
+    let ok = || get(|| async { "ok" });
+    let key = |k| [(KEY, k)];
+
+    // The recommended form, on a manager whose every lock attempt fails.
+    let recommended = |m: &LockManager| Router::new().route("/work", ok().route_layer(layer(m)));
+    let server = serve(recommended(&closed)).await;
+    let at = server.addr;
+    assert_eq!(status_of(at, "GET", "/work", &key("k")).await, 503);
+    assert_eq!(status_of(at, "POST", "/work", &key("k")).await, 405);
+    assert_eq!(status_of(at, "GET", "/nowhere", &key("k")).await, 404);
+
+    // ... and on a live one, with the key busy.
+    let server = serve(recommended(&live)).await;
+    let at = server.addr;
+    let started = Instant::now();
+    assert_eq!(status_of(at, "POST", "/work", &key("held")).await, 405);
+    assert_eq!(status_of(at, "GET", "/nowhere", &key("held")).await, 404);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a 404 or 405 waited for the key: {:?}",
+        started.elapsed()
+    );
+    let locks = jobs.list_locks("").await.unwrap();
+    let names: Vec<&str> = locks.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["held"]);
+    assert_eq!(locks[0].waiters, 0);
+
+    // Router::route_layer: 404 untouched, but the 405 comes after a lock.
+    let server = serve(
+        Router::new()
+            .route("/work", ok())
+            .route_layer(layer(&closed)),
+    )
+    .await;
+    let at = server.addr;
+    assert_eq!(status_of(at, "GET", "/nowhere", &key("k")).await, 404);
+    assert_eq!(status_of(at, "POST", "/work", &key("k")).await, 503);
+
+    // Router::layer: both come after a lock.
+    let server = serve(Router::new().route("/work", ok()).layer(layer(&closed))).await;
+    let at = server.addr;
+    assert_eq!(status_of(at, "GET", "/nowhere", &key("k")).await, 503);
+    assert_eq!(status_of(at, "POST", "/work", &key("k")).await, 503);
+
+    // Router::layer with `require_key` and a key from the path: an unknown
+    // path has no key, and is answered 400 instead of 404.
+    let by_path = LockLayer::new(live.clone(), PathSegment::new(1).prefix("order:")).require_key();
+    let server = serve(Router::new().route("/orders/{id}", ok()).layer(by_path)).await;
+    let at = server.addr;
+    assert_eq!(status_of(at, "GET", "/orders/7", &[]).await, 200);
+    assert_eq!(status_of(at, "GET", "/nowhere", &[]).await, 400);
 }

@@ -1,13 +1,19 @@
 //! distlock-tower in front of a tonic 0.14 server (the gRPC health service of
-//! `tonic-health`), on real etcd: rejections are gRPC statuses, and a
-//! server-streaming call holds its lock until the client drops the stream.
+//! `tonic-health`), on real etcd: rejections are gRPC statuses, each kind
+//! with its own code (a busy key `ABORTED`, a full queue
+//! `RESOURCE_EXHAUSTED`, an outage `UNAVAILABLE`, a configuration fault
+//! `INTERNAL`) and retry advice in `grpc-retry-pushback-ms`; a
+//! server-streaming call holds its lock until the client drops the stream,
+//! and one cut off by a lost lock ends with `ABORTED`.
+
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use distlock::{EtcdConfig, LockManager, LockOptions};
 use distlock_tests::Etcd;
-use distlock_tower::{GrpcMethod, Header, KeyExtractor, LockLayer};
+use distlock_tower::{GrpcCode, GrpcMethod, Header, KeyExtractor, LockLayer, RejectionKind};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 use tonic::transport::{server::TcpIncoming, Channel, Server};
@@ -21,6 +27,8 @@ const WAIT: Duration = Duration::from_millis(300);
 
 struct Fixture {
     _etcd: Etcd,
+    /// The server's manager.
+    manager: LockManager,
     /// A second manager on the namespace: background jobs and admin calls.
     jobs: LockManager,
     client: HealthClient<Channel>,
@@ -35,12 +43,15 @@ impl Drop for Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
-        Fixture::start_with(Header::new("x-key"), None).await
+        Fixture::start_with(Header::new("x-key"), |layer| layer).await
     }
 
-    /// The health service behind a layer keyed by `extractor`, with
-    /// `max_hold` if given.
-    async fn start_with<E>(extractor: E, max_hold: Option<Duration>) -> Fixture
+    /// The health service behind a layer keyed by `extractor`, set up by
+    /// `configure`.
+    async fn start_with<E>(
+        extractor: E,
+        configure: impl FnOnce(LockLayer<E>) -> LockLayer<E>,
+    ) -> Fixture
     where
         E: KeyExtractor<tonic::body::Body> + Send + Sync + 'static,
     {
@@ -48,18 +59,28 @@ impl Fixture {
         let namespace = etcd.namespace();
         let connect = || LockManager::connect(EtcdConfig::new(etcd.endpoints()), &namespace);
         let (manager, jobs) = (connect().await.unwrap(), connect().await.unwrap());
+        Fixture::serve(etcd, manager, jobs, extractor, configure).await
+    }
 
+    /// The health service behind a layer on `manager`.
+    async fn serve<E>(
+        etcd: Etcd,
+        manager: LockManager,
+        jobs: LockManager,
+        extractor: E,
+        configure: impl FnOnce(LockLayer<E>) -> LockLayer<E>,
+    ) -> Fixture
+    where
+        E: KeyExtractor<tonic::body::Body> + Send + Sync + 'static,
+    {
         let (_reporter, health) = tonic_health::server::health_reporter();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let layer = LockLayer::new(manager, extractor)
+        let layer = LockLayer::new(manager.clone(), extractor)
             .ttl(Duration::from_secs(5))
             .unwrap()
             .wait(WAIT);
-        let layer = match max_hold {
-            Some(limit) => layer.max_hold(limit),
-            None => layer,
-        };
+        let layer = configure(layer);
         let server = tokio::spawn(async move {
             Server::builder()
                 .layer(layer)
@@ -72,6 +93,7 @@ impl Fixture {
         let client = HealthClient::new(channel.connect().await.unwrap());
         Fixture {
             _etcd: etcd,
+            manager,
             jobs,
             client,
             server,
@@ -103,14 +125,25 @@ async fn check(client: &HealthClient<Channel>, key: Option<&str>) -> Result<i32,
 
 const SERVING: i32 = ServingStatus::Serving as i32;
 
+/// The status's `grpc-retry-pushback-ms`, if any.
+fn pushback(status: &tonic::Status) -> Option<&str> {
+    status
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .map(|v| v.to_str().unwrap())
+}
+
+/// A busy key is `ABORTED` (a concurrency conflict, not an unavailable
+/// server), with the retry advice as `grpc-retry-pushback-ms`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busy_key_answers_unavailable_and_others_pass() {
+async fn a_busy_key_answers_aborted_with_pushback_and_others_pass() {
     let fx = Fixture::start().await;
     let _busy = fx.hold("busy").await;
 
     let started = Instant::now();
     let status = check(&fx.client, Some("busy")).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(pushback(&status), Some("1000"), "{status:?}");
     assert!(status.message().contains("busy"), "{status:?}");
     assert!(started.elapsed() >= WAIT, "{:?}", started.elapsed());
 
@@ -118,6 +151,7 @@ async fn a_busy_key_answers_unavailable_and_others_pass() {
     assert_eq!(check(&fx.client, None).await.unwrap(), SERVING);
     let status = check(&fx.client, Some("")).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(pushback(&status), None, "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +164,7 @@ async fn a_server_stream_holds_its_lock_until_dropped_or_lost() {
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, SERVING);
     let status = check(&fx.client, Some("w")).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
 
     // The client drops the stream: the lock is released at once.
     drop(watch);
@@ -138,13 +172,14 @@ async fn a_server_stream_holds_its_lock_until_dropped_or_lost() {
     loop {
         match check(&fx.client, Some("w")).await {
             Ok(status) => break assert_eq!(status, SERVING),
-            Err(status) => assert_eq!(status.code(), Code::Unavailable),
+            Err(status) => assert_eq!(status.code(), Code::Aborted),
         }
         assert!(started.elapsed() < Duration::from_secs(3), "never released");
         sleep(Duration::from_millis(20)).await;
     }
 
-    // The lock is lost while the stream is open: it ends with UNAVAILABLE.
+    // The lock is lost while the stream is open: it ends with ABORTED (not
+    // UNAVAILABLE, which retry policies would re-send).
     let mut watch = client
         .watch(request(Some("w2")))
         .await
@@ -156,7 +191,7 @@ async fn a_server_stream_holds_its_lock_until_dropped_or_lost() {
         .await
         .expect("the stream ends when its lock is lost");
     let status = end.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
     assert!(status.message().contains("lost"), "{status:?}");
 }
 
@@ -167,13 +202,13 @@ async fn a_server_stream_holds_its_lock_until_dropped_or_lost() {
 async fn grpc_method_locks_one_method_by_a_metadata_key() {
     let fx = Fixture::start_with(
         GrpcMethod::new("/grpc.health.v1.Health/Check", "x-key").prefix("health:"),
-        None,
+        |layer| layer,
     )
     .await;
     let _busy = fx.hold("health:busy").await;
 
     let status = check(&fx.client, Some("busy")).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
     assert_eq!(check(&fx.client, Some("free")).await.unwrap(), SERVING);
 
     // Watch is another method: not locked, even with a busy key.
@@ -189,12 +224,15 @@ async fn grpc_method_locks_one_method_by_a_metadata_key() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }
 
-/// `max_hold`: a server stream that outlives it ends with `UNAVAILABLE`
+/// `max_hold`: a server stream that outlives it ends with `ABORTED`
 /// trailers, and its key is free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_hold_ends_a_long_server_stream() {
     const LIMIT: Duration = Duration::from_millis(600);
-    let fx = Fixture::start_with(Header::new("x-key").prefix("health:"), Some(LIMIT)).await;
+    let fx = Fixture::start_with(Header::new("x-key").prefix("health:"), |layer| {
+        layer.max_hold(LIMIT)
+    })
+    .await;
     let mut client = fx.client.clone();
     let started = Instant::now();
     let mut watch = client
@@ -207,8 +245,96 @@ async fn max_hold_ends_a_long_server_stream() {
         .await
         .expect("max_hold ends the stream");
     let status = end.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
     assert!(status.message().contains("as long as it may"), "{status:?}");
     assert!(started.elapsed() >= LIMIT, "{:?}", started.elapsed());
     assert_eq!(check(&fx.client, Some("long")).await.unwrap(), SERVING);
+}
+
+/// `max_waiters(1)`: with a job holding the key and one call waiting, the
+/// next is shed at once with `RESOURCE_EXHAUSTED` (this server's queue for
+/// the key is full) and the retry advice; the waiting one runs once the job
+/// is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_resource_exhausted() {
+    let fx = Fixture::start_with(Header::new("x-key"), |layer| {
+        layer
+            .wait(Duration::from_secs(10))
+            .max_waiters(1)
+            .retry_after(Duration::from_millis(1500))
+    })
+    .await;
+    let job = fx.hold("hot").await;
+    let client = fx.client.clone();
+    let waiting = tokio::spawn(async move { check(&client, Some("hot")).await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fx.jobs.lock_info("hot").await.unwrap().unwrap().waiters < 1 {
+        assert!(Instant::now() < deadline, "the call never queued");
+        sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    let status = check(&fx.client, Some("hot")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(pushback(&status), Some("1500"), "{status:?}");
+    assert!(status.message().contains("too many"), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "shed at once");
+
+    job.unlock().await.unwrap();
+    let served = timeout(Duration::from_secs(5), waiting).await.unwrap();
+    assert_eq!(served.unwrap().unwrap(), SERVING);
+}
+
+/// A closed manager (the lock service gone) is `UNAVAILABLE`, with the
+/// retry advice: nothing ran, a later retry may work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_answers_unavailable() {
+    let fx = Fixture::start().await;
+    assert_eq!(check(&fx.client, Some("k")).await.unwrap(), SERVING);
+    fx.manager.close().await;
+    let status = check(&fx.client, Some("k")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(pushback(&status), Some("1000"), "{status:?}");
+    assert_eq!(check(&fx.client, None).await.unwrap(), SERVING);
+}
+
+/// etcd denies the server's credentials access to the key: `INTERNAL`,
+/// without retry advice (a configuration fault: retrying does not help).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_credentials_answer_internal() {
+    let namespace = distlock_tests::unique_namespace("tonic-denied");
+    let (etcd, reader) = support::auth::read_only_manager(&namespace).await;
+    let fx = Fixture::serve(
+        etcd,
+        reader.clone(),
+        reader,
+        Header::new("x-key"),
+        |layer| layer.wait(Duration::from_secs(5)),
+    )
+    .await;
+    let started = Instant::now();
+    let status = check(&fx.client, Some("k")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert_eq!(pushback(&status), None, "{status:?}");
+    assert!(status.message().contains("as configured"), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "refused at once"
+    );
+}
+
+/// `grpc_code_for` replaces one kind's code (here for a fleet whose retry
+/// policies list `UNAVAILABLE` only); the retry advice stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_code_for_replaces_one_kinds_code() {
+    let fx = Fixture::start_with(Header::new("x-key"), |layer| {
+        layer.grpc_code_for(RejectionKind::Timeout, GrpcCode::Unavailable)
+    })
+    .await;
+    let _busy = fx.hold("busy").await;
+    let status = check(&fx.client, Some("busy")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(pushback(&status), Some("1000"), "{status:?}");
+    let status = check(&fx.client, Some("")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }

@@ -10,9 +10,7 @@ use pin_project_lite::pin_project;
 
 use super::future::{ended_error, Ctx, Held};
 use crate::rejection::lost_trailers;
-
-/// The error type of [`LockBody`].
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::respond::{BoxError, RejectionBody};
 
 pin_project! {
     /// The response body of [`LockService`](super::LockService): the inner
@@ -23,8 +21,9 @@ pin_project! {
     /// [`max_hold`](super::LockLayer::max_hold)) while the body streams, the
     /// body stops: an HTTP body ends with an error (the server then resets the
     /// stream or closes the connection, so the client cannot take the
-    /// truncated body for a complete one), a gRPC body ends with `UNAVAILABLE`
-    /// trailers. A body that ends in the very poll in which the lock ends is
+    /// truncated body for a complete one), a gRPC body ends with `ABORTED`
+    /// trailers (or the code [`grpc_code_for`](super::LockLayer::grpc_code_for)
+    /// sets for the kind). A body that ends in the very poll in which the lock ends is
     /// sent complete: the work behind it is done.
     ///
     /// # Example
@@ -75,7 +74,8 @@ pin_project! {
         },
         /// A rejection's body.
         Rejected {
-            data: Option<Bytes>,
+            #[pin]
+            body: RejectionBody,
         },
     }
 }
@@ -103,11 +103,9 @@ impl<B> LockBody<B> {
         }
     }
 
-    pub(crate) fn rejected(data: Bytes) -> Self {
+    pub(crate) fn rejected(body: RejectionBody) -> Self {
         LockBody {
-            kind: Kind::Rejected {
-                data: (!data.is_empty()).then_some(data),
-            },
+            kind: Kind::Rejected { body },
         }
     }
 }
@@ -126,7 +124,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Unlocked { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProj::Rejected { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Rejected { body } => body.poll_frame(cx),
             KindProj::Locked {
                 mut body,
                 hold,
@@ -159,7 +157,8 @@ where
                     let err = ended_error(kind, &ctx.key, "while the response streamed");
                     ctx.settings.reporter.stream_ended(kind, &ctx.key, &err);
                     return Poll::Ready(Some(if ctx.grpc {
-                        Ok(Frame::trailers(lost_trailers(kind)))
+                        let code = ctx.settings.grpc_code(kind);
+                        Ok(Frame::trailers(lost_trailers(kind, code)))
                     } else {
                         Err(Box::new(err))
                     }));
@@ -179,16 +178,14 @@ where
         match &self.kind {
             Kind::Unlocked { body } => body.is_end_stream(),
             Kind::Locked { body, ended, .. } => *ended || body.is_end_stream(),
-            Kind::Rejected { data } => data.is_none(),
+            Kind::Rejected { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Unlocked { body } | Kind::Locked { body, .. } => body.size_hint(),
-            Kind::Rejected { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Rejected { body } => body.size_hint(),
         }
     }
 }

@@ -121,6 +121,8 @@ impl Ctx {
         let mut rejection = Rejection::new(kind, self.key, error);
         rejection.grpc = self.grpc;
         rejection.retry_after = self.settings.retry_after;
+        rejection.status = self.settings.status(kind);
+        rejection.grpc_code = self.settings.grpc_code(kind);
         self.settings.respond(&rejection).map(LockBody::rejected)
     }
 }
@@ -138,11 +140,20 @@ impl Refusal {
 }
 
 impl From<LockError> for Refusal {
-    /// How an acquisition failure is answered.
+    /// How an acquisition failure is answered: a wait that ran out while
+    /// another owner held the key is a busy key; a key that is no lock name
+    /// is the client's fault; etcd refusing the credentials' access, and
+    /// options that cannot work (invalid, or non-reentrant where the request
+    /// already runs under its key), are the server's configuration; anything
+    /// else (the backend failed, the manager closed, the waiter's lease
+    /// expired) is an outage.
     fn from(error: LockError) -> Self {
         let kind = match error.code() {
             ErrorCode::Timeout => RejectionKind::Timeout,
             ErrorCode::InvalidKey => RejectionKind::InvalidKey,
+            ErrorCode::PermissionDenied | ErrorCode::InvalidOptions | ErrorCode::AlreadyHeld => {
+                RejectionKind::Misconfigured
+            }
             _ => RejectionKind::Unavailable,
         };
         Refusal { kind, error }

@@ -5,21 +5,23 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use distlock::{ErrorCode, LockError, LockManager, LockOptions};
-use http::Response;
+use http::{Response, StatusCode};
 use tower_layer::Layer;
 
 use super::future::Refusal;
 use super::LockService;
 use crate::rejection::{Rejection, RejectionKind};
 use crate::report::Reporter;
+use crate::respond::sealed::Convert;
+use crate::respond::{IntoRejectionResponse, RejectionBody};
+use crate::GrpcCode;
 
 /// The default `Retry-After` advice.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A rejection handler: builds the response for a request the layer rejects.
-type RejectFn = dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync;
+type RejectFn = dyn Fn(&Rejection) -> Response<RejectionBody> + Send + Sync;
 
 /// Everything but the extractor; shared by the layer and its services.
 #[derive(Clone)]
@@ -31,6 +33,9 @@ pub(crate) struct Settings {
     pub(crate) max_hold: Option<Duration>,
     pub(crate) require_key: bool,
     on_rejection: Option<Arc<RejectFn>>,
+    /// HTTP statuses and gRPC codes that replace the kinds' defaults.
+    statuses: HashMap<RejectionKind, StatusCode>,
+    grpc_codes: HashMap<RejectionKind, GrpcCode>,
     /// Requests waiting per key, shared by every service of the layer.
     pub(crate) waiters: Arc<Waiters>,
     pub(crate) reporter: Arc<Reporter>,
@@ -57,6 +62,9 @@ impl Waiters {
         let Some(max) = self.max else {
             return Ok(None);
         };
+        // A request acquiring a free key counts too: with a limit of 0, none
+        // could ever get in.
+        let max = max.max(1);
         let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
         let n = count.entry(key.to_owned()).or_default();
         if *n >= max {
@@ -100,11 +108,27 @@ impl Drop for WaiterSlot {
 
 impl Settings {
     /// The response for `rejection`: the handler's, or the default.
-    pub(crate) fn respond(&self, rejection: &Rejection) -> Response<Bytes> {
+    pub(crate) fn respond(&self, rejection: &Rejection) -> Response<RejectionBody> {
         match &self.on_rejection {
             Some(handler) => handler(rejection),
-            None => rejection.default_response(),
+            None => rejection.default_response().convert(),
         }
+    }
+
+    /// The HTTP status `kind` is answered with.
+    pub(crate) fn status(&self, kind: RejectionKind) -> StatusCode {
+        self.statuses
+            .get(&kind)
+            .copied()
+            .unwrap_or_else(|| kind.default_status())
+    }
+
+    /// The gRPC code `kind` is answered with.
+    pub(crate) fn grpc_code(&self, kind: RejectionKind) -> GrpcCode {
+        self.grpc_codes
+            .get(&kind)
+            .copied()
+            .unwrap_or_else(|| kind.default_grpc_code())
     }
 }
 
@@ -115,10 +139,13 @@ impl Settings {
 ///
 /// The lock is held until the response body has been sent (or dropped), so a
 /// streamed response is covered to its end. A request that waits longer than
-/// [`wait`](LockLayer::wait) is answered 503 with `Retry-After` (gRPC:
-/// `UNAVAILABLE`), as is one whose lock backend fails; see
-/// [`Rejection`] for all cases and [`on_rejection`](LockLayer::on_rejection)
-/// to change the answers.
+/// [`wait`](LockLayer::wait) for a busy key is answered 429 with
+/// `Retry-After` (gRPC: `ABORTED`), not as a server failure; one whose lock
+/// backend fails gets 503 (gRPC: `UNAVAILABLE`). See
+/// [`RejectionKind`](crate::RejectionKind#default-answers) for every case and
+/// why, [`status_for`](LockLayer::status_for) and
+/// [`grpc_code_for`](LockLayer::grpc_code_for) to change a code, and
+/// [`on_rejection`](LockLayer::on_rejection) to change the whole answer.
 ///
 /// The key is the lock's name as is: a background job that locks the same name
 /// with [`LockManager::new_lock`] contends with the requests.
@@ -139,9 +166,31 @@ impl Settings {
 /// capacity from other keys. A limit outside the layer counts waiting
 /// requests too; bound those with [`max_waiters`](LockLayer::max_waiters).
 ///
-/// # Example
+/// # Where to put it in an axum `Router`
 ///
-/// With axum (layered after routing, so only the routes above it are locked):
+/// Put it on the routes' method routers with `MethodRouter::route_layer`:
+/// `.route("/orders/{id}/pay", post(pay).route_layer(layer.clone()))`. Only
+/// requests that reach a handler then take a lock: an unknown path is still
+/// 404 and a wrong method still 405, without a lock or a call to etcd, and
+/// axum's path parameters are known ([`PathParam`](crate::extract) works).
+///
+/// The other places wrap more than the handlers:
+///
+/// | form | unknown path | wrong method |
+/// |---|---|---|
+/// | `post(h).route_layer(layer)` (recommended) | 404 | 405 |
+/// | `Router::route_layer(layer)` | 404 | locks, then 405 |
+/// | `Router::layer(layer)` | locks, then 404 (with [`require_key`](LockLayer::require_key) and a key from the path: 400) | locks, then 405 |
+/// | around the whole `Router` (`ServiceBuilder`) | as `Router::layer`, and path parameters are not known yet | locks, then 405 |
+///
+/// `Router::route_layer` wraps each route *with* its method fallback (the
+/// 405 answer); `Router::layer` also wraps the router's fallback (the 404
+/// answer). With a key from a header, an unknown path or a wrong method
+/// then waits for the key (or gets its 429) before its 404 or 405; with
+/// `require_key` and a key from the path, an unknown path has no key and is
+/// answered 400. (Routes added after `Router::layer` are not wrapped at all.)
+///
+/// # Example
 ///
 /// ```
 /// use axum::{routing::post, Router};
@@ -152,19 +201,22 @@ impl Settings {
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// // In production: LockManager::connect(EtcdConfig::new([...]), "/my-service").await?
 /// let manager = LockManager::in_memory();
+/// let lock = LockLayer::new(manager, Header::new("x-account-id").prefix("account:"))
+///     .ttl(Duration::from_secs(10))
+///     .expect("10s is a valid TTL")
+///     .wait(Duration::from_secs(2));
 /// let app: Router = Router::new()
-///     .route("/transfer", post(|| async { "done" }))
-///     .layer(
-///         LockLayer::new(manager, Header::new("x-account-id").prefix("account:"))
-///             .ttl(Duration::from_secs(10))
-///             .expect("10s is a valid TTL")
-///             .wait(Duration::from_secs(2)),
-///     );
+///     .route("/transfer", post(|| async { "done" }).route_layer(lock.clone()))
+///     .route("/refund", post(|| async { "refunded" }).route_layer(lock));
 ///
 /// use tower::ServiceExt;
-/// let req = http::Request::post("/transfer").header("x-account-id", "7").body(axum::body::Body::empty()).unwrap();
-/// let response = app.oneshot(req).await.unwrap();
-/// assert_eq!(response.status(), 200);
+/// let req = |method: &str, path: &str| {
+///     http::Request::builder().method(method).uri(path).header("x-account-id", "7")
+///         .body(axum::body::Body::empty()).unwrap()
+/// };
+/// assert_eq!(app.clone().oneshot(req("POST", "/transfer")).await.unwrap().status(), 200);
+/// assert_eq!(app.clone().oneshot(req("GET", "/transfer")).await.unwrap().status(), 405); // no lock taken
+/// assert_eq!(app.oneshot(req("POST", "/nowhere")).await.unwrap().status(), 404); // no lock taken
 /// # }
 /// ```
 ///
@@ -209,6 +261,8 @@ impl<E> LockLayer<E> {
                 max_hold: None,
                 require_key: false,
                 on_rejection: None,
+                statuses: HashMap::new(),
+                grpc_codes: HashMap::new(),
                 waiters: Arc::default(),
                 reporter: Arc::default(),
             }),
@@ -303,9 +357,9 @@ impl<E> LockLayer<E> {
     /// counted from the moment it has the lock to the end of its response
     /// body. Past it, the request ends as if its lock were lost: before the
     /// response, the handler is cancelled at its next await and the client
-    /// gets a [`RejectionKind::MaxHold`] rejection (503 / `UNAVAILABLE`); while
+    /// gets a [`RejectionKind::MaxHold`] rejection (503 / `ABORTED`); while
     /// the body streams, the body stops (an HTTP body ends with an error, a
-    /// gRPC body with `UNAVAILABLE` trailers) and the lock is released. So a
+    /// gRPC body with `ABORTED` trailers) and the lock is released. So a
     /// slow-reading client, or a handler that hangs, cannot hold a key forever.
     ///
     /// ```
@@ -321,10 +375,12 @@ impl<E> LockLayer<E> {
 
     /// Sets how many requests may wait for one key on this server (default:
     /// no limit). A request for a key that already has `n` waiters here is
-    /// answered at once with [`RejectionKind::QueueFull`] (503 with
-    /// `Retry-After` / `UNAVAILABLE`) instead of queueing: load shedding for a
-    /// hot key. The request holding the key is not a waiter; `0` lets a
-    /// request in only when no other one for its key is waiting or acquiring.
+    /// answered at once with [`RejectionKind::QueueFull`] (429 with
+    /// `Retry-After` / `RESOURCE_EXHAUSTED`) instead of queueing: load shedding for a
+    /// hot key. The request holding the key is not a waiter, but one still
+    /// acquiring a free key is, so `0` acts as `1`: a request is let in only
+    /// when no other one for its key is waiting or acquiring (it does not
+    /// shed every request).
     ///
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
@@ -364,8 +420,10 @@ impl<E> LockLayer<E> {
         self
     }
 
-    /// Sets the `Retry-After` advice of the default 503 responses (default
-    /// 1 s; sent in whole seconds, rounded up).
+    /// Sets the retry advice of the default responses to rejections that
+    /// [advise a retry](crate::RejectionKind::advises_retry) (busy key, full
+    /// queue, outage): default 1 s, sent as `Retry-After` in whole seconds
+    /// (rounded up) and, to gRPC clients, as `grpc-retry-pushback-ms`.
     ///
     /// ```
     /// # use distlock_tower::{Header, LockLayer};
@@ -379,28 +437,92 @@ impl<E> LockLayer<E> {
     }
 
     /// Answers rejected requests with `handler`'s response instead of the
-    /// [default](Rejection::default_response). The body is any
-    /// `Into<Bytes>` (a `String`, a `&'static str`, a `Vec<u8>`).
+    /// [default](Rejection::default_response). The handler may return an
+    /// `http::Response<Bytes>` (such as the default response, amended), and,
+    /// with the `axum` feature, anything axum turns into a response (an
+    /// application's own JSON error type, `(StatusCode, Json<_>)`, ...);
+    /// without it, any `http::Response<B>` with a body of `Bytes`. See
+    /// [`IntoRejectionResponse`](crate::IntoRejectionResponse).
+    ///
+    /// The handler answers gRPC calls too ([`Rejection::is_grpc`]): return
+    /// [`Rejection::default_response`] for those unless you build gRPC
+    /// statuses yourself.
     ///
     /// ```
+    /// use axum::{http::StatusCode, Json};
     /// use distlock_tower::{Header, LockLayer, Rejection, RejectionKind};
-    /// use http::{Response, StatusCode};
+    /// use http::Response;
     ///
-    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
+    /// #[derive(serde::Serialize)]
+    /// struct ApiError { error: &'static str, retry_after_secs: u64 }
+    ///
+    /// // An application's JSON error type (with the `axum` feature).
+    /// let json = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
+    ///     .on_rejection(|r: &Rejection| {
+    ///         let body = ApiError { error: r.message(), retry_after_secs: r.retry_after().as_secs() };
+    ///         (r.status(), Json(body))
+    ///     });
+    ///
+    /// // The default response, or one built by hand.
+    /// let plain = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
     ///     .on_rejection(|rejection: &Rejection| match rejection.kind() {
     ///         RejectionKind::Timeout if !rejection.is_grpc() => Response::builder()
-    ///             .status(StatusCode::TOO_MANY_REQUESTS)
+    ///             .status(StatusCode::CONFLICT)
     ///             .header("content-type", "application/json")
     ///             .body(format!(r#"{{"error":"busy","key":"{}"}}"#, rejection.key()).into())
     ///             .unwrap(),
     ///         _ => rejection.default_response(),
     ///     });
+    /// # let _ = (json, plain);
     /// ```
-    pub fn on_rejection<F>(mut self, handler: F) -> Self
+    pub fn on_rejection<F, R, M>(mut self, handler: F) -> Self
     where
-        F: Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
+        F: Fn(&Rejection) -> R + Send + Sync + 'static,
+        R: IntoRejectionResponse<M>,
     {
-        self.settings().on_rejection = Some(Arc::new(handler));
+        self.settings().on_rejection = Some(Arc::new(move |r: &Rejection| handler(r).convert()));
+        self
+    }
+
+    /// Answers HTTP requests rejected for `kind` with `status` instead of
+    /// the kind's [default](crate::RejectionKind#default-answers), in the
+    /// default responses (and in [`Rejection::status`], for a handler given
+    /// to [`on_rejection`](LockLayer::on_rejection)). Whether `Retry-After`
+    /// is sent still follows the kind
+    /// ([`advises_retry`](crate::RejectionKind::advises_retry)).
+    ///
+    /// ```
+    /// use distlock_tower::{Header, LockLayer, RejectionKind};
+    /// use http::StatusCode;
+    ///
+    /// // Clients of this API already treat 409 as "busy, retry later".
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
+    ///     .status_for(RejectionKind::Timeout, StatusCode::CONFLICT)
+    ///     .status_for(RejectionKind::QueueFull, StatusCode::SERVICE_UNAVAILABLE);
+    /// # let _ = layer;
+    /// ```
+    pub fn status_for(mut self, kind: RejectionKind, status: StatusCode) -> Self {
+        self.settings().statuses.insert(kind, status);
+        self
+    }
+
+    /// Answers gRPC calls rejected for `kind` with `code` instead of the
+    /// kind's [default](crate::RejectionKind#default-answers); for `Lost`
+    /// and `MaxHold`, also the code of the trailers that end a stream cut
+    /// off mid-way. Takes a [`GrpcCode`], or with the `tonic` feature a
+    /// `tonic::Code`.
+    ///
+    /// ```
+    /// use distlock_tower::{GrpcCode, Header, LockLayer, RejectionKind};
+    ///
+    /// // This fleet's clients retry UNAVAILABLE only, and a busy key should be retried.
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-key").prefix("k:"))
+    ///     .grpc_code_for(RejectionKind::Timeout, GrpcCode::Unavailable)
+    ///     .grpc_code_for(RejectionKind::QueueFull, tonic::Code::Unavailable);
+    /// # let _ = layer;
+    /// ```
+    pub fn grpc_code_for(mut self, kind: RejectionKind, code: impl Into<GrpcCode>) -> Self {
+        self.settings().grpc_codes.insert(kind, code.into());
         self
     }
 }
@@ -434,6 +556,8 @@ impl fmt::Debug for Settings {
             .field("max_waiters", &self.waiters.max)
             .field("require_key", &self.require_key)
             .field("on_rejection", &self.on_rejection.is_some())
+            .field("statuses", &self.statuses)
+            .field("grpc_codes", &self.grpc_codes)
             .finish()
     }
 }

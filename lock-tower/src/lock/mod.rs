@@ -8,7 +8,8 @@
 //!    request then goes straight to the inner service (or, with
 //!    [`require_key`](LockLayer::require_key), is answered 400).
 //! 2. If [`max_waiters`](LockLayer::max_waiters) requests already wait for
-//!    the key on this server, the request is answered 503 at once.
+//!    the key on this server, the request is answered 429 at once
+//!    ([`QueueFull`](crate::RejectionKind::QueueFull)).
 //! 3. The future waits up to [`wait`](LockLayer::wait) for the lock (a zero
 //!    wait tries once, bounded by 1 s). Requests for one key in one process
 //!    queue in FIFO order in front of etcd (one etcd waiter per key per
@@ -34,10 +35,14 @@
 //! child section of that hold.
 //!
 //! A wait that runs out while the key is held by another owner is a busy
-//! key ([`RejectionKind::Timeout`](crate::RejectionKind::Timeout)); one that
-//! runs out while etcd failed or did not answer is an outage
-//! ([`RejectionKind::Unavailable`](crate::RejectionKind::Unavailable),
-//! logged at `warn`).
+//! key ([`RejectionKind::Timeout`](crate::RejectionKind::Timeout): 429 /
+//! `ABORTED`, not a server failure); one that runs out while etcd failed or
+//! did not answer is an outage
+//! ([`RejectionKind::Unavailable`](crate::RejectionKind::Unavailable):
+//! 503 / `UNAVAILABLE`, logged at `warn`); etcd refusing the credentials
+//! access is a configuration fault
+//! ([`RejectionKind::Misconfigured`](crate::RejectionKind::Misconfigured):
+//! 500 / `INTERNAL`, logged at `error`).
 //!
 //! # When the lock is lost
 //!
@@ -48,17 +53,20 @@
 //!
 //! - before the inner service has answered, its future is dropped and the
 //!   client gets a [`RejectionKind::Lost`](crate::RejectionKind::Lost) (or
-//!   `MaxHold`) rejection (503 / gRPC `UNAVAILABLE`);
+//!   `MaxHold`) rejection: 503 without `Retry-After`, gRPC `ABORTED` with
+//!   `grpc-retry-pushback-ms: -1`. Not `UNAVAILABLE`, which retry policies
+//!   re-send on their own: the handler had started, and part of its work may
+//!   be done;
 //! - while the body streams, the body stops: an HTTP body ends with an error,
 //!   so the server resets the stream or closes the connection and the client
 //!   sees a truncated response rather than a complete-looking one; a gRPC body
-//!   ends with `grpc-status: 14` (`UNAVAILABLE`) trailers.
+//!   ends with `grpc-status: 10` (`ABORTED`) trailers.
 //!
 //! Work that completes in the very poll in which the loss is seen is not
 //! reported as failed: a handler that returns then gets its response sent,
 //! and a body that yields its last frame then is delivered whole (the loss is
-//! logged). Its side effects are done; a 503 would invite the client to do
-//! them again. The handler learns of the loss through
+//! logged). Its side effects are done; a rejection would invite the client
+//! to do them again. The handler learns of the loss through
 //! [`HeldLock::lost`] / [`HeldLock::is_held`] before that poll.
 //!
 //! Work the inner service spawned elsewhere is not cancelled; it can watch
@@ -69,9 +77,15 @@
 //!
 //! Every rejection is logged at `debug` level with its key and error.
 //! Backend failures, losses, `max_hold` and shed requests are also logged at
-//! `warn` level, at most once per 10 s per layer; the ones held back are
-//! counted and summarized (count, last key, last error) with the next
-//! warning, or as soon as a request takes its lock again.
+//! `warn` level, at most once per 10 s per layer. Configuration faults
+//! ([`Misconfigured`](crate::RejectionKind::Misconfigured)) are logged at
+//! `error` level, rate-limited too but on their own limiter: the first at
+//! once, then at most one a minute per layer while they last (not once per
+//! layer for good: a fault that is fixed and comes back, or a second one,
+//! must show again). The ones held back are counted and summarized (count,
+//! last key, last error) with the next message of their level, or as soon as
+//! a request takes its lock again. A busy or bad key is the layer working as
+//! configured: `debug` only.
 //!
 //! # Example
 //!
@@ -87,6 +101,8 @@
 //! ```
 
 mod body;
+#[cfg(feature = "axum")]
+mod from_request;
 mod future;
 mod layer;
 mod service;
@@ -102,6 +118,8 @@ use tokio_util::sync::CancellationToken;
 use future::BoxFuture;
 
 pub use body::LockBody;
+#[cfg(feature = "axum")]
+pub use from_request::MissingHeldLock;
 pub use future::ResponseFuture;
 pub use layer::LockLayer;
 pub use service::LockService;
@@ -110,24 +128,29 @@ pub use service::LockService;
 /// pass the fencing token along with the writes the lock protects, and to
 /// stop early when the lock is lost.
 ///
+/// With the `axum` feature it is an extractor: a handler takes `lock:
+/// HeldLock` (a request that holds no lock is answered 500 with
+/// `MissingHeldLock`: the route is wired wrong),
+/// or `lock: Option<HeldLock>` where requests may run unlocked. Elsewhere,
+/// read it from the request's extensions (`Extension<HeldLock>` works too).
+///
 /// Clones share one state: [`is_held`](HeldLock::is_held) and
 /// [`lost`](HeldLock::lost) can be used from tasks the handler spawns.
 ///
 /// # Example
 ///
 /// ```
-/// use axum::{routing::post, Extension, Router};
+/// use axum::{routing::post, Router};
 /// use distlock::LockManager;
-/// use distlock_tower::{HeldLock, LockLayer, PathSegment};
+/// use distlock_tower::{HeldLock, LockLayer, PathParam};
 ///
-/// async fn pay(Extension(lock): Extension<HeldLock>) -> String {
+/// async fn pay(lock: HeldLock) -> String {
 ///     // e.g. `UPDATE orders SET .., fence = $token WHERE id = $id AND fence <= $token`
 ///     format!("paid under {} with token {}", lock.key(), lock.fencing_token())
 /// }
 ///
-/// let app: Router = Router::new()
-///     .route("/orders/{id}/pay", post(pay))
-///     .layer(LockLayer::new(LockManager::in_memory(), PathSegment::new(1).prefix("order:")));
+/// let layer = LockLayer::new(LockManager::in_memory(), PathParam::new("id").prefix("order:"));
+/// let app: Router = Router::new().route("/orders/{id}/pay", post(pay).route_layer(layer));
 /// ```
 #[derive(Clone)]
 pub struct HeldLock {
@@ -343,7 +366,7 @@ mod tests {
 
         let started = tokio::time::Instant::now();
         let busy = service.clone().oneshot(request("busy")).await.unwrap();
-        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(started.elapsed() < Duration::from_millis(500));
 
         let free = service.oneshot(request("free")).await.unwrap();
@@ -351,7 +374,7 @@ mod tests {
     }
 
     /// Issue #9.5: a handler that completes in the poll in which its lock is
-    /// lost returns its response (not 503); its `HeldLock` saw the loss.
+    /// lost returns its response (not a rejection); its `HeldLock` saw the loss.
     #[tokio::test]
     async fn a_handler_completing_as_its_lock_is_lost_returns_its_response() {
         let manager = LockManager::in_memory();
@@ -525,7 +548,7 @@ mod tests {
         }
         let started = Instant::now();
         let shed = service.clone().oneshot(request("hot")).await.unwrap();
-        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(shed.headers().contains_key("retry-after"));
         assert!(started.elapsed() < Duration::from_millis(500));
         assert_eq!(*kinds.lock().unwrap(), [RejectionKind::QueueFull]);
@@ -551,6 +574,37 @@ mod tests {
         let _ = abandoned.await;
         assert_eq!(waiters.waiting("hot"), 0);
         drop(job);
+    }
+
+    /// `max_waiters(0)` lets one request in at a time (it used to shed every
+    /// request, even for free keys).
+    #[tokio::test]
+    async fn max_waiters_zero_lets_one_request_in() {
+        let manager = LockManager::in_memory();
+        let (layer, kinds) =
+            recording(LockLayer::new(manager.clone(), Header::new("x-key")).max_waiters(0));
+        let waiters = Arc::clone(&layer.settings.waiters);
+        let service = layer.layer(service_fn(|_req: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::from("ok")))
+        }));
+        let free = service.clone().oneshot(request("free")).await.unwrap();
+        assert_eq!(free.status(), StatusCode::OK);
+
+        let job = hold(&manager.peer(), "hot").await;
+        let waiting = tokio::spawn(service.clone().oneshot(request("hot")));
+        while waiters.waiting("hot") == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let shed = service.clone().oneshot(request("hot")).await.unwrap();
+        assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(*kinds.lock().unwrap(), [RejectionKind::QueueFull]);
+        drop(job);
+        let response = timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
     }
 
     /// `require_key`: no key is 400 (and the handler does not run).

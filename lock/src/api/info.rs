@@ -1,60 +1,6 @@
-//! Lock metadata: what a holder writes into its key, and [`LockInfo`].
+//! [`LockInfo`]: a held lock as operators see it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::{Deserialize, Serialize};
-
-/// The value of a contender key, written in the same transaction as the key.
-/// Keys written by other clients (etcdctl, Go's `concurrency.Mutex`) have an
-/// empty value; they decode to the default. Kept short: it is most of the
-/// enqueue request (see `EtcdBackend::enqueue`); the lease's TTL is not in
-/// it (readers ask etcd), though older versions wrote a `ttl_ms`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct Metadata {
-    #[serde(default)]
-    pub(crate) owner: String,
-    #[serde(default)]
-    pub(crate) created_ms: u64,
-    /// Unique per acquisition: tells a retry of our own enqueue, which finds
-    /// the key it created, from a leftover key of an earlier acquisition.
-    #[serde(default)]
-    pub(crate) acquisition: String,
-}
-
-/// A fresh acquisition id. It only has to tell this process's acquisitions
-/// of one key apart: a key names its lease, and a lease belongs to one
-/// process. A counter does that without a random draw (a syscall) per lock.
-fn next_acquisition() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-impl Metadata {
-    pub(crate) fn new(owner: &str) -> Self {
-        Metadata {
-            owner: owner.to_owned(),
-            created_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            acquisition: next_acquisition(),
-        }
-    }
-
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub(crate) fn decode(value: &[u8]) -> Self {
-        serde_json::from_slice(value).unwrap_or_default()
-    }
-
-    pub(crate) fn create_time(&self) -> Option<SystemTime> {
-        // Read from a key anyone may have written: checked, never a panic.
-        let created = UNIX_EPOCH.checked_add(Duration::from_millis(self.created_ms));
-        created.filter(|_| self.created_ms > 0)
-    }
-}
+use std::time::SystemTime;
 
 /// A held lock, as [`LockManager::lock_info`](crate::LockManager::lock_info) and
 /// [`list_locks`](crate::LockManager::list_locks) report it.
@@ -91,7 +37,63 @@ pub struct LockInfo {
     pub expire_time: Option<SystemTime>,
     /// The holder's fencing token.
     pub fencing_token: u64,
-    /// How many contenders wait behind the holder in the backend queue (each
-    /// process counts once per lock: local waiters queue in process).
+    /// How many contenders wait behind the holders in the backend queue
+    /// (each process counts once per lock for plain locks: local waiters
+    /// queue in process).
     pub waiters: usize,
+    /// How many read locks hold it together (the holder above is the
+    /// oldest); 0 when it is held exclusively (a lock, a write lock).
+    pub readers: usize,
+}
+
+/// A semaphore, as [`LockManager::semaphore_info`](crate::LockManager::semaphore_info)
+/// and [`list_semaphores`](crate::LockManager::list_semaphores) report it.
+///
+/// ```
+/// use distlock::{LockManager, LockOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+/// let manager = LockManager::in_memory();
+/// let sem = manager.new_semaphore("pool", 2, LockOptions::default())?;
+/// let permit = sem.acquire().await?;
+/// let info = manager.semaphore_info("pool").await?.expect("in use");
+/// assert_eq!((info.permits, info.holders.len(), info.waiters), (2, 1, 0));
+/// assert_eq!(info.holders[0].fencing_token, permit.fencing_token());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SemaphoreInfo {
+    /// The semaphore's name.
+    pub name: String,
+    /// How many holders it admits, as its contenders count them.
+    pub permits: u32,
+    /// Its holders, oldest first.
+    pub holders: Vec<PermitInfo>,
+    /// How many contenders wait behind them.
+    pub waiters: usize,
+}
+
+/// One holder of a semaphore.
+///
+/// ```
+/// # use distlock::{LockManager, LockOptions};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+/// # let manager = LockManager::in_memory();
+/// # let _p = manager.new_semaphore("pool", 2, LockOptions::default())?.acquire().await?;
+/// let info = manager.semaphore_info("pool").await?.unwrap();
+/// println!("held by {} since {:?}", info.holders[0].owner, info.holders[0].create_time);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PermitInfo {
+    /// The holder's owner id (`host/pid/handle`).
+    pub owner: String,
+    /// The permit's backend key.
+    pub key: String,
+    /// When it was acquired (the holder's clock).
+    pub create_time: Option<SystemTime>,
+    /// Its fencing token.
+    pub fencing_token: u64,
 }

@@ -8,30 +8,34 @@ use std::time::{Duration, SystemTime};
 
 use tracing::info;
 
-use super::info::{LockInfo, Metadata};
+use super::info::{LockInfo, PermitInfo, SemaphoreInfo};
 use super::manager::LockManager;
 use crate::backend::Entry;
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::validate_name;
+use crate::queue::Metadata;
 use crate::shared::Shared;
 
-/// The keys of lock `name`'s queue, holder first (oldest create revision),
-/// in one read: what [`LockManager::lock_info`], `force_unlock` and
+/// Every key of the queue under `queue` (a lock's or a semaphore's), oldest
+/// first (a lock's holder first), in one read: what `lock_info`,
+/// `semaphore_info`, `force_unlock` and
 /// [`Lock::is_locked`](crate::Lock::is_locked) look at.
-pub(crate) async fn read_queue(shared: &Shared, name: &str) -> Result<Vec<Entry>> {
-    validate_name(name)?;
+pub(crate) async fn read_queue(shared: &Shared, queue: &str) -> Result<Vec<Entry>> {
     shared.ensure_open()?;
-    shared.backend.list(&shared.keys.queue(name)).await
+    shared.backend.list(queue).await
 }
 
-/// A queue's holder as [`LockInfo`], with its lease's expiry from `expiries`.
+/// A lock queue (oldest first, not empty) as [`LockInfo`], with its holder's
+/// lease's expiry from `expiries`.
 fn describe(
     name: &str,
-    holder: &Entry,
-    waiters: usize,
+    prefix: &str,
+    queue: &[Entry],
     expiries: &HashMap<i64, Option<SystemTime>>,
 ) -> LockInfo {
+    let holder = &queue[0];
     let meta = Metadata::decode(&holder.value);
+    let readers = shared_holders(prefix, queue);
     LockInfo {
         name: name.to_owned(),
         create_time: meta.create_time(),
@@ -39,7 +43,45 @@ fn describe(
         key: crate::key::shown(&holder.key).into_owned(),
         expire_time: expiries.get(&holder.lease).copied().flatten(),
         fencing_token: holder.create_rev as u64,
-        waiters,
+        waiters: queue.len() - readers.max(1),
+        readers,
+    }
+}
+
+/// How many shared entries (read locks, downgraded write locks) hold the
+/// lock queue under `prefix` together from its head: 0 when its head is
+/// exclusive.
+fn shared_holders(prefix: &str, queue: &[Entry]) -> usize {
+    let readers = format!("{prefix}r/");
+    let shared =
+        |e: &Entry| e.key.starts_with(readers.as_bytes()) || Metadata::decode(&e.value).shared;
+    queue.iter().take_while(|e| shared(e)).count()
+}
+
+/// A semaphore's queue (oldest first) as [`SemaphoreInfo`].
+fn describe_semaphore(name: &str, queue: &[Entry]) -> SemaphoreInfo {
+    let permits = queue
+        .iter()
+        .find_map(|e| Metadata::decode(&e.value).permits)
+        .unwrap_or(0);
+    let held = (permits as usize).min(queue.len());
+    let holders = queue[..held]
+        .iter()
+        .map(|e| {
+            let meta = Metadata::decode(&e.value);
+            PermitInfo {
+                create_time: meta.create_time(),
+                owner: meta.owner,
+                key: crate::key::shown(&e.key).into_owned(),
+                fencing_token: e.create_rev as u64,
+            }
+        })
+        .collect();
+    SemaphoreInfo {
+        name: name.to_owned(),
+        permits,
+        holders,
+        waiters: queue.len() - held,
     }
 }
 
@@ -54,12 +96,14 @@ impl LockManager {
     /// # Ok(()) }
     /// ```
     pub async fn lock_info(&self, name: &str) -> Result<Option<LockInfo>> {
-        let entries = read_queue(&self.shared, name).await?;
+        validate_name(name)?;
+        let entries = read_queue(&self.shared, &self.shared.keys.queue(name)).await?;
         let Some(holder) = entries.first() else {
             return Ok(None);
         };
         let expiries = self.expiries([holder.lease]).await?;
-        Ok(Some(describe(name, holder, entries.len() - 1, &expiries)))
+        let prefix = self.shared.keys.queue(name);
+        Ok(Some(describe(name, &prefix, &entries, &expiries)))
     }
 
     /// Every held lock whose *name* starts with `prefix` (`""` lists all),
@@ -97,7 +141,59 @@ impl LockManager {
         let expiries = self.expiries(queues.values().map(|q| q[0].lease)).await?;
         Ok(queues
             .iter()
-            .map(|(name, queue)| describe(name, &queue[0], queue.len() - 1, &expiries))
+            .map(|(name, queue)| describe(name, &self.shared.keys.queue(name), queue, &expiries))
+            .collect())
+    }
+
+    /// The semaphore `name`'s permits, holders and waiters; `None` when
+    /// nobody holds or waits for it.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let manager = LockManager::in_memory();
+    /// assert!(manager.semaphore_info("pool").await?.is_none());
+    /// let _p = manager.new_semaphore("pool", 4, LockOptions::default())?.acquire().await?;
+    /// assert_eq!(manager.semaphore_info("pool").await?.unwrap().permits, 4);
+    /// # Ok(()) }
+    /// ```
+    pub async fn semaphore_info(&self, name: &str) -> Result<Option<SemaphoreInfo>> {
+        validate_name(name)?;
+        let entries = read_queue(&self.shared, &self.shared.keys.semaphore(name)).await?;
+        Ok((!entries.is_empty()).then(|| describe_semaphore(name, &entries)))
+    }
+
+    /// Every semaphore in use whose name starts with `prefix` (`""` lists
+    /// all), ordered by name.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let manager = LockManager::in_memory();
+    /// let _p = manager.new_semaphore("crawl:a", 2, LockOptions::default())?.acquire().await?;
+    /// let all = manager.list_semaphores("crawl:").await?;
+    /// assert_eq!(all.len(), 1);
+    /// assert_eq!(all[0].name, "crawl:a");
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_semaphores(&self, prefix: &str) -> Result<Vec<SemaphoreInfo>> {
+        self.shared.ensure_open()?;
+        let root = self.shared.keys.semaphore_root();
+        let entries = self.shared.backend.list(&root).await?;
+        let mut queues: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        for entry in entries {
+            if let Some(name) = crate::key::name_under(&root, &entry.key) {
+                if name.starts_with(prefix) {
+                    queues.entry(name).or_default().push(entry);
+                }
+            }
+        }
+        Ok(queues
+            .iter_mut()
+            .map(|(name, queue)| {
+                queue.sort_by_key(|e| e.create_rev);
+                describe_semaphore(name, queue)
+            })
             .collect())
     }
 
@@ -178,7 +274,8 @@ impl LockManager {
     /// Deletes the head key of `name`'s queue (if its token is `token`),
     /// fenced by its create revision.
     async fn remove_holder(&self, name: &str, token: Option<u64>) -> Result<bool> {
-        let queue = read_queue(&self.shared, name).await?;
+        validate_name(name)?;
+        let queue = read_queue(&self.shared, &self.shared.keys.queue(name)).await?;
         let Some(holder) = queue
             .first()
             .filter(|h| token.is_none_or(|t| h.create_rev as u64 == t))

@@ -3,15 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{debug, Instrument};
-
-use super::info::Metadata;
 use crate::error::{ErrorCode, LockError, Result};
-use crate::hold::{acquire_in_scope, Hold, HoldParts, Holds, LockGuard, TaskOwner};
-use crate::lease::{Health, LockOptions, Retry, Session};
-use crate::metrics::{Attempt, Labels, Source};
-use crate::queue::{Contender, Mode, Outcome, Won};
-use crate::shared::{Shared, Slot};
+use crate::hold::{Holds, LockGuard};
+use crate::lease::LockOptions;
+use crate::metrics::{Labels, Source};
+use crate::queue::{Kind, Mode};
+use crate::shared::Shared;
 
 /// A handle on one named lock, made by [`LockManager::new_lock`](crate::LockManager::new_lock).
 ///
@@ -61,31 +58,39 @@ use crate::shared::{Shared, Slot};
 /// # Ok(()) }
 /// ```
 pub struct Lock {
-    name: String,
-    queue: String,
-    opts: LockOptions,
+    pub(super) name: String,
+    /// The queue its entries go into: the lock's, or a semaphore's.
+    pub(super) queue: String,
+    /// What its entries are: exclusive (a lock, a write lock), shared (a
+    /// read lock), a permit (a semaphore's).
+    pub(super) kind: Kind,
+    pub(super) opts: LockOptions,
     /// Identifies this handle in lock metadata: host, process and handle.
-    owner: String,
-    shared: Arc<Shared>,
+    pub(super) owner: String,
+    pub(super) shared: Arc<Shared>,
     /// The manager's registry of holds (where this task's hold is found).
-    holds: Arc<Holds>,
+    pub(super) holds: Arc<Holds>,
     /// The API this handle serves: the metrics' `source` label.
     source: Source,
     /// Each acquisition is an owner scope of its own (a locked call, a
     /// request): its hold is not re-entered by its task outside that scope,
     /// and in a task that holds the name it is a child section.
-    scoped: bool,
+    pub(super) scoped: bool,
 }
 
 impl Lock {
-    pub(crate) fn new(
+    /// A handle whose entries are of `kind`, in `queue`.
+    pub(crate) fn of_kind(
         shared: Arc<Shared>,
         holds: Arc<Holds>,
         name: String,
+        queue: String,
+        kind: Kind,
         opts: LockOptions,
     ) -> Self {
         Lock {
-            queue: shared.keys.queue(&name),
+            queue,
+            kind,
             owner: shared.owner_id(),
             name,
             opts,
@@ -131,7 +136,7 @@ impl Lock {
         self
     }
 
-    fn labels(&self) -> Labels {
+    pub(super) fn labels(&self) -> Labels {
         Labels::new(
             self.source,
             self.shared.metric_names().then_some(&*self.name),
@@ -193,7 +198,7 @@ impl Lock {
     /// ```
     pub fn hold_count(&self) -> usize {
         self.holds
-            .owned_by_caller(&self.name)
+            .owned_by_caller(&self.queue)
             .map_or(0, |h| h.count())
     }
 
@@ -265,217 +270,6 @@ impl Lock {
             .ok_or_else(|| LockError::new(ErrorCode::Backend, "acquisition ended without the lock"))
     }
 
-    /// One acquisition call, bounded by `wait` if given: its span and metrics.
-    async fn attempt(&self, mode: Mode, wait: Option<Duration>) -> Result<Option<LockGuard>> {
-        let span = tracing::debug_span!(
-            "distlock.acquire",
-            name = %self.name,
-            ?mode,
-            source = self.labels().source(),
-            token = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
-        let attempt = Attempt::start(self.labels(), mode == Mode::Wait);
-        // What the backend said to this acquisition: a wait that runs out
-        // while it was failing is an outage (`Backend`), not a busy lock.
-        let health = Health::child(&self.shared.health);
-        // Boxed: the acquisition's future is large, and nested locked calls
-        // (owner scopes, the macro, the layer) poll one inside another.
-        let acquire = Box::pin(self.acquire(mode, &health).instrument(span.clone()));
-        let result = match wait {
-            None => acquire.await,
-            Some(wait) => tokio::time::timeout(wait, acquire)
-                .await
-                .unwrap_or_else(|_| Err(health.verdict(&self.name, wait))),
-        };
-        attempt.finish(&span, &result);
-        result
-    }
-
-    async fn acquire(&self, mode: Mode, health: &Arc<Health>) -> Result<Option<LockGuard>> {
-        self.shared.ensure_open()?;
-        // Inside an owner scope that holds this name through this manager
-        // (owner.rs): a child section of its hold.
-        let in_scope = acquire_in_scope(
-            &self.shared,
-            &self.name,
-            &self.owner,
-            self.opts.reentrant,
-            mode,
-        );
-        if let Some(section) = in_scope.await {
-            return section;
-        }
-        // The calling task holds this name through this manager already.
-        if let Some(hold) = self.holds.owned_by_caller(&self.name) {
-            if let Some(reentered) = self.reenter(&hold, mode).await {
-                return reentered;
-            }
-            // Its last guard went meanwhile: acquire anew, behind its release.
-        }
-        tokio::select! {
-            won = self.contend(mode, health) => won,
-            _ = self.shared.closed.cancelled() => Err(LockError::closed()),
-        }
-    }
-
-    /// Re-enters `hold`, which the calling task owns: a second guard, or for
-    /// a scoped handle a child section of it; `None` when the hold was
-    /// released meanwhile.
-    async fn reenter(&self, hold: &Arc<Hold>, mode: Mode) -> Option<Result<Option<LockGuard>>> {
-        let reentered = if self.scoped {
-            let frame = hold.task_frame();
-            frame
-                .enter_section(&self.owner, self.opts.reentrant, mode)
-                .await
-        } else if !self.opts.reentrant {
-            Err(LockError::new(
-                ErrorCode::AlreadyHeld,
-                format!("lock `{}` is already held by this task", self.name),
-            ))
-        } else {
-            hold.reenter().map(Some)
-        };
-        match reentered {
-            Err(err) if err.code() == ErrorCode::NotHeld => None,
-            // Lost, and its slot freed: acquire anew (the lost guards only
-            // report the loss). A lost hold that keeps its slot (its key may
-            // still exist) is reported: acquiring would wait for ourselves.
-            Err(err) if err.code() == ErrorCode::Expired && !hold.keeps_slot() => None,
-            other => Some(other),
-        }
-    }
-
-    /// Takes the name's local slot, then competes in the backend's queue.
-    ///
-    /// A try is one attempt, bounded by the backend's request timeout from
-    /// when it has the slot (lease grant and backend retries included); a
-    /// wait is bounded by its caller.
-    async fn contend(&self, mode: Mode, health: &Arc<Health>) -> Result<Option<LockGuard>> {
-        let timeout = self.shared.backend.request_timeout();
-        let mut retry = Retry::new(&self.opts).reporting(Arc::clone(health));
-        let mut deadline = None;
-        // A shared session can vanish unnoticed between keep-alives (its lease
-        // revoked); then etcd refuses the enqueue and we retry once on a fresh one.
-        for attempt in 0..2 {
-            let Some((slot, slot_woke)) = self.take_slot(mode).await else {
-                return Ok(None);
-            };
-            if mode == Mode::Try && deadline.is_none() {
-                deadline = Some(tokio::time::Instant::now() + timeout);
-                retry = retry.within(timeout);
-            }
-            let compete = self.compete(slot, mode, &retry);
-            let (outcome, key, session, dedicated) = match deadline {
-                None => compete.await?,
-                Some(at) => tokio::time::timeout_at(at, compete)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(LockError::new(
-                            ErrorCode::Backend,
-                            format!(
-                                "no answer from the backend within {timeout:?} for lock `{}`",
-                                self.name
-                            ),
-                        ))
-                    })?,
-            };
-            let won = match outcome {
-                Outcome::Won(won) => won,
-                Outcome::Busy => return Ok(None),
-                Outcome::LeaseGone => {
-                    session.expire("the server no longer knows the lease");
-                    if attempt == 0 {
-                        continue;
-                    }
-                    return Err(lease_gone());
-                }
-            };
-            crate::metrics::handoff(&self.labels(), won.woke.or(slot_woke));
-            return Ok(Some(self.hold(key, won, session, dedicated, retry)));
-        }
-        Err(lease_gone())
-    }
-
-    /// One round in the backend's queue with the name's `slot`: a session,
-    /// then a contender; the contender's key, its session, and whether the
-    /// session is the lock's own. A lease of its own that did not win is
-    /// revoked at once, so a storm of busy tries leaves no leases behind.
-    async fn compete(
-        &self,
-        slot: Slot,
-        mode: Mode,
-        retry: &Retry,
-    ) -> Result<(Outcome, String, Arc<Session>, bool)> {
-        let (session, dedicated) = self.shared.sessions.session_for(&self.opts, retry).await?;
-        let value = Metadata::new(&self.owner).encode();
-        let contender = Contender::new(
-            Arc::clone(&self.shared),
-            Arc::clone(&session),
-            self.queue.clone(),
-            value,
-            slot,
-            retry.clone(),
-        );
-        let key = contender.key().to_owned();
-        let outcome = contender.acquire(mode).await;
-        if dedicated && !matches!(outcome, Ok(Outcome::Won(_))) {
-            let unused = Arc::clone(&session);
-            self.shared.spawn_background(async move {
-                let _ = unused.close().await;
-            });
-        }
-        Ok((outcome?, key, session, dedicated))
-    }
-
-    /// The name's local slot, and when it was handed to us if we had to
-    /// wait for it (a local hand-off). A try takes it if no other owner of
-    /// this process holds or waits for it (a cleanup of ours is waited for).
-    async fn take_slot(&self, mode: Mode) -> Option<(Slot, Option<std::time::Instant>)> {
-        let local = &self.shared.local;
-        match mode {
-            Mode::Try => {
-                let bound = self.shared.backend.request_timeout();
-                let slot = local.try_acquire_after_cleanup(&self.name, bound).await?;
-                Some((slot, None))
-            }
-            Mode::Wait => match local.try_acquire(&self.name) {
-                Some(slot) => Some((slot, None)),
-                None => {
-                    let slot = local.acquire(&self.name).await;
-                    Some((slot, Some(std::time::Instant::now())))
-                }
-            },
-        }
-    }
-
-    fn hold(
-        &self,
-        key: String,
-        won: Won,
-        session: Arc<Session>,
-        dedicated: bool,
-        retry: Retry,
-    ) -> LockGuard {
-        debug!(%key, token = won.rev, "acquired");
-        let hold = Hold::new(HoldParts {
-            name: self.name.clone(),
-            key,
-            rev: won.rev,
-            confirmed: won.confirmed,
-            slot: won.slot,
-            session,
-            dedicated,
-            retry,
-            shared: Arc::clone(&self.shared),
-            holds: Arc::clone(&self.holds),
-            metrics: self.labels(),
-            owner: (!self.scoped).then(TaskOwner::current),
-            unanswered: won.unanswered,
-        });
-        LockGuard::first(hold)
-    }
-
     /// Whether anyone holds the lock now — a task of this process or
     /// another process — in one read of the lock's queue, without taking a
     /// place in it. The answer can be out of date as soon as it returns: use
@@ -495,16 +289,9 @@ impl Lock {
     /// # Ok(()) }
     /// ```
     pub async fn is_locked(&self) -> Result<bool> {
-        let queue = super::inspect::read_queue(&self.shared, &self.name).await?;
+        let queue = super::inspect::read_queue(&self.shared, &self.queue).await?;
         Ok(!queue.is_empty())
     }
-}
-
-fn lease_gone() -> LockError {
-    LockError::new(
-        ErrorCode::Expired,
-        "the session lease vanished while enqueueing",
-    )
 }
 
 impl std::fmt::Debug for Lock {

@@ -9,6 +9,9 @@ use tracing::{debug, info};
 
 use super::config::EtcdConfig;
 use super::lock::Lock;
+use super::multi_lock::MultiLock;
+use super::rwlock::RwLock;
+use super::semaphore::Semaphore;
 use crate::backend::etcd::{check_server_version, EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
 use crate::backend::memory::MemoryBackend;
 use crate::backend::Backend;
@@ -16,6 +19,7 @@ use crate::error::Result;
 use crate::hold::Holds;
 use crate::key::{validate_name, Keyspace};
 use crate::lease::LockOptions;
+use crate::queue::Kind;
 use crate::shared::Shared;
 
 /// Makes locks and manages them: the entry point of distlock.
@@ -121,7 +125,11 @@ impl LockManager {
     pub(crate) fn with_backend(backend: Arc<dyn Backend>, namespace: &str) -> Self {
         let keys = Keyspace::new(namespace);
         let closed = CancellationToken::new();
-        let holds = Holds::new(Arc::clone(&backend), keys.root().to_owned(), closed.clone());
+        let holds = Holds::new(
+            Arc::clone(&backend),
+            keys.namespace().to_owned(),
+            closed.clone(),
+        );
         // A lost session loses every hold on its lease.
         let registry = Arc::downgrade(&holds);
         let on_lost = Arc::new(move |lease| {
@@ -221,15 +229,92 @@ impl LockManager {
     /// ```
     pub fn new_lock(&self, name: impl Into<String>, options: LockOptions) -> Result<Lock> {
         let name = name.into();
+        let queue = self.shared.keys.queue(&name);
+        self.handle(name, queue, Kind::Exclusive, options)
+    }
+
+    /// A handle on the semaphore `name`: at most `permits` holders at once
+    /// (1 to [`MAX_PERMITS`](crate::MAX_PERMITS)). Names as for
+    /// [`new_lock`](Self::new_lock); a semaphore and a lock of one name are
+    /// unrelated.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let manager = LockManager::in_memory();
+    /// let sem = manager.new_semaphore("crawl:example.com", 3, LockOptions::default())?;
+    /// sem.acquire().await?.release().await?;
+    /// assert!(manager.new_semaphore("x", 0, LockOptions::default()).is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn new_semaphore(
+        &self,
+        name: impl Into<String>,
+        permits: u32,
+        options: LockOptions,
+    ) -> Result<Semaphore> {
+        Semaphore::validate(permits)?;
+        let name = name.into();
+        let queue = self.shared.keys.semaphore(&name);
+        let lock = self.handle(name, queue, Kind::Permit(permits), options)?;
+        Ok(Semaphore::new(lock, permits))
+    }
+
+    /// A handle on the read-write lock `name`: many readers or one writer.
+    /// Its writers and the locks of [`new_lock`](Self::new_lock) (and
+    /// `etcdctl lock`) of the same name exclude each other.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let rw = LockManager::in_memory().new_rw_lock("doc:7", LockOptions::default())?;
+    /// rw.read().await?.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new_rw_lock(&self, name: impl Into<String>, options: LockOptions) -> Result<RwLock> {
+        let name = name.into();
+        let queue = self.shared.keys.queue(&name);
+        let read = self.handle(name.clone(), queue.clone(), Kind::Shared, options.clone())?;
+        let write = self.handle(name, queue, Kind::Exclusive, options)?;
+        Ok(RwLock::new(read, write))
+    }
+
+    /// A handle on several names at once (all or none), in name order
+    /// without duplicates; 1 to [`MAX_NAMES`](crate::MAX_NAMES) names.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let ml = LockManager::in_memory().new_multi_lock(["acct:1", "acct:2"], LockOptions::default())?;
+    /// ml.lock().await?.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new_multi_lock<I, S>(&self, names: I, options: LockOptions) -> Result<MultiLock>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let names: std::collections::BTreeSet<String> = names.into_iter().map(Into::into).collect();
+        let locks = names
+            .into_iter()
+            .map(|name| self.new_lock(name, options.clone()))
+            .collect::<Result<Vec<Lock>>>()?;
+        MultiLock::new(locks)
+    }
+
+    /// A handle whose entries are of `kind`, in `queue`.
+    fn handle(
+        &self,
+        name: String,
+        queue: String,
+        kind: Kind,
+        options: LockOptions,
+    ) -> Result<Lock> {
         validate_name(&name)?;
         options.validate()?;
         self.shared.ensure_open()?;
-        Ok(Lock::new(
-            Arc::clone(&self.shared),
-            Arc::clone(&self.holds),
-            name,
-            options,
-        ))
+        let (shared, holds) = (Arc::clone(&self.shared), Arc::clone(&self.holds));
+        Ok(Lock::of_kind(shared, holds, name, queue, kind, options))
     }
 
     /// Closes the manager: every lock it holds is released (its leases are

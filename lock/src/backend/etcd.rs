@@ -9,9 +9,10 @@ use super::errors::{is_lease_gone, is_not_found};
 use super::terms::Terms;
 use super::watch_hub::WatchHub;
 use super::{
-    Backend, BoxFuture, DeleteWatch, Enqueued, Entry, Granted, Position, Positioned, Revisions,
+    Ahead, Backend, BoxFuture, DeleteWatch, Enqueued, Entry, Granted, Read, Revisions, Scope, Seen,
 };
 use crate::error::{ErrorCode, LockError, Result};
+use crate::key::Keyspace;
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn,
     TxnOp, TxnOpResponse, TxnResponse,
@@ -126,18 +127,54 @@ fn range_kvs(resp: &TxnResponse, i: usize) -> Vec<KeyValue> {
     }
 }
 
-/// The oldest key under `queue` (its name and revisions).
-fn oldest(queue: &str) -> TxnOp {
-    TxnOp::get(
-        queue,
-        Some(
-            GetOptions::new()
-                .with_prefix()
-                .with_sort(SortTarget::Create, SortOrder::Ascend)
-                .with_limit(1)
-                .with_keys_only(),
-        ),
-    )
+/// A read of `queue`'s keys in `read`'s scope, oldest first or (before
+/// revision `before`) youngest first.
+fn queue_read(queue: &str, read: Read, before: Option<i64>) -> TxnOp {
+    let mut options = GetOptions::new();
+    let start = match read.scope {
+        Scope::All => {
+            options = options.with_prefix();
+            queue.to_owned()
+        }
+        Scope::Exclusive => {
+            let (start, end) = Keyspace::exclusive_range(queue);
+            options = options.with_range(end);
+            start
+        }
+    };
+    options = match before {
+        Some(rev) => options
+            .with_max_create_revision(rev - 1)
+            .with_sort(SortTarget::Create, SortOrder::Descend),
+        None => options.with_sort(SortTarget::Create, SortOrder::Ascend),
+    };
+    options = options.with_limit(read.limit as i64);
+    if !read.values {
+        options = options.with_keys_only();
+    }
+    TxnOp::get(start, Some(options))
+}
+
+/// The queue a key of ours belongs to, for batching (one write per queue in
+/// a batch): the key up to its last `/` — for a reader's key
+/// `{queue}r/{..}`, `{queue}r/`, which still shares no batch with another
+/// write to it because it is unique to one acquisition.
+fn queue_of(key: &[u8]) -> &[u8] {
+    key.iter()
+        .rposition(|b| *b == b'/')
+        .map_or(key, |i| &key[..=i])
+}
+
+/// The keys a range response of a transaction holds.
+fn seen(resp: &TxnResponse, i: usize) -> Vec<Seen> {
+    range_kvs(resp, i)
+        .into_iter()
+        .map(|kv| Seen {
+            key: kv.key().to_vec(),
+            rev: kv.create_revision(),
+            value: kv.value().to_vec(),
+        })
+        .collect()
 }
 
 impl Backend for EtcdBackend {
@@ -244,6 +281,7 @@ impl Backend for EtcdBackend {
         key: &'a str,
         lease: i64,
         value: Vec<u8>,
+        read: Read,
     ) -> BoxFuture<'a, Result<Enqueued>> {
         Box::pin(async move {
             self.usable()?;
@@ -255,24 +293,21 @@ impl Backend for EtcdBackend {
                 .when([Compare::create_revision(key, CompareOp::Equal, 0)])
                 .and_then([
                     TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease))),
-                    oldest(queue),
+                    queue_read(queue, read, None),
                 ]);
             let (resp, header) = self.writes.txn("enqueue", queue.as_bytes(), txn).await?;
             if resp.succeeded() {
-                let head = range_kvs(&resp, 1)
-                    .first()
-                    .is_some_and(|kv| kv.create_revision() == header);
                 return Ok(Enqueued {
                     rev: header,
-                    head,
+                    oldest: seen(&resp, 1),
                     header,
                     existing: None,
                 });
             }
             // The key exists: an earlier attempt of ours that applied
             // unheard, or a leftover. One more read finds it and the head.
-            let read = Txn::new().and_then([TxnOp::get(key, None), oldest(queue)]);
-            let resp = self.txn("queue read", read).await?;
+            let txn = Txn::new().and_then([TxnOp::get(key, None), queue_read(queue, read, None)]);
+            let resp = self.txn("queue read", txn).await?;
             let header = header_revision(resp.header());
             let Some(kv) = range_kvs(&resp, 0).into_iter().next() else {
                 // Deleted meanwhile (force-unlocked, or its lease expired).
@@ -282,70 +317,140 @@ impl Backend for EtcdBackend {
                     true,
                 ));
             };
-            let rev = kv.create_revision();
-            let head = range_kvs(&resp, 1)
-                .first()
-                .is_some_and(|h| h.create_revision() == rev);
             Ok(Enqueued {
-                rev,
-                head,
+                rev: kv.create_revision(),
+                oldest: seen(&resp, 1),
                 header,
                 existing: Some(kv.value().to_vec()),
             })
         })
     }
 
-    fn position<'a>(
+    fn enqueue_all<'a>(
+        &'a self,
+        entries: &'a [(String, String)],
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<Enqueued>>> {
+        Box::pin(async move {
+            self.usable()?;
+            let put = PutOptions::new().with_lease(lease);
+            let absent = entries
+                .iter()
+                .map(|(_, key)| Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
+            let puts = entries
+                .iter()
+                .map(|(_, key)| TxnOp::put(key.as_str(), value.clone(), Some(put.clone())));
+            let heads = entries
+                .iter()
+                .map(|(queue, _)| queue_read(queue, Read::FIRST, None));
+            // Not batched: its size grows with the names, and it is one
+            // write already.
+            let txn = Txn::new()
+                .when(absent.collect::<Vec<_>>())
+                .and_then(puts.chain(heads).collect::<Vec<_>>());
+            let resp = self.txn("enqueue", txn).await?;
+            let header = header_revision(resp.header());
+            let n = entries.len();
+            if resp.succeeded() {
+                let answer = (0..n).map(|i| Enqueued {
+                    rev: header,
+                    oldest: seen(&resp, n + i),
+                    header,
+                    existing: None,
+                });
+                return Ok(answer.collect());
+            }
+            // Some key exists: read each, and each queue's head.
+            let keys = entries
+                .iter()
+                .map(|(_, key)| TxnOp::get(key.as_str(), None));
+            let heads = entries
+                .iter()
+                .map(|(queue, _)| queue_read(queue, Read::FIRST, None));
+            let txn = Txn::new().and_then(keys.chain(heads).collect::<Vec<_>>());
+            let resp = self.txn("queue read", txn).await?;
+            let header = header_revision(resp.header());
+            let answer = (0..n).map(|i| {
+                let kv = range_kvs(&resp, i).into_iter().next();
+                Enqueued {
+                    // 0: the key is not there.
+                    rev: kv.as_ref().map_or(0, |kv| kv.create_revision()),
+                    oldest: seen(&resp, n + i),
+                    header,
+                    existing: kv.map(|kv| kv.value().to_vec()),
+                }
+            });
+            Ok(answer.collect())
+        })
+    }
+
+    fn ahead<'a>(
         &'a self,
         queue: &'a str,
         key: &'a str,
         rev: i64,
-    ) -> BoxFuture<'a, Result<Positioned>> {
+        read: Read,
+    ) -> BoxFuture<'a, Result<Ahead>> {
         Box::pin(async move {
             self.usable()?;
-            // Confirms our key (same create revision) and finds the youngest
-            // older key in one linearizable read.
-            let predecessor = GetOptions::new()
-                .with_prefix()
-                .with_max_create_revision(rev - 1)
-                .with_sort(SortTarget::Create, SortOrder::Descend)
-                .with_limit(1)
-                .with_keys_only();
+            // Confirms our key (same create revision) and reads the keys ahead
+            // of it in one linearizable read.
             let txn = Txn::new()
                 .when([Compare::create_revision(key, CompareOp::Equal, rev)])
-                .and_then([TxnOp::get(queue, Some(predecessor))]);
+                .and_then([queue_read(queue, read, Some(rev))]);
             let resp = self.txn("queue read", txn).await?;
-            let header = header_revision(resp.header());
-            let position = if !resp.succeeded() {
-                Position::Gone
-            } else {
-                match range_kvs(&resp, 0).first() {
-                    None => Position::Head,
-                    Some(kv) => Position::Behind {
-                        predecessor: kv.key().to_vec(),
-                        rev: kv.create_revision(),
-                    },
-                }
-            };
-            Ok(Positioned { position, header })
+            Ok(Ahead {
+                gone: !resp.succeeded(),
+                keys: if resp.succeeded() {
+                    seen(&resp, 0)
+                } else {
+                    Vec::new()
+                },
+                header: header_revision(resp.header()),
+            })
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        rev: i64,
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            self.usable()?;
+            let queue = queue_of(key.as_bytes());
+            let txn = Txn::new()
+                .when([Compare::create_revision(key, CompareOp::Equal, rev)])
+                .and_then([TxnOp::put(
+                    key,
+                    value,
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            Ok(self.writes.txn("update", queue, txn).await?.0.succeeded())
+        })
+    }
+
+    fn wait_changed<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.usable()?;
+            self.watches.wait(key, from, true).await
         })
     }
 
     fn wait_deleted<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.usable()?;
-            self.watches.wait_deleted(key, from).await
+            self.watches.wait(key, from, false).await
         })
     }
 
     fn delete<'a>(&'a self, key: &'a [u8], rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             self.usable()?;
-            // The key's queue: `{queue}{lease hex}`.
-            let queue = key
-                .iter()
-                .rposition(|b| *b == b'/')
-                .map_or(key, |i| &key[..=i]);
+            let queue = queue_of(key);
             let Some(rev) = rev else {
                 // Any revision: a plain delete, which etcd applies faster
                 // than a transaction.

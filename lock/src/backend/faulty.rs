@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{Backend, BoxFuture, DeleteWatch, Enqueued, Entry, Granted, Positioned, Revisions};
+use super::{Ahead, Backend, BoxFuture, DeleteWatch, Enqueued, Entry, Granted, Read, Revisions};
 use crate::error::{LockError, Result};
 
 /// An operation of the storage interface a lock manager uses.
@@ -25,12 +25,16 @@ pub enum Op {
     Revoke,
     /// Asking a lease's remaining TTL.
     TimeToLive,
-    /// The transaction that puts a contender key and reads the queue head.
+    /// The transaction that puts a contender key (or a multi-lock's keys)
+    /// and reads the queue head.
     Enqueue,
-    /// The read that confirms a key and finds its predecessor.
+    /// The read that confirms a key and finds the keys ahead of it.
     Position,
-    /// Watching for a key's deletion.
+    /// Watching a key ahead for its deletion (or change).
     WaitDeleted,
+    /// The fenced put that changes a held key's value in place (a
+    /// semaphore's promotion, a write lock's downgrade).
+    Update,
     /// A fenced delete (release, cleanup, force-unlock).
     Delete,
     /// A range read (info, list).
@@ -324,26 +328,59 @@ impl Backend for FaultyBackend {
         key: &'a str,
         lease: i64,
         value: Vec<u8>,
+        read: Read,
     ) -> BoxFuture<'a, Result<Enqueued>> {
         let inner = Arc::clone(&self.inner);
         let (q, k, v) = (queue.to_owned(), key.to_owned(), value.clone());
         let stale: BoxFuture<'static, _> =
-            Box::pin(async move { inner.enqueue(&q, &k, lease, v).await });
-        let call = self.inner.enqueue(queue, key, lease, value);
+            Box::pin(async move { inner.enqueue(&q, &k, lease, v, read).await });
+        let call = self.inner.enqueue(queue, key, lease, value, read);
         Box::pin(self.run_late(Op::Enqueue, call, Some(stale)))
     }
 
-    fn position<'a>(
+    fn enqueue_all<'a>(
+        &'a self,
+        entries: &'a [(String, String)],
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<Enqueued>>> {
+        let (inner, e, v) = (Arc::clone(&self.inner), entries.to_vec(), value.clone());
+        let stale: BoxFuture<'static, _> =
+            Box::pin(async move { inner.enqueue_all(&e, lease, v).await });
+        let call = self.inner.enqueue_all(entries, lease, value);
+        Box::pin(self.run_late(Op::Enqueue, call, Some(stale)))
+    }
+
+    fn ahead<'a>(
         &'a self,
         queue: &'a str,
         key: &'a str,
         rev: i64,
-    ) -> BoxFuture<'a, Result<Positioned>> {
-        Box::pin(self.run(Op::Position, self.inner.position(queue, key, rev)))
+        read: Read,
+    ) -> BoxFuture<'a, Result<Ahead>> {
+        Box::pin(self.run(Op::Position, self.inner.ahead(queue, key, rev, read)))
     }
 
     fn wait_deleted<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.run(Op::WaitDeleted, self.inner.wait_deleted(key, from)))
+    }
+
+    fn wait_changed<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.run(Op::WaitDeleted, self.inner.wait_changed(key, from)))
+    }
+
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        rev: i64,
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let (inner, k, v) = (Arc::clone(&self.inner), key.to_owned(), value.clone());
+        let stale: BoxFuture<'static, _> =
+            Box::pin(async move { inner.update(&k, rev, lease, v).await });
+        let call = self.inner.update(key, rev, lease, value);
+        Box::pin(self.run_late(Op::Update, call, Some(stale)))
     }
 
     fn delete<'a>(&'a self, key: &'a [u8], rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {

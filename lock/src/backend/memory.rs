@@ -10,13 +10,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{
-    Backend, BoxFuture, DeleteWatch, Deletions, Enqueued, Entry, Granted, Position, Positioned,
-    Revisions,
+    Ahead, Backend, BoxFuture, DeleteWatch, Deletions, Enqueued, Entry, Granted, Read, Revisions,
+    Scope, Seen,
 };
 use crate::error::{ErrorCode, LockError, Result};
+use crate::key::Keyspace;
 
 struct Stored {
     create_rev: i64,
+    /// The revision of the last put.
+    mod_rev: i64,
     lease: i64,
     value: Vec<u8>,
 }
@@ -112,6 +115,58 @@ impl State {
                 self.remove(&key);
             }
         }
+    }
+
+    /// The keys of `queue` in `read`'s scope: the oldest first, or (before
+    /// revision `before`) the youngest first; at most `read.limit`.
+    fn read(&self, queue: &str, read: Read, before: Option<i64>) -> Vec<Seen> {
+        let (start, end) = match read.scope {
+            Scope::All => (queue.to_owned(), None),
+            Scope::Exclusive => {
+                let (start, end) = Keyspace::exclusive_range(queue);
+                (start, Some(end))
+            }
+        };
+        let mut found: Vec<(&String, &Stored)> = self
+            .keys
+            .range(start..)
+            .take_while(|(k, _)| k.starts_with(queue) && end.as_ref().is_none_or(|e| *k < e))
+            .filter(|(_, s)| before.is_none_or(|b| s.create_rev < b))
+            .collect();
+        found.sort_by_key(|(_, s)| s.create_rev);
+        if before.is_some() {
+            found.reverse();
+        }
+        found
+            .into_iter()
+            .take(read.limit)
+            .map(|(k, s)| Seen {
+                key: k.clone().into_bytes(),
+                rev: s.create_rev,
+                value: if read.values {
+                    s.value.clone()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect()
+    }
+
+    /// Creates `key` unless it exists (at the current revision, which the
+    /// caller has bumped); its value before, if it existed.
+    fn create(&mut self, key: &str, lease: i64, value: Vec<u8>) -> Option<Vec<u8>> {
+        if let Some(existing) = self.keys.get(key) {
+            return Some(existing.value.clone());
+        }
+        let rev = self.revision;
+        let stored = Stored {
+            create_rev: rev,
+            mod_rev: rev,
+            lease,
+            value,
+        };
+        self.keys.insert(key.to_owned(), stored);
+        None
     }
 
     /// Keys under `prefix`, oldest first.
@@ -255,6 +310,7 @@ impl Backend for MemoryBackend {
         key: &'a str,
         lease: i64,
         value: Vec<u8>,
+        read: Read,
     ) -> BoxFuture<'a, Result<Enqueued>> {
         Box::pin(async move {
             self.inner.change(|state| {
@@ -262,28 +318,13 @@ impl Backend for MemoryBackend {
                     // As etcd refuses a put on an unknown lease.
                     return Err(LockError::new(ErrorCode::Expired, "lease not found"));
                 }
-                let existing = state.keys.get(key).map(|s| s.value.clone());
-                if existing.is_none() {
+                if !state.keys.contains_key(key) {
                     state.revision += 1;
-                    let create_rev = state.revision;
-                    state.keys.insert(
-                        key.to_owned(),
-                        Stored {
-                            create_rev,
-                            lease,
-                            value,
-                        },
-                    );
                 }
-                let rev = state.keys.get(key).map_or(0, |s| s.create_rev);
-                let head = rev != 0
-                    && state
-                        .queue(queue)
-                        .next()
-                        .is_some_and(|(_, s)| s.create_rev == rev);
+                let existing = state.create(key, lease, value);
                 Ok(Enqueued {
-                    rev,
-                    head,
+                    rev: state.keys.get(key).map_or(0, |s| s.create_rev),
+                    oldest: state.read(queue, read, None),
                     header: state.revision,
                     existing,
                 })
@@ -291,34 +332,103 @@ impl Backend for MemoryBackend {
         })
     }
 
-    fn position<'a>(
+    fn enqueue_all<'a>(
+        &'a self,
+        entries: &'a [(String, String)],
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<Enqueued>>> {
+        Box::pin(async move {
+            self.inner.change(|state| {
+                if !state.leases.contains_key(&lease) {
+                    return Err(LockError::new(ErrorCode::Expired, "lease not found"));
+                }
+                let absent = entries.iter().all(|(_, k)| !state.keys.contains_key(k));
+                if absent {
+                    // One transaction: one revision for every key.
+                    state.revision += 1;
+                    for (_, key) in entries {
+                        state.create(key, lease, value.clone());
+                    }
+                }
+                let answer = entries.iter().map(|(queue, key)| Enqueued {
+                    rev: state.keys.get(key).map_or(0, |s| s.create_rev),
+                    oldest: state.read(queue, Read::FIRST, None),
+                    header: state.revision,
+                    existing: (!absent)
+                        .then(|| state.keys.get(key).map(|s| s.value.clone()))
+                        .flatten(),
+                });
+                Ok(answer.collect())
+            })
+        })
+    }
+
+    fn ahead<'a>(
         &'a self,
         queue: &'a str,
         key: &'a str,
         rev: i64,
-    ) -> BoxFuture<'a, Result<Positioned>> {
+        read: Read,
+    ) -> BoxFuture<'a, Result<Ahead>> {
         Box::pin(async move {
             let state = self.inner.state();
-            let position = match state.keys.get(key) {
-                Some(s) if s.create_rev == rev => {
-                    match state
-                        .queue(queue)
-                        .filter(|(_, s)| s.create_rev < rev)
-                        .last()
-                    {
-                        None => Position::Head,
-                        Some((k, s)) => Position::Behind {
-                            predecessor: k.clone().into_bytes(),
-                            rev: s.create_rev,
-                        },
-                    }
-                }
-                _ => Position::Gone,
-            };
-            Ok(Positioned {
-                position,
+            let here = state.keys.get(key).is_some_and(|s| s.create_rev == rev);
+            Ok(Ahead {
+                gone: !here,
+                keys: if here {
+                    state.read(queue, read, Some(rev))
+                } else {
+                    Vec::new()
+                },
                 header: state.revision,
             })
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        rev: i64,
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            Ok(self.inner.change(|state| {
+                let next = state.revision + 1;
+                match state.keys.get_mut(key) {
+                    Some(s) if s.create_rev == rev => {
+                        s.mod_rev = next;
+                        s.lease = lease;
+                        s.value = value;
+                        state.revision = next;
+                        true
+                    }
+                    _ => false,
+                }
+            }))
+        })
+    }
+
+    fn wait_changed<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let Ok(key) = std::str::from_utf8(key) else {
+                return Ok(());
+            };
+            let mut changes = self.inner.changes.subscribe();
+            loop {
+                {
+                    let state = self.inner.state();
+                    match state.keys.get(key) {
+                        None => return Ok(()),
+                        Some(s) if s.mod_rev >= from => return Ok(()), // put (or made) since
+                        Some(_) => {}
+                    }
+                }
+                if changes.changed().await.is_err() {
+                    return Ok(());
+                }
+            }
         })
     }
 

@@ -39,13 +39,56 @@ pub(crate) struct Granted {
     pub(crate) ttl: Duration,
 }
 
+/// Which keys of a queue a read considers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Every key under the queue's prefix.
+    All,
+    /// Exclusive entries only: `{queue}` followed by a lease id in lowercase
+    /// hex — ours, `etcdctl lock`'s, Go's `concurrency.Mutex`'s — the keys in
+    /// [`Keyspace::exclusive_range`](crate::key::Keyspace::exclusive_range).
+    /// Shared entries (`{queue}r/...`) sort after them.
+    Exclusive,
+}
+
+/// What a read of a queue returns, besides whether our key is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Read {
+    pub(crate) scope: Scope,
+    /// At most this many keys.
+    pub(crate) limit: usize,
+    /// With their values (else keys and revisions only).
+    pub(crate) values: bool,
+}
+
+impl Read {
+    /// The one key that decides a mutex's place: keys only, every kind.
+    pub(crate) const FIRST: Read = Read {
+        scope: Scope::All,
+        limit: 1,
+        values: false,
+    };
+}
+
+/// One key of a queue as a read saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// Keys are bytes: another client may have put one that is not UTF-8
+    /// under the queue's prefix.
+    pub(crate) key: Vec<u8>,
+    pub(crate) rev: i64,
+    /// Empty unless the read asked for values.
+    pub(crate) value: Vec<u8>,
+}
+
 /// The outcome of putting a contender key into a queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Enqueued {
     /// The key's create revision: its place in the queue and its fencing token.
     pub(crate) rev: i64,
-    /// Whether the key is the oldest in the queue, i.e. holds the lock.
-    pub(crate) head: bool,
+    /// The oldest keys of the queue in the read's scope, oldest first (ours
+    /// among them if it is that old), as of `header`.
+    pub(crate) oldest: Vec<Seen>,
     /// The store revision the answer was read at.
     pub(crate) header: i64,
     /// The value of the key when it existed already (the enqueue did not
@@ -53,24 +96,16 @@ pub(crate) struct Enqueued {
     pub(crate) existing: Option<Vec<u8>>,
 }
 
-/// Where a contender key stands in its queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Position {
-    /// The key (with that create revision) no longer exists.
-    Gone,
-    /// The key exists and no older key is in the queue: it holds the lock.
-    Head,
-    /// The key exists; `predecessor` is the youngest key older than it, and
-    /// `rev` that key's create revision. Keys are bytes: another client may
-    /// have put one that is not UTF-8 under the queue's prefix.
-    Behind { predecessor: Vec<u8>, rev: i64 },
-}
-
-/// A [`Position`] with the store revision it was read at; notifications for
-/// later changes start at `header + 1`.
+/// The keys ahead of a contender key, read with one linearizable read that
+/// also confirms the key.
 #[derive(Debug, Clone)]
-pub(crate) struct Positioned {
-    pub(crate) position: Position,
+pub(crate) struct Ahead {
+    /// The key (with that create revision) no longer exists.
+    pub(crate) gone: bool,
+    /// The keys older than it in the read's scope, youngest first.
+    pub(crate) keys: Vec<Seen>,
+    /// The store revision the answer was read at; notifications for later
+    /// changes start at `header + 1`.
     pub(crate) header: i64,
 }
 
@@ -136,30 +171,59 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn time_to_live(&self, lease: i64) -> BoxFuture<'_, Result<i64>>;
 
     /// Atomically creates `key` (attached to `lease`, holding `value`) unless
-    /// it exists, and reports its create revision, whether it is the oldest
-    /// key under `queue`, and the value it already had if it existed.
-    /// Idempotent, so it may be retried.
+    /// it exists, and reads the oldest keys of `queue` as `read` says, and
+    /// the value the key already had if it existed. Idempotent, so it may be
+    /// retried.
     fn enqueue<'a>(
         &'a self,
         queue: &'a str,
         key: &'a str,
         lease: i64,
         value: Vec<u8>,
+        read: Read,
     ) -> BoxFuture<'a, Result<Enqueued>>;
 
-    /// Where `key`, created at revision `rev`, stands in `queue` (one
-    /// linearizable read, which also confirms that the key still exists).
-    fn position<'a>(
+    /// [`enqueue`](Backend::enqueue) of one key in each of several queues
+    /// (`(queue, key)` pairs), all in one transaction, so that every key gets
+    /// the same create revision: created all together, or none (if some
+    /// exist, the answer reports each key as it is). Each queue's oldest key
+    /// is read (`Read::FIRST`). Idempotent.
+    fn enqueue_all<'a>(
+        &'a self,
+        entries: &'a [(String, String)],
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<Enqueued>>>;
+
+    /// The keys ahead of `key`, created at revision `rev`, in `queue`, as
+    /// `read` says (youngest first), or that the key is gone.
+    fn ahead<'a>(
         &'a self,
         queue: &'a str,
         key: &'a str,
         rev: i64,
-    ) -> BoxFuture<'a, Result<Positioned>>;
+        read: Read,
+    ) -> BoxFuture<'a, Result<Ahead>>;
 
     /// Resolves once `key` may have been deleted at or after revision `from`.
     /// It can resolve spuriously (e.g. after a compaction); callers re-check
-    /// with [`position`](Backend::position).
+    /// with [`ahead`](Backend::ahead).
     fn wait_deleted<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>>;
+
+    /// Resolves once `key` may have been changed (put or deleted) at or after
+    /// revision `from`; spurious wake-ups as for
+    /// [`wait_deleted`](Backend::wait_deleted).
+    fn wait_changed<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>>;
+
+    /// Puts `value` into `key`, keeping it on `lease`, if its create revision
+    /// is `rev`: the key keeps its place in its queue. Whether it did.
+    fn update<'a>(
+        &'a self,
+        key: &'a str,
+        rev: i64,
+        lease: i64,
+        value: Vec<u8>,
+    ) -> BoxFuture<'a, Result<bool>>;
 
     /// Deletes `key` if its create revision is `rev` (any revision when
     /// `None`); whether a key was deleted.

@@ -40,6 +40,8 @@ enum Command {
         id: i64,
         key: Vec<u8>,
         from: i64,
+        /// Fire on puts too, not only on deletes.
+        puts: bool,
         fired: oneshot::Sender<Result<()>>,
     },
     Cancel {
@@ -86,9 +88,10 @@ impl WatchHub {
         }
     }
 
-    /// Resolves once `key` may have been deleted at or after revision `from`
-    /// (a delete event, or etcd cancelling the watch, e.g. after compaction).
-    pub(crate) async fn wait_deleted(&self, key: &[u8], from: i64) -> Result<()> {
+    /// Resolves once `key` may have been deleted (or, with `puts`, changed)
+    /// at or after revision `from` (an event, or etcd cancelling the watch,
+    /// e.g. after compaction).
+    pub(crate) async fn wait(&self, key: &[u8], from: i64, puts: bool) -> Result<()> {
         let (fired, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let commands = self.commands();
@@ -96,6 +99,7 @@ impl WatchHub {
             id,
             key: key.to_vec(),
             from,
+            puts,
             fired,
         };
         commands.send(watch).map_err(|_| broken())?;
@@ -120,6 +124,7 @@ impl WatchHub {
 struct Pending {
     key: Vec<u8>,
     from: i64,
+    puts: bool,
     fired: oneshot::Sender<Result<()>>,
     /// Refused once already, and re-registered on a stream opened right after
     /// re-authenticating: a second refusal is for good.
@@ -150,11 +155,15 @@ struct Stream {
     unanswered: VecDeque<i64>,
 }
 
-fn watch_options(id: i64, from: i64) -> WatchOptions {
-    WatchOptions::new()
+fn watch_options(id: i64, from: i64, puts: bool) -> WatchOptions {
+    let options = WatchOptions::new()
         .with_start_revision(from)
-        .with_filters([WatchFilterType::NoPut])
-        .with_watch_id(id)
+        .with_watch_id(id);
+    if puts {
+        options
+    } else {
+        options.with_filters([WatchFilterType::NoPut])
+    }
 }
 
 impl Stream {
@@ -183,8 +192,14 @@ impl Stream {
     }
 
     /// Registers a watch, opening the stream with it if there is none.
-    async fn watch(&mut self, id: i64, key: &[u8], from: i64) -> std::result::Result<(), Broken> {
-        let options = Some(watch_options(id, from));
+    async fn watch(
+        &mut self,
+        id: i64,
+        key: &[u8],
+        from: i64,
+        puts: bool,
+    ) -> std::result::Result<(), Broken> {
+        let options = Some(watch_options(id, from, puts));
         match self.stream.take() {
             Some(mut stream) => {
                 self.bounded("watch", stream.watch(key, options)).await?;
@@ -215,7 +230,8 @@ impl Stream {
         let client = self.client.clone();
         self.bounded("authenticate", client.refresh_token()).await?;
         for (&id, pending) in waiting {
-            self.watch(id, &pending.key, pending.from).await?;
+            self.watch(id, &pending.key, pending.from, pending.puts)
+                .await?;
         }
         Ok(())
     }
@@ -289,9 +305,9 @@ async fn run(
         let step = tokio::select! {
             command = commands.recv() => match command {
                 None => break Ok(()),
-                Some(Command::Watch { id, key, from, fired }) => {
-                    let sent = stream.watch(id, &key, from).await;
-                    waiting.insert(id, Pending { key, from, fired, reauthenticated: false });
+                Some(Command::Watch { id, key, from, puts, fired }) => {
+                    let sent = stream.watch(id, &key, from, puts).await;
+                    waiting.insert(id, Pending { key, from, puts, fired, reauthenticated: false });
                     sent
                 }
                 Some(Command::Cancel { id }) => {
@@ -398,11 +414,12 @@ async fn route(
         pending.reauthenticated = true;
         return stream.reopen(waiting).await;
     }
-    let deleted = resp
+    // Put events come only on watches that asked for them.
+    let fired = resp
         .events()
         .iter()
-        .any(|e| e.event_type() == EventType::Delete);
-    if deleted || resp.canceled() {
+        .any(|e| matches!(e.event_type(), EventType::Delete | EventType::Put));
+    if fired || resp.canceled() {
         if let Some(pending) = waiting.remove(&id) {
             let _ = pending.fired.send(Ok(()));
             if !resp.canceled() {

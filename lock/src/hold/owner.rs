@@ -54,6 +54,9 @@ pub(crate) struct Frame {
     /// are not).
     shared: Weak<Shared>,
     name: String,
+    /// The queue of the hold: what locking "the same name" means here (a
+    /// lock and a semaphore of one name are different things).
+    queue: String,
     token: u64,
     /// Weak, so that a scope (or a `CurrentLock`) kept past its guard cannot
     /// keep the lock held.
@@ -103,6 +106,7 @@ impl Frame {
             section_ended: CancellationToken::new(),
             shared: Arc::downgrade(hold.shared()),
             name: hold.name.clone(),
+            queue: hold.queue.clone(),
             token: hold.token(),
             hold: Arc::downgrade(hold),
             children: Arc::new(FairMutex::new(())),
@@ -110,12 +114,12 @@ impl Frame {
         }
     }
 
-    /// The nearest level, this one or an outer one, holding `name` through
-    /// the manager `shared`.
-    fn find(self: &Arc<Self>, shared: &Arc<Shared>, name: &str) -> Option<Arc<Frame>> {
+    /// The nearest level, this one or an outer one, holding a key in
+    /// `queue` through the manager `shared`.
+    fn find(self: &Arc<Self>, shared: &Arc<Shared>, queue: &str) -> Option<Arc<Frame>> {
         let mut frame = Some(self);
         while let Some(f) = frame {
-            if f.name == name && std::ptr::eq(f.shared.as_ptr(), Arc::as_ptr(shared)) {
+            if f.queue == queue && std::ptr::eq(f.shared.as_ptr(), Arc::as_ptr(shared)) {
                 return Some(Arc::clone(f));
             }
             frame = f.parent.as_ref();
@@ -229,17 +233,17 @@ pub(crate) fn current() -> Option<Arc<Frame>> {
 }
 
 /// The hook at the top of `Lock::acquire`: when an owner scope around the
-/// caller holds `name` through the manager `shared`, the acquisition is a
-/// child section of that hold (`Some`); otherwise `None` and the handle
-/// competes for the lock as usual.
+/// caller holds a key in `queue` through the manager `shared`, the
+/// acquisition is a child section of that hold (`Some`); otherwise `None` and
+/// the handle competes for the lock as usual.
 pub(crate) async fn acquire_in_scope(
     shared: &Arc<Shared>,
-    name: &str,
+    queue: &str,
     handle: &str,
     reentrant: bool,
     mode: Mode,
 ) -> Option<Result<Option<LockGuard>>> {
-    let frame = current()?.find(shared, name)?;
+    let frame = current()?.find(shared, queue)?;
     Some(frame.enter_section(handle, reentrant, mode).await)
 }
 

@@ -91,10 +91,11 @@ struct State {
     driver: Weak<()>,
 }
 
-/// The latest hold of each lock name, for re-entry by the task that owns it.
+/// The latest hold of each owner key (a queue, or a queue's readers), for
+/// re-entry by the task that owns it.
 #[derive(Default)]
 struct Owners {
-    by_name: HashMap<String, Weak<Hold>>,
+    by_key: HashMap<String, Weak<Hold>>,
     /// Forget released names once the map is this large (amortized O(1)).
     prune_at: usize,
 }
@@ -135,10 +136,15 @@ impl Holds {
         self.owners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The hold of `name` that the calling task owns (a plain `lock()` of
-    /// this task, with guards alive), if any.
-    pub(crate) fn owned_by_caller(&self, name: &str) -> Option<Arc<Hold>> {
-        let hold = self.owners().by_name.get(name).and_then(Weak::upgrade)?;
+    /// The hold under `owner_key` (see [`Hold::owner_key`]) that the
+    /// calling task owns (a plain `lock()` of this task, with guards alive),
+    /// if any.
+    pub(crate) fn owned_by_caller(&self, owner_key: &str) -> Option<Arc<Hold>> {
+        let hold = self
+            .owners()
+            .by_key
+            .get(owner_key)
+            .and_then(Weak::upgrade)?;
         (hold.count() > 0 && hold.owned_by_caller()).then_some(hold)
     }
 
@@ -164,22 +170,23 @@ impl Holds {
         }
         drop(state);
         let mut owners = self.owners();
-        if owners.by_name.len() >= owners.prune_at {
-            owners.by_name.retain(|_, h| h.strong_count() > 0);
-            owners.prune_at = (owners.by_name.len() * 2).max(64);
+        if owners.by_key.len() >= owners.prune_at {
+            owners.by_key.retain(|_, h| h.strong_count() > 0);
+            owners.prune_at = (owners.by_key.len() * 2).max(64);
         }
-        owners
-            .by_name
-            .insert(hold.name.clone(), Arc::downgrade(hold));
+        if hold.owner.is_some() {
+            let key = hold.owner_key.clone();
+            owners.by_key.insert(key, Arc::downgrade(hold));
+        }
     }
 
     /// Unregisters a hold (its release began).
     pub(crate) fn remove(&self, hold: &Hold) {
         {
             let mut owners = self.owners();
-            let latest = owners.by_name.get(&hold.name);
+            let latest = owners.by_key.get(&hold.owner_key);
             if latest.is_some_and(|h| std::ptr::eq(h.as_ptr(), hold)) {
-                owners.by_name.remove(&hold.name);
+                owners.by_key.remove(&hold.owner_key);
             }
         }
         let id = (Arc::clone(hold.key()), hold.token() as i64);

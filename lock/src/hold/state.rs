@@ -14,7 +14,7 @@ use super::registry::Holds;
 use crate::error::{ErrorCode, LockError, Result};
 use crate::lease::{Retry, Session};
 use crate::metrics::LossCause;
-use crate::queue::{log_removal, remove_key, Removal};
+use crate::queue::{log_removal, remove_key, Metadata, Removal};
 use crate::shared::{Shared, Slot};
 
 /// One acquisition of a lock by one owner, shared by all of its (reentrant)
@@ -24,6 +24,16 @@ use crate::shared::{Shared, Slot};
 /// when it is lost.
 pub(crate) struct Hold {
     pub(crate) name: String,
+    /// The queue the key is in (a lock's, or a semaphore's): what an owner
+    /// scope on this hold covers.
+    pub(crate) queue: String,
+    /// Where the manager's registry finds this hold for re-entry by its
+    /// owner: the queue, or the queue's readers' prefix for a read hold.
+    pub(crate) owner_key: String,
+    /// The key's value, for changing it in place (a downgrade).
+    value: Vec<u8>,
+    /// A write hold that was downgraded to a read hold in place.
+    downgraded: std::sync::atomic::AtomicBool,
     /// Our key, shared with the manager's registry of holds.
     key: Arc<str>,
     pub(super) token: u64,
@@ -47,7 +57,7 @@ pub(crate) struct Hold {
     /// The task that owns the hold and may re-enter it (a plain `lock()`),
     /// or `None` for a hold owned by an owner scope (a locked call, a
     /// request), which only code inside that scope re-enters.
-    owner: Option<TaskOwner>,
+    pub(crate) owner: Option<TaskOwner>,
     /// An enqueue attempt of this acquisition got no answer: it may create
     /// the key again after the release deleted it (see `Session::sweep_later`).
     unanswered: bool,
@@ -59,11 +69,16 @@ pub(crate) struct Hold {
 /// What [`Hold::new`] needs.
 pub(crate) struct HoldParts {
     pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) owner_key: String,
+    pub(crate) value: Vec<u8>,
     pub(crate) key: String,
     pub(crate) rev: i64,
     /// A revision at which the key was known to exist (the read that won it).
     pub(crate) confirmed: i64,
-    pub(crate) slot: Slot,
+    /// The name's local slot (an exclusive entry's); `None` for a key that
+    /// is unique to its acquisition (a reader's, a permit's).
+    pub(crate) slot: Option<Slot>,
     pub(crate) session: Arc<Session>,
     pub(crate) dedicated: bool,
     pub(crate) retry: Retry,
@@ -84,12 +99,16 @@ impl Hold {
             metrics: crate::metrics::Held::start(p.metrics),
             lost: p.session.lost().child_token(),
             name: p.name,
+            queue: p.queue,
+            owner_key: p.owner_key,
+            value: p.value,
+            downgraded: Default::default(),
             key: p.key.into(),
             token: p.rev as u64,
             session: p.session,
             dedicated: p.dedicated,
             guards: Mutex::new(1),
-            slot: Mutex::new(Some(p.slot)),
+            slot: Mutex::new(p.slot),
             retry_interval: p.retry.interval(),
             shared: p.shared,
             holds: p.holds,
@@ -154,6 +173,43 @@ impl Hold {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
+    }
+
+    /// Whether this write hold was downgraded to a read hold.
+    pub(crate) fn is_downgraded(&self) -> bool {
+        self.downgraded.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Downgrades this exclusive hold to a shared one in place: its key
+    /// keeps its place in the queue (so no writer gets in between) and says
+    /// it is shared now, so readers behind it go ahead.
+    pub(crate) async fn downgrade(&self) -> Result<()> {
+        self.shared.ensure_open()?;
+        if !self.is_held() {
+            return Err(LockError::new(
+                ErrorCode::Expired,
+                format!("lock `{}` was lost", self.name),
+            ));
+        }
+        let mut meta = Metadata::decode(&self.value);
+        meta.shared = true;
+        let (backend, key) = (&self.shared.backend, &self.key);
+        let (rev, lease, value) = (self.token as i64, self.session.lease(), meta.encode());
+        let retry = crate::lease::Retry::new(&crate::lease::LockOptions::default());
+        let updated = retry
+            .run("downgrade", || {
+                backend.update(key, rev, lease, value.clone())
+            })
+            .await?;
+        if !updated {
+            return Err(LockError::new(
+                ErrorCode::Expired,
+                format!("lock `{}` was lost before it was downgraded", self.name),
+            ));
+        }
+        self.downgraded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// Whether the calling task owns this hold (see [`TaskOwner`]).

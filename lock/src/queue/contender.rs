@@ -1,14 +1,15 @@
-//! The contender queue of one lock: enqueue, wait for the predecessor, win —
-//! etcd's `concurrency.Mutex`, cancellation-safe.
+//! One contender in a queue: enqueue, wait for the key(s) ahead, win —
+//! etcd's `concurrency.Mutex`, cancellation-safe, for every [`Kind`] of entry.
 //!
 //! 1. **Enqueue**: one transaction creates our key (if absent) and reads the
-//!    queue's head. The oldest key (lowest create revision) holds the lock.
-//! 2. **Wait**: watch only the key just older than ours (no thundering herd),
-//!    starting at the revision *after* the read, and watch our own key: if it
-//!    disappears (lease expired, force-unlocked) we fail with `Expired` instead
-//!    of waiting on.
-//! 3. **Win**: when the predecessor is gone, one linearizable read confirms our
-//!    key still exists and nothing older remains.
+//!    queue's oldest keys; the [`Kind`] says whether that makes us a holder.
+//! 2. **Wait**: watch only the key(s) the kind says we wait for (no
+//!    thundering herd), starting at the revision *after* the read, and watch
+//!    our own key: if it disappears (lease expired, force-unlocked) we fail
+//!    with `Expired` instead of waiting on.
+//! 3. **Win**: when what we waited for is gone, one linearizable read
+//!    confirms our key still exists and that we hold. A permit that won after
+//!    waiting touches its key, which wakes the waiter just behind it.
 //!
 //! A [`Contender`] that is dropped before it wins — a timeout, a lost
 //! `try_lock`, a `lock()` future dropped mid-await, an error — removes its key
@@ -23,14 +24,14 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use crate::backend::{Backend, Enqueued, Position};
+use super::cleanup::{log_removal, remove_key};
+use super::kind::{Kind, Standing};
+use super::metadata::unique;
+use crate::backend::{Backend, Enqueued, Read};
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::Keyspace;
-use crate::lease::Retry;
-use crate::lease::Session;
-use crate::queue::{log_removal, remove_key};
-use crate::shared::Shared;
-use crate::shared::Slot;
+use crate::lease::{Retry, Session};
+use crate::shared::{Shared, Slot};
 
 /// Whether to wait for a busy lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +51,13 @@ pub(crate) enum Outcome {
     LeaseGone,
 }
 
-/// A won lock: the key's create revision (the fencing token) and the name's
-/// local slot.
+/// A won entry: the key's create revision (the fencing token) and, for an
+/// exclusive entry, the name's local slot.
 pub(crate) struct Won {
     pub(crate) rev: i64,
     /// A revision at which the key was read to exist (and to hold).
     pub(crate) confirmed: i64,
-    pub(crate) slot: Slot,
+    pub(crate) slot: Option<Slot>,
     /// When the watch event that woke this waiter arrived (the hand-off
     /// metric); `None` when it won without waiting.
     pub(crate) woke: Option<std::time::Instant>,
@@ -91,6 +92,7 @@ const MAX_LEFTOVERS: usize = 3;
 pub(crate) struct Contender {
     shared: Arc<Shared>,
     session: Arc<Session>,
+    kind: Kind,
     queue: String,
     key: String,
     /// Our key's value; it also identifies this acquisition (see
@@ -103,29 +105,42 @@ pub(crate) struct Contender {
     /// Set when an enqueue attempt got no answer: it may land late, creating
     /// our key again after we deleted it.
     unanswered: Arc<AtomicBool>,
+    /// The name's local slot: an exclusive entry's key is one per (name,
+    /// lease), which only the slot's owner may make; other kinds of entry
+    /// have keys of their own (see [`Keyspace::reader`]).
     slot: Option<Slot>,
 }
 
 impl Contender {
-    /// A contender for `queue` under `session`, owning the name's local `slot`.
+    /// A contender of `kind` for `queue` under `session`; an exclusive one
+    /// owns the name's local `slot`.
     pub(crate) fn new(
         shared: Arc<Shared>,
         session: Arc<Session>,
+        kind: Kind,
         queue: String,
         value: Vec<u8>,
-        slot: Slot,
+        slot: Option<Slot>,
         retry: Retry,
     ) -> Self {
+        let lease = session.lease();
+        let key = match kind {
+            Kind::Exclusive => Keyspace::contender(&queue, lease),
+            Kind::Shared => Keyspace::reader(&queue, lease, unique()),
+            Kind::Permit(_) => Keyspace::permit(&queue, lease, unique()),
+        };
+        debug_assert_eq!(slot.is_some(), kind == Kind::Exclusive);
         Contender {
-            key: Keyspace::contender(&queue, session.lease()),
+            key,
             shared,
             session,
+            kind,
             queue,
             value,
             retry,
             written: Written::Nothing,
             unanswered: Arc::default(),
-            slot: Some(slot),
+            slot,
         }
     }
 
@@ -173,7 +188,20 @@ impl Contender {
                 _ => break enqueued,
             }
         };
-        if enqueued.head {
+        self.settle(enqueued, mode).await
+    }
+
+    /// After the enqueue: holds at once, or (`Mode::Try`) leaves the queue
+    /// as busy, or waits its turn.
+    pub(crate) async fn settle(mut self, enqueued: Enqueued, mode: Mode) -> Result<Outcome> {
+        let holds = match self.kind.holds_at_enqueue(&enqueued.oldest, enqueued.rev) {
+            Ok(holds) => holds,
+            Err(refused) => {
+                self.withdraw().await;
+                return Err(refused);
+            }
+        };
+        if holds {
             return self.win(enqueued.rev, enqueued.header).map(Outcome::Won);
         }
         if mode == Mode::Try {
@@ -181,6 +209,49 @@ impl Contender {
             return Ok(Outcome::Busy);
         }
         self.wait(enqueued).await.map(Outcome::Won)
+    }
+
+    /// Whether the enqueue's read already shows this contender holding.
+    pub(crate) fn holds_at_enqueue(&self, enqueued: &Enqueued) -> Result<bool> {
+        self.kind.holds_at_enqueue(&enqueued.oldest, enqueued.rev)
+    }
+
+    /// The queue this contender is in.
+    pub(crate) fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// This contender's key was sent to the backend in a request made for
+    /// several contenders at once, whose outcome is not known yet: if it is
+    /// dropped now, its cleanup deletes the key whatever its revision, and
+    /// watches for it to reappear.
+    pub(crate) fn sent_elsewhere(&mut self, unanswered: bool) {
+        self.written = Written::Unknown;
+        if unanswered {
+            self.unanswered.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The request made for several contenders answered: this key exists
+    /// with this create revision (`None`: it was not made).
+    pub(crate) fn answered_elsewhere(&mut self, rev: Option<i64>) {
+        self.written = rev.map_or(Written::Nothing, Written::Key);
+    }
+
+    /// An enqueue attempt made for several contenders got no answer: it
+    /// may create our key again after we deleted it.
+    pub(crate) fn unanswered(&self) {
+        self.unanswered.store(true, Ordering::SeqCst);
+    }
+
+    /// Our key's value.
+    pub(crate) fn value(&self) -> &[u8] {
+        &self.value
+    }
+
+    /// The lease our key goes under.
+    pub(crate) fn lease(&self) -> i64 {
+        self.session.lease()
     }
 
     async fn enqueue(&mut self) -> Result<Enqueued> {
@@ -192,11 +263,12 @@ impl Contender {
             self.value.clone(),
             self.retry.clone(),
         );
+        let read = self.kind.enqueue_read();
         let unanswered = Arc::clone(&self.unanswered);
         self.written = Written::InFlight(Box::pin(async move {
             retry
                 .run("enqueue", || {
-                    let attempt = backend.enqueue(&queue, &key, lease, value.clone());
+                    let attempt = backend.enqueue(&queue, &key, lease, value.clone(), read);
                     let unanswered = &unanswered;
                     async move {
                         let outcome = attempt.await;
@@ -216,11 +288,11 @@ impl Contender {
         self.written = Written::Unknown;
         let enqueued = outcome?;
         self.written = Written::Key(enqueued.rev);
-        debug!(key = %self.key, rev = enqueued.rev, head = enqueued.head, "enqueued");
+        debug!(key = %self.key, rev = enqueued.rev, "enqueued");
         Ok(enqueued)
     }
 
-    async fn wait(self, enqueued: Enqueued) -> Result<Won> {
+    async fn wait(mut self, enqueued: Enqueued) -> Result<Won> {
         let rev = enqueued.rev;
         let mut own_key_gone: Pin<Box<dyn Future<Output = Result<()>> + Send>> =
             Box::pin(watch_gone(
@@ -233,42 +305,67 @@ impl Contender {
             ));
         let session_lost = self.session.lost().clone();
         let backend = Arc::clone(self.backend());
+        let read = self.kind.ahead_read();
         let mut woke = None;
         loop {
             let (queue, key) = (&self.queue, &self.key);
-            let positioned = self
+            let ahead = self
                 .retry
-                .run("queue read", || backend.position(queue, key, rev))
+                .run("queue read", || backend.ahead(queue, key, rev, read))
                 .await?;
-            let (predecessor, predecessor_rev) = match positioned.position {
-                Position::Head => {
-                    let won = self.win(rev, positioned.header);
+            if ahead.gone {
+                return Err(vanished());
+            }
+            let from = ahead.header + 1;
+            let standing = match self.kind.standing(&ahead.keys) {
+                Ok(standing) => standing,
+                Err(refused) => {
+                    self.withdraw().await;
+                    return Err(refused);
+                }
+            };
+            let wake = match standing {
+                Standing::Holds => {
+                    if woke.is_some() && matches!(self.kind, Kind::Permit(_)) {
+                        let lease = self.session.lease();
+                        promoted(&backend, &self.key, rev, lease, self.value.clone()).await;
+                    }
+                    let won = self.win(rev, ahead.header);
                     return won.map(|won| Won { woke, ..won });
                 }
-                Position::Gone => return Err(vanished()),
-                Position::Behind { predecessor, rev } => (predecessor, rev),
+                Standing::Behind { key, rev, .. } if self.is_leftover(&key) => {
+                    // We hold this name's slot, so a key of ours ahead of us is a
+                    // leftover (a lost hold's, or a request that applied unheard).
+                    // Fenced: should this delete land late (a stale retry), a
+                    // new key of that name and lease must survive it.
+                    let shown = crate::key::shown(&key);
+                    warn!(key = %shown, "deleting a leftover key of ours ahead of us");
+                    self.retry
+                        .run("leftover delete", || backend.delete(&key, Some(rev)))
+                        .await?;
+                    continue;
+                }
+                Standing::Behind { key, changes, .. } => {
+                    let shown = crate::key::shown(&key);
+                    debug!(key = %self.key, predecessor = %shown, "waiting");
+                    let backend = Arc::clone(&backend);
+                    Box::pin(async move {
+                        match changes {
+                            true => backend.wait_changed(&key, from).await,
+                            false => backend.wait_deleted(&key, from).await,
+                        }
+                    }) as Pin<Box<dyn Future<Output = Result<()>> + Send>>
+                }
+                Standing::BehindAll(keys) => {
+                    debug!(key = %self.key, ahead = keys.len(), "waiting for a holder to go");
+                    Box::pin(any_deleted(Arc::clone(&backend), keys, from))
+                }
             };
-            if self.is_leftover(&predecessor) {
-                // We hold this name's slot, so a key of ours ahead of us is a
-                // leftover (a lost hold's, or a request that applied unheard).
-                // Fenced: should this delete land late (a stale retry), a
-                // new key of that name and lease must survive it.
-                let shown = crate::key::shown(&predecessor);
-                warn!(key = %shown, "deleting a leftover key of ours ahead of us");
-                self.retry
-                    .run("leftover delete", || {
-                        backend.delete(&predecessor, Some(predecessor_rev))
-                    })
-                    .await?;
-                continue;
-            }
-            let shown = crate::key::shown(&predecessor);
-            debug!(key = %self.key, predecessor = %shown, "waiting for predecessor");
             tokio::select! {
-                deleted = backend.wait_deleted(&predecessor, positioned.header + 1) => {
-                    self.retry.heard(&deleted);
-                    woke = deleted.is_ok().then(std::time::Instant::now);
-                    if let Err(err) = deleted {
+                woken = wake => {
+                    self.retry.heard(&woken);
+                    woke = woken.is_ok().then(std::time::Instant::now);
+                    if let Err(err) = woken {
                         if !err.is_transient() {
                             return Err(err);
                         }
@@ -284,10 +381,19 @@ impl Contender {
         }
     }
 
-    /// Whether `key` in our queue is one of this manager's keys (not ours).
+    /// Whether `key` in our queue is one of this manager's exclusive keys
+    /// (not ours) while we own the name's slot: a leftover.
     fn is_leftover(&self, key: &[u8]) -> bool {
-        Keyspace::lease_of(&self.queue, key)
-            .is_some_and(|lease| self.shared.sessions.owns_lease(lease))
+        self.slot.is_some()
+            && Keyspace::lease_of(&self.queue, key)
+                .is_some_and(|lease| self.shared.sessions.owns_lease(lease))
+    }
+
+    /// Leaves the queue (a try that found it busy, a contender refused),
+    /// waiting for its key's delete; on failure, the drop cleanup tries again
+    /// in the background.
+    pub(crate) async fn leave(mut self) {
+        self.withdraw().await;
     }
 
     /// Leaves the queue after a lost `try_lock`; on failure, the drop cleanup
@@ -314,10 +420,7 @@ impl Contender {
         if self.session.is_lost() {
             return Err(session_lost_error());
         }
-        let slot = self
-            .slot
-            .take()
-            .expect("a contender owns its slot until it wins");
+        let slot = self.slot.take();
         self.disarm();
         Ok(Won {
             rev,
@@ -359,12 +462,10 @@ fn session_lost_error() -> LockError {
 
 impl Drop for Contender {
     fn drop(&mut self) {
-        let Some(slot) = self.slot.take() else {
-            return; // won, or withdrawn
-        };
         let written = std::mem::replace(&mut self.written, Written::Nothing);
+        let slot = self.slot.take();
         if matches!(written, Written::Nothing) {
-            return; // nothing reached the backend; the slot frees now
+            return; // won, withdrawn, or nothing reached the backend: the slot frees now
         }
         let (shared, session, key, unanswered) = (
             Arc::clone(&self.shared),
@@ -373,7 +474,9 @@ impl Drop for Contender {
             Arc::clone(&self.unanswered),
         );
         let interval = self.retry.interval();
-        slot.cleaning();
+        if let Some(slot) = &slot {
+            slot.cleaning();
+        }
         self.shared.spawn_background(async move {
             // Wait for an in-flight enqueue (or the session's end). If the
             // outcome is unknown, the key may exist with any revision; it is
@@ -427,11 +530,43 @@ pub(crate) async fn watch_gone(
                 Err(err) => return Err(err),
             }
         }
-        match backend.position(&queue, &key, rev).await {
-            Ok(p) if p.position == Position::Gone => return Ok(()),
-            Ok(p) => from = Some(p.header + 1),
+        match backend.ahead(&queue, &key, rev, Read::FIRST).await {
+            Ok(ahead) if ahead.gone => return Ok(()),
+            Ok(ahead) => from = Some(ahead.header + 1),
             Err(err) if err.is_transient() => tokio::time::sleep(retry.interval()).await,
             Err(err) => return Err(err),
         }
+    }
+}
+
+/// Resolves once any of `keys` may have been deleted at or after revision
+/// `from` (or the first wait fails).
+async fn any_deleted(
+    backend: Arc<dyn Backend>,
+    keys: Vec<(Vec<u8>, i64)>,
+    from: i64,
+) -> Result<()> {
+    let mut waits: Vec<Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>> = keys
+        .iter()
+        .map(|(key, _)| backend.wait_deleted(key, from))
+        .collect();
+    std::future::poll_fn(|cx| {
+        for wait in waits.iter_mut() {
+            if let std::task::Poll::Ready(done) = wait.as_mut().poll(cx) {
+                return std::task::Poll::Ready(done);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// A permit that waited holds now: touch its key (created at `rev`), so the
+/// waiter just behind it (which watches it for changes) wakes and becomes
+/// the first waiter. Best effort: should the touch fail, that waiter wakes
+/// when this key goes.
+async fn promoted(backend: &Arc<dyn Backend>, key: &str, rev: i64, lease: i64, value: Vec<u8>) {
+    if let Err(err) = backend.update(key, rev, lease, value).await {
+        debug!(%key, %err, "permit promotion not announced");
     }
 }

@@ -42,3 +42,33 @@ pub async fn open(
         .expect("the server answers, it does not drop the connection");
     (response, conn)
 }
+
+/// Sends `method path` on a connection of its own, with the given headers;
+/// returns the status once the response head is in (the connection is then
+/// closed).
+pub async fn status_of(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> http::StatusCode {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let _conn = Conn(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let response = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .expect("the server answers, it does not drop the connection");
+    response.status()
+}

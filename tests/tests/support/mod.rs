@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod auth;
 pub mod http;
+pub mod log;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -637,7 +637,8 @@ pub async fn run_load(args: ChildArgs) -> i32 {
                     tokio::time::timeout(Duration::from_secs(30), post_incr(server, &key)).await;
                 match sent {
                     Ok(Ok(200)) => rec.record(ev("ok").outcome("ok")),
-                    Ok(Ok(503)) => rec.record(ev("ok").outcome("busy")),
+                    Ok(Ok(429)) => rec.record(ev("ok").outcome("busy")),
+                    Ok(Ok(503)) => rec.record(ev("ok").outcome("unavailable")),
                     Ok(Ok(code)) => rec.record(ev("ok").outcome(&format!("http {code}"))),
                     Ok(Err(e)) => rec.record(ev("fail").outcome("error").detail(e)),
                     Err(_) => rec.record(ev("fail").outcome("timeout")),
