@@ -72,20 +72,24 @@ impl fmt::Display for ErrorCode {
 /// With the features `axum` and `tonic`, a `LockError` is an axum response
 /// (`impl IntoResponse`) and converts into a `tonic::Status` (`impl From`),
 /// so handlers and `#[distributed_lock]` methods can return it with `?`.
-/// Both answer as `distlock_tower::LockLayer` rejects requests by default:
+/// Both answer as `distlock_tower::LockLayer` rejects requests by default
+/// (but for `AlreadyHeld`, which the layer answers 500):
 ///
 /// | [`ErrorCode`] | HTTP | gRPC | why |
 /// |---|---|---|---|
-/// | `Timeout` | 429 Too Many Requests + `Retry-After` | `ABORTED` | the resource is busy: retry later; not a server failure |
-/// | `Backend` | 503 Service Unavailable + `Retry-After` | `UNAVAILABLE` | etcd is failing or unreachable |
-/// | `Closed` | 503 + `Retry-After` | `UNAVAILABLE` | the server is shutting down |
-/// | `Expired` | 503 + `Retry-After` | `ABORTED` | the lock was lost mid-request: not transparently retryable, retry at a higher level |
+/// | `Timeout` | 429 Too Many Requests + `Retry-After` | `ABORTED` + pushback | the resource is busy: retry later; not a server failure |
+/// | `Backend` | 503 Service Unavailable + `Retry-After` | `UNAVAILABLE` + pushback | etcd is failing or unreachable |
+/// | `Closed` | 503 + `Retry-After` | `UNAVAILABLE` + pushback | the server is shutting down |
+/// | `Expired` | 503 | `ABORTED`, pushback `-1` | the lock was lost mid-request, whose work may be partly done: not transparently retryable, retry at a higher level |
 /// | `InvalidKey` | 400 Bad Request | `INVALID_ARGUMENT` | the request named a lock that cannot exist |
 /// | `NotHeld`, `AlreadyHeld` | 409 Conflict | `FAILED_PRECONDITION` | the call does not fit the lock's state |
 /// | `PermissionDenied`, `InvalidOptions` | 500 Internal Server Error | `INTERNAL` | the server is misconfigured |
 ///
-/// The client gets a short message that names neither the lock nor backend
-/// details; the full error is logged (`tracing`: warn for the 500s, debug
+/// `Retry-After` is 1 s (the layer's default); "pushback" is the gRPC
+/// retry advice `grpc-retry-pushback-ms: 1000` in the status's metadata,
+/// and `-1` asks retry policies not to re-send. The client gets a short
+/// message that names neither the lock nor backend details; the full error
+/// is logged (`tracing`: warn for the 500s, debug
 /// otherwise) and stays attached (the response's extensions hold an
 /// `Arc<LockError>`; the status's `source()` is the error).
 /// [`ErrorCode::http_status`] and [`ErrorCode::grpc_code`] give the mapping
@@ -223,23 +227,12 @@ impl LockError {
     /// have already run when an error reaches you: retry *later*, with backoff.
     ///
     /// ```
-    /// use distlock::{ErrorCode, LockError, LockManager, LockOptions};
-    /// use std::time::Duration;
+    /// use distlock::{ErrorCode, LockError};
     ///
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
-    /// let manager = LockManager::in_memory();
-    /// let lock = manager.new_lock("order:42", LockOptions::default())?;
-    /// let held = lock.lock().await?;
-    /// let busy = tokio::spawn(async move { lock.lock_timeout(Duration::from_millis(20)).await });
-    /// let err = busy.await.unwrap().unwrap_err();
-    /// assert_eq!(err.code(), ErrorCode::Timeout);
-    /// assert!(err.is_retryable()); // free again later
-    /// held.unlock().await?;
-    ///
-    /// assert!(!manager.new_lock("", LockOptions::default()).unwrap_err().is_retryable());
+    /// assert!(LockError::new(ErrorCode::Timeout, "lock `a` busy").is_retryable());
     /// assert!(LockError::new(ErrorCode::Backend, "etcd did not answer").is_retryable());
     /// assert!(!LockError::new(ErrorCode::Expired, "lease gone").is_retryable());
-    /// # Ok(()) }
+    /// assert!(!LockError::new(ErrorCode::InvalidKey, "empty name").is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
         match self.code {
@@ -319,20 +312,23 @@ impl ErrorCode {
         let message = match self {
             C::Timeout => "resource busy: its lock was not acquired in time; retry later",
             C::Backend => "the lock service is unavailable; retry later",
-            C::Closed => "the lock service is shutting down; retry later",
-            C::Expired => "the resource's lock was lost while handling the request; retry",
+            C::Closed => "the lock service is unavailable; retry later",
+            C::Expired => {
+                "the resource's lock was lost while handling the request; \
+                 it may have been partly carried out"
+            }
             C::InvalidKey => "invalid lock key for this request",
             C::NotHeld => "the resource's lock is not held",
             C::AlreadyHeld => "the resource's lock is already held by this request",
             C::PermissionDenied | C::InvalidOptions => {
-                "internal error: the server's lock configuration is faulty"
+                "the server cannot lock the resource as configured"
             }
         };
         Reply {
             http,
             grpc,
-            // A busy resource or an unavailable service: retry later.
-            retry_later: matches!(http, 429 | 503),
+            // A busy resource or an unavailable service: nothing ran, retry later.
+            retry_later: matches!(self, C::Timeout | C::Backend | C::Closed),
             message,
         }
     }
@@ -346,21 +342,22 @@ const GRPC_ABORTED: i32 = 10;
 const GRPC_INTERNAL: i32 = 13;
 const GRPC_UNAVAILABLE: i32 = 14;
 
-/// `Retry-After` of the answers that advise a later retry, in seconds: the
-/// layer's default (`LockLayer::retry_after`).
+/// The retry advice of answers whose call may succeed later: 1 s, the
+/// layer's default (`LockLayer::retry_after`), as HTTP's `Retry-After` (s)
+/// and gRPC's `grpc-retry-pushback-ms` (gRPC's retry design, A6).
 #[cfg(any(feature = "axum", feature = "tonic"))]
-const RETRY_AFTER_SECS: &str = "1";
+const RETRY_AFTER: (&str, &str) = ("1", "1000");
 
 /// How a failure answers a client (see [`ErrorCode::reply`]).
+#[cfg_attr(not(any(feature = "axum", feature = "tonic")), allow(dead_code))]
 struct Reply {
     http: u16,
     grpc: i32,
-    /// Whether the answer carries `Retry-After`.
-    #[cfg_attr(not(any(feature = "axum", feature = "tonic")), allow(dead_code))]
+    /// Whether the answer advises a retry later (`Retry-After`, a gRPC
+    /// pushback): the call did not run, and may succeed later.
     retry_later: bool,
     /// For the client: names neither the lock nor backend details (the
     /// error itself goes to the log and stays attached to the answer).
-    #[cfg_attr(not(any(feature = "axum", feature = "tonic")), allow(dead_code))]
     message: &'static str,
 }
 
@@ -382,16 +379,20 @@ impl LockError {
 /// [`LockError`] and carry `#[distributed_lock]` without glue. The code
 /// follows the table of [`LockError`]; the message is a short one for the
 /// client (no lock name, no backend details); the `LockError` is the
-/// status's [`source`](std::error::Error::source) and is logged; a
-/// `retry-after: 1` metadata entry advises when to retry where a retry
-/// later may help.
+/// status's [`source`](std::error::Error::source) and is logged. Its
+/// metadata carries gRPC's retry advice, as the layer's answers do:
+/// `grpc-retry-pushback-ms: 1000` where a retry later may help, `-1` (do not
+/// re-send) for a lock lost while the work ran.
 ///
 /// ```
 /// use distlock::{ErrorCode, LockError};
 ///
 /// let status = tonic::Status::from(LockError::new(ErrorCode::Timeout, "lock `order:42` busy"));
 /// assert_eq!(status.code(), tonic::Code::Aborted);
-/// assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+/// assert_eq!(status.metadata().get("grpc-retry-pushback-ms").unwrap(), "1000");
+/// let status = tonic::Status::from(LockError::new(ErrorCode::Expired, "lease gone"));
+/// assert_eq!(status.code(), tonic::Code::Aborted);
+/// assert_eq!(status.metadata().get("grpc-retry-pushback-ms").unwrap(), "-1");
 /// let status = tonic::Status::from(LockError::new(ErrorCode::InvalidKey, "empty name"));
 /// assert_eq!(status.code(), tonic::Code::InvalidArgument);
 /// ```
@@ -401,11 +402,16 @@ impl From<LockError> for tonic::Status {
         let reply = err.code.reply();
         err.log_reply(&reply);
         let mut status = tonic::Status::new(tonic::Code::from_i32(reply.grpc), reply.message);
-        if reply.retry_later {
-            status.metadata_mut().insert(
-                "retry-after",
-                tonic::metadata::MetadataValue::from_static(RETRY_AFTER_SECS),
-            );
+        let pushback = match err.code {
+            _ if reply.retry_later => Some(RETRY_AFTER.1),
+            ErrorCode::Expired => Some("-1"), // do not re-send
+            _ => None,
+        };
+        if let Some(ms) = pushback {
+            let value = tonic::metadata::MetadataValue::from_static(ms);
+            status
+                .metadata_mut()
+                .insert("grpc-retry-pushback-ms", value);
         }
         status.set_source(std::sync::Arc::new(err));
         status
@@ -416,7 +422,8 @@ impl From<LockError> for tonic::Status {
 /// handler returning `Result<_, LockError>` (or an error type that delegates
 /// to this) answers as the table of [`LockError`] says: the status, a short
 /// `text/plain` message for the client (no lock name, no backend details),
-/// `Retry-After: 1` where a retry later may help. The error is logged and
+/// `Retry-After: 1` where a retry later may help (429, and 503 but for a
+/// lost lock). The error is logged and
 /// kept in the response's extensions as an `Arc<LockError>`, for middleware
 /// that logs or reshapes errors.
 ///
@@ -440,10 +447,9 @@ impl axum::response::IntoResponse for LockError {
         let status = StatusCode::from_u16(reply.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, reply.message).into_response();
         if reply.retry_later {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER.0));
         }
         response.extensions_mut().insert(std::sync::Arc::new(self));
         response
@@ -521,9 +527,11 @@ mod tests {
             ]
         );
         for code in ALL {
+            // Nothing ran and a later try may work; a lost lock's work may
+            // have partly run: no advice to re-send.
             let later = matches!(
                 code,
-                ErrorCode::Timeout | ErrorCode::Backend | ErrorCode::Closed | ErrorCode::Expired
+                ErrorCode::Timeout | ErrorCode::Backend | ErrorCode::Closed
             );
             assert_eq!(code.reply().retry_later, later, "{code:?}");
         }
@@ -537,7 +545,10 @@ mod tests {
         let status = tonic::Status::from(err);
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(!status.message().contains("10.0.0.7"), "{status:?}");
-        assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+        assert_eq!(
+            status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+            "1000"
+        );
         let source = status
             .source()
             .unwrap()
@@ -546,7 +557,12 @@ mod tests {
         assert_eq!(source.code(), ErrorCode::Backend);
         let status = tonic::Status::from(LockError::new(ErrorCode::NotHeld, "x"));
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-        assert!(status.metadata().get("retry-after").is_none());
+        assert!(status.metadata().get("grpc-retry-pushback-ms").is_none());
+        let status = tonic::Status::from(LockError::new(ErrorCode::Expired, "x"));
+        assert_eq!(
+            status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+            "-1"
+        );
         for code in ALL {
             let status = tonic::Status::from(LockError::new(code, "x"));
             assert_eq!(status.code() as i32, code.grpc_code(), "{code:?}");
@@ -562,7 +578,7 @@ mod tests {
             assert_eq!(response.status().as_u16(), code.http_status(), "{code:?}");
             assert_eq!(
                 response.headers().contains_key("retry-after"),
-                matches!(code.http_status(), 429 | 503),
+                code.reply().retry_later,
                 "{code:?}"
             );
             assert_eq!(

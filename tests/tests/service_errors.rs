@@ -98,7 +98,10 @@ async fn a_locked_tonic_method_answers_lock_errors_as_statuses() {
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
     assert!(status.message().contains("busy"), "{status:?}");
     assert!(!status.message().contains("health:orders"), "{status:?}");
-    assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+    assert_eq!(
+        status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+        "1000"
+    );
     assert!(started.elapsed() >= WAIT, "{:?}", started.elapsed());
     // Other keys pass meanwhile.
     assert_eq!(check(&client, "billing").await.unwrap(), serving);
@@ -108,7 +111,7 @@ async fn a_locked_tonic_method_answers_lock_errors_as_statuses() {
     // A name that cannot be a lock: INVALID_ARGUMENT.
     let status = check(&client, "a\0b").await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.metadata().get("retry-after").is_none());
+    assert!(status.metadata().get("grpc-retry-pushback-ms").is_none());
 
     // The manager closed: UNAVAILABLE.
     locks.close().await;
