@@ -1,7 +1,7 @@
 //! An axum service whose `POST /orders/{id}/pay` runs one at a time per order
-//! across two servers, with `distlock-tower`'s `LockLayer` on a throwaway etcd.
+//! across two servers, with `distlock-tower`'s `LockLayer` on etcd.
 //!
-//! It starts etcd and two servers (each with its own `LockManager`, as two
+//! It starts two servers (each with its own `LockManager`, as two
 //! processes would have), sends them concurrent requests, prints what
 //! happened, and exits:
 //!
@@ -15,9 +15,14 @@
 //!    route's method router (`post(pay).route_layer(layer)`);
 //! 5. `GET /metrics`, outside the layer too, serves distlock's metrics in the
 //!    Prometheus text format (`metrics-exporter-prometheus`, installed as the
-//!    process's `metrics` recorder): acquisitions, waits, holds, ...
+//!    process's `metrics` recorder): acquisitions, waits, holds, ... with
+//!    buckets for the histograms, so `histogram_quantile` (the Grafana
+//!    dashboard's percentile panels) works on them.
 //!
-//! `cargo run -p distlock-examples --example axum_service`
+//! `cargo run -p distlock-examples --example axum_service` (on the etcd of
+//! `DISTLOCK_ENDPOINTS`, else on a throwaway local one)
+
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -27,13 +32,20 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use distlock::{EtcdConfig, LockManager, LockOptions};
-use distlock_tests::Etcd;
 use distlock_tower::{HeldLock, LockLayer, PathParam};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Buckets (seconds) for distlock's histograms (waits, holds, hand-offs):
+/// without them the exporter renders each histogram as a summary, which
+/// has no `_bucket` series for `histogram_quantile`.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 1800.0,
+];
 
 /// Pays an order: 100 ms of work under the order's lock.
 async fn pay(State(server): State<&'static str>, Path(id): Path<u32>, lock: HeldLock) -> String {
@@ -126,8 +138,11 @@ async fn burst(requests: Vec<(SocketAddr, &'static str, String)>) -> Result<(), 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // The process's `metrics` recorder: distlock records into it, /metrics renders it.
-    let metrics = PrometheusBuilder::new().install_recorder()?;
-    let etcd = Etcd::start().await; // a throwaway etcd, removed on exit
+    let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Prefix("distlock_".into()), BUCKETS)?
+        .install_recorder()?;
+    // DISTLOCK_ENDPOINTS, or a throwaway etcd (examples/support), removed on exit.
+    let etcd = support::etcd().await?;
     let config = EtcdConfig::new(etcd.endpoints());
     let namespace = "/shop";
     let a = serve(app(
@@ -186,13 +201,18 @@ async fn main() -> Result<(), Error> {
     burst(vec![(b, "POST", "/orders/7/pay".to_owned())]).await?;
 
     println!(
-        "\n5. GET /metrics (the acquisition counters; both servers share this process's recorder):"
+        "\n5. GET /metrics (the acquisition counters and the waits' histogram; both servers \
+         share this process's recorder):"
     );
     let scrape = send(a, "GET", "/metrics").await?;
-    for line in scrape
-        .lines()
-        .filter(|l| l.starts_with("distlock_acquisitions_total"))
-    {
+    // Of the waits' buckets, a few bounds of the layer's acquisitions.
+    let bounds = ["0.005", "0.1", "0.25", "0.5", "+Inf"].map(|le| format!(r#"le="{le}""#));
+    let shown = |l: &&str| {
+        l.starts_with("distlock_acquisitions_total")
+            || (l.starts_with(r#"distlock_wait_seconds_bucket{source="layer",result="acquired""#)
+                && bounds.iter().any(|b| l.contains(b.as_str())))
+    };
+    for line in scrape.lines().filter(shown) {
         println!("   {line}");
     }
     Ok(())

@@ -3,14 +3,17 @@
 //! over after the TTL; an administrator lists, inspects and force-unlocks;
 //! the `distlock` command runs a job under a lock and lists it.
 //!
-//! `cargo run -p distlock-examples --example demo` (or `scripts/demo.sh`).
-//! Without etcd on the machine it runs the same story in memory.
+//! `cargo run -p distlock-examples --example demo` (or `scripts/demo.sh`), on
+//! the etcd of `DISTLOCK_ENDPOINTS`, else on a throwaway local one. Without
+//! etcd on the machine it runs the same story in memory.
+
+mod support;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use distlock::{EtcdConfig, LockManager, LockOptions};
-use distlock_tests::Etcd;
+use support::Etcd;
 use tokio::process::{Child, Command};
 use tokio::time::sleep;
 
@@ -57,16 +60,13 @@ async fn main() {
         return run_worker_process(id, endpoint, role).await;
     }
 
-    let backend = match start_etcd().await {
-        Some(etcd) => {
-            println!(
-                "== distlock demo on a throwaway etcd at {}",
-                etcd.endpoints()[0]
-            );
+    let backend = match support::etcd().await {
+        Ok(etcd) => {
+            println!("== distlock demo on etcd at {}", etcd.endpoints()[0]);
             Backend::Etcd(etcd)
         }
-        None => {
-            println!("== NOTICE: etcd could not be started here; running the demo in memory");
+        Err(e) => {
+            println!("== NOTICE: no etcd here ({e}); running the demo in memory");
             println!("==         (LockManager::in_memory(): same semantics, one process)");
             Backend::Memory(LockManager::in_memory())
         }
@@ -293,26 +293,6 @@ async fn distlock_cli_binary() -> Option<std::path::PathBuf> {
         }
     }
     Some(bin)
-}
-
-/// A throwaway etcd, or `None` when there is no runnable etcd or it fails to
-/// start (the harness panics then; the panic is caught and kept quiet).
-async fn start_etcd() -> Option<Etcd> {
-    let bin = std::env::var("DISTLOCK_ETCD_BIN").unwrap_or_else(|_| "etcd".into());
-    let runnable = std::process::Command::new(&bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !runnable {
-        return None;
-    }
-    let loud = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let started = tokio::spawn(Etcd::start()).await.ok();
-    std::panic::set_hook(loud);
-    started
 }
 
 fn spawn_worker(id: usize, endpoint: &str, role: &str) -> Child {

@@ -1,15 +1,15 @@
-//! `#[distributed_lock]` on a throwaway local etcd: two service instances
-//! settle orders, one order at a time per order id, and meet every argument
-//! of the macro on the way.
+//! `#[distributed_lock]`: two service instances settle orders, one order at
+//! a time per order id, and meet every argument of the macro on the way.
 //!
-//! `cargo run -p distlock-examples --example macro_example`
-//! (set `DISTLOCK_ETCD_ENDPOINTS` to use an etcd that is already running)
+//! `cargo run -p distlock-examples --example macro_example` (on the etcd of
+//! `DISTLOCK_ENDPOINTS`, else on a throwaway local one)
+
+mod support;
 
 use std::fmt;
 use std::time::Duration;
 
 use distlock::{distributed_lock, ErrorCode, EtcdConfig, LockError, LockManager, LockOptions};
-use distlock_tests::Etcd;
 use tokio::time::{sleep, Instant};
 
 /// The application's error type: lock failures convert into it.
@@ -121,10 +121,11 @@ async fn reserve(sku: &str, available: u32) -> Result<u32, AppError> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let etcd = Etcd::start().await; // stopped and removed when dropped
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // DISTLOCK_ENDPOINTS, or a throwaway etcd (examples/support), removed on exit.
+    let etcd = support::etcd().await?;
     let config = EtcdConfig::new(etcd.endpoints());
-    let namespace = etcd.namespace();
+    let namespace = "/macro-example";
     let started = Instant::now();
     let east = Instance {
         name: "east",

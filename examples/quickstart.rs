@@ -1,16 +1,18 @@
-//! Quickstart: a throwaway local etcd, a lock manager, one lock taken by two
-//! contenders in turn.
+//! Quickstart: a lock manager, one lock taken by two contenders in turn.
 //!
-//! `cargo run -p distlock-examples --example quickstart`
+//! `cargo run -p distlock-examples --example quickstart` (on the etcd of
+//! `DISTLOCK_ENDPOINTS`, else on a throwaway local one)
+
+mod support;
 
 use std::time::Duration;
 
 use distlock::{ErrorCode, EtcdConfig, LockManager, LockOptions};
-use distlock_tests::Etcd;
 
 #[tokio::main]
-async fn main() -> Result<(), distlock::LockError> {
-    let etcd = Etcd::start().await; // stopped and removed when dropped
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // DISTLOCK_ENDPOINTS, or a throwaway etcd (examples/support), removed on exit.
+    let etcd = support::etcd().await?;
     let config = EtcdConfig::new(etcd.endpoints());
     let alice = LockManager::connect(config.clone(), "/quickstart").await?;
     let bob = LockManager::connect(config, "/quickstart").await?;

@@ -7,15 +7,16 @@
 //! job started, so the late replica does not run the same period again.
 //! `hold_at_most` cancels a run that takes too long and frees the key.
 //!
-//! `cargo run -p distlock-examples --example scheduled_job`
-//! (set `DISTLOCK_ETCD_ENDPOINTS` to use an etcd that is already running)
+//! `cargo run -p distlock-examples --example scheduled_job` (on the etcd of
+//! `DISTLOCK_ENDPOINTS`, else on a throwaway local one)
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use distlock::{distributed_lock, EtcdConfig, LockManager};
-use distlock_tests::Etcd;
 use tokio::time::{sleep, sleep_until, Instant};
 
 /// Who ran the job in which period.
@@ -40,10 +41,11 @@ async fn hourly_report(manager: &LockManager, replica: &'static str, period: u32
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let etcd = Etcd::start().await; // stopped and removed when dropped
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // DISTLOCK_ENDPOINTS, or a throwaway etcd (examples/support), removed on exit.
+    let etcd = support::etcd().await?;
     let config = EtcdConfig::new(etcd.endpoints());
-    let namespace = etcd.namespace();
+    let namespace = "/scheduled-job";
     println!("etcd at {:?}, namespace {namespace}", etcd.endpoints());
 
     const PERIODS: u32 = 5;

@@ -1,9 +1,9 @@
-//! A tonic gRPC server behind `distlock-tower`'s `LockLayer`, on a throwaway
-//! etcd. Calls carrying `x-order-id` metadata run under lock `order:{id}`;
+//! A tonic gRPC server behind `distlock-tower`'s `LockLayer`, on etcd. Calls
+//! carrying `x-order-id` metadata run under lock `order:{id}`;
 //! the service is `tonic-health`'s `grpc.health.v1.Health`, standing in for
 //! your own.
 //!
-//! It starts etcd and the server, makes calls, prints what happened, exits:
+//! It starts the server, makes calls, prints what happened, exits:
 //!
 //! 1. a `Check` for order 42: `SERVING`;
 //! 2. while a background job holds `order:42`: `ABORTED` (a busy order, not
@@ -13,12 +13,14 @@
 //! 3. a server-streaming `Watch` for order 9 holds its lock until the client
 //!    drops the stream.
 //!
-//! `cargo run -p distlock-examples --example tonic_service`
+//! `cargo run -p distlock-examples --example tonic_service` (on the etcd of
+//! `DISTLOCK_ENDPOINTS`, else on a throwaway local one)
+
+mod support;
 
 use std::time::{Duration, Instant};
 
 use distlock::{EtcdConfig, LockManager, LockOptions};
-use distlock_tests::Etcd;
 use distlock_tower::{GrpcMethod, LockLayer};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
@@ -49,7 +51,8 @@ async fn check(client: &HealthClient<Channel>, order: Option<u32>) -> Result<(),
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let etcd = Etcd::start().await; // a throwaway etcd, removed on exit
+    // DISTLOCK_ENDPOINTS, or a throwaway etcd (examples/support), removed on exit.
+    let etcd = support::etcd().await?;
     let config = EtcdConfig::new(etcd.endpoints());
     let manager = LockManager::connect(config.clone(), "/shop").await?;
 

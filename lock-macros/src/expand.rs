@@ -27,7 +27,7 @@ use syn::{ItemFn, Type};
 use crate::attr::{Args, OnLost, RawArgs};
 use crate::diagnostics::Errors;
 use crate::shape::{async_trait_body_mut, binding_names, InferImplTrait, Shape};
-use crate::template::{Part, Template};
+use crate::template::{Part, Placeholder, Template};
 
 /// Expands `#[distributed_lock(args)] item`. On errors, the function is
 /// emitted after them as it was (but quiet about arguments only the key
@@ -131,6 +131,7 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
         }
         Shape::AsyncTrait { output } => {
             let inner = async_trait_body_mut(&mut func.block).expect("checked by Shape::of");
+            quiet_key_only_bindings(inner, &args.key);
             let original = inner.clone();
             let body = run(&output, quote!(#original));
             *inner = syn::parse_quote!(async move { #body });
@@ -139,16 +140,98 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
     }
 }
 
-/// An expression building the key from the template.
+/// `#[async_trait]` moves each argument into its body (`let request =
+/// request;`); the key is rendered outside that body, so an argument that
+/// only the key uses would be reported unused there. Such bindings, of
+/// arguments the key uses, are allowed to be.
+fn quiet_key_only_bindings(body: &mut syn::ExprAsync, key: &Template) {
+    let used: Vec<&str> = key.uses().collect();
+    for stmt in &mut body.block.stmts {
+        let syn::Stmt::Local(local) = stmt else {
+            continue;
+        };
+        let (syn::Pat::Ident(pat), Some(init)) = (&local.pat, &local.init) else {
+            continue;
+        };
+        let moved = matches!(&*init.expr, syn::Expr::Path(p) if p.path.is_ident(&pat.ident));
+        if moved && used.iter().any(|name| pat.ident == name) {
+            local
+                .attrs
+                .push(syn::parse_quote!(#[allow(unused_variables)]));
+        }
+    }
+}
+
+/// An expression building the key from the template. Each placeholder's
+/// value is rendered through a trait of its own whose
+/// `#[diagnostic::on_unimplemented]` names the placeholder, so a value
+/// without `Display` is an error about that placeholder (at its span), not
+/// about the whole key.
 fn render_key(template: &Template, krate: &TokenStream) -> TokenStream {
     let span = template.lit.span();
-    let pieces = template.parts.iter().map(|part| match part {
-        Part::Text(text) => quote_spanned!(span=> .text(#text)),
-        Part::Value(value) => quote_spanned!(span=> .value(&(#value))),
-    });
-    quote_spanned! {span=>
-        #krate::__private::Key::new() #(#pieces)* .finish()
+    let key = format_ident!("__distlock_key", span = Span::mixed_site());
+    let mut items = TokenStream::new();
+    let mut steps = TokenStream::new();
+    let mut placeholders = 0;
+    for part in &template.parts {
+        match part {
+            Part::Text(text) => steps.extend(quote_spanned! {span=>
+                let #key = #key.text(#text);
+            }),
+            Part::Value(placeholder) => {
+                placeholders += 1;
+                let (trait_def, call) = render_placeholder(placeholders, placeholder, krate, &key);
+                items.extend(trait_def);
+                steps.extend(call);
+            }
+        }
     }
+    quote_spanned! {span=>
+        {
+            #items
+            let #key = #krate::__private::Key::new();
+            #steps
+            #key.finish()
+        }
+    }
+}
+
+/// The trait that renders the `n`th placeholder (its definition; the
+/// compiler names it in a note, "required for `Option<u32>` to implement
+/// `DistlockKeyPlaceholder1`") and the step that renders it into `key`.
+fn render_placeholder(
+    n: usize,
+    placeholder: &Placeholder,
+    krate: &TokenStream,
+    key: &syn::Ident,
+) -> (TokenStream, TokenStream) {
+    let text = placeholder.text.replace('{', "{{").replace('}', "}}");
+    let message = format!(
+        "the key placeholder `{text}` has type `{{Self}}`, which does not implement `Display`"
+    );
+    let label = format!("`{text}` is not `Display`");
+    let note = "each `{...}` of a key is rendered with `Display`: write an expression whose \
+                value implements it (an `Option`, for one, does not: unwrap it or choose a text \
+                for `None` in the placeholder)";
+    let name = format!("DistlockKeyPlaceholder{n}");
+    let def_name = syn::Ident::new(&name, Span::call_site());
+    let use_name = syn::Ident::new(&name, placeholder.span);
+    let expr = &placeholder.expr;
+    let trait_def = quote! {
+        #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
+        trait #def_name {
+            fn __distlock_render(&self, key: #krate::__private::Key) -> #krate::__private::Key;
+        }
+        impl<T: #krate::__private::Display + ?Sized> #def_name for T {
+            fn __distlock_render(&self, key: #krate::__private::Key) -> #krate::__private::Key {
+                key.value(self)
+            }
+        }
+    };
+    let call = quote_spanned! {placeholder.span=>
+        let #key = #use_name::__distlock_render(&(#expr), #key);
+    };
+    (trait_def, call)
 }
 
 /// The call's settings, as an expression of type `__private::Spec`.
@@ -231,7 +314,15 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains(". text (\"order:\") . value (& (id))"),
+            out.contains("let __distlock_key = __distlock_key . text (\"order:\") ;"),
+            "{out}"
+        );
+        assert!(
+            out.contains("DistlockKeyPlaceholder1 :: __distlock_render (& (id) , __distlock_key)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("the key placeholder `{{id}}` has type `{Self}`"),
             "{out}"
         );
         assert!(
@@ -299,7 +390,7 @@ mod tests {
                     -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Result<(), E>> + ::core::marker::Send + 'async_trait>>
                 where 'life0: 'async_trait, Self: 'async_trait
                 {
-                    Box::pin(async move { let __self = self; let __ret: Result<(), E> = { Ok(()) }; __ret })
+                    Box::pin(async move { let __self = self; let id = id; let __ret: Result<(), E> = { Ok(()) }; __ret })
                 }
             },
         );
@@ -309,6 +400,15 @@ mod tests {
         );
         assert!(out.contains("locked :: < Result < () , E > , _ >"), "{out}");
         assert!(out.contains("async move { let __self = self ;"), "{out}");
+        // `id` is the key's: its move into the body is not "unused".
+        assert!(
+            out.contains("# [allow (unused_variables)] let id = id ;"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("# [allow (unused_variables)] let __self"),
+            "{out}"
+        );
     }
 
     #[test]

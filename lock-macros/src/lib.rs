@@ -53,7 +53,7 @@ use proc_macro::TokenStream;
 ///
 /// | argument | default | meaning |
 /// |---|---|---|
-/// | `key = "order:{order_id}"` | required | The lock's name: text with `{...}` placeholders, each an argument of the function (or `self`) with optional field accesses (`{req.user.id}`, `{self.shard}`), rendered with `Display`. `{{` and `}}` are literal braces. The rendered key is the lock name as is, so [`LockManager::new_lock`] with the same name contends with the function. |
+/// | `key = "order:{order_id}"` | required | The lock's name: text with `{...}` placeholders, each a Rust expression over the arguments (and `self`): `{order_id}`, `{req.get_ref().id}`, `{ids[0]}`, `{name.to_lowercase()}`, rendered with `Display`; a name that is neither an argument nor bound inside the placeholder is a compile error. `{{` and `}}` are literal braces. The rendered key is the lock name as is, so [`LockManager::new_lock`] with the same name contends with the function. |
 /// | `ttl = "30s"` | `"30s"` | The lease TTL: how long the lock outlives a crashed or cut-off holder. Whole seconds, at least `"1s"`. |
 /// | `wait = "2s"` | `"10s"` ([`DEFAULT_WAIT`], as `LockLayer`) | How long to wait for a busy lock before failing with [`ErrorCode::Timeout`]; `"0s"` tries once; `"forever"` waits without limit (ask for it: an outage then shows as a hang). |
 /// | `manager = <expr>` | the default manager | The [`LockManager`] to lock with: an expression evaluated at each call, before the body, that may use the arguments and `self` (`self.locks`, `state.locks`, `&*MANAGER`); a `LockManager` or a reference, `Box` or `Arc` of one. Without it, the manager set by [`set_default_manager`]; if none is set, the call fails with an [`ErrorCode::InvalidOptions`] error saying so (no panic). |

@@ -64,6 +64,35 @@ impl fmt::Display for ErrorCode {
 ///
 /// It carries an [`ErrorCode`], a message, and (for backend failures) the
 /// underlying error as its [`source`](std::error::Error::source).
+/// [`is_retryable`](LockError::is_retryable) says whether the same call may
+/// succeed later.
+///
+/// # In services: HTTP and gRPC answers
+///
+/// With the features `axum` and `tonic`, a `LockError` is an axum response
+/// (`impl IntoResponse`) and converts into a `tonic::Status` (`impl From`),
+/// so handlers and `#[distributed_lock]` methods can return it with `?`.
+/// Both answer as `distlock_tower::LockLayer` rejects requests by default:
+///
+/// | [`ErrorCode`] | HTTP | gRPC | why |
+/// |---|---|---|---|
+/// | `Timeout` | 429 Too Many Requests + `Retry-After` | `ABORTED` + pushback | the resource is busy: retry later; not a server failure |
+/// | `Backend` | 503 Service Unavailable + `Retry-After` | `UNAVAILABLE` + pushback | etcd is failing or unreachable |
+/// | `Closed` | 503 + `Retry-After` | `UNAVAILABLE` + pushback | the server is shutting down |
+/// | `Expired` | 503 | `ABORTED`, pushback `-1` | the lock was lost mid-request, whose work may be partly done: not transparently retryable, retry at a higher level |
+/// | `InvalidKey` | 400 Bad Request | `INVALID_ARGUMENT` | the request named a lock that cannot exist |
+/// | `NotHeld` | 409 Conflict | `FAILED_PRECONDITION` | the call does not fit the lock's state |
+/// | `PermissionDenied`, `InvalidOptions`, `AlreadyHeld` | 500 Internal Server Error | `INTERNAL` | the server is misconfigured (`AlreadyHeld` comes from non-reentrant options: the same owner locked twice) |
+///
+/// `Retry-After` is 1 s (the layer's default); "pushback" is the gRPC
+/// retry advice `grpc-retry-pushback-ms: 1000` in the status's metadata,
+/// and `-1` asks retry policies not to re-send. The client gets a short
+/// message that names neither the lock nor backend details; the full error
+/// is logged (`tracing`: warn for the 500s, debug
+/// otherwise) and stays attached (the response's extensions hold an
+/// `Arc<LockError>`; the status's `source()` is the error).
+/// [`ErrorCode::http_status`] and [`ErrorCode::grpc_code`] give the mapping
+/// for other frameworks.
 ///
 /// # Example
 ///
@@ -83,7 +112,9 @@ pub struct LockError {
     message: String,
     #[source]
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
-    transient: bool,
+    /// What the backend said about retrying; `None` when nobody classified
+    /// the error (see [`LockError::is_retryable`]).
+    transient: Option<bool>,
 }
 
 impl LockError {
@@ -99,7 +130,7 @@ impl LockError {
             code,
             message: message.into(),
             source: None,
-            transient: false,
+            transient: None,
         }
     }
 
@@ -121,7 +152,7 @@ impl LockError {
             code,
             message: message.into(),
             source: Some(source.into()),
-            transient: false,
+            transient: None,
         }
     }
 
@@ -158,14 +189,80 @@ impl LockError {
         transient: bool,
     ) -> Self {
         LockError {
-            transient,
+            transient: Some(transient),
             ..LockError::with_source(ErrorCode::Backend, message, source)
         }
     }
 
-    /// Whether retrying the same backend call later may succeed.
+    /// A backend failure that no retry can fix (an unsupported server, a
+    /// client whose runtime is gone): `is_retryable()` is false for it.
+    pub(crate) fn backend_for_good(message: impl Into<String>) -> Self {
+        LockError {
+            transient: Some(false),
+            ..LockError::new(ErrorCode::Backend, message)
+        }
+    }
+
+    /// Whether the backend classified this very error as transient: the
+    /// internal retry loops retry exactly these, at once and within their
+    /// policy. Errors nobody classified (a wait that ran out during an
+    /// outage, a retry policy that gave up) are not retried internally;
+    /// [`is_retryable`](Self::is_retryable) is what callers ask.
     pub(crate) fn is_transient(&self) -> bool {
-        self.transient
+        self.transient == Some(true)
+    }
+
+    /// Whether retrying the same call later may succeed — what a client, a
+    /// job runner or a retry middleware asks before trying again.
+    ///
+    /// - [`Timeout`](ErrorCode::Timeout): **yes**, a busy lock may be free later.
+    /// - [`Backend`](ErrorCode::Backend): **yes**, unless etcd's answer says
+    ///   the same request will always fail (a malformed request, a token
+    ///   that re-authenticating did not renew). An outage — no leader, no
+    ///   connection, no answer in time, a retry policy that ran out, a wait
+    ///   that ended while etcd was failing — is retryable. The error itself
+    ///   is asked first, then the errors in its
+    ///   [`source`](std::error::Error::source) chain.
+    /// - Every other code: **no**, the same call fails the same way:
+    ///   [`Expired`](ErrorCode::Expired) (the lock was lost: work done under
+    ///   it may have run in part, so retrying is a decision for the caller's
+    ///   level — gRPC's `ABORTED` says the same), [`Closed`](ErrorCode::Closed)
+    ///   (this manager stays closed), [`PermissionDenied`](ErrorCode::PermissionDenied),
+    ///   [`InvalidOptions`](ErrorCode::InvalidOptions), [`InvalidKey`](ErrorCode::InvalidKey),
+    ///   [`NotHeld`](ErrorCode::NotHeld), [`AlreadyHeld`](ErrorCode::AlreadyHeld).
+    ///
+    /// distlock's own retries (`LockOptions::retry_interval`/`max_retries`)
+    /// have already run when an error reaches you: retry *later*, with backoff.
+    ///
+    /// ```
+    /// use distlock::{ErrorCode, LockError};
+    ///
+    /// assert!(LockError::new(ErrorCode::Timeout, "lock `a` busy").is_retryable());
+    /// assert!(LockError::new(ErrorCode::Backend, "etcd did not answer").is_retryable());
+    /// assert!(!LockError::new(ErrorCode::Expired, "lease gone").is_retryable());
+    /// assert!(!LockError::new(ErrorCode::InvalidKey, "empty name").is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self.code {
+            ErrorCode::Timeout => true,
+            ErrorCode::Backend => self.classified().unwrap_or(true),
+            _ => false,
+        }
+    }
+
+    /// The first transience classification in this error and its source
+    /// chain, if any.
+    fn classified(&self) -> Option<bool> {
+        let mut next: Option<&(dyn StdError + 'static)> = Some(self);
+        while let Some(err) = next {
+            if let Some(lock) = err.downcast_ref::<LockError>() {
+                if let Some(transient) = lock.transient {
+                    return Some(transient);
+                }
+            }
+            next = err.source();
+        }
+        None
     }
 
     /// The same failure for another caller of a shared request (a batch):
@@ -180,6 +277,192 @@ impl LockError {
     }
 }
 
+impl ErrorCode {
+    /// The HTTP status a service answers with when a lock call fails with
+    /// this code: what `impl IntoResponse for LockError` (feature `axum`)
+    /// sends, and the status table of [`LockError`].
+    ///
+    /// ```
+    /// use distlock::ErrorCode;
+    /// assert_eq!(ErrorCode::Timeout.http_status(), 429);
+    /// assert_eq!(ErrorCode::Backend.http_status(), 503);
+    /// assert_eq!(ErrorCode::InvalidKey.http_status(), 400);
+    /// ```
+    pub fn http_status(self) -> u16 {
+        self.reply().http
+    }
+
+    /// The gRPC status code (its number: `tonic::Code::from_i32` takes it)
+    /// a service answers with when a lock call fails with this code: what
+    /// `impl From<LockError> for tonic::Status` (feature `tonic`) makes.
+    ///
+    /// ```
+    /// use distlock::ErrorCode;
+    /// assert_eq!(ErrorCode::Timeout.grpc_code(), 10); // ABORTED
+    /// assert_eq!(ErrorCode::Backend.grpc_code(), 14); // UNAVAILABLE
+    /// ```
+    pub fn grpc_code(self) -> i32 {
+        self.reply().grpc
+    }
+
+    /// How a failure with this code answers a client, in one place: the
+    /// status table of [`LockError`].
+    fn reply(self) -> Reply {
+        use ErrorCode as C;
+        let (http, grpc) = match self {
+            C::Timeout => (429, GRPC_ABORTED),
+            C::Backend | C::Closed => (503, GRPC_UNAVAILABLE),
+            C::Expired => (503, GRPC_ABORTED),
+            C::InvalidKey => (400, GRPC_INVALID_ARGUMENT),
+            C::NotHeld => (409, GRPC_FAILED_PRECONDITION),
+            C::PermissionDenied | C::InvalidOptions | C::AlreadyHeld => (500, GRPC_INTERNAL),
+        };
+        let message = match self {
+            C::Timeout => "resource busy: its lock was not acquired in time; retry later",
+            C::Backend => "the lock service is unavailable; retry later",
+            C::Closed => "the lock service is unavailable; retry later",
+            C::Expired => {
+                "the resource's lock was lost while handling the request; \
+                 it may have been partly carried out"
+            }
+            C::InvalidKey => "invalid lock key for this request",
+            C::NotHeld => "the resource's lock is not held",
+            C::PermissionDenied | C::InvalidOptions | C::AlreadyHeld => {
+                "the server cannot lock the resource as configured"
+            }
+        };
+        Reply {
+            http,
+            grpc,
+            // A busy resource or an unavailable service: nothing ran, retry later.
+            retry_later: matches!(self, C::Timeout | C::Backend | C::Closed),
+            message,
+        }
+    }
+}
+
+/// gRPC status codes (google.rpc.Code), as numbers: the base layer names
+/// no tonic type outside the `tonic` feature.
+const GRPC_INVALID_ARGUMENT: i32 = 3;
+const GRPC_FAILED_PRECONDITION: i32 = 9;
+const GRPC_ABORTED: i32 = 10;
+const GRPC_INTERNAL: i32 = 13;
+const GRPC_UNAVAILABLE: i32 = 14;
+
+/// The retry advice of answers whose call may succeed later: 1 s, the
+/// layer's default (`LockLayer::retry_after`), as HTTP's `Retry-After` (s)
+/// and gRPC's `grpc-retry-pushback-ms` (gRPC's retry design, A6).
+#[cfg(any(feature = "axum", feature = "tonic"))]
+const RETRY_AFTER: (&str, &str) = ("1", "1000");
+
+/// How a failure answers a client (see [`ErrorCode::reply`]).
+#[cfg_attr(not(any(feature = "axum", feature = "tonic")), allow(dead_code))]
+struct Reply {
+    http: u16,
+    grpc: i32,
+    /// Whether the answer advises a retry later (`Retry-After`, a gRPC
+    /// pushback): the call did not run, and may succeed later.
+    retry_later: bool,
+    /// For the client: names neither the lock nor backend details (the
+    /// error itself goes to the log and stays attached to the answer).
+    message: &'static str,
+}
+
+impl LockError {
+    /// Logs the error that becomes a client's answer: server faults (500)
+    /// as warnings, the rest at debug level.
+    #[cfg(any(feature = "axum", feature = "tonic"))]
+    fn log_reply(&self, reply: &Reply) {
+        if reply.http == 500 {
+            tracing::warn!(error = %self, status = reply.http, "lock error answered as a server fault");
+        } else {
+            tracing::debug!(error = %self, status = reply.http, "lock error answered");
+        }
+    }
+}
+
+/// A failed lock call as a gRPC status (feature `tonic`), so that a tonic
+/// service method returning `Result<Response<T>, Status>` can `?` a
+/// [`LockError`] and carry `#[distributed_lock]` without glue. The code
+/// follows the table of [`LockError`]; the message is a short one for the
+/// client (no lock name, no backend details); the `LockError` is the
+/// status's [`source`](std::error::Error::source) and is logged. Its
+/// metadata carries gRPC's retry advice, as the layer's answers do:
+/// `grpc-retry-pushback-ms: 1000` where a retry later may help, `-1` (do not
+/// re-send) for a lock lost while the work ran.
+///
+/// ```
+/// use distlock::{ErrorCode, LockError};
+///
+/// let status = tonic::Status::from(LockError::new(ErrorCode::Timeout, "lock `order:42` busy"));
+/// assert_eq!(status.code(), tonic::Code::Aborted);
+/// assert_eq!(status.metadata().get("grpc-retry-pushback-ms").unwrap(), "1000");
+/// let status = tonic::Status::from(LockError::new(ErrorCode::Expired, "lease gone"));
+/// assert_eq!(status.code(), tonic::Code::Aborted);
+/// assert_eq!(status.metadata().get("grpc-retry-pushback-ms").unwrap(), "-1");
+/// let status = tonic::Status::from(LockError::new(ErrorCode::InvalidKey, "empty name"));
+/// assert_eq!(status.code(), tonic::Code::InvalidArgument);
+/// ```
+#[cfg(feature = "tonic")]
+impl From<LockError> for tonic::Status {
+    fn from(err: LockError) -> Self {
+        let reply = err.code.reply();
+        err.log_reply(&reply);
+        let mut status = tonic::Status::new(tonic::Code::from_i32(reply.grpc), reply.message);
+        let pushback = match err.code {
+            _ if reply.retry_later => Some(RETRY_AFTER.1),
+            ErrorCode::Expired => Some("-1"), // do not re-send
+            _ => None,
+        };
+        if let Some(ms) = pushback {
+            let value = tonic::metadata::MetadataValue::from_static(ms);
+            status
+                .metadata_mut()
+                .insert("grpc-retry-pushback-ms", value);
+        }
+        status.set_source(std::sync::Arc::new(err));
+        status
+    }
+}
+
+/// A failed lock call as an HTTP response (feature `axum`), so that an axum
+/// handler returning `Result<_, LockError>` (or an error type that delegates
+/// to this) answers as the table of [`LockError`] says: the status, a short
+/// `text/plain` message for the client (no lock name, no backend details),
+/// `Retry-After: 1` where a retry later may help (429, and 503 but for a
+/// lost lock). The error is logged and
+/// kept in the response's extensions as an `Arc<LockError>`, for middleware
+/// that logs or reshapes errors.
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// use distlock::{ErrorCode, LockError};
+/// use std::sync::Arc;
+///
+/// let response = LockError::new(ErrorCode::Timeout, "lock `order:42` busy").into_response();
+/// assert_eq!(response.status(), 429);
+/// assert_eq!(response.headers()["retry-after"], "1");
+/// let err = response.extensions().get::<Arc<LockError>>().unwrap();
+/// assert_eq!(err.code(), ErrorCode::Timeout);
+/// ```
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for LockError {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::{header, HeaderValue, StatusCode};
+        let reply = self.code.reply();
+        self.log_reply(&reply);
+        let status = StatusCode::from_u16(reply.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, reply.message).into_response();
+        if reply.retry_later {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER.0));
+        }
+        response.extensions_mut().insert(std::sync::Arc::new(self));
+        response
+    }
+}
+
 /// Shorthand for `Result<T, LockError>`.
 ///
 /// ```
@@ -187,3 +470,130 @@ impl LockError {
 /// assert_eq!(check(1).unwrap(), 1);
 /// ```
 pub type Result<T, E = LockError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [ErrorCode; 9] = [
+        ErrorCode::Timeout,
+        ErrorCode::NotHeld,
+        ErrorCode::AlreadyHeld,
+        ErrorCode::Expired,
+        ErrorCode::InvalidKey,
+        ErrorCode::InvalidOptions,
+        ErrorCode::Backend,
+        ErrorCode::Closed,
+        ErrorCode::PermissionDenied,
+    ];
+
+    #[test]
+    fn retryable_is_a_busy_lock_or_an_outage() {
+        for code in ALL {
+            let retryable = LockError::new(code, "x").is_retryable();
+            let expected = matches!(code, ErrorCode::Timeout | ErrorCode::Backend);
+            assert_eq!(retryable, expected, "{code:?}");
+        }
+        let io = || std::io::Error::other("reset");
+        let down = LockError::backend("etcd put failed", io(), true);
+        let malformed = LockError::backend("etcd put failed", io(), false);
+        assert!(down.is_retryable() && down.is_transient());
+        assert!(!malformed.is_retryable() && !malformed.is_transient());
+        // Wrapped, as a retry policy that ran out or a wait's verdict does:
+        // the classification of the cause decides; the wrapper is not
+        // retried internally.
+        let gave_up = LockError::with_source(ErrorCode::Backend, "still failing", down);
+        assert!(gave_up.is_retryable() && !gave_up.is_transient());
+        let refused = LockError::with_source(ErrorCode::Backend, "failing", malformed);
+        assert!(!refused.is_retryable());
+        // A copy for another caller of a batch keeps the classification.
+        let copy = LockError::backend("x", io(), false).duplicate("enqueue");
+        assert!(!copy.is_retryable());
+        // An unclassified outage (no answer in time) is retryable.
+        assert!(LockError::new(ErrorCode::Backend, "no answer").is_retryable());
+    }
+
+    #[test]
+    fn every_code_has_an_answer() {
+        let table: Vec<(ErrorCode, u16, i32)> = ALL
+            .iter()
+            .map(|&c| (c, c.http_status(), c.grpc_code()))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                (ErrorCode::Timeout, 429, 10),
+                (ErrorCode::NotHeld, 409, 9),
+                (ErrorCode::AlreadyHeld, 500, 13),
+                (ErrorCode::Expired, 503, 10),
+                (ErrorCode::InvalidKey, 400, 3),
+                (ErrorCode::InvalidOptions, 500, 13),
+                (ErrorCode::Backend, 503, 14),
+                (ErrorCode::Closed, 503, 14),
+                (ErrorCode::PermissionDenied, 500, 13),
+            ]
+        );
+        for code in ALL {
+            // Nothing ran and a later try may work; a lost lock's work may
+            // have partly run: no advice to re-send.
+            let later = matches!(
+                code,
+                ErrorCode::Timeout | ErrorCode::Backend | ErrorCode::Closed
+            );
+            assert_eq!(code.reply().retry_later, later, "{code:?}");
+        }
+    }
+
+    #[cfg(feature = "tonic")]
+    #[test]
+    fn tonic_status_keeps_the_error_as_its_source() {
+        use std::error::Error as _;
+        let err = LockError::new(ErrorCode::Backend, "etcd at 10.0.0.7 refused");
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(!status.message().contains("10.0.0.7"), "{status:?}");
+        assert_eq!(
+            status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+            "1000"
+        );
+        let source = status
+            .source()
+            .unwrap()
+            .downcast_ref::<LockError>()
+            .unwrap();
+        assert_eq!(source.code(), ErrorCode::Backend);
+        let status = tonic::Status::from(LockError::new(ErrorCode::NotHeld, "x"));
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(status.metadata().get("grpc-retry-pushback-ms").is_none());
+        let status = tonic::Status::from(LockError::new(ErrorCode::Expired, "x"));
+        assert_eq!(
+            status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+            "-1"
+        );
+        for code in ALL {
+            let status = tonic::Status::from(LockError::new(code, "x"));
+            assert_eq!(status.code() as i32, code.grpc_code(), "{code:?}");
+        }
+    }
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn axum_response_has_status_retry_after_and_the_error() {
+        use axum::response::IntoResponse;
+        for code in ALL {
+            let response = LockError::new(code, "lock `secret:1` x").into_response();
+            assert_eq!(response.status().as_u16(), code.http_status(), "{code:?}");
+            assert_eq!(
+                response.headers().contains_key("retry-after"),
+                code.reply().retry_later,
+                "{code:?}"
+            );
+            assert_eq!(
+                response.headers()["content-type"],
+                "text/plain; charset=utf-8"
+            );
+            let kept = response.extensions().get::<std::sync::Arc<LockError>>();
+            assert_eq!(kept.unwrap().code(), code);
+        }
+    }
+}

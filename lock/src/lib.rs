@@ -64,8 +64,8 @@ pub use error::{ErrorCode, LockError, Result};
 pub use hold::{LockGuard, OwnerScope};
 pub use lease::{LockOptions, MAX_DURATION};
 pub use macro_support::{
-    current_fencing_token, current_lock, default_manager, set_default_manager, CurrentLock,
-    DEFAULT_WAIT,
+    current_fencing_token, current_lock, default_manager, set_default_manager,
+    with_default_manager, CurrentLock, DEFAULT_WAIT,
 };
 
 pub use distlock_macros::distributed_lock;
@@ -95,5 +95,6 @@ pub mod __private {
         locked, locked_or_skip, manager, use_default_manager, Key, LockedResult, ManagerRef,
         SkipResult, Spec,
     };
+    pub use std::fmt::Display;
     pub use std::time::Duration;
 }

@@ -20,7 +20,7 @@ async fn format_spec(order_id: u64) -> Result<(), LockError> {
     Ok(())
 }
 
-#[distributed_lock(key = "order:{order_id + 1}")]
+#[distributed_lock(key = "order:{order_id +}")]
 async fn expression(order_id: u64) -> Result<(), LockError> {
     Ok(())
 }

@@ -14,6 +14,16 @@ use crate::backend::Entry;
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::validate_name;
 use crate::queue::Metadata;
+use crate::shared::Shared;
+
+/// Every key of the queue under `queue` (a lock's or a semaphore's), oldest
+/// first (a lock's holder first), in one read: what `lock_info`,
+/// `semaphore_info`, `force_unlock` and
+/// [`Lock::is_locked`](crate::Lock::is_locked) look at.
+pub(crate) async fn read_queue(shared: &Shared, queue: &str) -> Result<Vec<Entry>> {
+    shared.ensure_open()?;
+    Ok(shared.backend.list(queue).await?.entries)
+}
 
 /// A lock queue (oldest first, not empty) as [`LockInfo`], with its holder's
 /// lease's expiry from `expiries`.
@@ -87,13 +97,7 @@ impl LockManager {
     /// ```
     pub async fn lock_info(&self, name: &str) -> Result<Option<LockInfo>> {
         validate_name(name)?;
-        self.shared.ensure_open()?;
-        let entries = self
-            .shared
-            .backend
-            .list(&self.shared.keys.queue(name))
-            .await?
-            .entries;
+        let entries = read_queue(&self.shared, &self.shared.keys.queue(name)).await?;
         let Some(holder) = entries.first() else {
             return Ok(None);
         };
@@ -160,9 +164,7 @@ impl LockManager {
     /// ```
     pub async fn semaphore_info(&self, name: &str) -> Result<Option<SemaphoreInfo>> {
         validate_name(name)?;
-        self.shared.ensure_open()?;
-        let queue = self.shared.keys.semaphore(name);
-        let entries = self.shared.backend.list(&queue).await?.entries;
+        let entries = read_queue(&self.shared, &self.shared.keys.semaphore(name)).await?;
         Ok((!entries.is_empty()).then(|| describe_semaphore(name, &entries)))
     }
 
@@ -278,13 +280,7 @@ impl LockManager {
     /// fenced by its create revision.
     async fn remove_holder(&self, name: &str, token: Option<u64>) -> Result<bool> {
         validate_name(name)?;
-        self.shared.ensure_open()?;
-        let queue = self
-            .shared
-            .backend
-            .list(&self.shared.keys.queue(name))
-            .await?
-            .entries;
+        let queue = read_queue(&self.shared, &self.shared.keys.queue(name)).await?;
         let Some(holder) = queue
             .first()
             .filter(|h| token.is_none_or(|t| h.create_rev as u64 == t))

@@ -269,6 +269,29 @@ impl Lock {
             .await?
             .ok_or_else(|| LockError::new(ErrorCode::Backend, "acquisition ended without the lock"))
     }
+
+    /// Whether anyone holds the lock now — a task of this process or
+    /// another process — in one read of the lock's queue, without taking a
+    /// place in it. The answer can be out of date as soon as it returns: use
+    /// it to report (health pages, dashboards), and [`try_lock`](Lock::try_lock)
+    /// to act. Fails with `Closed` after [`close`](crate::LockManager::close),
+    /// `Backend` when etcd fails.
+    ///
+    /// ```
+    /// # use distlock::{LockManager, LockOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+    /// let lock = LockManager::in_memory().new_lock("report", LockOptions::default())?;
+    /// assert!(!lock.is_locked().await?);
+    /// let guard = lock.lock().await?;
+    /// assert!(lock.is_locked().await?);
+    /// guard.unlock().await?;
+    /// assert!(!lock.is_locked().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn is_locked(&self) -> Result<bool> {
+        let queue = super::inspect::read_queue(&self.shared, &self.queue).await?;
+        Ok(!queue.is_empty())
+    }
 }
 
 impl std::fmt::Debug for Lock {

@@ -12,7 +12,7 @@ use super::{
     Ahead, Backend, BoxFuture, ChangeWatch, Enqueued, Entry, Granted, Listing, Read, Revisions,
     Scope, Seen,
 };
-use crate::error::{ErrorCode, LockError, Result};
+use crate::error::{LockError, Result};
 use crate::key::Keyspace;
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn,
@@ -83,8 +83,7 @@ impl EtcdBackend {
         if self.runtime.is_alive() {
             return Ok(());
         }
-        Err(LockError::new(
-            ErrorCode::Backend,
+        Err(LockError::backend_for_good(
             "the etcd client's connection ran on a tokio runtime that has shut down; make the \
              lock manager (and its etcd client) on a runtime that outlives it",
         ))

@@ -5,7 +5,7 @@ use std::time::Duration;
 use etcd_client::Client;
 
 use super::errors::map_error;
-use crate::error::{ErrorCode, LockError, Result};
+use crate::error::{LockError, Result};
 
 /// The oldest etcd version distlock works with: watch ids chosen by the
 /// client (which the shared watch stream routes by) came with etcd 3.4.
@@ -40,14 +40,11 @@ pub(crate) async fn check_server_version(client: &Client, timeout: Duration) -> 
     let version = status.version();
     match parse_version(version) {
         Some(v) if v >= MIN_ETCD_VERSION => Ok(()),
-        _ => Err(LockError::new(
-            ErrorCode::Backend,
-            format!(
-                "etcd {version} is not supported: distlock needs etcd {}.{} or newer \
+        _ => Err(LockError::backend_for_good(format!(
+            "etcd {version} is not supported: distlock needs etcd {}.{} or newer \
                  (its shared watch stream relies on watch ids chosen by the client)",
-                MIN_ETCD_VERSION.0, MIN_ETCD_VERSION.1
-            ),
-        )),
+            MIN_ETCD_VERSION.0, MIN_ETCD_VERSION.1
+        ))),
     }
 }
 

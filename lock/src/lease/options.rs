@@ -16,6 +16,20 @@ use crate::error::{ErrorCode, LockError, Result};
 /// errors* (a lost connection, a cluster without a leader). Waiting for a busy
 /// lock never polls: a waiter watches its predecessor in the queue.
 ///
+/// **The renew interval follows the TTL unless you set it.** The default
+/// renew interval, 10 s, suits TTLs over 11 s; for a shorter TTL it could
+/// not work (a renewal must land well before the lease runs out). So when
+/// `renew_interval` is not set, it is 10 s if that is valid for the TTL,
+/// else a third of the TTL — the macro's and the layer's default. "Not set"
+/// means: with the builder, `renew_interval` still holds the default
+/// (10 s) when [`ttl`](LockOptions::ttl) is called; with serde, the field is
+/// absent. A `renew_interval` you set is never changed: an invalid one is
+/// refused by [`validate`](LockOptions::validate). The rule never changes
+/// options that validate without it; it only makes a short TTL work.
+/// (A struct literal, `LockOptions { ttl, ..Default::default() }`, keeps the
+/// 10 s it was given: with a TTL of 11 s or less, use the builder or set
+/// `renew_interval` too.)
+///
 /// Options deserialize from human durations:
 ///
 /// ```
@@ -28,9 +42,16 @@ use crate::error::{ErrorCode, LockError, Result};
 /// let from_json: LockOptions = serde_json::from_str(r#"{"ttl": "45s", "auto_renew": false}"#).unwrap();
 /// assert_eq!(from_json.ttl, Duration::from_secs(45));
 /// assert_eq!(from_json.renew_interval, Duration::from_secs(10)); // default kept
+///
+/// // A short TTL alone: the renew interval follows it.
+/// let short = LockOptions::default().ttl(Duration::from_secs(5));
+/// assert_eq!(short.renew_interval, Duration::from_secs(5) / 3);
+/// assert!(short.validate().is_ok());
+/// let short: LockOptions = serde_json::from_str(r#"{"ttl": "5s"}"#).unwrap();
+/// assert!(short.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(from = "Unresolved")]
 pub struct LockOptions {
     /// How long the lock survives without renewal (whole seconds, at least 1 s;
     /// a fraction is rounded up, since etcd leases count in seconds).
@@ -39,6 +60,7 @@ pub struct LockOptions {
     /// Renew the lock's lease in the background while it is held.
     pub auto_renew: bool,
     /// How often to renew when `auto_renew` is on; must be shorter than `ttl`.
+    /// When not set, it follows the TTL (see above).
     #[serde(with = "humantime_serde")]
     pub renew_interval: Duration,
     /// Pause between retries of a backend call that failed transiently.
@@ -58,7 +80,7 @@ impl Default for LockOptions {
         LockOptions {
             ttl: Duration::from_secs(30),
             auto_renew: true,
-            renew_interval: Duration::from_secs(10),
+            renew_interval: DEFAULT_RENEW_INTERVAL,
             retry_interval: DEFAULT_RETRY_INTERVAL,
             max_retries: 0,
             reentrant: true,
@@ -67,15 +89,27 @@ impl Default for LockOptions {
 }
 
 impl LockOptions {
-    /// Sets the TTL.
+    /// Sets the TTL. A `renew_interval` still at its default (10 s) follows
+    /// it: it stays 10 s if that is valid for `ttl`, else becomes `ttl / 3`
+    /// (see [`LockOptions`]); one set before is kept.
     ///
     /// ```
     /// # use distlock::LockOptions; use std::time::Duration;
-    /// let opts = LockOptions::default().ttl(Duration::from_secs(5)).renew_interval(Duration::from_secs(1));
+    /// let opts = LockOptions::default().ttl(Duration::from_secs(5));
     /// assert_eq!(opts.ttl, Duration::from_secs(5));
+    /// assert_eq!(opts.renew_interval, Duration::from_secs(5) / 3); // follows
+    ///
+    /// let long = LockOptions::default().ttl(Duration::from_secs(60));
+    /// assert_eq!(long.renew_interval, Duration::from_secs(10)); // the default is valid
+    ///
+    /// let set = LockOptions::default().renew_interval(Duration::from_secs(1)).ttl(Duration::from_secs(5));
+    /// assert_eq!(set.renew_interval, Duration::from_secs(1)); // yours is kept
     /// ```
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
+        if self.renew_interval == DEFAULT_RENEW_INTERVAL {
+            self.renew_interval = renew_following(ttl);
+        }
         self
     }
 
@@ -155,13 +189,24 @@ impl LockOptions {
         );
         match broken {
             Ok(()) => Ok(()),
-            Err(rule) => Err(LockError::new(
-                ErrorCode::InvalidOptions,
-                format!(
-                    "{rule} (ttl {:?}, auto_renew {}, renew_interval {:?}, retry_interval {:?})",
-                    self.ttl, self.auto_renew, self.renew_interval, self.retry_interval
-                ),
-            )),
+            Err(rule) => {
+                // A struct literal's untouched default: say how to let it follow.
+                let hint = if self.renew_interval == DEFAULT_RENEW_INTERVAL
+                    && renew_following(self.ttl) != DEFAULT_RENEW_INTERVAL
+                {
+                    "; renew_interval is the default 10s: set it, or build the options with \
+                     `LockOptions::default().ttl(..)`, whose renew_interval follows the TTL"
+                } else {
+                    ""
+                };
+                Err(LockError::new(
+                    ErrorCode::InvalidOptions,
+                    format!(
+                        "{rule} (ttl {:?}, auto_renew {}, renew_interval {:?}, retry_interval {:?}){hint}",
+                        self.ttl, self.auto_renew, self.renew_interval, self.retry_interval
+                    ),
+                ))
+            }
         }
     }
 
@@ -173,6 +218,62 @@ impl LockOptions {
 
 /// The seed's pause between retries of a transient backend failure.
 pub(crate) const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The seed's renew interval.
+const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The renew interval of options that did not set one: the default if
+/// auto-renewal is valid with it for `ttl`, else a third of `ttl` (valid for
+/// every valid TTL: well inside the time a renewal has to land).
+const fn renew_following(ttl: Duration) -> Duration {
+    match check_durations(ttl, true, DEFAULT_RENEW_INTERVAL, DEFAULT_RETRY_INTERVAL) {
+        Ok(()) => DEFAULT_RENEW_INTERVAL,
+        Err(_) => Duration::from_nanos((ttl.as_nanos() / 3) as u64),
+    }
+}
+
+/// [`LockOptions`] as they deserialize, before an absent `renew_interval`
+/// follows the TTL.
+#[derive(Deserialize)]
+#[serde(default)]
+struct Unresolved {
+    #[serde(with = "humantime_serde")]
+    ttl: Duration,
+    auto_renew: bool,
+    #[serde(with = "humantime_serde")]
+    renew_interval: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    retry_interval: Duration,
+    max_retries: u32,
+    reentrant: bool,
+}
+
+impl Default for Unresolved {
+    fn default() -> Self {
+        let d = LockOptions::default();
+        Unresolved {
+            ttl: d.ttl,
+            auto_renew: d.auto_renew,
+            renew_interval: None,
+            retry_interval: d.retry_interval,
+            max_retries: d.max_retries,
+            reentrant: d.reentrant,
+        }
+    }
+}
+
+impl From<Unresolved> for LockOptions {
+    fn from(u: Unresolved) -> Self {
+        LockOptions {
+            ttl: u.ttl,
+            auto_renew: u.auto_renew,
+            renew_interval: u.renew_interval.unwrap_or(renew_following(u.ttl)),
+            retry_interval: u.retry_interval,
+            max_retries: u.max_retries,
+            reentrant: u.reentrant,
+        }
+    }
+}
 
 /// The longest any duration of [`LockOptions`] (and of
 /// [`EtcdConfig`](crate::EtcdConfig)) may be: one year. Longer ones are
@@ -324,6 +425,69 @@ mod tests {
                 .ttl_secs(),
             2
         );
+    }
+
+    #[test]
+    fn renew_interval_follows_a_short_ttl_when_not_set() {
+        let secs = |s: f64| Duration::from_secs_f64(s);
+        // Every TTL from 1 s to 40 s, alone, gives working options.
+        for half_secs in 2..=80 {
+            let ttl = secs(half_secs as f64 / 2.0);
+            let opts = LockOptions::default().ttl(ttl);
+            assert!(opts.validate().is_ok(), "{opts:?}");
+            let literal = LockOptions {
+                ttl,
+                ..Default::default()
+            };
+            if literal.validate().is_ok() {
+                // What validated before is unchanged.
+                assert_eq!(opts, literal);
+            } else {
+                assert_eq!(opts.renew_interval, ttl / 3, "{ttl:?}");
+                let err = literal.validate().unwrap_err().to_string();
+                assert!(err.contains("follows the TTL"), "{err}");
+            }
+        }
+        // The default 10 s works from a 12 s lease (11.5 s rounds up) on.
+        let at = |t| LockOptions::default().ttl(secs(t)).renew_interval;
+        assert_eq!(at(11.5), Duration::from_secs(10));
+        assert_eq!(at(11.0), secs(11.0) / 3);
+        // A renew interval that was set is kept, valid or not.
+        let set = LockOptions::default()
+            .renew_interval(Duration::from_millis(4500))
+            .ttl(Duration::from_secs(5));
+        assert_eq!(set.renew_interval, Duration::from_millis(4500));
+        assert!(set.validate().is_err());
+        let later = LockOptions::default()
+            .ttl(Duration::from_secs(5))
+            .renew_interval(Duration::from_secs(4));
+        assert_eq!(later.renew_interval, Duration::from_secs(4));
+        // Once it followed a TTL, it is no longer the default: kept.
+        let twice = LockOptions::default()
+            .ttl(Duration::from_secs(3))
+            .ttl(Duration::from_secs(60));
+        assert_eq!(twice.renew_interval, Duration::from_secs(1));
+        assert!(twice.validate().is_ok());
+    }
+
+    #[test]
+    fn serde_renew_interval_follows_only_when_absent() {
+        let parse = |json: &str| serde_json::from_str::<LockOptions>(json).unwrap();
+        let short = parse(r#"{"ttl": "5s"}"#);
+        assert_eq!(short.renew_interval, Duration::from_secs(5) / 3);
+        assert!(short.validate().is_ok());
+        assert_eq!(short, LockOptions::default().ttl(Duration::from_secs(5)));
+        let given = parse(r#"{"ttl": "5s", "renew_interval": "1s"}"#);
+        assert_eq!(given.renew_interval, Duration::from_secs(1));
+        // Written out, 10 s is a choice: refused for a 5 s TTL.
+        let explicit = parse(r#"{"ttl": "5s", "renew_interval": "10s"}"#);
+        assert_eq!(explicit.renew_interval, Duration::from_secs(10));
+        assert!(explicit.validate().is_err());
+        assert_eq!(parse("{}"), LockOptions::default());
+        // What follows survives a round trip.
+        let back: LockOptions =
+            serde_json::from_str(&serde_json::to_string(&short).unwrap()).unwrap();
+        assert_eq!(back, short);
     }
 
     #[test]

@@ -1,16 +1,55 @@
-//! Which manager a locked call uses: the process-wide default
-//! ([`set_default_manager`]), or the one `manager = ...` names
-//! ([`ManagerRef`]).
+//! Which manager a locked call uses: the one `manager = ...` names
+//! ([`ManagerRef`]), else the default — the scoped one of the running task
+//! ([`with_default_manager`]), else the process-wide one
+//! ([`set_default_manager`]).
 
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use crate::api::LockManager;
 
 static DEFAULT_MANAGER: RwLock<Option<LockManager>> = RwLock::new(None);
 
+tokio::task_local! {
+    /// The default manager of the code inside [`with_default_manager`].
+    static SCOPED_MANAGER: LockManager;
+}
+
+/// Runs `fut` with `manager` as the default manager of
+/// [`#[distributed_lock]`](crate::distributed_lock) functions without
+/// `manager = ...`: inside `fut`, such calls lock with `manager`, whatever
+/// [`set_default_manager`] set. The scope is task-local, so tests running in
+/// parallel in one process can each have their own default without
+/// overwriting a global; scopes nest (the innermost wins).
+///
+/// It covers `fut` and what `fut` awaits, not tasks `fut` spawns (a spawned
+/// task has its own task-locals): wrap their futures too.
+///
+/// ```
+/// use distlock::{distributed_lock, LockError, LockManager};
+///
+/// #[distributed_lock(key = "report:{day}")]
+/// async fn build_report(day: u32) -> Result<bool, LockError> {
+///     // Under the lock: is it held in the scope's manager?
+///     let manager = distlock::default_manager().expect("the scope's");
+///     Ok(manager.lock_info(&format!("report:{day}")).await?.is_some())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+/// let manager = LockManager::in_memory();
+/// let held = distlock::with_default_manager(manager.clone(), build_report(7)).await?;
+/// assert!(held);
+/// assert!(manager.lock_info("report:7").await?.is_none()); // released
+/// # Ok(()) }
+/// ```
+pub async fn with_default_manager<F: Future>(manager: LockManager, fut: F) -> F::Output {
+    SCOPED_MANAGER.scope(manager, fut).await
+}
+
 /// Sets the manager that [`#[distributed_lock]`](crate::distributed_lock)
 /// functions without `manager = ...` lock with, and returns the one it
-/// replaces. Call it once at startup, before the first locked call; until
+/// replaces. Call it once at startup, before the first locked call (tests
+/// that run in parallel use [`with_default_manager`] instead); until
 /// then such calls fail with an [`ErrorCode::InvalidOptions`](crate::ErrorCode::InvalidOptions) error that
 /// says so.
 ///
@@ -35,7 +74,10 @@ pub fn set_default_manager(manager: LockManager) -> Option<LockManager> {
         .replace(manager)
 }
 
-/// The manager set by [`set_default_manager`], if any.
+/// The manager that [`#[distributed_lock]`](crate::distributed_lock)
+/// functions without `manager = ...` lock with, if any: the one of the
+/// innermost [`with_default_manager`] scope the caller runs in, else the one
+/// set by [`set_default_manager`].
 ///
 /// ```
 /// use distlock::LockManager;
@@ -46,6 +88,9 @@ pub fn set_default_manager(manager: LockManager) -> Option<LockManager> {
 /// # }
 /// ```
 pub fn default_manager() -> Option<LockManager> {
+    if let Ok(scoped) = SCOPED_MANAGER.try_with(LockManager::clone) {
+        return Some(scoped);
+    }
     DEFAULT_MANAGER
         .read()
         .unwrap_or_else(|e| e.into_inner())

@@ -15,7 +15,8 @@ mod template;
 
 pub use current::{current_fencing_token, current_lock, CurrentLock};
 pub use default_manager::{
-    default_manager, manager, set_default_manager, use_default_manager, ManagerRef,
+    default_manager, manager, set_default_manager, use_default_manager, with_default_manager,
+    ManagerRef,
 };
 pub use locked::{locked, LockedResult};
 pub use scheduled::{locked_or_skip, SkipResult};
