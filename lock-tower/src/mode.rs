@@ -49,10 +49,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use distlock::{ErrorCode, LockError};
 use http::request::Parts;
 use http::{Method, Request};
 
 use crate::lock::Take;
+use crate::LockLayer;
 
 /// The default mode: each request takes its key's lock, so requests with
 /// one key run one at a time across the fleet (and exclude every other
@@ -124,6 +126,222 @@ mod sealed {
 pub trait Unchosen: sealed::Sealed {}
 
 impl Unchosen for Exclusive {}
+
+/// Choosing a mode: [`permits`](LockLayer::permits) and
+/// [`read_write`](LockLayer::read_write) on a layer whose mode is not
+/// chosen yet.
+impl<E, M> LockLayer<E, M> {
+    /// Limits requests per key instead of serializing them: each request
+    /// takes a permit of the [`Semaphore`](distlock::Semaphore) its key
+    /// names (same extractor, same prefix) instead of the key's lock, so at
+    /// most `n` requests with one key run at once across every server that
+    /// shares the etcd namespace. A fleet-wide, per-key concurrency limit:
+    /// tower's `ConcurrencyLimit` counts one server's requests, of all keys
+    /// together.
+    ///
+    /// The rest is as for a lock: a request that finds all `n` permits held
+    /// waits up to [`wait`](LockLayer::wait), then gets the busy answer
+    /// ([`RejectionKind::Timeout`], 429 / `ABORTED`);
+    /// [`max_waiters`](LockLayer::max_waiters),
+    /// [`max_hold`](LockLayer::max_hold) and
+    /// [`require_key`](LockLayer::require_key) apply; the response body
+    /// carries the permit to its end; a lost permit cancels the handler
+    /// ([`RejectionKind::Lost`]); the handler's [`HeldLock`](crate::HeldLock)
+    /// carries the permit's fencing token (and
+    /// [`HoldKind::Permit`](crate::HoldKind::Permit)).
+    ///
+    /// What differs:
+    ///
+    /// - **Its own key space.** A semaphore `k` and a lock `k` are unrelated:
+    ///   a job holding `manager.new_lock("k", ..)` does not hold these
+    ///   requests back. A job that should count against the limit takes a
+    ///   permit itself: `manager.new_semaphore("k", n, ..)`.
+    /// - **One `n` per key, fleet-wide.** Servers that disagree on a key's
+    ///   `n` get [`RejectionKind::Misconfigured`] (500 / `INTERNAL`,
+    ///   logged at `error`) for it while the others' permits are held: the
+    ///   semaphore refuses a count that differs from its holders'.
+    /// - **No owner scope.** A permit is one of `n`, not a lock that code in
+    ///   the request re-enters: the handler runs in the owner scope around
+    ///   the request, if any (normally none: `distlock::current_lock()` is
+    ///   `None` in it). Taking the same semaphore again inside the handler
+    ///   takes a second permit, and can wait for itself when all `n` are
+    ///   held by such requests: don't.
+    /// - **Every waiting request is a key in etcd** (a permit is not queued
+    ///   in-process first, as a lock's waiters are): bound a hot key's
+    ///   waiters with [`max_waiters`](LockLayer::max_waiters).
+    ///
+    /// Fails with [`ErrorCode::InvalidOptions`](distlock::ErrorCode::InvalidOptions),
+    /// as [`ttl`](LockLayer::ttl) does, when `n` is 0 or more than
+    /// [`distlock::MAX_PERMITS`]. Only on a layer whose mode is not chosen
+    /// yet: with [`read_write`](LockLayer::read_write) it does not compile
+    /// (see [`mode`](crate::mode)).
+    ///
+    /// ```
+    /// use distlock::{ErrorCode, LockManager, LockOptions};
+    /// use distlock_tower::{Header, HeldLock, LockLayer};
+    /// use std::time::Duration;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), distlock::LockError> {
+    /// let manager = LockManager::in_memory();
+    /// // At most 2 exports per tenant at once, on all servers together.
+    /// let service = LockLayer::new(manager.clone(), Header::new("x-tenant").prefix("export:"))
+    ///     .permits(2)?
+    ///     .wait(Duration::ZERO)
+    ///     .layer(service_fn(|req: http::Request<String>| async move {
+    ///         let permit = req.extensions().get::<HeldLock>().unwrap();
+    ///         let body = format!("exporting under token {}", permit.fencing_token());
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(body))
+    ///     }));
+    /// let export = || http::Request::post("/export").header("x-tenant", "7").body(String::new()).unwrap();
+    /// assert_eq!(service.clone().oneshot(export()).await.unwrap().status(), 200);
+    ///
+    /// // Two exports of tenant 7 run elsewhere in the fleet: the third waits (here: not at all).
+    /// let elsewhere = manager.peer().new_semaphore("export:7", 2, LockOptions::default())?;
+    /// let (_a, _b) = (elsewhere.acquire().await?, elsewhere.acquire().await?);
+    /// assert_eq!(service.oneshot(export()).await.unwrap().status(), 429);
+    ///
+    /// let none = LockLayer::new(manager, Header::new("x-tenant").prefix("export:")).permits(0);
+    /// assert_eq!(none.unwrap_err().code(), ErrorCode::InvalidOptions);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`RejectionKind::Timeout`]: crate::RejectionKind::Timeout
+    /// [`RejectionKind::Lost`]: crate::RejectionKind::Lost
+    /// [`RejectionKind::Misconfigured`]: crate::RejectionKind::Misconfigured
+    pub fn permits(self, n: u32) -> Result<LockLayer<E, Permits>, LockError>
+    where
+        M: Unchosen,
+    {
+        if n == 0 || n > distlock::MAX_PERMITS {
+            return Err(LockError::new(
+                ErrorCode::InvalidOptions,
+                format!(
+                    "a LockLayer's permits per key are 1 to {}, not {n}",
+                    distlock::MAX_PERMITS
+                ),
+            ));
+        }
+        Ok(self.into_mode(Access::Permits(n)))
+    }
+
+    /// Lets requests that only read share their key: each request takes the
+    /// read or the write side of the [`RwLock`](distlock::RwLock) its key
+    /// names (same extractor, same prefix) instead of the key's lock.
+    /// `GET`, `HEAD` and `OPTIONS` requests read, every other method
+    /// writes; [`read_if`](LockLayer::read_if) sets another rule (gRPC
+    /// calls are all `POST`: decide by the path there).
+    ///
+    /// Readers of a key run at once, fleet-wide; a writer runs alone, with
+    /// no reader and no other writer. The queue is FIFO across kinds: a
+    /// reader waits for the writers queued before it (a stream of `GET`s
+    /// cannot starve a `POST`, and a `GET` that arrives after a `POST`
+    /// waits for it), and the readers queued behind a writer start together
+    /// when it is done.
+    ///
+    /// The write side is the key's lock: write requests and the holders of
+    /// `manager.new_lock(key, ..)` (a background job, a `#[distributed_lock]`
+    /// call, an exclusive `LockLayer`'s requests) exclude each other, and
+    /// read requests wait for those too.
+    ///
+    /// Everything else is as for a lock (`wait` and the busy answer,
+    /// `max_waiters`, `max_hold`, `require_key`, the body carrying the hold,
+    /// loss). The handler runs in its guard's owner scope:
+    /// `distlock::current_lock()` is the request's read or write lock, and
+    /// locking the key inside a write request enters a child section of its
+    /// hold. Inside a read request, locking the key also enters a child
+    /// section, of the *read* hold: it does not exclude the other readers,
+    /// so writes belong in write requests. Each reader is a key in etcd
+    /// (writers of one server queue in-process first, as locks do).
+    ///
+    /// Only on a layer whose mode is not chosen yet: with
+    /// [`permits`](LockLayer::permits) it does not compile (see
+    /// [`mode`](crate::mode)).
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use distlock::LockManager;
+    /// use distlock_tower::{HeldLock, HoldKind, LockLayer, PathParam};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// async fn show(lock: HeldLock) -> String {
+    ///     format!("{:?}", lock.kind())
+    /// }
+    /// let layer = LockLayer::new(LockManager::in_memory(), PathParam::new("id").prefix("doc:"))
+    ///     .read_write();
+    /// // GETs of one document run at once; a PUT runs alone.
+    /// let app: Router = Router::new()
+    ///     .route("/docs/{id}", get(show).put(show).route_layer(layer));
+    ///
+    /// let req = |method: &str| {
+    ///     http::Request::builder().method(method).uri("/docs/7").body(axum::body::Body::empty()).unwrap()
+    /// };
+    /// let body = |r: http::Response<axum::body::Body>| async move {
+    ///     axum::body::to_bytes(r.into_body(), 64).await.unwrap()
+    /// };
+    /// assert_eq!(body(app.clone().oneshot(req("GET")).await.unwrap()).await, "Read");
+    /// assert_eq!(body(app.oneshot(req("PUT")).await.unwrap()).await, "Write");
+    /// # }
+    /// ```
+    pub fn read_write(self) -> LockLayer<E, ReadWrite>
+    where
+        M: Unchosen,
+    {
+        self.into_mode(Access::ReadWrite(None))
+    }
+}
+
+/// The rule of a read-write layer.
+impl<E> LockLayer<E, ReadWrite> {
+    /// Sets which requests only read (and take the read side of their
+    /// key's read-write lock); the others write. `rule` sees the request's
+    /// head: method, URI, headers, and extensions (axum's `MatchedPath`,
+    /// for one). It replaces the default rule (`GET`, `HEAD` and `OPTIONS`
+    /// read), and runs once per keyed request, before its wait; it cannot
+    /// see the body.
+    ///
+    /// With gRPC every call is a `POST`, so decide by the path,
+    /// `/package.Service/Method`, which names the method (gRPC metadata are
+    /// headers too).
+    ///
+    /// ```
+    /// use distlock_tower::{Header, HeldLock, HoldKind, LockLayer};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// // tonic: Server::builder().layer(layer).add_service(OrdersServer::new(orders))
+    /// let layer = LockLayer::new(distlock::LockManager::in_memory(), Header::new("x-order-id").prefix("order:"))
+    ///     .read_write()
+    ///     .read_if(|head: &http::request::Parts| {
+    ///         matches!(head.uri.path(), "/shop.v1.Orders/GetOrder" | "/shop.v1.Orders/ListItems")
+    ///     });
+    /// let service = layer.layer(service_fn(|req: http::Request<String>| async move {
+    ///     let kind = req.extensions().get::<HeldLock>().unwrap().kind();
+    ///     let read = req.uri().path().ends_with("/GetOrder");
+    ///     assert_eq!(kind, if read { HoldKind::Read } else { HoldKind::Write });
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    /// }));
+    ///
+    /// let call = |method: &str| {
+    ///     http::Request::post(format!("/shop.v1.Orders/{method}"))
+    ///         .header("content-type", "application/grpc")
+    ///         .header("x-order-id", "42")
+    ///         .body(String::new())
+    ///         .unwrap()
+    /// };
+    /// assert_eq!(service.clone().oneshot(call("GetOrder")).await.unwrap().status(), 200);
+    /// assert_eq!(service.oneshot(call("PayOrder")).await.unwrap().status(), 200);
+    /// # }
+    /// ```
+    pub fn read_if<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.settings().access = Access::ReadWrite(Some(Arc::new(rule)));
+        self
+    }
+}
 
 /// A rule that says whether a request only reads (see
 /// [`LockLayer::read_if`](crate::LockLayer::read_if)).
