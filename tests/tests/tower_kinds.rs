@@ -570,6 +570,52 @@ async fn the_write_side_is_the_keys_lock() {
     assert_eq!(send(fleet.addr(1), "POST", "/work", "doc").await, 200);
 }
 
+/// A client that goes away while its request waits leaves the queue at
+/// once, in both modes: its reader, writer or permit key is gone from etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_leaves_the_queue() {
+    for permits in [false, true] {
+        let fleet = if permits {
+            Fleet::start(|layer| layer.permits(1).unwrap()).await
+        } else {
+            Fleet::start(|layer| layer.read_write()).await
+        };
+        let jobs = &fleet.jobs;
+        // A job holds the key: its only permit, or its lock (the write side).
+        let _job: Box<dyn Send> = if permits {
+            let semaphore = jobs.new_semaphore("k:q", 1, LockOptions::default());
+            Box::new(semaphore.unwrap().acquire().await.unwrap())
+        } else {
+            let lock = jobs.new_lock("k:q", LockOptions::default());
+            Box::new(lock.unwrap().lock().await.unwrap())
+        };
+        for method in ["GET", "POST"] {
+            let addr = fleet.addr(1);
+            let waiting = tokio::spawn(async move { send(addr, method, "/work", "q").await });
+            eventually("the request queues", async || {
+                waiters(jobs, permits).await == 1
+            })
+            .await;
+            waiting.abort();
+            eventually("the request leaves the queue", async || {
+                waiters(jobs, permits).await == 0
+            })
+            .await;
+        }
+    }
+}
+
+/// How many wait for `k:q`: its semaphore's waiters, or its lock's.
+async fn waiters(jobs: &LockManager, permits: bool) -> usize {
+    if permits {
+        let info = jobs.semaphore_info("k:q").await.unwrap();
+        info.map_or(0, |i| i.waiters)
+    } else {
+        let info = jobs.lock_info("k:q").await.unwrap();
+        info.map_or(0, |i| i.waiters)
+    }
+}
+
 // ------------------------------------------------------ .read_if with gRPC ---
 
 mod grpc {
