@@ -167,7 +167,7 @@ pub(crate) struct Held {
     /// Resolves with `Lost` or `MaxHold`; `None` once it has.
     end: Option<BoxFuture<RejectionKind>>,
     ended: Option<RejectionKind>,
-    pub(crate) view: HeldLock,
+    view: HeldLock,
     token: CancellationToken,
     /// The request's owner scope: the inner service runs in it, so locking
     /// the request's key in there (a `#[distributed_lock]` call, a second
