@@ -25,7 +25,13 @@
 //! - protections: [`max_hold`](LockLayer::max_hold) (the longest a request
 //!   holds its key), [`max_waiters`](LockLayer::max_waiters) (load shedding
 //!   per key), [`require_key`](LockLayer::require_key) (400 instead of
-//!   running unlocked).
+//!   running unlocked);
+//! - other [modes](mode) than one request per key:
+//!   [`permits(n)`](LockLayer::permits), at most `n` requests per key at
+//!   once across the fleet (a permit of the key's semaphore), and
+//!   [`read_write()`](LockLayer::read_write), where requests that only read
+//!   (`GET`, `HEAD`, `OPTIONS`, or your [rule](LockLayer::read_if)) share
+//!   their key and the others run alone (a side of the key's read-write lock).
 //!
 //! Prefix every client-supplied key (`.prefix("order:")`), so that clients
 //! cannot name locks that background jobs use.
@@ -93,6 +99,7 @@
 pub mod extract;
 mod grpc;
 pub mod lock;
+pub mod mode;
 mod rejection;
 mod report;
 mod respond;
@@ -103,6 +110,6 @@ pub use extract::{GrpcMethod, Header, InvalidGrpcMethod, KeyExtractor, Or, PathS
 pub use grpc::GrpcCode;
 #[cfg(feature = "axum")]
 pub use lock::MissingHeldLock;
-pub use lock::{HeldLock, LockBody, LockLayer, LockService, ResponseFuture};
+pub use lock::{HeldLock, HoldKind, LockBody, LockLayer, LockService, ResponseFuture};
 pub use rejection::{Rejection, RejectionKind};
 pub use respond::IntoRejectionResponse;

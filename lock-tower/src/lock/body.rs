@@ -149,12 +149,12 @@ where
                         Poll::Ready(Some(Err(e))) => Some(Some(Err(e.into()))),
                         _ => None,
                     };
+                    let err = ended_error(kind, &held, &ctx.key, "while the response streamed");
                     drop(held);
                     if let Some(last) = last {
                         ctx.settings.reporter.completed_anyway(kind, &ctx.key);
                         return Poll::Ready(last);
                     }
-                    let err = ended_error(kind, &ctx.key, "while the response streamed");
                     ctx.settings.reporter.stream_ended(kind, &ctx.key, &err);
                     return Poll::Ready(Some(if ctx.grpc {
                         let code = ctx.settings.grpc_code(kind);

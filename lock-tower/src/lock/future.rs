@@ -8,20 +8,18 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use distlock::{ErrorCode, LockError, LockGuard, LockManager, LockOptions, OwnerScope};
+use distlock::{ErrorCode, LockError, OwnerScope};
 use http::Response;
 use pin_project_lite::pin_project;
 use tokio_util::sync::CancellationToken;
 
+use super::acquire::{acquire, Take};
+use super::guard::Guard;
 use super::layer::{Settings, WaiterSlot};
 use super::{HeldLock, LockBody};
 use crate::rejection::{Rejection, RejectionKind};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// How long a zero [`wait`](super::LockLayer::wait) (one attempt) may take,
-/// backend retries included.
-pub(crate) const TRY_ONCE_LIMIT: Duration = Duration::from_secs(1);
 
 /// The inner service and the request, not yet called. The service is made
 /// ready only when the request may run (its lock held), so a request waiting
@@ -84,7 +82,7 @@ pin_project! {
         },
         /// Waiting for the lock.
         Acquiring {
-            acquire: BoxFuture<Result<LockGuard, Refusal>>,
+            acquire: BoxFuture<Result<Guard, Refusal>>,
             call: Option<Call<F>>,
             ctx: Option<Ctx>,
             // Counts this request among the key's waiters until it leaves this state.
@@ -160,12 +158,12 @@ impl From<LockError> for Refusal {
     }
 }
 
-/// A request's hold on its lock: the guard, what ends the hold (the lock
-/// lost, or `max_hold` reached), and the handler's [`HeldLock`] view, whose
-/// `lost()` resolves when this is dropped or the hold ends.
+/// A request's hold: the guard, what ends the hold (lost, or `max_hold`
+/// reached), and the handler's [`HeldLock`] view, whose `lost()` resolves
+/// when this is dropped or the hold ends.
 pub(crate) struct Held {
     /// Released when this is dropped.
-    _guard: LockGuard,
+    _guard: Guard,
     /// Resolves with `Lost` or `MaxHold`; `None` once it has.
     end: Option<BoxFuture<RejectionKind>>,
     ended: Option<RejectionKind>,
@@ -173,12 +171,14 @@ pub(crate) struct Held {
     token: CancellationToken,
     /// The request's owner scope: the inner service runs in it, so locking
     /// the request's key in there (a `#[distributed_lock]` call, a second
-    /// layer, `manager.new_lock(key)`) runs under this hold.
-    scope: OwnerScope,
+    /// layer, `manager.new_lock(key)`) runs under this hold. `None` for a
+    /// permit, which no code re-enters: the inner service then runs in the
+    /// scope around the request, if any.
+    scope: Option<OwnerScope>,
 }
 
 impl Held {
-    fn new(key: String, guard: LockGuard, max_hold: Option<Duration>) -> Self {
+    fn new(key: String, guard: Guard, max_hold: Option<Duration>) -> Self {
         let (view, token) = HeldLock::new(key, &guard);
         let scope = guard.scope();
         let lost = guard.lost();
@@ -204,6 +204,14 @@ impl Held {
         }
     }
 
+    /// Runs `f` in the request's owner scope, if it has one.
+    fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.scope {
+            Some(scope) => scope.enter(f),
+            None => f(),
+        }
+    }
+
     /// Whether the hold has ended (`Lost` or `MaxHold`); on the first poll
     /// that sees it, the handler's [`HeldLock`] learns it too.
     pub(crate) fn poll_end(&mut self, cx: &mut Context<'_>) -> Option<RejectionKind> {
@@ -221,10 +229,11 @@ impl Held {
 }
 
 /// The error behind a hold that ended (`kind`: `Lost` or `MaxHold`) `when`.
-pub(crate) fn ended_error(kind: RejectionKind, key: &str, when: &str) -> LockError {
+pub(crate) fn ended_error(kind: RejectionKind, held: &Held, key: &str, when: &str) -> LockError {
+    let what = held.view.kind().what();
     let message = match kind {
-        RejectionKind::MaxHold => format!("lock `{key}` was held for max_hold {when}"),
-        _ => format!("lock `{key}` was lost {when}"),
+        RejectionKind::MaxHold => format!("{what} `{key}` was held for max_hold {when}"),
+        _ => format!("{what} `{key}` was lost {when}"),
     };
     LockError::new(ErrorCode::Expired, message)
 }
@@ -243,7 +252,13 @@ impl<F: Future> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn locked(settings: Arc<Settings>, key: String, grpc: bool, call: Call<F>) -> Self {
+    pub(crate) fn locked(
+        settings: Arc<Settings>,
+        key: String,
+        take: Take,
+        grpc: bool,
+        call: Call<F>,
+    ) -> Self {
         let (acquire, waiter): (BoxFuture<_>, _) = match settings.waiters.enter(&key) {
             Ok(waiter) => (
                 Box::pin(acquire(
@@ -251,6 +266,7 @@ impl<F: Future> ResponseFuture<F> {
                     key.clone(),
                     settings.options.clone(),
                     settings.wait,
+                    take,
                 )),
                 waiter,
             ),
@@ -284,40 +300,6 @@ impl<F: Future> ResponseFuture<F> {
                 waiter: None,
             },
         }
-    }
-}
-
-/// Takes the lock `key` with a handle of its own, waiting at most `wait`.
-/// A zero wait tries once; that attempt, backend retries included, is cut
-/// off after [`TRY_ONCE_LIMIT`]: every wait the layer makes is bounded.
-async fn acquire(
-    manager: LockManager,
-    key: String,
-    options: LockOptions,
-    wait: Duration,
-) -> Result<LockGuard, Refusal> {
-    let lock = manager
-        .new_lock(key, options)?
-        .with_metrics_source(distlock::metrics::Source::Layer)
-        .owned_by_scope();
-    let bound = if wait.is_zero() { TRY_ONCE_LIMIT } else { wait };
-    match tokio::time::timeout(bound, lock.lock_timeout(wait)).await {
-        Ok(acquired) => Ok(acquired?),
-        // One attempt that took this long: the backend did not answer.
-        Err(_) if wait.is_zero() => Err(Refusal::new(
-            RejectionKind::Unavailable,
-            LockError::new(
-                ErrorCode::Timeout,
-                format!(
-                    "lock `{}`: the backend did not answer within {bound:?}",
-                    lock.name()
-                ),
-            ),
-        )),
-        Err(_) => Err(Refusal::from(LockError::new(
-            ErrorCode::Timeout,
-            format!("lock `{}` not acquired within {bound:?}", lock.name()),
-        ))),
     }
 }
 
@@ -378,7 +360,8 @@ where
                             panic!("ResponseFuture polled after completion");
                         };
                         state.set(State::Done);
-                        let err = ended_error(kind, &ctx.key, "before the service was ready");
+                        let err =
+                            ended_error(kind, &held, &ctx.key, "before the service was ready");
                         drop(held);
                         return Poll::Ready(Ok(ctx.reject(kind, err)));
                     }
@@ -395,7 +378,7 @@ where
                     else {
                         panic!("ResponseFuture polled after completion");
                     };
-                    let future = held.scope.enter(|| call.call(Some(held.view.clone())));
+                    let future = held.enter(|| call.call(Some(held.view.clone())));
                     state.set(State::Running {
                         future,
                         held: Some(held),
@@ -410,7 +393,7 @@ where
                     // returns its result: its side effects are done, and a
                     // rejection would invite the client to do them again.
                     let polled = match held.as_ref() {
-                        Some(h) => h.scope.enter(|| future.poll(cx)),
+                        Some(h) => h.enter(|| future.poll(cx)),
                         None => future.poll(cx),
                     };
                     let result = match (polled, end) {
@@ -422,7 +405,7 @@ where
                             };
                             // Drops the inner future: cancelled at its await point.
                             state.set(State::Done);
-                            let err = ended_error(kind, &ctx.key, "while the request ran");
+                            let err = ended_error(kind, &held, &ctx.key, "while the request ran");
                             drop(held);
                             return Poll::Ready(Ok(ctx.reject(kind, err)));
                         }

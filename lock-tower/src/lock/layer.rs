@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tower_layer::Layer;
 
 use super::future::Refusal;
 use super::LockService;
+use crate::mode::{Access, Exclusive};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::report::Reporter;
 use crate::respond::sealed::Convert;
@@ -27,6 +29,8 @@ type RejectFn = dyn Fn(&Rejection) -> Response<RejectionBody> + Send + Sync;
 #[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) manager: LockManager,
+    /// What each request takes of its key: the layer's mode.
+    pub(crate) access: Access,
     pub(crate) options: LockOptions,
     pub(crate) wait: Duration,
     pub(crate) retry_after: Duration,
@@ -223,9 +227,10 @@ impl Settings {
 /// With tonic, on the server builder:
 /// `Server::builder().layer(LockLayer::new(manager, Header::new("x-order-id").prefix("order:")))`
 /// (gRPC metadata are HTTP/2 headers).
-pub struct LockLayer<E> {
+pub struct LockLayer<E, M = Exclusive> {
     extractor: Arc<E>,
     pub(crate) settings: Arc<Settings>,
+    mode: PhantomData<fn() -> M>,
 }
 
 impl<E> LockLayer<E> {
@@ -253,8 +258,10 @@ impl<E> LockLayer<E> {
     pub fn new(manager: LockManager, extractor: E) -> Self {
         LockLayer {
             extractor: Arc::new(extractor),
+            mode: PhantomData,
             settings: Arc::new(Settings {
                 manager,
+                access: Access::Exclusive,
                 options: LockOptions::default(),
                 wait: distlock::DEFAULT_WAIT, // the kit's one default wait
                 retry_after: DEFAULT_RETRY_AFTER,
@@ -268,8 +275,10 @@ impl<E> LockLayer<E> {
             }),
         }
     }
+}
 
-    fn settings(&mut self) -> &mut Settings {
+impl<E, M> LockLayer<E, M> {
+    pub(crate) fn settings(&mut self) -> &mut Settings {
         Arc::make_mut(&mut self.settings)
     }
 
@@ -475,10 +484,10 @@ impl<E> LockLayer<E> {
     ///     });
     /// # let _ = (json, plain);
     /// ```
-    pub fn on_rejection<F, R, M>(mut self, handler: F) -> Self
+    pub fn on_rejection<F, R, T>(mut self, handler: F) -> Self
     where
         F: Fn(&Rejection) -> R + Send + Sync + 'static,
-        R: IntoRejectionResponse<M>,
+        R: IntoRejectionResponse<T>,
     {
         self.settings().on_rejection = Some(Arc::new(move |r: &Rejection| handler(r).convert()));
         self
@@ -525,18 +534,29 @@ impl<E> LockLayer<E> {
         self.settings().grpc_codes.insert(kind, code.into());
         self
     }
-}
 
-impl<E> Clone for LockLayer<E> {
-    fn clone(&self) -> Self {
+    /// The same layer in another mode.
+    pub(crate) fn into_mode<N>(mut self, access: Access) -> LockLayer<E, N> {
+        self.settings().access = access;
         LockLayer {
-            extractor: Arc::clone(&self.extractor),
-            settings: Arc::clone(&self.settings),
+            extractor: self.extractor,
+            settings: self.settings,
+            mode: PhantomData,
         }
     }
 }
 
-impl<E: fmt::Debug> fmt::Debug for LockLayer<E> {
+impl<E, M> Clone for LockLayer<E, M> {
+    fn clone(&self) -> Self {
+        LockLayer {
+            extractor: Arc::clone(&self.extractor),
+            settings: Arc::clone(&self.settings),
+            mode: PhantomData,
+        }
+    }
+}
+
+impl<E: fmt::Debug, M> fmt::Debug for LockLayer<E, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockLayer")
             .field("extractor", &self.extractor)
@@ -549,6 +569,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("namespace", &self.manager.namespace())
+            .field("access", &self.access)
             .field("options", &self.options)
             .field("wait", &self.wait)
             .field("retry_after", &self.retry_after)
@@ -562,7 +583,7 @@ impl fmt::Debug for Settings {
     }
 }
 
-impl<S, E> Layer<S> for LockLayer<E> {
+impl<S, E, M> Layer<S> for LockLayer<E, M> {
     type Service = LockService<S, E>;
 
     fn layer(&self, inner: S) -> Self::Service {

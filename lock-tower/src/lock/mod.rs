@@ -23,6 +23,13 @@
 //!    ends, fails, or is dropped (a client that disconnects mid-stream), or
 //!    after [`max_hold`](LockLayer::max_hold).
 //!
+//! In a [`permits`](LockLayer::permits) layer "the lock" above is a permit
+//! of the key's semaphore, and in a [`read_write`](LockLayer::read_write)
+//! layer the read or the write side of the key's read-write lock (see
+//! [`mode`](crate::mode)); the steps are the same, except that permits and
+//! readers are not queued in-process in front of etcd (each waits as a key
+//! of its own).
+//!
 //! # Owners
 //!
 //! Each request is an owner of its own (DESIGN §7): its handler runs under
@@ -33,6 +40,16 @@
 //! request made from a task that holds the key through a plain
 //! `Lock::lock` (a client and server in one task, as in tests) runs as a
 //! child section of that hold.
+//!
+//! A read or write request runs in its guard's scope the same way
+//! (`distlock::current_lock()` is its read or write lock), and is an owner
+//! of its own even when one task makes several requests at once. Where its
+//! key is held already by the code around it, it runs under that hold: in
+//! an owner scope holding the key as a child section, in a task holding the
+//! key through a plain `Lock::lock` as a second guard of that hold (such
+//! requests of one task do not take turns). A permit is no lock and has no
+//! scope: a permit-limited request runs in the scope around it, if any
+//! (normally none, so `distlock::current_lock()` is `None`).
 //!
 //! A wait that runs out while the key is held by another owner is a busy
 //! key ([`RejectionKind::Timeout`](crate::RejectionKind::Timeout): 429 /
@@ -100,10 +117,12 @@
 //! }));
 //! ```
 
+mod acquire;
 mod body;
 #[cfg(feature = "axum")]
 mod from_request;
 mod future;
+mod guard;
 mod layer;
 mod service;
 
@@ -112,15 +131,18 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 
-use distlock::LockGuard;
 use tokio_util::sync::CancellationToken;
 
 use future::BoxFuture;
+use guard::Guard;
+
+pub(crate) use acquire::Take;
 
 pub use body::LockBody;
 #[cfg(feature = "axum")]
 pub use from_request::MissingHeldLock;
 pub use future::ResponseFuture;
+pub use guard::HoldKind;
 pub use layer::LockLayer;
 pub use service::LockService;
 
@@ -155,6 +177,7 @@ pub use service::LockService;
 #[derive(Clone)]
 pub struct HeldLock {
     key: String,
+    kind: HoldKind,
     fencing_token: u64,
     state: Arc<HoldState>,
 }
@@ -172,10 +195,11 @@ struct HoldState {
 impl HeldLock {
     /// The request's view of `guard`, and the token that ends it (cancelled
     /// when the returned drop guard is dropped).
-    pub(crate) fn new(key: String, guard: &LockGuard) -> (Self, CancellationToken) {
+    pub(crate) fn new(key: String, guard: &Guard) -> (Self, CancellationToken) {
         let ended = CancellationToken::new();
         let held = HeldLock {
             key,
+            kind: guard.kind(),
             fencing_token: guard.fencing_token(),
             state: Arc::new(HoldState {
                 ended: ended.clone(),
@@ -185,7 +209,9 @@ impl HeldLock {
         (held, ended)
     }
 
-    /// The lock's name: the key the extractor gave.
+    /// The lock's name (in a [`permits`](LockLayer::permits) layer the
+    /// semaphore's, in a [`read_write`](LockLayer::read_write) layer the
+    /// read-write lock's): the key the extractor gave.
     ///
     /// ```
     /// # fn handler(req: http::Request<()>) {
@@ -198,9 +224,29 @@ impl HeldLock {
         &self.key
     }
 
+    /// Which kind of hold the request runs under: the key's lock, a permit
+    /// of its semaphore, or the read or write side of its read-write lock
+    /// (see [`mode`](crate::mode)).
+    ///
+    /// ```
+    /// use distlock_tower::{HeldLock, HoldKind};
+    ///
+    /// fn may_write(lock: &HeldLock) -> bool {
+    ///     matches!(lock.kind(), HoldKind::Lock | HoldKind::Write)
+    /// }
+    /// ```
+    pub fn kind(&self) -> HoldKind {
+        self.kind
+    }
+
     /// The fencing token of this acquisition
-    /// ([`LockGuard::fencing_token`](distlock::LockGuard::fencing_token)):
-    /// it grows strictly from one holder of the key to the next.
+    /// ([`LockGuard::fencing_token`](distlock::LockGuard::fencing_token), or
+    /// the permit's, the read or write guard's): it grows strictly from one
+    /// acquisition of the key to the next. In a
+    /// [`permits`](LockLayer::permits) or [`read_write`](LockLayer::read_write)
+    /// layer several requests hold the key at once, each with its own token,
+    /// so a token fences a writer against older writers, not against the
+    /// other holders of its time.
     ///
     /// ```
     /// # fn handler(req: http::Request<()>) {
@@ -289,6 +335,7 @@ impl fmt::Debug for HeldLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeldLock")
             .field("key", &self.key)
+            .field("kind", &self.kind)
             .field("fencing_token", &self.fencing_token)
             .field("ended", &self.state.ended.is_cancelled())
             .finish()

@@ -137,22 +137,23 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let key = self.extractor.extract(&req);
         let grpc = is_grpc(&req);
-        let call = Box::new(Call {
-            inner: self.inner.clone(),
-            req,
-        });
-        match key {
-            Some(key) => ResponseFuture::locked(Arc::clone(&self.settings), key, grpc, call),
-            None if self.settings.require_key => ResponseFuture::rejected(
-                Arc::clone(&self.settings),
-                grpc,
-                Refusal::new(
+        let Some(key) = key else {
+            if self.settings.require_key {
+                let refusal = Refusal::new(
                     RejectionKind::MissingKey,
                     LockError::new(ErrorCode::InvalidKey, "the request names no lock key"),
-                ),
-            ),
-            None => ResponseFuture::unlocked(call),
-        }
+                );
+                return ResponseFuture::rejected(Arc::clone(&self.settings), grpc, refusal);
+            }
+            let inner = self.inner.clone();
+            return ResponseFuture::unlocked(Box::new(Call { inner, req }));
+        };
+        // What the request takes of its key, by the layer's mode: the lock,
+        // a permit, or the read or write side.
+        let (take, req) = self.settings.access.take(req);
+        let inner = self.inner.clone();
+        let call = Box::new(Call { inner, req });
+        ResponseFuture::locked(Arc::clone(&self.settings), key, take, grpc, call)
     }
 }
 
