@@ -1041,3 +1041,310 @@ async fn help_has_examples_and_completions_are_generated() {
         .unwrap();
     assert!(check.success(), "the bash completion script parses");
 }
+
+/// A shell script for `hold`: appends `start PID KIND TOKEN` to the log
+/// (`$1`), waits (at most 10 s) until the log has `$2` starts — so the
+/// commands meant to run together must run together, or fail with 3 — then
+/// for `$3` seconds, and appends `stop PID`.
+const TOGETHER: &str = r#"
+echo "start $$ $DISTLOCK_KIND $DISTLOCK_FENCING_TOKEN" >> "$1"
+i=0
+while [ "$(grep -c '^start' "$1")" -lt "$2" ]; do
+  i=$((i + 1)); [ $i -gt 200 ] && { echo "stop $$ alone" >> "$1"; exit 3; }
+  sleep 0.05
+done
+sleep "$3"
+echo "stop $$" >> "$1"
+"#;
+
+/// The most commands that ran at once, by the log's start and stop lines.
+fn most_at_once(log: &str) -> usize {
+    let (mut now, mut most) = (0usize, 0usize);
+    for line in log.lines() {
+        if line.starts_with("start") {
+            now += 1;
+            most = most.max(now);
+        } else if line.starts_with("stop") {
+            now -= 1;
+        }
+    }
+    most
+}
+
+/// Waits (bounded) until `check` is true.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + STEP;
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_permits_runs_at_most_n_copies_at_once() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let log = log.to_str().unwrap();
+
+    // Three at once on two permits: two run together, the third after one of them.
+    let copies: Vec<Child> = (0..3)
+        .map(|_| {
+            env.spawn(&[
+                "hold",
+                "crawl",
+                "--permits",
+                "2",
+                "--",
+                "sh",
+                "-c",
+                TOGETHER,
+                "sh",
+                log,
+                "2",
+                "0.5",
+            ])
+        })
+        .collect();
+    for copy in copies {
+        let out = timeout(STEP, copy.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let text = std::fs::read_to_string(log).unwrap();
+    assert_eq!(most_at_once(&text), 2, "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(
+        lines[..2].iter().all(|l| l.starts_with("start")) && lines[2].starts_with("stop"),
+        "the third waits for a permit: {text}"
+    );
+    for start in lines.iter().filter(|l| l.starts_with("start")) {
+        assert_eq!(
+            start.split(' ').nth(2),
+            Some("permit"),
+            "DISTLOCK_KIND: {text}"
+        );
+    }
+    assert!(admin.semaphore_info("crawl").await.unwrap().is_none());
+
+    // Both permits held: `--wait 0` exits 75 at once, naming the holders.
+    std::fs::remove_file(log).unwrap();
+    let go = dir.path().join("go");
+    let wait_go = format!(
+        r#"echo "start $$" >> "$1"; i=0; while [ ! -e {} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done"#,
+        go.display()
+    );
+    let holders: Vec<Child> = (0..2)
+        .map(|_| {
+            env.spawn(&[
+                "hold",
+                "crawl",
+                "--permits",
+                "2",
+                "--",
+                "sh",
+                "-c",
+                &wait_go,
+                "sh",
+                log,
+            ])
+        })
+        .collect();
+    until("two permits held", || async {
+        admin
+            .semaphore_info("crawl")
+            .await
+            .unwrap()
+            .is_some_and(|i| i.holders.len() == 2)
+    })
+    .await;
+    let ran = dir.path().join("ran");
+    let ran = ran.to_str().unwrap();
+    let out = env
+        .run(&[
+            "hold",
+            "crawl",
+            "--permits",
+            "2",
+            "--wait",
+            "0",
+            "--",
+            "touch",
+            ran,
+        ])
+        .await;
+    out.clone().assert().code(75);
+    let info = admin.semaphore_info("crawl").await.unwrap().unwrap();
+    let said = stderr(&out);
+    assert!(said.contains("semaphore `crawl` is busy"), "{said}");
+    assert!(said.contains("2 of 2 permits held"), "{said}");
+    for holder in &info.holders {
+        assert!(
+            said.contains(&format!("token {}", holder.fencing_token)),
+            "{said}"
+        );
+    }
+    // A bounded wait that ends busy: 75 too, and no waiter is left behind.
+    let out = env
+        .run(&[
+            "hold",
+            "crawl",
+            "--permits",
+            "2",
+            "--wait",
+            "300ms",
+            "touch",
+            ran,
+        ])
+        .await;
+    out.clone().assert().code(75);
+    // A different count for the same semaphore is refused: bad input.
+    let out = env
+        .run(&[
+            "hold",
+            "crawl",
+            "--permits",
+            "3",
+            "--wait",
+            "0",
+            "touch",
+            ran,
+        ])
+        .await;
+    out.clone().assert().code(2);
+    assert!(stderr(&out).contains("permits"), "{}", stderr(&out));
+    assert!(!Path::new(ran).exists(), "the command must not run");
+    let info = admin.semaphore_info("crawl").await.unwrap().unwrap();
+    assert_eq!((info.holders.len(), info.waiters), (2, 0), "{info:?}");
+
+    std::fs::write(&go, "").unwrap();
+    for holder in holders {
+        let out = timeout(STEP, holder.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert!(admin.semaphore_info("crawl").await.unwrap().is_none());
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_read_runs_readers_together_and_excludes_writers() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let log = log.to_str().unwrap();
+
+    // Two readers at once: each waits for the other to start.
+    let readers: Vec<Child> = (0..2)
+        .map(|_| {
+            env.spawn(&[
+                "hold", "doc", "--read", "--", "sh", "-c", TOGETHER, "sh", log, "2", "0",
+            ])
+        })
+        .collect();
+    for reader in readers {
+        let out = timeout(STEP, reader.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "readers must run together: {}{}",
+            stderr(&out),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    let text = std::fs::read_to_string(log).unwrap();
+    assert_eq!(most_at_once(&text), 2, "{text}");
+    assert!(text.contains(" read "), "DISTLOCK_KIND: {text}");
+
+    // A service's write lock excludes readers, and `hold NAME` too.
+    let rw = admin.new_rw_lock("doc", LockOptions::default()).unwrap();
+    let write = timeout(STEP, rw.write()).await.unwrap().unwrap();
+    let ran = dir.path().join("ran");
+    let ran = ran.to_str().unwrap();
+    let out = env
+        .run(&["hold", "doc", "--read", "--wait", "0", "--", "touch", ran])
+        .await;
+    out.clone().assert().code(75);
+    assert!(
+        stderr(&out).contains(&format!(
+            "read lock `doc` is busy (held by {}",
+            rw_owner(&admin).await
+        )),
+        "{}",
+        stderr(&out)
+    );
+    env.run(&["hold", "doc", "--wait", "0", "--", "touch", ran])
+        .await
+        .assert()
+        .code(75);
+    let waiting = env.spawn(&["hold", "doc", "--read", "--wait", "15s", "--", "touch", ran]);
+    wait_waiters(&admin, "doc", 1).await;
+    sleep(Duration::from_millis(200)).await;
+    assert!(
+        !Path::new(ran).exists(),
+        "a reader must wait for the writer"
+    );
+    write.release().await.unwrap();
+    let out = timeout(STEP, waiting.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(Path::new(ran).exists());
+
+    // Readers exclude a service's writer and `hold NAME`.
+    let go = dir.path().join("go");
+    let wait_go = format!(
+        "i=0; while [ ! -e {} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done",
+        go.display()
+    );
+    let readers: Vec<Child> = (0..2)
+        .map(|_| env.spawn(&["hold", "doc", "--read", "--", "sh", "-c", &wait_go]))
+        .collect();
+    until("two readers", || async {
+        admin
+            .lock_info("doc")
+            .await
+            .unwrap()
+            .is_some_and(|i| i.readers == 2)
+    })
+    .await;
+    assert!(timeout(STEP, rw.try_write())
+        .await
+        .unwrap()
+        .unwrap()
+        .is_none());
+    let out = env.run(&["hold", "doc", "--wait", "0", "--", "true"]).await;
+    out.clone().assert().code(75);
+    assert!(
+        stderr(&out).contains("lock `doc` is busy (held by 2 readers"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&go, "").unwrap();
+    for reader in readers {
+        let out = timeout(STEP, reader.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let write = timeout(STEP, rw.write()).await.unwrap().unwrap();
+    write.release().await.unwrap();
+    admin.close().await;
+}
+
+/// The owner of `doc`'s current holder.
+async fn rw_owner(manager: &LockManager) -> String {
+    manager.lock_info("doc").await.unwrap().unwrap().owner
+}
