@@ -12,6 +12,9 @@ Examples:
   distlock -n /shop list order: --json          locks of /shop whose name starts with `order:`
   distlock -n /shop info order:42               holder, fencing token, expiry and waiters
   distlock -n /shop force-unlock order:42       remove a stuck holder (asks first)
+  distlock -n /shop info --semaphore crawl      a semaphore's permits, holders, waiters
+  distlock -n /shop force-unlock --semaphore crawl 1234
+                                                remove the permit holder with token 1234
   distlock -n /shop watch                       live acquisitions, releases, hand-offs
   distlock -n /ops hold nightly --wait 0 ./backup.sh
                                                 run backup.sh on one machine at a time;
@@ -105,38 +108,54 @@ pub struct Global {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List held locks: name, owner, fencing token, held for, expires in, waiters.
+    /// List held locks and semaphores in use: name, kind, holders, owner,
+    /// fencing token, held for, expires in, waiters.
     List {
-        /// Only locks whose name starts with this.
+        /// Only locks and semaphores whose name starts with this.
         #[arg(default_value = "")]
         prefix: String,
-        /// Print a JSON array of objects with the `LockInfo` fields.
+        /// Print a JSON array: an object per lock (the `LockInfo` fields,
+        /// `"kind": "lock"`) and per semaphore (`"kind": "semaphore"`).
         #[arg(long)]
         json: bool,
     },
-    /// Show one lock: its holder and the owners of its waiters. Exit 1 when
-    /// nobody holds it.
+    /// Show one lock: its holder (every reader when readers hold it) and the
+    /// owners of its waiters; with --semaphore, a semaphore's permits,
+    /// holders and waiters. Exit 1 when nobody holds it.
     Info {
-        /// The lock name, as passed to `manager.new_lock(NAME, ..)`.
+        /// The lock name, as passed to `manager.new_lock(NAME, ..)` or
+        /// `new_rw_lock` (or `new_semaphore`, with --semaphore).
         name: String,
+        /// The semaphore NAME, not the lock (a semaphore and a lock of one
+        /// name are unrelated).
+        #[arg(long)]
+        semaphore: bool,
         /// Print a JSON object (`null` when not held).
         #[arg(long)]
         json: bool,
     },
-    /// Remove the current holder of a lock, so the next waiter proceeds; the
-    /// holder's guard reports the lock lost. Asks on a terminal unless --yes.
+    /// Remove a holder of a lock (or, with --semaphore, a permit's holder), so
+    /// the next waiter proceeds; the holder's guard reports the lock lost.
+    /// Asks on a terminal unless --yes.
     #[command(name = "force-unlock")]
     ForceUnlock {
         /// The lock name.
         name: String,
+        /// The fencing token of the holder to remove, as `info` shows it:
+        /// needed when several hold (readers, a semaphore's permits); a
+        /// holder with another token is left alone.
+        token: Option<u64>,
+        /// Remove a holder of the semaphore NAME, not of the lock.
+        #[arg(long)]
+        semaphore: bool,
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(short, long)]
         yes: bool,
     },
-    /// Print acquisitions, waits, releases, hand-offs and force-unlocks as
-    /// they happen, until Ctrl-C.
+    /// Print acquisitions, waits, releases, hand-offs and force-unlocks of
+    /// locks, readers and semaphores' permits as they happen, until Ctrl-C.
     Watch {
-        /// Only locks whose name starts with this.
+        /// Only locks and semaphores whose name starts with this.
         #[arg(default_value = "")]
         prefix: String,
     },
