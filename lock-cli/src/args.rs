@@ -56,7 +56,8 @@ pub struct Global {
     )]
     pub endpoints: Vec<String>,
     /// The namespace the services pass to `LockManager::connect`: locks live
-    /// under `{NS}/locks/`. Empty (the default) means `/locks/`.
+    /// under `{NS}/locks/`, semaphores under `{NS}/semaphores/`. Empty (the
+    /// default) means `/locks/` and `/semaphores/`.
     #[arg(
         short,
         long,

@@ -1037,6 +1037,12 @@ async fn help_has_examples_and_completions_are_generated() {
     assert!(stdout(&out).contains("--grace"));
     assert!(stdout(&out).contains("PR_SET_PDEATHSIG"));
     assert!(stdout(&out).contains("SIGHUP"));
+    for text in ["--permits <N>", "--read", "DISTLOCK_KIND"] {
+        assert!(stdout(&out).contains(text), "{text}: {}", stdout(&out));
+    }
+    let out = env.run(&["force-unlock", "--help"]).await;
+    assert!(stdout(&out).contains("[TOKEN]"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("--semaphore"), "{}", stdout(&out));
     for shell in ["bash", "zsh", "fish"] {
         let out = env.run(&["completions", shell]).await;
         out.clone().assert().success();
@@ -1639,7 +1645,7 @@ async fn watch_shows_readers_downgrades_and_permits() {
         &["handed off", "w-doc  to owner=", &tw],
     )
     .await;
-    assert!(!handed.contains("read"), "{handed}");
+    assert!(!handed.contains("w-doc  read"), "{handed}");
 
     // A reader waits for the writer; the writer downgrades and lets it in.
     let reader = d.new_rw_lock("w-doc", opts()).unwrap();
@@ -1697,7 +1703,7 @@ async fn watch_shows_readers_downgrades_and_permits() {
     let (_l, lock) = hold(&c, "w-pool").await;
     let tl = format!("token={}", lock.fencing_token());
     let line = expect_line(&mut lines, &mut seen, &["acquired", "w-pool  owner=", &tl]).await;
-    assert!(!line.contains("permit"), "{line}");
+    assert!(!line.contains("w-pool  permit"), "{line}");
     let sem = b.new_semaphore("w-pool", 1, opts()).unwrap();
     let permit = tokio::spawn(async move { sem.acquire_timeout(STEP).await });
     expect_line(
