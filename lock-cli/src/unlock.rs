@@ -67,7 +67,7 @@ async fn force_unlock_with(
         }
         Ok(exit::FAILURE)
     };
-    if !in_use.map_err(|e| Failure::lock("reading the lock", &e))? {
+    if !in_use.map_err(|e| Failure::lock(&format!("reading {what}"), &e))? {
         return not_held();
     }
     let mut client = connect::client(global).await?;
