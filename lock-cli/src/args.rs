@@ -12,6 +12,9 @@ Examples:
   distlock -n /shop list order: --json          locks of /shop whose name starts with `order:`
   distlock -n /shop info order:42               holder, fencing token, expiry and waiters
   distlock -n /shop force-unlock order:42       remove a stuck holder (asks first)
+  distlock -n /shop info --semaphore crawl      a semaphore's permits, holders, waiters
+  distlock -n /shop force-unlock --semaphore crawl 1234
+                                                remove the permit holder with token 1234
   distlock -n /shop watch                       live acquisitions, releases, hand-offs
   distlock -n /ops hold nightly --wait 0 ./backup.sh
                                                 run backup.sh on one machine at a time;
@@ -53,7 +56,8 @@ pub struct Global {
     )]
     pub endpoints: Vec<String>,
     /// The namespace the services pass to `LockManager::connect`: locks live
-    /// under `{NS}/locks/`. Empty (the default) means `/locks/`.
+    /// under `{NS}/locks/`, semaphores under `{NS}/semaphores/`. Empty (the
+    /// default) means `/locks/` and `/semaphores/`.
     #[arg(
         short,
         long,
@@ -105,38 +109,54 @@ pub struct Global {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List held locks: name, owner, fencing token, held for, expires in, waiters.
+    /// List held locks and semaphores in use: name, kind, holders, owner,
+    /// fencing token, held for, expires in, waiters.
     List {
-        /// Only locks whose name starts with this.
+        /// Only locks and semaphores whose name starts with this.
         #[arg(default_value = "")]
         prefix: String,
-        /// Print a JSON array of objects with the `LockInfo` fields.
+        /// Print a JSON array: an object per lock (the `LockInfo` fields,
+        /// `"kind": "lock"`) and per semaphore (`"kind": "semaphore"`).
         #[arg(long)]
         json: bool,
     },
-    /// Show one lock: its holder and the owners of its waiters. Exit 1 when
-    /// nobody holds it.
+    /// Show one lock: its holder (every reader when readers hold it) and the
+    /// owners of its waiters; with --semaphore, a semaphore's permits,
+    /// holders and waiters. Exit 1 when nobody holds it.
     Info {
-        /// The lock name, as passed to `manager.new_lock(NAME, ..)`.
+        /// The lock name, as passed to `manager.new_lock(NAME, ..)` or
+        /// `new_rw_lock` (or `new_semaphore`, with --semaphore).
         name: String,
+        /// The semaphore NAME, not the lock (a semaphore and a lock of one
+        /// name are unrelated).
+        #[arg(long)]
+        semaphore: bool,
         /// Print a JSON object (`null` when not held).
         #[arg(long)]
         json: bool,
     },
-    /// Remove the current holder of a lock, so the next waiter proceeds; the
-    /// holder's guard reports the lock lost. Asks on a terminal unless --yes.
+    /// Remove a holder of a lock (or, with --semaphore, a permit's holder), so
+    /// the next waiter proceeds; the holder's guard reports the lock lost.
+    /// Asks on a terminal unless --yes.
     #[command(name = "force-unlock")]
     ForceUnlock {
         /// The lock name.
         name: String,
+        /// The fencing token of the holder to remove, as `info` shows it:
+        /// needed when several hold (readers, a semaphore's permits); a
+        /// holder with another token is left alone.
+        token: Option<u64>,
+        /// Remove a holder of the semaphore NAME, not of the lock.
+        #[arg(long)]
+        semaphore: bool,
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(short, long)]
         yes: bool,
     },
-    /// Print acquisitions, waits, releases, hand-offs and force-unlocks as
-    /// they happen, until Ctrl-C.
+    /// Print acquisitions, waits, releases, hand-offs and force-unlocks of
+    /// locks, readers and semaphores' permits as they happen, until Ctrl-C.
     Watch {
-        /// Only locks whose name starts with this.
+        /// Only locks and semaphores whose name starts with this.
         #[arg(default_value = "")]
         prefix: String,
     },
@@ -158,8 +178,15 @@ the command, and every word from there on is the command's (`--` before CMD
 also ends distlock's options). Durations are seconds when a bare number
 (`--wait 5`, `--grace 2.5`; `--ttl` takes whole seconds) or `500ms`, `30s`, `5m`.
 
-The command runs with DISTLOCK_LOCK (the name) and DISTLOCK_FENCING_TOKEN in its
-environment; pass the token with writes to storage that checks it.
+--permits N holds one of N permits of the semaphore NAME (at most N copies of the
+command run at once, fleet-wide); --read holds the read side of NAME's read-write
+lock (readers run together, `hold NAME` without flags excludes them and is
+excluded by them). Everything else is the same for all three.
+
+The command runs with DISTLOCK_LOCK (the name), DISTLOCK_FENCING_TOKEN and
+DISTLOCK_KIND (`lock`, `read` or `permit`) in its environment; pass the token with
+writes to storage that checks it. Only a `lock` token is held by one holder at a
+time: readers and permits hold theirs together with others.
 
 If the lock is lost while the command runs (its lease could not be renewed in
 time, or someone force-unlocked it), the command gets SIGTERM, then SIGKILL after
@@ -180,11 +207,31 @@ drops this for set-user-ID commands (run `sudo distlock hold NAME CMD`, not
 Examples:
   distlock hold deploy ./deploy.sh prod
   distlock hold nightly --wait 0 ./backup.sh; [ $? -eq 75 ] && echo \"another machine runs it\"
-  distlock hold report -- ./report.sh --wait 5      (--wait 5 is report.sh's)")]
+  distlock hold report -- ./report.sh --wait 5      (--wait 5 is report.sh's)
+  distlock hold crawl --permits 4 ./crawl.sh        (at most 4 crawlers, fleet-wide)
+  distlock hold catalog --read ./export.sh          (exports run together; `hold catalog`
+                                                    ./import.sh waits for them, and they for it)")]
 pub struct Hold {
     /// The lock name: the same lock as `manager.new_lock(NAME, ..)` in a
-    /// service and `etcdctl lock {NS}/locks/NAME`.
+    /// service and `etcdctl lock {NS}/locks/NAME` (with --permits, the
+    /// semaphore `manager.new_semaphore(NAME, N, ..)`).
     pub name: String,
+    /// Hold one of N permits of the semaphore NAME instead of its lock: at
+    /// most N copies run at once, fleet-wide. Every user of the semaphore
+    /// must give the same N (1 to 1024); a semaphore and a lock of one name
+    /// are unrelated.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(distlock::MAX_PERMITS)),
+        conflicts_with = "read"
+    )]
+    pub permits: Option<u32>,
+    /// Hold the read side of NAME's read-write lock: read holders run
+    /// together; `hold NAME` (and a service's write lock or lock of NAME)
+    /// excludes them, and a writer queued first goes first.
+    #[arg(long)]
+    pub read: bool,
     /// Wait at most this long for a busy lock, then exit 75 without running
     /// the command; `0` tries once. Default: wait as long as it takes.
     #[arg(long, value_parser = duration, value_name = "DUR")]
@@ -328,5 +375,28 @@ mod tests {
         assert!(err.to_string().contains("durations look like"), "{err}");
         let err = hold(&["hold", "job", "--ttl", "2.5", "cmd"]).unwrap_err();
         assert!(err.to_string().contains("whole seconds"), "{err}");
+    }
+
+    #[test]
+    fn hold_takes_permits_or_read_but_not_both() {
+        let h = hold(&["hold", "crawl", "--permits", "3", "cmd"]).unwrap();
+        assert_eq!((h.permits, h.read), (Some(3), false));
+        let h = hold(&["hold", "doc", "--read", "cmd", "--permits", "2"]).unwrap();
+        assert_eq!(
+            (h.permits, h.read),
+            (None, true),
+            "options after CMD are the command's"
+        );
+        let h = hold(&["hold", "job", "cmd"]).unwrap();
+        assert_eq!((h.permits, h.read), (None, false));
+
+        let err = hold(&["hold", "x", "--permits", "2", "--read", "cmd"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(hold(&["hold", "x", "--permits", "-1", "cmd"]).is_err());
+        for bad in ["0", "1025", "two"] {
+            let err = hold(&["hold", "x", "--permits", bad, "cmd"]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+        assert!(hold(&["hold", "x", "--permits", "1024", "cmd"]).is_ok());
     }
 }

@@ -1,4 +1,6 @@
-//! `distlock hold NAME [OPTIONS] CMD...`: run a command under a fleet-wide lock.
+//! `distlock hold NAME [OPTIONS] CMD...`: run a command under a fleet-wide lock,
+//! the read side of a read-write lock (`--read`), or one of N permits of a
+//! semaphore (`--permits N`).
 //!
 //! Signals go to the command with `nix::sys::signal::kill`, a safe wrapper
 //! over kill(2): no extra process per signal (unlike running `kill(1)`), no
@@ -7,10 +9,14 @@
 //! The command is started through the [`exec`] helper, so that it
 //! gets SIGKILL from the kernel if distlock dies without stopping it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use distlock::{ErrorCode, LockGuard, LockManager, LockOptions};
+use distlock::{
+    ErrorCode, Lock, LockGuard, LockManager, LockOptions, Permit, ReadGuard, RwLock, Semaphore,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::Child;
@@ -32,39 +38,29 @@ pub async fn run(global: &Global, hold: Hold) -> Result<i32, Failure> {
     let options = LockOptions::default()
         .ttl(hold.ttl)
         .renew_interval(hold.ttl / 3);
-    let lock = manager
-        .new_lock(hold.name.clone(), options)
-        .map_err(|e| Failure::lock("bad lock", &e));
-    let lock = match lock {
-        Ok(lock) => lock,
-        Err(failure) => {
+    let target = match Target::new(&manager, &hold, options) {
+        Ok(target) => target,
+        Err(err) => {
             manager.close().await;
-            return Err(failure);
+            return Err(Failure::lock("bad lock", &err));
         }
     };
     let acquired = tokio::select! {
-        acquired = acquire(&lock, hold.wait) => acquired,
+        acquired = target.acquire(&hold.name, hold.wait) => acquired,
         signal = signals.recv() => Err(Signals::ended_waiting(signal)),
     };
-    let guard = match acquired {
-        Ok(Some(guard)) => guard,
+    let held = match acquired {
+        Ok(Some(held)) => held,
         Ok(None) => {
-            let holder = match manager.lock_info(&hold.name).await {
-                Ok(Some(info)) => format!(
-                    " (held by {}, token {})",
-                    show::owner(&info.owner),
-                    info.fencing_token
-                ),
-                _ => String::new(),
-            };
+            let holders = target.busy_because(&manager, &hold.name).await;
             manager.close().await;
             let waited = match hold.wait {
                 Some(w) if !w.is_zero() => format!(" after waiting {}", show::short(w)),
                 _ => String::new(),
             };
             eprintln!(
-                "distlock: lock `{}` is busy{holder}{waited}; not running the command",
-                hold.name
+                "distlock: {} is busy{holders}{waited}; not running the command",
+                target.what(&hold.name)
             );
             return Ok(exit::BUSY);
         }
@@ -73,13 +69,156 @@ pub async fn run(global: &Global, hold: Hold) -> Result<i32, Failure> {
             return Err(failure);
         }
     };
-    let outcome = supervise(&hold, &guard, &mut signals).await;
+    let outcome = supervise(&hold, &target, &held, &mut signals).await;
     if outcome.as_ref().is_ok_and(|o| o.lost) {
         manager.close().await;
     } else {
-        release(&manager, guard).await;
+        release(&manager, held).await;
     }
     outcome.map(|o| o.code)
+}
+
+/// What `hold` takes: a lock, the read side of a read-write lock, or one
+/// permit of a semaphore.
+enum Target {
+    Lock(Lock),
+    Read(RwLock),
+    Permit(Semaphore),
+}
+
+/// What `hold` holds while the command runs.
+enum Held {
+    Lock(LockGuard),
+    Read(ReadGuard),
+    Permit(Permit),
+}
+
+impl Target {
+    /// The handle the flags ask for (`--permits`, `--read`, or neither).
+    fn new(manager: &LockManager, hold: &Hold, options: LockOptions) -> distlock::Result<Target> {
+        let name = hold.name.clone();
+        Ok(match (hold.permits, hold.read) {
+            (Some(permits), _) => Target::Permit(manager.new_semaphore(name, permits, options)?),
+            (None, true) => Target::Read(manager.new_rw_lock(name, options)?),
+            (None, false) => Target::Lock(manager.new_lock(name, options)?),
+        })
+    }
+
+    /// `DISTLOCK_KIND` for the command: `lock`, `read` or `permit`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::Lock(_) => "lock",
+            Target::Read(_) => "read",
+            Target::Permit(_) => "permit",
+        }
+    }
+
+    /// What is taken, for messages: ``lock `x` ``, ``read lock `x` ``,
+    /// ``semaphore `x` ``.
+    fn what(&self, name: &str) -> String {
+        match self {
+            Target::Lock(_) => format!("lock `{name}`"),
+            Target::Read(_) => format!("read lock `{name}`"),
+            Target::Permit(_) => format!("semaphore `{name}`"),
+        }
+    }
+
+    /// Takes it: `None` when it stayed busy past `wait` (`0` tries once,
+    /// `None` waits as long as it takes).
+    async fn acquire(&self, name: &str, wait: Option<Duration>) -> Result<Option<Held>, Failure> {
+        let taken = match self {
+            Target::Lock(lock) => match wait {
+                None => lock.lock().await.map(Some),
+                Some(Duration::ZERO) => lock.try_lock().await,
+                Some(wait) => timed_out(lock.lock_timeout(wait).await),
+            }
+            .map(|g| g.map(Held::Lock)),
+            Target::Read(rw) => match wait {
+                None => rw.read().await.map(Some),
+                Some(Duration::ZERO) => rw.try_read().await,
+                Some(wait) => timed_out(rw.read_timeout(wait).await),
+            }
+            .map(|g| g.map(Held::Read)),
+            Target::Permit(sem) => match wait {
+                None => sem.acquire().await.map(Some),
+                Some(Duration::ZERO) => sem.try_acquire().await,
+                Some(wait) => timed_out(sem.acquire_timeout(wait).await),
+            }
+            .map(|p| p.map(Held::Permit)),
+        };
+        taken.map_err(|e| Failure::lock(&format!("cannot take {}", self.what(name)), &e))
+    }
+
+    /// Who keeps it busy, for the exit-75 message: ` (held by ..., token N)`,
+    /// or nothing when that cannot be read.
+    async fn busy_because(&self, manager: &LockManager, name: &str) -> String {
+        if let Target::Permit(sem) = self {
+            let Ok(Some(info)) = manager.semaphore_info(name).await else {
+                return String::new();
+            };
+            let holders: Vec<String> = info
+                .holders
+                .iter()
+                .map(|h| format!("{} token {}", show::owner(&h.owner), h.fencing_token))
+                .collect();
+            let waiting = match info.waiters {
+                0 => String::new(),
+                n => format!("; {n} waiting"),
+            };
+            return format!(
+                " ({} of {} permits held: {}{waiting})",
+                info.holders.len(),
+                sem.permits(),
+                holders.join(", ")
+            );
+        }
+        let Ok(Some(info)) = manager.lock_info(name).await else {
+            return String::new();
+        };
+        let holder = format!("{}, token {}", show::owner(&info.owner), info.fencing_token);
+        match (self, info.readers) {
+            (_, 0) => format!(" (held by {holder})"),
+            (Target::Read(_), readers) => format!(
+                " ({readers} reading, oldest {holder}; a writer waits ahead of new readers)"
+            ),
+            (_, readers) => format!(" (held by {readers} readers, oldest {holder})"),
+        }
+    }
+}
+
+/// A bounded wait's timeout is a busy lock (`None`), not an error.
+fn timed_out<G>(taken: distlock::Result<G>) -> distlock::Result<Option<G>> {
+    match taken {
+        Err(e) if e.code() == ErrorCode::Timeout => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+impl Held {
+    fn fencing_token(&self) -> u64 {
+        match self {
+            Held::Lock(g) => g.fencing_token(),
+            Held::Read(g) => g.fencing_token(),
+            Held::Permit(p) => p.fencing_token(),
+        }
+    }
+
+    /// Resolves when it is lost (or released).
+    fn lost(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        match self {
+            Held::Lock(g) => Box::pin(g.lost()),
+            Held::Read(g) => Box::pin(g.lost()),
+            Held::Permit(p) => Box::pin(p.lost()),
+        }
+    }
+
+    async fn release(self) -> distlock::Result<()> {
+        match self {
+            Held::Lock(g) => g.unlock().await,
+            Held::Read(g) => g.release().await,
+            Held::Permit(p) => p.release().await,
+        }
+    }
 }
 
 /// The signals distlock passes on to the command (and ends on while it
@@ -133,22 +272,6 @@ impl Signals {
     }
 }
 
-/// Takes the lock: `None` when it stayed busy past `wait`.
-async fn acquire(
-    lock: &distlock::Lock,
-    wait: Option<Duration>,
-) -> Result<Option<LockGuard>, Failure> {
-    let taken = match wait {
-        None => lock.lock().await.map(Some),
-        Some(Duration::ZERO) => lock.try_lock().await,
-        Some(wait) => match lock.lock_timeout(wait).await {
-            Err(e) if e.code() == ErrorCode::Timeout => Ok(None),
-            other => other.map(Some),
-        },
-    };
-    taken.map_err(|e| Failure::lock("cannot take the lock", &e))
-}
-
 /// How the command ended.
 struct Outcome {
     /// The exit status for distlock.
@@ -160,10 +283,11 @@ struct Outcome {
 /// Runs the command while the lock is held; stops it if the lock is lost.
 async fn supervise(
     hold: &Hold,
-    guard: &LockGuard,
+    target: &Target,
+    held: &Held,
     signals: &mut Signals,
 ) -> Result<Outcome, Failure> {
-    let mut child = spawn(hold, guard)?;
+    let mut child = spawn(hold, target, held)?;
     let Some(pid) = child.id().map(|id| Pid::from_raw(id as i32)) else {
         // Already reaped: it ran and ended.
         let status = child.wait().await.map_err(waiting)?;
@@ -172,8 +296,7 @@ async fn supervise(
             lost: false,
         });
     };
-    let lost = guard.lost();
-    tokio::pin!(lost);
+    let mut lost = held.lost();
     let mut lost_at: Option<tokio::time::Instant> = None;
     let mut killed = false;
     loop {
@@ -187,10 +310,14 @@ async fn supervise(
                 });
             }
             _ = &mut lost, if lost_at.is_none() => {
+                let what = match target {
+                    Target::Permit(_) => format!("the permit of semaphore `{}`", hold.name),
+                    other => other.what(&hold.name),
+                };
                 eprintln!(
-                    "distlock: lock `{}` was lost (lease not renewed in time, or force-unlocked); \
+                    "distlock: {what} was lost (lease not renewed in time, or force-unlocked); \
                      stopping the command (SIGTERM, SIGKILL after {})",
-                    hold.name, show::short(hold.grace)
+                    show::short(hold.grace)
                 );
                 send(pid, Signal::SIGTERM);
                 lost_at = Some(tokio::time::Instant::now());
@@ -212,10 +339,10 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Starts the command with the lock's name and fencing token in its
+/// Starts the command with the lock's name, fencing token and kind in its
 /// environment, through the [`exec`] helper: the command gets SIGKILL if
 /// distlock dies without stopping it.
-fn spawn(hold: &Hold, guard: &LockGuard) -> Result<Child, Failure> {
+fn spawn(hold: &Hold, target: &Target, held: &Held) -> Result<Child, Failure> {
     let (program, args) = hold
         .command
         .split_first()
@@ -231,7 +358,8 @@ fn spawn(hold: &Hold, guard: &LockGuard) -> Result<Child, Failure> {
     );
     exec::command(program, args)
         .env("DISTLOCK_LOCK", &hold.name)
-        .env("DISTLOCK_FENCING_TOKEN", guard.fencing_token().to_string())
+        .env("DISTLOCK_FENCING_TOKEN", held.fencing_token().to_string())
+        .env("DISTLOCK_KIND", target.kind())
         // If distlock itself fails, the command must not outlive it
         // unsupervised: on an error return this kills it, and where distlock
         // gets no chance to (SIGKILL, OOM), the death signal does.
@@ -262,8 +390,8 @@ fn send(pid: Pid, signal: Signal) {
 
 /// Releases the lock and closes the manager; a failed release is reported
 /// (the lock then frees when its lease runs out).
-async fn release(manager: &LockManager, guard: LockGuard) {
-    if let Err(err) = guard.unlock().await {
+async fn release(manager: &LockManager, held: Held) {
+    if let Err(err) = held.release().await {
         eprintln!(
             "distlock: warning: {}; the lock frees when its lease runs out",
             crate::exit::chain(&err)

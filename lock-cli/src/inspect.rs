@@ -1,51 +1,87 @@
-//! `list`, `info` and `force-unlock`.
+//! `list` and `info`: locks (held exclusively or by readers) and semaphores.
+//!
+//! The public API reports each lock ([`LockInfo`]) and semaphore
+//! ([`SemaphoreInfo`]); what it does not report is read from etcd directly
+//! ([`keys`]): every reader of a lock and every waiter, with their owners,
+//! and the lease expiries of a semaphore's holders.
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::time::SystemTime;
 
-use distlock::{LockInfo, LockManager};
-use etcd_client::PutOptions;
-use serde_json::{json, Value};
+use distlock::{LockInfo, LockManager, SemaphoreInfo};
+use etcd_client::Client;
+use serde_json::Value;
 
 use crate::args::Global;
 use crate::connect;
 use crate::exit::{self, Failure};
-use crate::keys;
+use crate::keys::{self, Contender, Space};
 use crate::show;
 
-/// `distlock list [PREFIX] [--json]`.
+/// Lease expiries, by lease id.
+type Expiries = HashMap<i64, Option<SystemTime>>;
+
+/// `distlock list [PREFIX] [--json]`: every held lock and every semaphore in
+/// use whose name starts with PREFIX, by name (a lock before a semaphore of
+/// the same name).
 pub async fn list(global: &Global, prefix: &str, json: bool) -> Result<i32, Failure> {
     let manager = connect::manager(global).await?;
-    let locks = manager.list_locks(prefix).await;
+    let read = async {
+        let locks = manager.list_locks(prefix).await?;
+        let semaphores = manager.list_semaphores(prefix).await?;
+        Ok::<_, distlock::LockError>((locks, semaphores))
+    };
+    let read = read.await;
     manager.close().await;
-    let locks = locks.map_err(|e| Failure::lock("listing locks", &e))?;
+    let (locks, semaphores) = read.map_err(|e| Failure::lock("listing locks", &e))?;
+    let expiries = if semaphores.is_empty() {
+        Expiries::new()
+    } else {
+        let mut client = connect::client(global).await?;
+        let leases = semaphores
+            .iter()
+            .flat_map(|s| &s.holders)
+            .map(|h| keys::lease_of(&h.key));
+        keys::expiries(&mut client, leases).await?
+    };
+    // (name, lock before semaphore, JSON, table row)
+    let mut all: Vec<(&str, Space, Value, Vec<String>)> = Vec::new();
+    for lock in &locks {
+        all.push((
+            &lock.name,
+            Space::Lock,
+            show::info_json(lock),
+            lock_row(lock),
+        ));
+    }
+    for sem in &semaphores {
+        let json = show::semaphore_json(sem, &expiries);
+        all.push((
+            &sem.name,
+            Space::Semaphore,
+            json,
+            semaphore_row(sem, &expiries),
+        ));
+    }
+    all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     if json {
-        let all: Vec<Value> = locks.iter().map(show::info_json).collect();
+        let all: Vec<Value> = all.into_iter().map(|(_, _, json, _)| json).collect();
         println!("{}", pretty(&Value::Array(all)));
         return Ok(exit::SUCCESS);
     }
-    if locks.is_empty() {
+    if all.is_empty() {
         println!(
-            "no locks held under {}{prefix}",
-            keys::root(&global.namespace)
+            "no locks held under {}{prefix}, no semaphores in use under {}{prefix}",
+            keys::root(&global.namespace),
+            keys::semaphore_root(&global.namespace)
         );
         return Ok(exit::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = locks
-        .iter()
-        .map(|l| {
-            vec![
-                l.name.clone(),
-                show::owner(&l.owner).to_owned(),
-                l.fencing_token.to_string(),
-                show::since(l.create_time),
-                show::until(l.expire_time),
-                l.waiters.to_string(),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = all.into_iter().map(|(_, _, _, row)| row).collect();
     let header = [
         "NAME",
+        "KIND",
+        "HOLDERS",
         "OWNER",
         "TOKEN",
         "HELD FOR",
@@ -56,40 +92,131 @@ pub async fn list(global: &Global, prefix: &str, json: bool) -> Result<i32, Fail
     Ok(exit::SUCCESS)
 }
 
-/// `distlock info NAME [--json]`: exit 1 when nobody holds the lock.
-pub async fn info(global: &Global, name: &str, json: bool) -> Result<i32, Failure> {
+/// A lock's row: `lock` and 1 holder, or `read` and its readers; the
+/// (oldest) holder's owner, token and times.
+fn lock_row(lock: &LockInfo) -> Vec<String> {
+    let (kind, holders) = match lock.readers {
+        0 => ("lock", 1),
+        readers => ("read", readers),
+    };
+    vec![
+        lock.name.clone(),
+        kind.to_owned(),
+        holders.to_string(),
+        show::owner(&lock.owner).to_owned(),
+        lock.fencing_token.to_string(),
+        show::since(lock.create_time),
+        show::until(lock.expire_time),
+        lock.waiters.to_string(),
+    ]
+}
+
+/// A semaphore's row: `semaphore`, permits held of all, and its oldest
+/// holder's owner, token and times.
+fn semaphore_row(sem: &SemaphoreInfo, expiries: &Expiries) -> Vec<String> {
+    let oldest = sem.holders.first();
+    let expires = oldest.and_then(|h| expiries.get(&keys::lease_of(&h.key)).copied().flatten());
+    vec![
+        sem.name.clone(),
+        "semaphore".to_owned(),
+        format!("{}/{}", sem.holders.len(), sem.permits),
+        show::owner(oldest.map_or("-", |h| &h.owner)).to_owned(),
+        oldest.map_or("-".into(), |h| h.fencing_token.to_string()),
+        show::since(oldest.and_then(|h| h.create_time)),
+        show::until(expires),
+        sem.waiters.to_string(),
+    ]
+}
+
+/// `distlock info NAME [--semaphore] [--json]`: exit 1 when nobody holds
+/// the lock (or the semaphore is not in use).
+pub async fn info(
+    global: &Global,
+    name: &str,
+    semaphore: bool,
+    json: bool,
+) -> Result<i32, Failure> {
     let manager = connect::manager(global).await?;
-    let info = manager.lock_info(name).await;
+    let outcome = if semaphore {
+        semaphore_info(global, &manager, name, json).await
+    } else {
+        lock_info(global, &manager, name, json).await
+    };
     manager.close().await;
+    outcome
+}
+
+async fn lock_info(
+    global: &Global,
+    manager: &LockManager,
+    name: &str,
+    json: bool,
+) -> Result<i32, Failure> {
+    let info = manager.lock_info(name).await;
     let Some(info) = info.map_err(|e| Failure::lock("reading the lock", &e))? else {
         if json {
             println!("null");
         } else {
-            println!("{name}: not held");
+            let other = manager
+                .semaphore_info(name)
+                .await
+                .ok()
+                .flatten()
+                .map_or(String::new(), |_| {
+                    format!(" (a semaphore `{name}` is in use: distlock info --semaphore {name})")
+                });
+            println!("{name}: not held{other}");
         }
         return Ok(exit::FAILURE);
     };
-    // The public API counts the waiters; their owners are in their keys.
+    // The public API counts the readers and the waiters; who they are is
+    // in their keys.
     let mut client = connect::client(global).await?;
-    let waiting: Vec<keys::Contender> = keys::read_queue(&mut client, &global.namespace, name)
-        .await?
-        .into_iter()
-        .filter(|c| c.create_revision > info.fencing_token as i64)
-        .collect();
+    let queue = keys::read_queue(&mut client, &global.namespace, Space::Lock, name).await?;
+    let held = keys::holding(Space::Lock, &queue);
+    let (holders, waiting) = queue.split_at(held);
+    let expiries = holder_expiries(&mut client, &info, holders).await?;
     if json {
         let mut object = show::info_json(&info);
-        object["waiting"] = waiting
-            .iter()
-            .map(|w| json!({"owner": w.owner, "key": w.key, "since": show::timestamp(w.since)}))
-            .collect();
+        object["holders"] = holders.iter().map(|h| holder_json(h, &expiries)).collect();
+        object["waiting"] = waiting.iter().map(show::waiter_json).collect();
         println!("{}", pretty(&object));
         return Ok(exit::SUCCESS);
     }
-    print_info(&info, &waiting);
+    print_lock(&info, holders, &expiries, waiting);
     Ok(exit::SUCCESS)
 }
 
-fn print_info(info: &LockInfo, waiting: &[keys::Contender]) {
+/// The lease expiries of `holders`: the API's for the holder it reports,
+/// etcd's for the other readers.
+async fn holder_expiries(
+    client: &mut Client,
+    info: &LockInfo,
+    holders: &[Contender],
+) -> Result<Expiries, Failure> {
+    let others = holders
+        .iter()
+        .filter(|h| h.key != info.key)
+        .map(|h| h.lease);
+    let mut expiries = keys::expiries(client, others).await?;
+    if let Some(head) = holders.iter().find(|h| h.key == info.key) {
+        expiries.insert(head.lease, info.expire_time);
+    }
+    Ok(expiries)
+}
+
+fn holder_json(holder: &Contender, expiries: &Expiries) -> Value {
+    show::holder_json(
+        &holder.owner,
+        &holder.key,
+        holder.mode_name(),
+        holder.since,
+        expiries.get(&holder.lease).copied().flatten(),
+        holder.create_revision as u64,
+    )
+}
+
+fn print_lock(info: &LockInfo, holders: &[Contender], expiries: &Expiries, waiting: &[Contender]) {
     let at = |t: Option<SystemTime>| show::timestamp(t).as_str().unwrap_or("-").to_owned();
     println!("name:        {}", info.name);
     println!("owner:       {}", show::owner(&info.owner));
@@ -105,10 +232,43 @@ fn print_info(info: &LockInfo, waiting: &[keys::Contender]) {
         show::until(info.expire_time),
         at(info.expire_time)
     );
-    println!("waiters:     {}", info.waiters);
-    for (i, w) in waiting.iter().enumerate() {
+    if info.readers > 0 {
         println!(
-            "  {}. {}  waiting {}  ({})",
+            "readers:     {} (held for reading; the oldest above)",
+            info.readers
+        );
+        print_holders(holders, expiries);
+    }
+    println!("waiters:     {}", info.waiters);
+    print_waiting(waiting);
+}
+
+/// `  1. OWNER  token N  held 3.0s  expires in 27.0s  (KEY)`, one per holder.
+fn print_holders(holders: &[Contender], expiries: &Expiries) {
+    for (i, h) in holders.iter().enumerate() {
+        println!(
+            "  {}. {}  token {}  held {}  expires in {}  ({})",
+            i + 1,
+            show::owner(&h.owner),
+            h.create_revision,
+            show::since(h.since),
+            show::until(expiries.get(&h.lease).copied().flatten()),
+            h.key
+        );
+    }
+}
+
+/// `  1. OWNER  waiting 2.5s  (KEY)`, one per waiter in queue order; `to
+/// read` for a reader in a lock's queue.
+fn print_waiting(waiting: &[Contender]) {
+    for (i, w) in waiting.iter().enumerate() {
+        let to_read = if w.mode == keys::Mode::Read {
+            " to read"
+        } else {
+            ""
+        };
+        println!(
+            "  {}. {}  waiting {}{to_read}  ({})",
             i + 1,
             show::owner(&w.owner),
             show::since(w.since),
@@ -117,119 +277,53 @@ fn print_info(info: &LockInfo, waiting: &[keys::Contender]) {
     }
 }
 
-/// `distlock force-unlock NAME [--yes]`: exit 1 when nobody holds the lock or
-/// the operator says no.
-pub async fn force_unlock(global: &Global, name: &str, yes: bool) -> Result<i32, Failure> {
-    let manager = connect::manager(global).await?;
-    let outcome = force_unlock_with(global, &manager, name, yes).await;
-    manager.close().await;
-    outcome
-}
-
-async fn force_unlock_with(
+async fn semaphore_info(
     global: &Global,
     manager: &LockManager,
     name: &str,
-    yes: bool,
+    json: bool,
 ) -> Result<i32, Failure> {
-    let read = |e| Failure::lock("reading the lock", &e);
-    let Some(info) = manager.lock_info(name).await.map_err(read)? else {
-        println!("{name}: not held");
+    let info = manager.semaphore_info(name).await;
+    let Some(info) = info.map_err(|e| Failure::lock("reading the semaphore", &e))? else {
+        if json {
+            println!("null");
+        } else {
+            let other = manager
+                .lock_info(name)
+                .await
+                .ok()
+                .flatten()
+                .map_or(String::new(), |_| {
+                    format!(" (a lock `{name}` is held: distlock info {name})")
+                });
+            println!("{name}: no semaphore in use{other}");
+        }
         return Ok(exit::FAILURE);
     };
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(Failure::new(
-                exit::USAGE,
-                "stdin is not a terminal, so I cannot ask: add --yes to force-unlock",
-            ));
-        }
-        let question = format!(
-            "Force-unlock `{name}`, held by {} for {} (token {})? Its holder loses it. [y/N] ",
-            show::owner(&info.owner),
-            show::since(info.create_time),
-            info.fencing_token
-        );
-        if !confirm(&question) {
-            println!("not unlocked");
-            return Ok(exit::FAILURE);
-        }
-        // The holder may have changed while we asked: remove only the one we named.
-        match manager.lock_info(name).await.map_err(read)? {
-            Some(now) if now.fencing_token == info.fencing_token => {}
-            Some(now) => {
-                return Err(Failure::new(
-                    exit::FAILURE,
-                    format!(
-                    "`{name}` changed hands while you were asked (now {}, token {}); not unlocked",
-                    show::owner(&now.owner),
-                    now.fencing_token
-                ),
-                ))
-            }
-            None => {
-                println!("{name}: released meanwhile, nothing to do");
-                return Ok(exit::FAILURE);
-            }
-        }
-    }
-    if let Err(failure) = mark(global, name, info.fencing_token as i64).await {
-        eprintln!(
-            "distlock: warning: `distlock watch` will show this as a release: {}",
-            failure.message
-        );
-    }
-    // Fenced by the token shown: a holder that took over since is left alone.
-    let removed = manager
-        .force_unlock_token(name, info.fencing_token)
-        .await
-        .map_err(|e| Failure::lock("force-unlocking", &e))?;
-    if removed {
-        println!(
-            "force-unlocked {name} (was held by {}, token {})",
-            show::owner(&info.owner),
-            info.fencing_token
-        );
-        Ok(exit::SUCCESS)
-    } else {
-        println!("{name}: released or taken over meanwhile; not unlocked");
-        Ok(exit::FAILURE)
-    }
-}
-
-/// Writes the force-unlock marker that `distlock watch` looks for.
-async fn mark(global: &Global, name: &str, token: i64) -> Result<(), Failure> {
     let mut client = connect::client(global).await?;
-    let lease = client
-        .lease_grant(keys::FORCE_MARKER_TTL_SECS, None)
-        .await
-        .map_err(|e| connect::etcd_failed("granting the marker's lease", &e))?;
-    let at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let value = json!({"token": token, "at_ms": at_ms, "pid": std::process::id()}).to_string();
-    client
-        .put(
-            keys::force_marker(&global.namespace, name, token),
-            value,
-            Some(PutOptions::new().with_lease(lease.id())),
-        )
-        .await
-        .map_err(|e| connect::etcd_failed("writing the marker", &e))?;
-    Ok(())
-}
-
-/// Asks a yes/no question on the terminal; anything but `y`/`yes` is no.
-fn confirm(question: &str) -> bool {
-    eprint!("{question}");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    if std::io::stdin().lock().read_line(&mut answer).is_err() {
-        return false;
+    let queue = keys::read_queue(&mut client, &global.namespace, Space::Semaphore, name).await?;
+    let held = keys::holding(Space::Semaphore, &queue);
+    let (holders, waiting) = queue.split_at(held);
+    let leases = info.holders.iter().map(|h| keys::lease_of(&h.key));
+    let expiries = keys::expiries(&mut client, leases).await?;
+    if json {
+        let mut object = show::semaphore_json(&info, &expiries);
+        object["waiting"] = waiting.iter().map(show::waiter_json).collect();
+        println!("{}", pretty(&object));
+        return Ok(exit::SUCCESS);
     }
-    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+    println!("semaphore:   {}", info.name);
+    println!(
+        "permits:     {} of {} held",
+        info.holders.len(),
+        info.permits
+    );
+    print_holders(holders, &expiries);
+    println!("waiters:     {}", info.waiters);
+    print_waiting(waiting);
+    Ok(exit::SUCCESS)
 }
 
-fn pretty(value: &Value) -> String {
+pub fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }

@@ -1,9 +1,10 @@
 //! `distlock`: the operator's command for distlock locks on etcd.
 //!
-//! `list`, `info`, `force-unlock` and `watch` show and manage the locks that
-//! services take with `distlock::LockManager`; `hold` runs a command under a
-//! fleet-wide lock, like `flock(1)` across machines. See `distlock --help`
-//! and docs/cli.md.
+//! `list`, `info`, `force-unlock` and `watch` show and manage the locks,
+//! read-write locks and semaphores that services take with
+//! `distlock::LockManager`; `hold` runs a command under a fleet-wide lock,
+//! like `flock(1)` across machines (or under a read lock, or one of N
+//! permits). See `distlock --help` and docs/cli.md.
 //!
 //! Exit statuses are in [`exit`]; they are part of the command's interface.
 
@@ -15,6 +16,7 @@ mod hold;
 mod inspect;
 mod keys;
 mod show;
+mod unlock;
 mod watch;
 
 use std::io::Write;
@@ -60,8 +62,25 @@ fn run(global: args::Global, command: Command) -> i32 {
     let outcome = runtime.block_on(async move {
         match command {
             Command::List { prefix, json } => inspect::list(&global, &prefix, json).await,
-            Command::Info { name, json } => inspect::info(&global, &name, json).await,
-            Command::ForceUnlock { name, yes } => inspect::force_unlock(&global, &name, yes).await,
+            Command::Info {
+                name,
+                semaphore,
+                json,
+            } => inspect::info(&global, &name, semaphore, json).await,
+            Command::ForceUnlock {
+                name,
+                token,
+                semaphore,
+                yes,
+            } => {
+                let request = unlock::Request {
+                    name: &name,
+                    token,
+                    semaphore,
+                    yes,
+                };
+                unlock::force_unlock(&global, request).await
+            }
             Command::Watch { prefix } => watch::run(&global, &prefix).await,
             Command::Hold(hold) => hold::run(&global, hold).await,
             Command::Completions { .. } => Ok(exit::SUCCESS),

@@ -1,9 +1,12 @@
 //! Formatting: short durations, timestamps, tables and JSON.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use distlock::LockInfo;
+use distlock::{LockInfo, SemaphoreInfo};
 use serde_json::{json, Value};
+
+use crate::keys::{self, Contender};
 
 /// A duration for people: `850ms`, `12.3s`, `4m05s`, `2h10m`, `3d04h`.
 pub fn short(d: Duration) -> String {
@@ -54,9 +57,12 @@ pub fn owner(owner: &str) -> &str {
     }
 }
 
-/// A [`LockInfo`] as a JSON object with its fields; times are RFC 3339 strings.
+/// A [`LockInfo`] as a JSON object with its fields (times are RFC 3339
+/// strings), and `"kind": "lock"`. A lock held by readers reports its oldest
+/// reader as the holder, and how many read together in `readers`.
 pub fn info_json(info: &LockInfo) -> Value {
     json!({
+        "kind": "lock",
         "name": info.name,
         "owner": info.owner,
         "key": info.key,
@@ -64,6 +70,67 @@ pub fn info_json(info: &LockInfo) -> Value {
         "expire_time": timestamp(info.expire_time),
         "fencing_token": info.fencing_token,
         "waiters": info.waiters,
+        "readers": info.readers,
+    })
+}
+
+/// A [`SemaphoreInfo`] as a JSON object: `"kind": "semaphore"`, `name`,
+/// `permits`, `holders` (oldest first, as [`holder_json`]) and `waiters`.
+/// `expiries` are the holders' lease expiries, by lease.
+pub fn semaphore_json(info: &SemaphoreInfo, expiries: &HashMap<i64, Option<SystemTime>>) -> Value {
+    let holders: Vec<Value> = info
+        .holders
+        .iter()
+        .map(|h| {
+            let expires = expiries.get(&keys::lease_of(&h.key)).copied().flatten();
+            holder_json(
+                &h.owner,
+                &h.key,
+                "permit",
+                h.create_time,
+                expires,
+                h.fencing_token,
+            )
+        })
+        .collect();
+    json!({
+        "kind": "semaphore",
+        "name": info.name,
+        "permits": info.permits,
+        "holders": holders,
+        "waiters": info.waiters,
+    })
+}
+
+/// One holder of a lock or a semaphore: `owner`, `key`, `mode`
+/// (`exclusive`, `read` or `permit`), `create_time`, `expire_time`,
+/// `fencing_token`.
+pub fn holder_json(
+    owner: &str,
+    key: &str,
+    mode: &str,
+    create_time: Option<SystemTime>,
+    expire_time: Option<SystemTime>,
+    fencing_token: u64,
+) -> Value {
+    json!({
+        "owner": owner,
+        "key": key,
+        "mode": mode,
+        "create_time": timestamp(create_time),
+        "expire_time": timestamp(expire_time),
+        "fencing_token": fencing_token,
+    })
+}
+
+/// One waiter: `owner`, `key`, `mode` and `since` (when it queued, by its
+/// clock).
+pub fn waiter_json(waiter: &Contender) -> Value {
+    json!({
+        "owner": waiter.owner,
+        "key": waiter.key,
+        "mode": waiter.mode_name(),
+        "since": timestamp(waiter.since),
     })
 }
 

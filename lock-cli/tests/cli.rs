@@ -13,7 +13,7 @@ use distlock::{LockGuard, LockManager, LockOptions};
 use distlock_tests::Etcd;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 use tokio::time::{sleep, timeout};
@@ -155,6 +155,10 @@ async fn list_prints_a_table_and_json_with_the_lock_info_fields() {
     assert_eq!(first["owner"], lock1.owner());
     assert_eq!(first["fencing_token"], order.fencing_token());
     assert_eq!(first["waiters"], 1);
+    assert_eq!(
+        (&first["kind"], &first["readers"]),
+        (&json!("lock"), &json!(0))
+    );
     for field in ["create_time", "expire_time"] {
         let t = first[field].as_str().expect(field);
         humantime::parse_rfc3339(t).unwrap_or_else(|e| panic!("{field} {t}: {e}"));
@@ -175,6 +179,8 @@ async fn list_prints_a_table_and_json_with_the_lock_info_fields() {
     assert_eq!(lines.len(), 2, "{text}");
     for column in [
         "NAME",
+        "KIND",
+        "HOLDERS",
         "OWNER",
         "TOKEN",
         "HELD FOR",
@@ -184,9 +190,9 @@ async fn list_prints_a_table_and_json_with_the_lock_info_fields() {
         assert!(lines[0].contains(column), "{text}");
     }
     let row: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(row[0], "order:1");
-    assert_eq!(row[1], lock1.owner());
-    assert_eq!(row[2], order.fencing_token().to_string());
+    assert_eq!(row[..3], ["order:1", "lock", "1"], "{text}");
+    assert_eq!(row[3], lock1.owner());
+    assert_eq!(row[4], order.fencing_token().to_string());
     assert_eq!(row.last(), Some(&"1"), "{text}");
 
     order.unlock().await.unwrap();
@@ -551,7 +557,9 @@ async fn hold_is_the_same_lock_as_etcdctl_lock() {
     let info = env.wait_held(&admin, "shared").await;
     assert_eq!(info.owner, "", "etcdctl writes no metadata");
     let out = env.run(&["list"]).await;
-    assert!(stdout(&out).contains("shared  -  "), "{}", stdout(&out));
+    let text = stdout(&out);
+    let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..4], ["shared", "lock", "1", "-"], "{text}");
     env.run(&["hold", "shared", "--wait", "0s", "--", "true"])
         .await
         .assert()
@@ -1029,6 +1037,12 @@ async fn help_has_examples_and_completions_are_generated() {
     assert!(stdout(&out).contains("--grace"));
     assert!(stdout(&out).contains("PR_SET_PDEATHSIG"));
     assert!(stdout(&out).contains("SIGHUP"));
+    for text in ["--permits <N>", "--read", "DISTLOCK_KIND"] {
+        assert!(stdout(&out).contains(text), "{text}: {}", stdout(&out));
+    }
+    let out = env.run(&["force-unlock", "--help"]).await;
+    assert!(stdout(&out).contains("[TOKEN]"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("--semaphore"), "{}", stdout(&out));
     for shell in ["bash", "zsh", "fish"] {
         let out = env.run(&["completions", shell]).await;
         out.clone().assert().success();
@@ -1040,4 +1054,835 @@ async fn help_has_examples_and_completions_are_generated() {
         .status()
         .unwrap();
     assert!(check.success(), "the bash completion script parses");
+}
+
+/// A shell script for `hold`: appends `start PID KIND TOKEN` to the log
+/// (`$1`), waits (at most 10 s) until the log has `$2` starts — so the
+/// commands meant to run together must run together, or fail with 3 — then
+/// for `$3` seconds, and appends `stop PID`.
+const TOGETHER: &str = r#"
+echo "start $$ $DISTLOCK_KIND $DISTLOCK_FENCING_TOKEN" >> "$1"
+i=0
+while [ "$(grep -c '^start' "$1")" -lt "$2" ]; do
+  i=$((i + 1)); [ $i -gt 200 ] && { echo "stop $$ alone" >> "$1"; exit 3; }
+  sleep 0.05
+done
+sleep "$3"
+echo "stop $$" >> "$1"
+"#;
+
+/// The most commands that ran at once, by the log's start and stop lines.
+fn most_at_once(log: &str) -> usize {
+    let (mut now, mut most) = (0usize, 0usize);
+    for line in log.lines() {
+        if line.starts_with("start") {
+            now += 1;
+            most = most.max(now);
+        } else if line.starts_with("stop") {
+            now -= 1;
+        }
+    }
+    most
+}
+
+/// Waits (bounded) until `check` is true.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + STEP;
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_permits_runs_at_most_n_copies_at_once() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let log = log.to_str().unwrap();
+
+    // Three at once on two permits: two run together, the third after one of them.
+    let copies: Vec<Child> = (0..3)
+        .map(|_| {
+            env.spawn(&[
+                "hold",
+                "crawl",
+                "--permits",
+                "2",
+                "--",
+                "sh",
+                "-c",
+                TOGETHER,
+                "sh",
+                log,
+                "2",
+                "0.5",
+            ])
+        })
+        .collect();
+    for copy in copies {
+        let out = timeout(STEP, copy.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let text = std::fs::read_to_string(log).unwrap();
+    assert_eq!(most_at_once(&text), 2, "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(
+        lines[..2].iter().all(|l| l.starts_with("start")) && lines[2].starts_with("stop"),
+        "the third waits for a permit: {text}"
+    );
+    for start in lines.iter().filter(|l| l.starts_with("start")) {
+        assert_eq!(
+            start.split(' ').nth(2),
+            Some("permit"),
+            "DISTLOCK_KIND: {text}"
+        );
+    }
+    assert!(admin.semaphore_info("crawl").await.unwrap().is_none());
+
+    // Both permits held: `--wait 0` exits 75 at once, naming the holders.
+    std::fs::remove_file(log).unwrap();
+    let go = dir.path().join("go");
+    let wait_go = format!(
+        r#"echo "start $$" >> "$1"; i=0; while [ ! -e {} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done"#,
+        go.display()
+    );
+    let holders: Vec<Child> = (0..2)
+        .map(|_| {
+            env.spawn(&[
+                "hold",
+                "crawl",
+                "--permits",
+                "2",
+                "--",
+                "sh",
+                "-c",
+                &wait_go,
+                "sh",
+                log,
+            ])
+        })
+        .collect();
+    until("two permits held", || async {
+        admin
+            .semaphore_info("crawl")
+            .await
+            .unwrap()
+            .is_some_and(|i| i.holders.len() == 2)
+    })
+    .await;
+    let ran = dir.path().join("ran");
+    let ran = ran.to_str().unwrap();
+    let out = env
+        .run(&[
+            "hold",
+            "crawl",
+            "--permits",
+            "2",
+            "--wait",
+            "0",
+            "--",
+            "touch",
+            ran,
+        ])
+        .await;
+    out.clone().assert().code(75);
+    let info = admin.semaphore_info("crawl").await.unwrap().unwrap();
+    let said = stderr(&out);
+    assert!(said.contains("semaphore `crawl` is busy"), "{said}");
+    assert!(said.contains("2 of 2 permits held"), "{said}");
+    for holder in &info.holders {
+        assert!(
+            said.contains(&format!("token {}", holder.fencing_token)),
+            "{said}"
+        );
+    }
+    // A bounded wait that ends busy: 75 too, and no waiter is left behind.
+    let out = env
+        .run(&[
+            "hold",
+            "crawl",
+            "--permits",
+            "2",
+            "--wait",
+            "300ms",
+            "touch",
+            ran,
+        ])
+        .await;
+    out.clone().assert().code(75);
+    // A different count for the same semaphore is refused: bad input.
+    let out = env
+        .run(&[
+            "hold",
+            "crawl",
+            "--permits",
+            "3",
+            "--wait",
+            "0",
+            "touch",
+            ran,
+        ])
+        .await;
+    out.clone().assert().code(2);
+    assert!(stderr(&out).contains("permits"), "{}", stderr(&out));
+    assert!(!Path::new(ran).exists(), "the command must not run");
+    let info = admin.semaphore_info("crawl").await.unwrap().unwrap();
+    assert_eq!((info.holders.len(), info.waiters), (2, 0), "{info:?}");
+
+    std::fs::write(&go, "").unwrap();
+    for holder in holders {
+        let out = timeout(STEP, holder.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert!(admin.semaphore_info("crawl").await.unwrap().is_none());
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_read_runs_readers_together_and_excludes_writers() {
+    let env = Env::start().await;
+    let admin = env.manager().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let log = log.to_str().unwrap();
+
+    // Two readers at once: each waits for the other to start.
+    let readers: Vec<Child> = (0..2)
+        .map(|_| {
+            env.spawn(&[
+                "hold", "doc", "--read", "--", "sh", "-c", TOGETHER, "sh", log, "2", "0",
+            ])
+        })
+        .collect();
+    for reader in readers {
+        let out = timeout(STEP, reader.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "readers must run together: {}{}",
+            stderr(&out),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    let text = std::fs::read_to_string(log).unwrap();
+    assert_eq!(most_at_once(&text), 2, "{text}");
+    assert!(text.contains(" read "), "DISTLOCK_KIND: {text}");
+
+    // A service's write lock excludes readers, and `hold NAME` too.
+    let rw = admin.new_rw_lock("doc", LockOptions::default()).unwrap();
+    let write = timeout(STEP, rw.write()).await.unwrap().unwrap();
+    let ran = dir.path().join("ran");
+    let ran = ran.to_str().unwrap();
+    let out = env
+        .run(&["hold", "doc", "--read", "--wait", "0", "--", "touch", ran])
+        .await;
+    out.clone().assert().code(75);
+    assert!(
+        stderr(&out).contains(&format!(
+            "read lock `doc` is busy (held by {}",
+            rw_owner(&admin).await
+        )),
+        "{}",
+        stderr(&out)
+    );
+    env.run(&["hold", "doc", "--wait", "0", "--", "touch", ran])
+        .await
+        .assert()
+        .code(75);
+    let waiting = env.spawn(&["hold", "doc", "--read", "--wait", "15s", "--", "touch", ran]);
+    wait_waiters(&admin, "doc", 1).await;
+    sleep(Duration::from_millis(200)).await;
+    assert!(
+        !Path::new(ran).exists(),
+        "a reader must wait for the writer"
+    );
+    write.release().await.unwrap();
+    let out = timeout(STEP, waiting.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(Path::new(ran).exists());
+
+    // Readers exclude a service's writer and `hold NAME`.
+    let go = dir.path().join("go");
+    let wait_go = format!(
+        "i=0; while [ ! -e {} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done",
+        go.display()
+    );
+    let readers: Vec<Child> = (0..2)
+        .map(|_| env.spawn(&["hold", "doc", "--read", "--", "sh", "-c", &wait_go]))
+        .collect();
+    until("two readers", || async {
+        admin
+            .lock_info("doc")
+            .await
+            .unwrap()
+            .is_some_and(|i| i.readers == 2)
+    })
+    .await;
+    assert!(timeout(STEP, rw.try_write())
+        .await
+        .unwrap()
+        .unwrap()
+        .is_none());
+    let out = env.run(&["hold", "doc", "--wait", "0", "--", "true"]).await;
+    out.clone().assert().code(75);
+    assert!(
+        stderr(&out).contains("lock `doc` is busy (held by 2 readers"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&go, "").unwrap();
+    for reader in readers {
+        let out = timeout(STEP, reader.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let write = timeout(STEP, rw.write()).await.unwrap().unwrap();
+    write.release().await.unwrap();
+    admin.close().await;
+}
+
+/// The owner of `doc`'s current holder.
+async fn rw_owner(manager: &LockManager) -> String {
+    manager.lock_info("doc").await.unwrap().unwrap().owner
+}
+
+/// Waits (bounded) until `info` of `name` reports `n` waiters.
+async fn wait_semaphore_waiters(manager: &LockManager, name: &str, n: usize) {
+    until(&format!("{name} has {n} waiting for a permit"), || async {
+        manager
+            .semaphore_info(name)
+            .await
+            .unwrap()
+            .is_some_and(|i| i.waiters == n)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_info_show_readers_and_semaphores() {
+    let env = Env::start().await;
+    let [a, b, c, d] = [
+        env.manager().await,
+        env.manager().await,
+        env.manager().await,
+        env.manager().await,
+    ];
+    let opts = LockOptions::default;
+    let (_job, job) = hold(&a, "job").await;
+    // `doc`: two readers, a writer waiting, a reader waiting behind it.
+    let r1 = a.new_rw_lock("doc", opts()).unwrap().read().await.unwrap();
+    let r2 = b.new_rw_lock("doc", opts()).unwrap().read().await.unwrap();
+    let writer = c.new_rw_lock("doc", opts()).unwrap();
+    let write = tokio::spawn(async move { writer.write_timeout(STEP).await.map(drop) });
+    wait_waiters(&a, "doc", 1).await;
+    let reader = d.new_rw_lock("doc", opts()).unwrap();
+    let read = tokio::spawn(async move { reader.read_timeout(STEP).await.map(drop) });
+    wait_waiters(&a, "doc", 2).await;
+    // `pool`: two permits held, one waiter.
+    let p1 = a
+        .new_semaphore("pool", 2, opts())
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    let p2 = b
+        .new_semaphore("pool", 2, opts())
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    let sem = c.new_semaphore("pool", 2, opts()).unwrap();
+    let permit = tokio::spawn(async move { sem.acquire_timeout(STEP).await.map(drop) });
+    wait_semaphore_waiters(&a, "pool", 1).await;
+
+    // list --json: locks and semaphores by name, each with its kind.
+    let out = env.run(&["list", "--json"]).await;
+    out.clone().assert().success();
+    let all = json(&out);
+    let names: Vec<(&str, &str)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["name"].as_str().unwrap(), o["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [("doc", "lock"), ("job", "lock"), ("pool", "semaphore")]
+    );
+    let (doc, job_json, pool) = (&all[0], &all[1], &all[2]);
+    assert_eq!(doc["readers"], 2);
+    assert_eq!(doc["waiters"], 2);
+    assert_eq!(
+        doc["fencing_token"],
+        r1.fencing_token(),
+        "the oldest reader"
+    );
+    assert!(
+        doc["key"].as_str().unwrap().contains("/locks/doc/r/"),
+        "{doc}"
+    );
+    assert_eq!(
+        (&job_json["readers"], &job_json["fencing_token"]),
+        (&json!(0), &json!(job.fencing_token()))
+    );
+    assert_eq!((&pool["permits"], &pool["waiters"]), (&json!(2), &json!(1)));
+    let holders = pool["holders"].as_array().unwrap();
+    let tokens: Vec<u64> = holders
+        .iter()
+        .map(|h| h["fencing_token"].as_u64().unwrap())
+        .collect();
+    assert_eq!(tokens, [p1.fencing_token(), p2.fencing_token()]);
+    for h in holders {
+        assert_eq!(h["mode"], "permit");
+        assert!(
+            h["key"].as_str().unwrap().contains("/semaphores/pool/"),
+            "{h}"
+        );
+        assert!(!h["owner"].as_str().unwrap().is_empty());
+        for field in ["create_time", "expire_time"] {
+            humantime::parse_rfc3339(h[field].as_str().unwrap()).unwrap();
+        }
+    }
+
+    // The table: one row per lock or semaphore, its oldest holder's details.
+    let out = env.run(&["list"]).await;
+    out.clone().assert().success();
+    let text = stdout(&out);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    assert_eq!(rows[0][..3], ["doc", "read", "2"], "{text}");
+    assert_eq!(rows[0][4], r1.fencing_token().to_string(), "{text}");
+    assert_eq!(rows[0].last(), Some(&"2"), "{text}");
+    assert_eq!(rows[1][..3], ["job", "lock", "1"], "{text}");
+    assert_eq!(rows[2][..3], ["pool", "semaphore", "2/2"], "{text}");
+    assert_eq!(rows[2][4], p1.fencing_token().to_string(), "{text}");
+    assert_eq!(rows[2].last(), Some(&"1"), "{text}");
+    let out = env.run(&["list", "po", "--json"]).await;
+    assert_eq!(json(&out).as_array().unwrap().len(), 1, "{}", stdout(&out));
+
+    // info of a lock held by readers: every reader, and the waiters' modes.
+    let out = env.run(&["info", "doc", "--json"]).await;
+    out.clone().assert().success();
+    let info = json(&out);
+    assert_eq!(
+        (&info["kind"], &info["readers"]),
+        (&json!("lock"), &json!(2))
+    );
+    let holders: Vec<(u64, &str)> = info["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["fencing_token"].as_u64().unwrap(),
+                h["mode"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        holders,
+        [(r1.fencing_token(), "read"), (r2.fencing_token(), "read")]
+    );
+    let modes: Vec<&str> = info["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["exclusive", "read"]);
+    let out = env.run(&["info", "doc"]).await;
+    out.clone().assert().success();
+    let text = stdout(&out);
+    assert!(text.contains("readers:     2"), "{text}");
+    assert!(
+        text.contains(&format!("token {}", r2.fencing_token())),
+        "{text}"
+    );
+    assert!(text.contains("to read"), "{text}");
+    // info of an exclusive lock: one holder, mode exclusive.
+    let out = env.run(&["info", "job", "--json"]).await;
+    let info = json(&out);
+    assert_eq!(info["holders"].as_array().unwrap().len(), 1);
+    assert_eq!(info["holders"][0]["mode"], "exclusive");
+    assert_eq!(info["holders"][0]["expire_time"], info["expire_time"]);
+
+    // info --semaphore: permits, holders, waiters.
+    let out = env.run(&["info", "--semaphore", "pool", "--json"]).await;
+    out.clone().assert().success();
+    let info = json(&out);
+    assert_eq!(
+        (&info["kind"], &info["permits"]),
+        (&json!("semaphore"), &json!(2))
+    );
+    assert_eq!(info["holders"].as_array().unwrap().len(), 2);
+    assert_eq!(info["waiting"].as_array().unwrap().len(), 1);
+    assert_eq!(info["waiting"][0]["mode"], "permit");
+    let out = env.run(&["info", "--semaphore", "pool"]).await;
+    out.clone().assert().success();
+    let text = stdout(&out);
+    assert!(text.contains("permits:     2 of 2 held"), "{text}");
+    assert!(
+        text.contains(&format!("token {}", p2.fencing_token())),
+        "{text}"
+    );
+    assert!(text.contains("waiters:     1"), "{text}");
+    // A semaphore and a lock of one name are unrelated; each points at the other.
+    let out = env.run(&["info", "pool"]).await;
+    out.clone().assert().code(1);
+    assert!(
+        stdout(&out).contains("info --semaphore pool"),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.run(&["info", "--semaphore", "job", "--json"]).await;
+    out.clone().assert().code(1);
+    assert_eq!(json(&out), Value::Null);
+
+    drop((r1, r2, p1, p2, job));
+    for waiter in [write, read, permit] {
+        timeout(STEP, waiter).await.unwrap().unwrap().unwrap();
+    }
+    for m in [a, b, c, d] {
+        m.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_readers_downgrades_and_permits() {
+    let env = Env::start().await;
+    let [a, b, c, d] = [
+        env.manager().await,
+        env.manager().await,
+        env.manager().await,
+        env.manager().await,
+    ];
+    let opts = LockOptions::default;
+    let mut watch = env.spawn(&["watch", "w-"]);
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["watching", "/locks/w-*", "/semaphores/w-*"],
+    )
+    .await;
+
+    // Readers share; a writer waits for both.
+    let r1 = a
+        .new_rw_lock("w-doc", opts())
+        .unwrap()
+        .read()
+        .await
+        .unwrap();
+    let t1 = format!("token={}", r1.fencing_token());
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["acquired", "w-doc  read owner=", &t1, "readers=1"],
+    )
+    .await;
+    let r2 = b
+        .new_rw_lock("w-doc", opts())
+        .unwrap()
+        .read()
+        .await
+        .unwrap();
+    let t2 = format!("token={}", r2.fencing_token());
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["acquired", "w-doc  read owner=", &t2, "readers=2"],
+    )
+    .await;
+    let writer = c.new_rw_lock("w-doc", opts()).unwrap();
+    let write = tokio::spawn(async move { writer.write_timeout(STEP).await });
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["waiting", "w-doc  owner=", "(2 ahead)"],
+    )
+    .await;
+    r1.release().await.unwrap();
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["released", "w-doc  read", &t1, "readers=1"],
+    )
+    .await;
+    r2.release().await.unwrap();
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["released", "w-doc  read", &t2, "readers=0"],
+    )
+    .await;
+    let write = timeout(STEP, write).await.unwrap().unwrap().unwrap();
+    let tw = format!("token={}", write.fencing_token());
+    let handed = expect_line(
+        &mut lines,
+        &mut seen,
+        &["handed off", "w-doc  to owner=", &tw],
+    )
+    .await;
+    assert!(!handed.contains("w-doc  read"), "{handed}");
+
+    // A reader waits for the writer; the writer downgrades and lets it in.
+    let reader = d.new_rw_lock("w-doc", opts()).unwrap();
+    let read = tokio::spawn(async move { reader.read_timeout(STEP).await });
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["waiting", "w-doc  read owner=", "(1 ahead)"],
+    )
+    .await;
+    let downgraded = write.downgrade().await.unwrap();
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["downgraded", "w-doc", &tw, "readers=1"],
+    )
+    .await;
+    let r3 = timeout(STEP, read).await.unwrap().unwrap().unwrap();
+    let t3 = format!("token={}", r3.fencing_token());
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["handed off", "w-doc  read to owner=", &t3, "readers=2"],
+    )
+    .await;
+    downgraded.release().await.unwrap();
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["released", "w-doc  read", &tw, "readers=1"],
+    )
+    .await;
+    r3.release().await.unwrap();
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["released", "w-doc  read", &t3, "readers=0"],
+    )
+    .await;
+
+    // A semaphore of one permit, and a lock of the same name beside it.
+    let p1 = a
+        .new_semaphore("w-pool", 1, opts())
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    let tp1 = format!("token={}", p1.fencing_token());
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["acquired", "w-pool  permit owner=", &tp1, "permits=1/1"],
+    )
+    .await;
+    let (_l, lock) = hold(&c, "w-pool").await;
+    let tl = format!("token={}", lock.fencing_token());
+    let line = expect_line(&mut lines, &mut seen, &["acquired", "w-pool  owner=", &tl]).await;
+    assert!(!line.contains("w-pool  permit"), "{line}");
+    let sem = b.new_semaphore("w-pool", 1, opts()).unwrap();
+    let permit = tokio::spawn(async move { sem.acquire_timeout(STEP).await });
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["waiting", "w-pool  permit owner=", "(1 ahead)"],
+    )
+    .await;
+    env.run(&[
+        "force-unlock",
+        "--semaphore",
+        "w-pool",
+        &p1.fencing_token().to_string(),
+        "--yes",
+    ])
+    .await
+    .assert()
+    .success();
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &["force-unlocked", "w-pool  permit", &tp1, "permits=0/1"],
+    )
+    .await;
+    timeout(STEP, p1.lost())
+        .await
+        .expect("the permit's holder hears it lost it");
+    let p2 = timeout(STEP, permit).await.unwrap().unwrap().unwrap();
+    let tp2 = format!("token={}", p2.fencing_token());
+    expect_line(
+        &mut lines,
+        &mut seen,
+        &[
+            "handed off",
+            "w-pool  permit to owner=",
+            &tp2,
+            "permits=1/1",
+        ],
+    )
+    .await;
+    assert!(lock.is_held(), "the lock of the same name is another thing");
+    lock.unlock().await.unwrap();
+    expect_line(&mut lines, &mut seen, &["released", "w-pool  owner=", &tl]).await;
+
+    let pid = watch.id().unwrap() as i32;
+    kill(Pid::from_raw(pid), Signal::SIGINT).unwrap();
+    let status = timeout(STEP, watch.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    // Every event names `w-doc` or `w-pool`: a reader's key `.../w-doc/r/...`
+    // is never a lock of its own (`r`, `w-doc/r`).
+    for line in &seen[1..] {
+        let name = line.split_whitespace().nth(2).unwrap_or_default();
+        let name = if line.contains("handed off") || line.contains("gave up") {
+            line.split_whitespace().nth(3).unwrap_or_default()
+        } else {
+            name
+        };
+        assert!(["w-doc", "w-pool"].contains(&name), "{line}\n{seen:#?}");
+    }
+    drop(p2);
+    for m in [a, b, c, d] {
+        m.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_unlock_takes_a_token_to_remove_one_of_several_holders() {
+    let env = Env::start().await;
+    let (a, b) = (env.manager().await, env.manager().await);
+    let opts = LockOptions::default;
+    let r1 = a.new_rw_lock("doc", opts()).unwrap().read().await.unwrap();
+    let r2 = b.new_rw_lock("doc", opts()).unwrap().read().await.unwrap();
+
+    // Two readers: which one?
+    let out = env.run(&["force-unlock", "doc", "--yes"]).await;
+    out.clone().assert().code(2);
+    let said = stderr(&out);
+    assert!(said.contains("2 holders"), "{said}");
+    assert!(said.contains(&r2.fencing_token().to_string()), "{said}");
+    let out = env.run(&["force-unlock", "doc", "999999", "--yes"]).await;
+    out.clone().assert().code(1);
+    assert!(
+        stdout(&out).contains("no holder has token 999999"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(r1.is_held() && r2.is_held());
+
+    // The younger reader (not at the head of the queue), by its token.
+    let out = env
+        .run(&[
+            "force-unlock",
+            "doc",
+            &r2.fencing_token().to_string(),
+            "--yes",
+        ])
+        .await;
+    out.clone().assert().success();
+    assert!(
+        stdout(&out).contains("a read lock of doc"),
+        "{}",
+        stdout(&out)
+    );
+    timeout(STEP, r2.lost())
+        .await
+        .expect("the reader hears it lost the lock");
+    assert!(r1.is_held(), "the other reader reads on");
+    // The one left needs no token.
+    env.run(&["force-unlock", "doc", "--yes"])
+        .await
+        .assert()
+        .success();
+    timeout(STEP, r1.lost()).await.unwrap();
+    assert!(a.lock_info("doc").await.unwrap().is_none());
+
+    // A permit held by `hold --permits`: its command is stopped (76); the
+    // other permit stays held.
+    let dir = tempfile::tempdir().unwrap();
+    let tokenfile = dir.path().join("token");
+    let script = format!(
+        "echo $DISTLOCK_FENCING_TOKEN > {}; exec sleep 60",
+        tokenfile.display()
+    );
+    let kept = a
+        .new_semaphore("pool", 2, opts())
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    let holder = env.spawn(&["hold", "pool", "--permits", "2", "--", "sh", "-c", &script]);
+    let token = wait_pidfile(&tokenfile).await;
+    let out = env
+        .run(&["force-unlock", "--semaphore", "pool", "--yes"])
+        .await;
+    out.clone().assert().code(2);
+    assert!(
+        stderr(&out).contains("--semaphore pool"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env
+        .run(&[
+            "force-unlock",
+            "--semaphore",
+            "pool",
+            &token.to_string(),
+            "--yes",
+        ])
+        .await;
+    out.clone().assert().success();
+    assert!(
+        stdout(&out).contains("a permit of semaphore pool"),
+        "{}",
+        stdout(&out)
+    );
+    let out = timeout(STEP, holder.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(76), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("permit of semaphore `pool` was lost"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(kept.is_held());
+    let info = a.semaphore_info("pool").await.unwrap().unwrap();
+    assert_eq!(info.holders.len(), 1);
+    assert_eq!(info.holders[0].fencing_token, kept.fencing_token());
+    // Without --semaphore it is the lock `pool`, which nobody holds.
+    env.run(&["force-unlock", "pool", "--yes"])
+        .await
+        .assert()
+        .code(1);
+    kept.release().await.unwrap();
+    env.run(&["force-unlock", "--semaphore", "pool", "--yes"])
+        .await
+        .assert()
+        .code(1);
+    a.close().await;
+    b.close().await;
 }
