@@ -1304,4 +1304,316 @@ mod tests {
         let a = check(&sorted(h), Limits::default());
         assert_eq!(rules(&a), vec!["nothing-left"], "{:#?}", a.violations);
     }
+
+    /// A section of `kind` (an acquire kind: `rw.read`, `sem.acquire`,
+    /// `multi.lock`, ...) on `keys` (a multi-lock's names share `token`),
+    /// from `from` to `to` ms, with no store access.
+    #[allow(clippy::too_many_arguments)]
+    fn held(
+        out: &mut Vec<Event>,
+        p: &str,
+        sec: u64,
+        kind: &str,
+        keys: &[&str],
+        token: u64,
+        from: u64,
+        to: u64,
+    ) {
+        let id = sec * 10;
+        let label = keys.join("+");
+        out.push(
+            ev(from, p, "acquire", "invoke")
+                .id(id)
+                .key(&label)
+                .kind(kind)
+                .limit(std::time::Duration::from_secs(5)),
+        );
+        let mut ok = ev(from, p, "acquire", "ok")
+            .id(id)
+            .key(&label)
+            .kind(kind)
+            .token(token)
+            .sec(sec)
+            .outcome("ok");
+        if kind.starts_with("multi.") {
+            ok.tokens = Some(keys.iter().map(|k| (k.to_string(), token)).collect());
+        }
+        if kind.starts_with("sem.") {
+            ok.permits = Some(2);
+        }
+        out.push(ok);
+        for key in keys {
+            out.push(
+                ev(to, p, "end", "info")
+                    .key(key)
+                    .token(token)
+                    .sec(sec)
+                    .outcome("release"),
+            );
+        }
+        out.push(
+            ev(to, p, "release", "invoke")
+                .id(id + 1)
+                .key(&label)
+                .limit(std::time::Duration::from_secs(3)),
+        );
+        out.push(ev(to + 1, p, "release", "ok").id(id + 1).outcome("ok"));
+    }
+
+    /// An accepted store access (`op` read, write or leave; `kind` as the
+    /// workers record it) of section `sec` at `t` ms, revision `rev`.
+    #[allow(clippy::too_many_arguments)]
+    fn access(
+        out: &mut Vec<Event>,
+        p: &str,
+        sec: u64,
+        op: &str,
+        kind: Option<&str>,
+        key: &str,
+        token: u64,
+        t: u64,
+        rev: i64,
+    ) {
+        let id = 1000 + rev as u64;
+        let mut e = ev(t, p, op, "invoke").id(id).sec(sec).key(key).token(token);
+        if let Some(k) = kind {
+            e = e.kind(k);
+        }
+        out.push(e.clone());
+        let mut ok = e;
+        ok.phase = "ok".into();
+        ok.outcome = Some("accepted".into());
+        ok.rev = Some(rev);
+        out.push(ok);
+    }
+
+    /// A downgrade of section `sec` at `t` ms.
+    fn downgrade(out: &mut Vec<Event>, p: &str, sec: u64, key: &str, t: u64) {
+        let e = ev(t, p, "downgrade", "invoke")
+            .id(sec * 10 + 5)
+            .sec(sec)
+            .key(key)
+            .limit(std::time::Duration::from_secs(3));
+        out.push(e.clone());
+        let mut ok = e;
+        ok.phase = "ok".into();
+        ok.outcome = Some("ok".into());
+        out.push(ok);
+    }
+
+    #[test]
+    fn readers_share_and_a_writer_excludes_every_other_section() {
+        // Two readers at once, and a writer downgraded at 150 ms whose read
+        // lock a third reader shares from 160 ms: legal.
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "rw.read", &["k0"], 10, 100, 300);
+        held(&mut h, "w1", 1, "rw.read_timeout", &["k0"], 11, 120, 250);
+        held(&mut h, "w2", 1, "rw.write", &["k1"], 12, 100, 300);
+        downgrade(&mut h, "w2", 1, "k1", 150);
+        held(&mut h, "w3", 1, "rw.try_read", &["k1"], 13, 160, 320);
+        let a = check(&sorted(h.clone()), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.shared_overlaps, 2);
+
+        // A reader inside a writer's section (before its downgrade), or a
+        // writer's inside a lock's, a Tower handler's or a multi-lock's:
+        // each one an exclusion.
+        for (kind, other) in [
+            ("rw.write", "rw.read"),
+            ("rw.read", "rw.write_timeout"),
+            ("rw.write", "rw.write"),
+            ("lock", "rw.write"),
+            ("tower", "rw.write"),
+            ("multi.lock", "rw.write"),
+            ("multi.lock", "rw.read"),
+        ] {
+            let mut h = Vec::new();
+            held(&mut h, "w0", 1, kind, &["k0"], 10, 100, 300);
+            held(&mut h, "w1", 1, other, &["k0"], 11, 200, 400);
+            let a = check(&sorted(h), Limits::default());
+            assert_eq!(rules(&a), vec!["exclusion"], "{kind} / {other}: {:#?}", a.violations);
+        }
+
+        // The reader came in before the writer asked to downgrade.
+        let mut h = Vec::new();
+        held(&mut h, "w2", 1, "rw.write", &["k1"], 12, 100, 300);
+        downgrade(&mut h, "w2", 1, "k1", 150);
+        held(&mut h, "w3", 1, "rw.read", &["k1"], 13, 140, 320);
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(rules(&a), vec!["exclusion"], "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn a_cut_off_reader_or_writer_is_excused_only_if_fenced() {
+        // w0's read lock is revoked at 150 ms; w1 writes from 200 ms. The
+        // reader's late read, after the writer's first access, breaks it.
+        let history = |late: bool| {
+            let mut h = Vec::new();
+            h.push(fault(150, 1, "start", "lease_revoke", "w0"));
+            h.push(fault(150, 1, "end", "lease_revoke", "w0"));
+            held(&mut h, "w0", 1, "rw.read", &["k0"], 10, 100, 300);
+            access(&mut h, "w0", 1, "read", Some("rw.read"), "k0", 10, 120, 11);
+            held(&mut h, "w1", 1, "rw.write", &["k0"], 20, 200, 400);
+            access(&mut h, "w1", 1, "read", Some("rw.write"), "k0", 20, 210, 21);
+            access(
+                &mut h,
+                "w0",
+                1,
+                "read",
+                Some("rw.read"),
+                "k0",
+                10,
+                250,
+                if late { 22 } else { 12 },
+            );
+            sorted(h)
+        };
+        let a = check(&history(false), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.excused_overlaps, 1);
+        let a = check(&history(true), Limits::default());
+        // The overlap, and the store let a reader in after a newer writer.
+        assert_eq!(rules(&a), vec!["exclusion", "fencing"], "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn the_store_fences_readers_by_exclusive_tokens_only() {
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "rw.read", &["k0"], 10, 100, 300);
+        held(&mut h, "w1", 1, "rw.read", &["k0"], 20, 110, 300);
+        // A newer reader's read, then an older reader's: fine.
+        access(&mut h, "w1", 1, "read", Some("rw.read"), "k0", 20, 150, 31);
+        access(&mut h, "w0", 1, "read", Some("rw.read"), "k0", 10, 160, 32);
+        let a = check(&sorted(h.clone()), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+
+        // An exclusive access after a newer reader's: the store failed.
+        held(&mut h, "w2", 1, "rw.write", &["k0"], 5, 400, 500);
+        access(&mut h, "w2", 1, "write", Some("rw.write"), "k0", 5, 450, 40);
+        let a = check(&sorted(h), Limits::default());
+        assert!(rules(&a).contains(&"fencing"), "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn a_multi_lock_excludes_every_section_of_each_of_its_names() {
+        // a0+a1 from 100 to 300 ms; a lock of a1 from 200 ms.
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "multi.lock", &["a0", "a1"], 10, 100, 300);
+        held(&mut h, "w1", 1, "lock", &["a2"], 11, 200, 400);
+        let a = check(&sorted(h.clone()), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.sections.len(), 3);
+
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "multi.lock", &["a0", "a1"], 10, 100, 300);
+        held(&mut h, "w1", 1, "multi.lock_timeout", &["a1", "a2"], 11, 200, 400);
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(rules(&a), vec!["exclusion"], "{:#?}", a.violations);
+        assert!(a.violations[0].what.starts_with("a1:"), "{:#?}", a.violations);
+
+        // A multi-lock's names must carry one token.
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "multi.lock", &["a0", "a1"], 10, 100, 300);
+        for e in &mut h {
+            if let Some(tokens) = e.tokens.as_mut() {
+                tokens.insert("a1".into(), 12);
+            }
+        }
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(rules(&a), vec!["tokens"], "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn a_stuck_transfer_breaks_completion() {
+        // A transfer's lock() may wait until the drain after the run (here
+        // 5 s); one given up later than that + 3 s was stuck (a deadlock).
+        let mut h = legal();
+        h.push(
+            ev(600, "w2", "acquire", "invoke")
+                .id(1)
+                .key("a0+a1")
+                .kind("multi.lock")
+                .limit(std::time::Duration::from_secs(5)),
+        );
+        h.push(
+            ev(600 + 8_500, "w2", "acquire", "fail")
+                .id(1)
+                .key("a0+a1")
+                .kind("multi.lock")
+                .outcome("cancelled"),
+        );
+        let a = check(&sorted(h.clone()), Limits::default());
+        assert_eq!(rules(&a), vec!["completion"], "{:#?}", a.violations);
+        // Within its wait: fine.
+        for e in &mut h {
+            if e.p == "w2" && e.phase == "fail" {
+                e.t = 5_000_000;
+            }
+        }
+        let a = check(&sorted(h), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn more_than_n_permit_holders_break_permits() {
+        // N = 2: two at once are fine, a third without a fault is not.
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "sem.acquire", &["sem0"], 10, 100, 300);
+        held(&mut h, "w1", 1, "sem.try_acquire", &["sem0"], 11, 150, 400);
+        let a = check(&sorted(h.clone()), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.permits_full.get("sem0"), Some(&1));
+        held(&mut h, "w2", 1, "sem.acquire_timeout", &["sem0"], 12, 200, 500);
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(rules(&a), vec!["permits"], "{:#?}", a.violations);
+
+        // A semaphore and a lock of one name are unrelated.
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "sem.acquire", &["k0"], 10, 100, 300);
+        held(&mut h, "w1", 1, "lock", &["k0"], 11, 150, 400);
+        let a = check(&sorted(h), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn a_cut_off_permit_holder_is_excused_only_if_the_store_kept_it_out() {
+        // w1 (token 20) is paused from 120 ms: its permit is given to w2
+        // (token 30) at 200 ms, while w0 (token 10) still holds the other.
+        // w1 resumes and its section goes on to 320 ms.
+        let history = |w1_late: bool| {
+            let mut h = Vec::new();
+            h.push(fault(120, 1, "start", "proc_pause", "w1"));
+            h.push(fault(190, 1, "end", "proc_pause", "w1"));
+            held(&mut h, "w0", 1, "sem.acquire", &["sem0"], 10, 100, 400);
+            held(&mut h, "w1", 1, "sem.acquire", &["sem0"], 20, 110, 320);
+            held(&mut h, "w2", 1, "sem.acquire", &["sem0"], 30, 200, 400);
+            access(&mut h, "w0", 1, "write", Some("permit"), "sem0", 10, 105, 11);
+            access(&mut h, "w1", 1, "write", Some("permit"), "sem0", 20, 115, 12);
+            access(&mut h, "w2", 1, "write", Some("permit"), "sem0", 30, 210, 13);
+            // w1's leave: refused by the store (not recorded as accepted),
+            // or accepted after w2 came in.
+            if w1_late {
+                access(&mut h, "w1", 1, "leave", Some("permit"), "sem0", 20, 310, 14);
+            }
+            access(&mut h, "w0", 1, "leave", Some("permit"), "sem0", 10, 390, 15);
+            access(&mut h, "w2", 1, "leave", Some("permit"), "sem0", 30, 395, 16);
+            sorted(h)
+        };
+        let a = check(&history(false), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.excused_overlaps, 1);
+
+        // The store had all three inside at once: neither rule excuses it.
+        let a = check(&history(true), Limits::default());
+        assert_eq!(rules(&a), vec!["permits", "fencing"], "{:#?}", a.violations);
+
+        // Not paused: nothing excuses three holders.
+        let h: Vec<Event> = history(false)
+            .into_iter()
+            .filter(|e| e.op != "fault")
+            .collect();
+        let a = check(&h, Limits::default());
+        assert_eq!(rules(&a), vec!["permits"], "{:#?}", a.violations);
+    }
+
 }

@@ -409,3 +409,39 @@ pub fn parse_counter(value: &str) -> Option<(u64, &str)> {
     let (count, opid) = value.split_once(' ')?;
     Some((count.parse().ok()?, opid))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(floor: u64, inside: &[u64]) -> PermitState {
+        PermitState {
+            floor,
+            inside: inside.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_semaphores_store_keeps_at_most_n_inside_and_never_readmits_an_evicted_token() {
+        let s = PermitState::parse("");
+        let s = s.after(10, PermitOp::Work, 2).unwrap();
+        let s = s.after(20, PermitOp::Work, 2).unwrap();
+        assert_eq!(s, state(0, &[10, 20]));
+        // Inside already: fine, again and again.
+        assert_eq!(s.after(10, PermitOp::Work, 2), Some(s.clone()));
+        // Full: a lower token is refused, a higher one evicts the lowest.
+        assert_eq!(s.after(5, PermitOp::Work, 2), None);
+        let s = s.after(30, PermitOp::Work, 2).unwrap();
+        assert_eq!(s, state(10, &[20, 30]));
+        // The evicted token is refused for good, even with room.
+        let s = s.after(20, PermitOp::Leave, 2).unwrap();
+        assert_eq!(s, state(10, &[30]));
+        assert_eq!(s.after(10, PermitOp::Work, 2), None);
+        assert_eq!(s.after(10, PermitOp::Leave, 2), None);
+        // A token above the floor enters a free place.
+        let s = s.after(15, PermitOp::Work, 2).unwrap();
+        assert_eq!(s, state(10, &[15, 30]));
+        // Round trip through the key's value.
+        assert_eq!(PermitState::parse(&s.to_string()), s);
+    }
+}
