@@ -189,6 +189,9 @@ pub struct Analysis {
     pub t_end: u64,
     /// Sections that overlapped and were excused (cut off, fence held).
     pub excused_overlaps: u64,
+    /// Of those, how many by the primitive of the holder that was cut off
+    /// (a semaphore's: by the semaphore).
+    pub excused_by: BTreeMap<&'static str, u64>,
     /// Pairs of sections that shared a name legitimately: readers (and
     /// downgraded writers) overlapping each other.
     pub shared_overlaps: u64,
@@ -218,7 +221,11 @@ fn owner(e: &Event) -> (String, u64) {
 
 /// A section's id: a multi-lock's section has one per name.
 fn section_id(e: &Event) -> (String, u64, String) {
-    (e.p.clone(), e.sec.unwrap_or(0), e.key.clone().unwrap_or_default())
+    (
+        e.p.clone(),
+        e.sec.unwrap_or(0),
+        e.key.clone().unwrap_or_default(),
+    )
 }
 
 /// A section in a message: `w1`, or `w1's write lock`.
@@ -356,7 +363,15 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
     };
 
     // Calls: completion and duration.
-    let call_ops = ["acquire", "release", "read", "write", "leave", "downgrade", "http"];
+    let call_ops = [
+        "acquire",
+        "release",
+        "read",
+        "write",
+        "leave",
+        "downgrade",
+        "http",
+    ];
     let mut invokes: HashMap<(String, u64, String), &Event> = HashMap::new();
     let mut acquire_invoked: HashMap<(String, u64), u64> = HashMap::new();
     for e in events.iter().filter(|e| call_ops.contains(&e.op.as_str())) {
@@ -641,15 +656,19 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
                     (*y, *x)
                 };
                 let late_write = match revs_of(y).and_then(|r| r.iter().min()) {
-                    Some(&y_first) => revs_of(x).is_some_and(|revs| revs.iter().any(|&r| r > y_first)),
+                    Some(&y_first) => {
+                        revs_of(x).is_some_and(|revs| revs.iter().any(|&r| r > y_first))
+                    }
                     None => false,
                 };
                 if !late_write && cut(x) {
                     a.excused_overlaps += 1;
+                    *a.excused_by.entry(x.prim.name()).or_default() += 1;
                     continue;
                 }
                 if let Some(f) = stale_leader(x, y).filter(|_| !late_write) {
                     a.excused_overlaps += 1;
+                    *a.excused_by.entry(x.prim.name()).or_default() += 1;
                     a.stale_leader_overlaps.push(describe_stale(&f, x, y));
                     continue;
                 }
@@ -733,6 +752,7 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
                 .count();
             if in_store <= n && ghosts >= at_once.len() - n {
                 a.excused_overlaps += 1;
+                *a.excused_by.entry(Prim::Permit.name()).or_default() += 1;
                 a.stale_leader_overlaps.extend(stale);
                 continue;
             }
@@ -1431,7 +1451,12 @@ mod tests {
             held(&mut h, "w0", 1, kind, &["k0"], 10, 100, 300);
             held(&mut h, "w1", 1, other, &["k0"], 11, 200, 400);
             let a = check(&sorted(h), Limits::default());
-            assert_eq!(rules(&a), vec!["exclusion"], "{kind} / {other}: {:#?}", a.violations);
+            assert_eq!(
+                rules(&a),
+                vec!["exclusion"],
+                "{kind} / {other}: {:#?}",
+                a.violations
+            );
         }
 
         // The reader came in before the writer asked to downgrade.
@@ -1473,7 +1498,12 @@ mod tests {
         assert_eq!(a.excused_overlaps, 1);
         let a = check(&history(true), Limits::default());
         // The overlap, and the store let a reader in after a newer writer.
-        assert_eq!(rules(&a), vec!["exclusion", "fencing"], "{:#?}", a.violations);
+        assert_eq!(
+            rules(&a),
+            vec!["exclusion", "fencing"],
+            "{:#?}",
+            a.violations
+        );
     }
 
     #[test]
@@ -1506,10 +1536,23 @@ mod tests {
 
         let mut h = Vec::new();
         held(&mut h, "w0", 1, "multi.lock", &["a0", "a1"], 10, 100, 300);
-        held(&mut h, "w1", 1, "multi.lock_timeout", &["a1", "a2"], 11, 200, 400);
+        held(
+            &mut h,
+            "w1",
+            1,
+            "multi.lock_timeout",
+            &["a1", "a2"],
+            11,
+            200,
+            400,
+        );
         let a = check(&sorted(h), Limits::default());
         assert_eq!(rules(&a), vec!["exclusion"], "{:#?}", a.violations);
-        assert!(a.violations[0].what.starts_with("a1:"), "{:#?}", a.violations);
+        assert!(
+            a.violations[0].what.starts_with("a1:"),
+            "{:#?}",
+            a.violations
+        );
 
         // A multi-lock's names must carry one token.
         let mut h = Vec::new();
@@ -1563,7 +1606,16 @@ mod tests {
         let a = check(&sorted(h.clone()), Limits::default());
         assert!(a.violations.is_empty(), "{:#?}", a.violations);
         assert_eq!(a.permits_full.get("sem0"), Some(&1));
-        held(&mut h, "w2", 1, "sem.acquire_timeout", &["sem0"], 12, 200, 500);
+        held(
+            &mut h,
+            "w2",
+            1,
+            "sem.acquire_timeout",
+            &["sem0"],
+            12,
+            200,
+            500,
+        );
         let a = check(&sorted(h), Limits::default());
         assert_eq!(rules(&a), vec!["permits"], "{:#?}", a.violations);
 
@@ -1587,16 +1639,76 @@ mod tests {
             held(&mut h, "w0", 1, "sem.acquire", &["sem0"], 10, 100, 400);
             held(&mut h, "w1", 1, "sem.acquire", &["sem0"], 20, 110, 320);
             held(&mut h, "w2", 1, "sem.acquire", &["sem0"], 30, 200, 400);
-            access(&mut h, "w0", 1, "write", Some("permit"), "sem0", 10, 105, 11);
-            access(&mut h, "w1", 1, "write", Some("permit"), "sem0", 20, 115, 12);
-            access(&mut h, "w2", 1, "write", Some("permit"), "sem0", 30, 210, 13);
+            access(
+                &mut h,
+                "w0",
+                1,
+                "write",
+                Some("permit"),
+                "sem0",
+                10,
+                105,
+                11,
+            );
+            access(
+                &mut h,
+                "w1",
+                1,
+                "write",
+                Some("permit"),
+                "sem0",
+                20,
+                115,
+                12,
+            );
+            access(
+                &mut h,
+                "w2",
+                1,
+                "write",
+                Some("permit"),
+                "sem0",
+                30,
+                210,
+                13,
+            );
             // w1's leave: refused by the store (not recorded as accepted),
             // or accepted after w2 came in.
             if w1_late {
-                access(&mut h, "w1", 1, "leave", Some("permit"), "sem0", 20, 310, 14);
+                access(
+                    &mut h,
+                    "w1",
+                    1,
+                    "leave",
+                    Some("permit"),
+                    "sem0",
+                    20,
+                    310,
+                    14,
+                );
             }
-            access(&mut h, "w0", 1, "leave", Some("permit"), "sem0", 10, 390, 15);
-            access(&mut h, "w2", 1, "leave", Some("permit"), "sem0", 30, 395, 16);
+            access(
+                &mut h,
+                "w0",
+                1,
+                "leave",
+                Some("permit"),
+                "sem0",
+                10,
+                390,
+                15,
+            );
+            access(
+                &mut h,
+                "w2",
+                1,
+                "leave",
+                Some("permit"),
+                "sem0",
+                30,
+                395,
+                16,
+            );
             sorted(h)
         };
         let a = check(&history(false), Limits::default());
@@ -1615,5 +1727,4 @@ mod tests {
         let a = check(&h, Limits::default());
         assert_eq!(rules(&a), vec!["permits"], "{:#?}", a.violations);
     }
-
 }

@@ -809,11 +809,11 @@ impl Driver {
             .and_then([etcd_client::TxnOp::delete(h.key.clone(), None)]);
         let r = tokio::time::timeout(Duration::from_secs(3), self.client.txn(txn)).await;
         self.fault_end(id, "force_unlock", &target);
-        self.rec.record(
-            Event::new("fault", "info")
-                .id(id)
-                .detail(format!("delete permit: {:?}", r.map(|r| r.map(|t| t.succeeded())))),
-        );
+        self.rec
+            .record(Event::new("fault", "info").id(id).detail(format!(
+                "delete permit: {:?}",
+                r.map(|r| r.map(|t| t.succeeded()))
+            )));
         None
     }
 

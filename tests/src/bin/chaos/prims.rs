@@ -196,10 +196,21 @@ async fn acquire<'a>(
 /// What a section works on.
 #[derive(Clone, Debug)]
 enum What {
-    Permit { token: u64 },
-    Read { key: String, token: u64 },
-    Write { key: String, token: u64, downgrade: bool },
-    Transfer { names: Vec<(String, u64)> },
+    Permit {
+        token: u64,
+    },
+    Read {
+        key: String,
+        token: u64,
+    },
+    Write {
+        key: String,
+        token: u64,
+        downgrade: bool,
+    },
+    Transfer {
+        names: Vec<(String, u64)>,
+    },
 }
 
 impl What {
@@ -358,12 +369,7 @@ async fn attempt<'a>(
     how: How,
     transfer: bool,
     start: impl FnOnce(How) -> Attempt<'a>,
-) -> Option<(
-    Held,
-    u64,
-    u64,
-    std::collections::BTreeMap<String, u64>,
-)> {
+) -> Option<(Held, u64, u64, std::collections::BTreeMap<String, u64>)> {
     let clock = ctx.rec.clock();
     let id = ctx.next_id();
     // A transfer's wait outlasts the run's end by the drain (see `drain`).
@@ -546,7 +552,8 @@ async fn section(
                 ctx.rec.record(ev("invoke").limit(args.ttl));
                 match w.downgrade().await {
                     Ok(r) => {
-                        ctx.rec.record(ev("ok").outcome("ok").token(r.fencing_token()));
+                        ctx.rec
+                            .record(ev("ok").outcome("ok").token(r.fencing_token()));
                         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Held::Read(r));
                         downgraded = true;
                     }

@@ -39,19 +39,28 @@ pub fn table(a: &Analysis) -> String {
         rec.last().copied().unwrap_or(0),
         rec.len()
     );
+    let by: Vec<String> = a
+        .excused_by
+        .iter()
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect();
     let _ = writeln!(
         out,
-        "critical sections: {}; overlaps excused (holder cut off, fence held): {}, of which a resumed etcd leader revoked a live lease (etcd-io/etcd#15247): {}",
+        "critical sections: {}; overlaps excused (holder cut off, fence held): {}{}, of which a resumed etcd leader revoked a live lease (etcd-io/etcd#15247): {}",
         a.sections.len(),
         a.excused_overlaps,
+        if by.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by.join(", "))
+        },
         a.stale_leader_overlaps.len()
     );
     for what in &a.stale_leader_overlaps {
         let _ = writeln!(out, "    {what}");
     }
-    let count = |f: &dyn Fn(&crate::checker::Section) -> bool| {
-        a.sections.iter().filter(|s| f(s)).count()
-    };
+    let count =
+        |f: &dyn Fn(&crate::checker::Section) -> bool| a.sections.iter().filter(|s| f(s)).count();
     let multi_sections: std::collections::BTreeSet<(&str, u64)> = a
         .sections
         .iter()

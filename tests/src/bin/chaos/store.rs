@@ -360,7 +360,9 @@ pub enum PermitOp {
 impl PermitState {
     /// Parses `"{floor} {token}..."` (empty or garbled: empty).
     pub fn parse(value: &str) -> PermitState {
-        let mut nums = value.split_whitespace().filter_map(|n| n.parse::<u64>().ok());
+        let mut nums = value
+            .split_whitespace()
+            .filter_map(|n| n.parse::<u64>().ok());
         let floor = nums.next().unwrap_or(0);
         let mut inside: Vec<u64> = nums.collect();
         inside.sort_unstable();
