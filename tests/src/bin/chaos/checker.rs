@@ -8,8 +8,9 @@ use crate::history::Event;
 use crate::store::parse_counter;
 
 /// Rule names, in report order.
-pub const RULES: [&str; 6] = [
+pub const RULES: [&str; 7] = [
     "exclusion",
+    "permits",
     "fencing",
     "tokens",
     "completion",
@@ -79,6 +80,54 @@ pub struct Violation {
     pub events: Vec<Event>,
 }
 
+/// Which primitive a section held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Prim {
+    /// A lock (or a Tower handler's).
+    Lock,
+    /// A read lock.
+    Read,
+    /// A write lock (downgraded, if its section says so).
+    Write,
+    /// One name of a multi-lock.
+    Multi,
+    /// A semaphore's permit.
+    Permit,
+}
+
+impl Prim {
+    /// The primitive of an acquisition of `kind` (see `history::Event`).
+    pub fn of_kind(kind: &str) -> Prim {
+        if kind.starts_with("sem.") {
+            Prim::Permit
+        } else if kind.starts_with("rw.") && kind.contains("read") {
+            Prim::Read
+        } else if kind.starts_with("rw.") {
+            Prim::Write
+        } else if kind.starts_with("multi.") {
+            Prim::Multi
+        } else {
+            Prim::Lock
+        }
+    }
+
+    /// Its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Prim::Lock => "lock",
+            Prim::Read | Prim::Write => "read-write",
+            Prim::Multi => "multi-lock",
+            Prim::Permit => "semaphore",
+        }
+    }
+}
+
+/// Whether a store access of `kind` was a reader's (it only has to be newer
+/// than the exclusive holders' accesses).
+fn shared_access(kind: Option<&str>) -> bool {
+    matches!(kind, Some("rw.read" | "rw.downgraded"))
+}
+
 /// A critical section: from an acquisition to its end.
 #[derive(Debug, Clone)]
 pub struct Section {
@@ -86,8 +135,16 @@ pub struct Section {
     pub p: String,
     /// Section id within the process.
     pub sec: u64,
-    /// Lock name.
+    /// Lock name (a multi-lock has a section per name, all with one `sec`),
+    /// or the semaphore's name.
     pub key: String,
+    /// What it held.
+    pub prim: Prim,
+    /// From when it only shared the name: a reader's from its start, a
+    /// write lock's from when it asked to downgrade. Exclusive before.
+    pub shared_from: Option<u64>,
+    /// A semaphore's number of permits.
+    pub permits: Option<u32>,
     /// Fencing token.
     pub token: u64,
     /// When the acquisition was asked for, µs (= `start` for Tower handlers).
@@ -132,6 +189,15 @@ pub struct Analysis {
     pub t_end: u64,
     /// Sections that overlapped and were excused (cut off, fence held).
     pub excused_overlaps: u64,
+    /// Of those, how many by the primitive of the holder that was cut off
+    /// (a semaphore's: by the semaphore).
+    pub excused_by: BTreeMap<&'static str, u64>,
+    /// Pairs of sections that shared a name legitimately: readers (and
+    /// downgraded writers) overlapping each other.
+    pub shared_overlaps: u64,
+    /// Per semaphore, how many of its sections started while all its other
+    /// permits were held (N at once, within the limit).
+    pub permits_full: BTreeMap<String, u64>,
     /// Of those, the ones a resuming etcd leader caused by revoking the first
     /// holder's live lease (see [`STALE_LEADER_WINDOW_US`]), described.
     pub stale_leader_overlaps: Vec<String>,
@@ -151,6 +217,69 @@ impl Analysis {
 
 fn owner(e: &Event) -> (String, u64) {
     (e.p.clone(), e.sec.unwrap_or(0))
+}
+
+/// A section's id: a multi-lock's section has one per name.
+fn section_id(e: &Event) -> (String, u64, String) {
+    (
+        e.p.clone(),
+        e.sec.unwrap_or(0),
+        e.key.clone().unwrap_or_default(),
+    )
+}
+
+/// A section in a message: `w1`, or `w1's write lock`.
+fn who(s: &Section) -> String {
+    match s.prim {
+        Prim::Lock => s.p.clone(),
+        Prim::Read => format!("{}'s read lock", s.p),
+        Prim::Write if s.shared_from.is_some() => format!("{}'s write lock (downgraded)", s.p),
+        Prim::Write => format!("{}'s write lock", s.p),
+        Prim::Multi => format!("{}'s multi-lock", s.p),
+        Prim::Permit => format!("{}'s permit", s.p),
+    }
+}
+
+/// Whether `x` held the name exclusively while `y` held it: `x`'s exclusive
+/// part (all of it but a reader's; a downgraded writer's until it asked to
+/// downgrade) overlaps `y`.
+fn excludes(x: &Section, y: &Section) -> bool {
+    let exclusive_until = x.shared_from.unwrap_or(x.end).min(x.end);
+    x.start.max(y.start) < exclusive_until.min(y.end)
+}
+
+/// The most of `intervals` (closed, in revisions) that share a point.
+fn max_clique(intervals: &[(i64, i64)]) -> usize {
+    let mut points: Vec<(i64, i32)> = Vec::new();
+    for &(a, b) in intervals {
+        points.push((a, -1)); // starts sort before ends at one point: closed
+        points.push((b, 1));
+    }
+    points.sort_unstable();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in points {
+        now -= d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+/// The first point at which more than `n` of `intervals` overlap.
+fn first_over(intervals: &[(i64, i64)], n: usize) -> Option<i64> {
+    let mut points: Vec<(i64, i32)> = Vec::new();
+    for &(a, b) in intervals {
+        points.push((a, -1));
+        points.push((b, 1));
+    }
+    points.sort_unstable();
+    let mut now = 0i32;
+    for (at, d) in points {
+        now -= d;
+        if now as usize > n {
+            return Some(at);
+        }
+    }
+    None
 }
 
 /// Checks `events` (merged, sorted by time).
@@ -234,7 +363,15 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
     };
 
     // Calls: completion and duration.
-    let call_ops = ["acquire", "release", "read", "write", "http"];
+    let call_ops = [
+        "acquire",
+        "release",
+        "read",
+        "write",
+        "leave",
+        "downgrade",
+        "http",
+    ];
     let mut invokes: HashMap<(String, u64, String), &Event> = HashMap::new();
     let mut acquire_invoked: HashMap<(String, u64), u64> = HashMap::new();
     for e in events.iter().filter(|e| call_ops.contains(&e.op.as_str())) {
@@ -300,49 +437,89 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
     }
 
     // Sections.
-    let mut ends: HashMap<(String, u64), &Event> = HashMap::new();
+    let mut ends: HashMap<(String, u64, String), &Event> = HashMap::new();
     for e in events.iter().filter(|e| e.op == "end") {
-        ends.insert(owner(e), e);
+        ends.insert(section_id(e), e);
+    }
+    // When a write lock's section asked to downgrade.
+    let mut downgrades: HashMap<(String, u64), u64> = HashMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e.op == "downgrade" && e.phase == "invoke")
+    {
+        downgrades.entry(owner(e)).or_insert(e.t);
     }
     let mut section_tokens: HashMap<(String, u64), u64> = HashMap::new();
     for e in events
         .iter()
         .filter(|e| e.op == "acquire" && e.phase == "ok" && e.outcome.as_deref() != Some("nested"))
     {
-        let (Some(key), Some(token)) = (&e.key, e.token) else {
-            continue;
+        let prim = Prim::of_kind(e.kind.as_deref().unwrap_or(""));
+        // A multi-lock holds a section on each of its names.
+        let held: Vec<(String, u64)> = match (&e.tokens, &e.key, e.token) {
+            (Some(tokens), _, _) => tokens.iter().map(|(n, t)| (n.clone(), *t)).collect(),
+            (None, Some(key), Some(token)) => vec![(key.clone(), token)],
+            _ => continue,
         };
-        section_tokens.insert(owner(e), token);
-        let (end, how) = match ends.get(&owner(e)) {
-            Some(end) => (end.t, end.outcome.clone().unwrap_or_default()),
-            None => match died.get(&e.p) {
-                Some(&t) if t >= e.t => (t, "died".to_owned()),
-                _ => {
-                    v.push(Violation {
-                        rule: "completion",
-                        what: format!(
-                            "acquisition of {key} by {} (token {token}) never ended",
-                            e.p
-                        ),
-                        events: vec![e.clone()],
-                    });
-                    (a.t_end, "open".to_owned())
-                }
-            },
-        };
+        if let Some(tokens) = &e.tokens {
+            let mut distinct: Vec<u64> = tokens.values().copied().collect();
+            distinct.dedup();
+            if distinct.len() > 1 {
+                v.push(Violation {
+                    rule: "tokens",
+                    what: format!(
+                        "a multi-lock of {} by {} holds its names with different tokens {distinct:?}",
+                        tokens.keys().cloned().collect::<Vec<_>>().join(", "),
+                        e.p
+                    ),
+                    events: vec![e.clone()],
+                });
+            }
+        }
+        if let Some(token) = e.token {
+            section_tokens.insert(owner(e), token);
+        }
         let invoked =
             e.id.and_then(|id| acquire_invoked.get(&(e.p.clone(), id)).copied())
                 .unwrap_or(e.t);
-        a.sections.push(Section {
-            invoked,
-            p: e.p.clone(),
-            sec: e.sec.unwrap_or(0),
-            key: key.clone(),
-            token,
-            start: e.t,
-            end,
-            how,
-        });
+        for (key, token) in held {
+            let id = (e.p.clone(), e.sec.unwrap_or(0), key.clone());
+            let (end, how) = match ends.get(&id) {
+                Some(end) => (end.t, end.outcome.clone().unwrap_or_default()),
+                None => match died.get(&e.p) {
+                    Some(&t) if t >= e.t => (t, "died".to_owned()),
+                    _ => {
+                        v.push(Violation {
+                            rule: "completion",
+                            what: format!(
+                                "acquisition of {key} by {} (token {token}) never ended",
+                                e.p
+                            ),
+                            events: vec![e.clone()],
+                        });
+                        (a.t_end, "open".to_owned())
+                    }
+                },
+            };
+            let shared_from = match prim {
+                Prim::Read => Some(e.t),
+                Prim::Write => downgrades.get(&owner(e)).copied(),
+                _ => None,
+            };
+            a.sections.push(Section {
+                invoked,
+                p: e.p.clone(),
+                sec: e.sec.unwrap_or(0),
+                key,
+                prim,
+                shared_from,
+                permits: e.permits,
+                token,
+                start: e.t,
+                end,
+                how,
+            });
+        }
     }
     // A reentrant acquisition must carry its outer hold's token.
     for e in events
@@ -360,9 +537,13 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
         }
     }
     a.sections.sort_by_key(|s| (s.key.clone(), s.start));
-    let mut by_key: BTreeMap<&str, Vec<&Section>> = BTreeMap::new();
+    // One queue per lock name; a semaphore's is a key space of its own.
+    let mut by_key: BTreeMap<(bool, &str), Vec<&Section>> = BTreeMap::new();
     for s in &a.sections {
-        by_key.entry(&s.key).or_default().push(s);
+        by_key
+            .entry((s.prim == Prim::Permit, &s.key))
+            .or_default()
+            .push(s);
     }
     let acquire_event = |s: &Section| -> Event {
         events
@@ -372,26 +553,27 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
             .unwrap_or_default()
     };
 
-    // Store accesses accepted, per section and per key.
+    // Store accesses accepted, per section and name.
     let accepted: Vec<&Event> = events
         .iter()
         .filter(|e| {
-            (e.op == "read" || e.op == "write")
+            (e.op == "read" || e.op == "write" || e.op == "leave")
                 && e.phase == "ok"
                 && e.outcome.as_deref() == Some("accepted")
         })
         .collect();
-    let mut sec_revs: HashMap<(String, u64), Vec<i64>> = HashMap::new();
+    let mut sec_revs: HashMap<(String, u64, String), Vec<i64>> = HashMap::new();
     for e in &accepted {
         if let Some(rev) = e.rev {
-            sec_revs.entry(owner(e)).or_default().push(rev);
+            sec_revs.entry(section_id(e)).or_default().push(rev);
         }
     }
+    let revs_of = |s: &Section| sec_revs.get(&(s.p.clone(), s.sec, s.key.clone()));
 
     // Tokens: an acquisition asked for after another one returned got a
     // higher token. (Real-time order: a holder SIGSTOPped between winning and
     // recording it only knows a late `start`, so `start` alone can't order them.)
-    for (key, list) in &by_key {
+    for ((_, key), list) in &by_key {
         let mut by_invoke: Vec<&Section> = list.clone();
         by_invoke.sort_by_key(|s| s.invoked);
         let mut done = list.iter().peekable(); // by start
@@ -436,59 +618,71 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
             })
             .cloned()
     };
-    for (key, list) in &by_key {
+    let describe_stale = |f: &FaultSpan, x: &Section, y: &Section| {
+        format!(
+            "{}: {} resumed at {:.3} s; {} (token {}, since {:.3} s) lost it at {:.3} s, {} (token {}) won at {:.3} s",
+            x.key,
+            f.target,
+            f.end as f64 / 1e6,
+            x.p,
+            x.token,
+            x.start as f64 / 1e6,
+            x.end as f64 / 1e6,
+            y.p,
+            y.token,
+            y.start as f64 / 1e6
+        )
+    };
+    for ((permits, key), list) in &by_key {
+        if *permits {
+            continue;
+        }
         for (i, x) in list.iter().enumerate() {
             for y in &list[i + 1..] {
                 if y.start >= x.end {
                     break;
                 }
-                // They overlap: the lower token is the holder that lost it.
+                // They overlap in time; a conflict unless both only shared
+                // the name then (readers, downgraded writers).
+                if !excludes(x, y) && !excludes(y, x) {
+                    a.shared_overlaps += 1;
+                    continue;
+                }
+                // The lower token is the holder that lost it (every queue is
+                // FIFO by token, whatever the kinds).
                 let (x, y) = if x.token <= y.token {
                     (*x, *y)
                 } else {
                     (*y, *x)
                 };
-                let own = (x.p.clone(), x.sec);
-                let late_write = match sec_revs
-                    .get(&(y.p.clone(), y.sec))
-                    .and_then(|r| r.iter().min())
-                {
-                    Some(&y_first) => sec_revs
-                        .get(&own)
-                        .is_some_and(|revs| revs.iter().any(|&r| r > y_first)),
+                let late_write = match revs_of(y).and_then(|r| r.iter().min()) {
+                    Some(&y_first) => {
+                        revs_of(x).is_some_and(|revs| revs.iter().any(|&r| r > y_first))
+                    }
                     None => false,
                 };
                 if !late_write && cut(x) {
                     a.excused_overlaps += 1;
+                    *a.excused_by.entry(x.prim.name()).or_default() += 1;
                     continue;
                 }
                 if let Some(f) = stale_leader(x, y).filter(|_| !late_write) {
                     a.excused_overlaps += 1;
-                    a.stale_leader_overlaps.push(format!(
-                        "{key}: {} resumed at {:.3} s; {} (token {}, since {:.3} s) lost it at {:.3} s, {} (token {}) won at {:.3} s",
-                        f.target,
-                        f.end as f64 / 1e6,
-                        x.p,
-                        x.token,
-                        x.start as f64 / 1e6,
-                        x.end as f64 / 1e6,
-                        y.p,
-                        y.token,
-                        y.start as f64 / 1e6
-                    ));
+                    *a.excused_by.entry(x.prim.name()).or_default() += 1;
+                    a.stale_leader_overlaps.push(describe_stale(&f, x, y));
                     continue;
                 }
                 let what = if late_write {
                     format!(
                         "{key}: {} (token {}) and {} (token {}) overlap, and the store accepted the first one's access after the second's",
-                        x.p, x.token, y.p, y.token
+                        who(x), x.token, who(y), y.token
                     )
                 } else {
                     format!(
                         "{key}: {} (token {}) and {} (token {}) held it at once for {} ms, and no fault cut the first off",
-                        x.p,
+                        who(x),
                         x.token,
-                        y.p,
+                        who(y),
                         y.token,
                         (x.end.min(y.end).saturating_sub(x.start.max(y.start))) / 1000
                     )
@@ -502,34 +696,169 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
         }
     }
 
-    // Fencing: accepted accesses, in store order, never go down in token.
+    // Permits: at most N holders' sections at once per semaphore. More only
+    // if enough of them were cut off by surprise (the ghosts: one per holder
+    // over N) *and* the store kept them apart: no revision at which more
+    // than N of them were inside the store (between a holder's first and
+    // last accepted access). For N = 1 this is the exclusion rule.
+    for ((permits, key), list) in &by_key {
+        if !*permits {
+            continue;
+        }
+        let n = list
+            .iter()
+            .filter_map(|s| s.permits)
+            .max()
+            .unwrap_or(1)
+            .max(1) as usize;
+        for (j, y) in list.iter().enumerate() {
+            let mut at_once: Vec<&Section> = list[..j]
+                .iter()
+                .filter(|s| s.end > y.start)
+                .copied()
+                .collect();
+            at_once.push(y);
+            if at_once.len() == n {
+                *a.permits_full.entry(key.to_string()).or_default() += 1;
+            }
+            if at_once.len() <= n {
+                continue;
+            }
+            let intervals: Vec<(i64, i64)> = at_once
+                .iter()
+                .filter_map(|s| {
+                    let revs = revs_of(s)?;
+                    Some((*revs.iter().min()?, *revs.iter().max()?))
+                })
+                .collect();
+            let in_store = max_clique(&intervals);
+            let mut stale = Vec::new();
+            let ghosts = at_once
+                .iter()
+                .filter(|x| {
+                    if cut(x) {
+                        return true;
+                    }
+                    let f = at_once
+                        .iter()
+                        .filter(|o| !std::ptr::eq(**o, **x))
+                        .find_map(|o| stale_leader(x, o).map(|f| (f, *o)));
+                    if let Some((f, o)) = f {
+                        stale.push(describe_stale(&f, x, o));
+                        return true;
+                    }
+                    false
+                })
+                .count();
+            if in_store <= n && ghosts >= at_once.len() - n {
+                a.excused_overlaps += 1;
+                *a.excused_by.entry(Prim::Permit.name()).or_default() += 1;
+                a.stale_leader_overlaps.extend(stale);
+                continue;
+            }
+            let holders = at_once
+                .iter()
+                .map(|s| format!("{} (token {})", s.p, s.token))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let long = at_once.iter().map(|s| s.end).min().unwrap_or(y.start) - y.start;
+            let why = if in_store > n {
+                format!("and the store had {in_store} of them inside at once")
+            } else {
+                format!(
+                    "and only {ghosts} of them were cut off by a fault (at least {} must be)",
+                    at_once.len() - n
+                )
+            };
+            v.push(Violation {
+                rule: "permits",
+                what: format!(
+                    "{key}: {} holders at once (of {n} permits) for {} ms: {holders}, {why}",
+                    at_once.len(),
+                    long / 1000
+                ),
+                events: at_once.iter().map(|s| acquire_event(s)).collect(),
+            });
+        }
+    }
+
+    // Fencing: accepted accesses, in store order. A lock name's: an
+    // exclusive holder's access (a lock's, a write lock's, a multi-lock's)
+    // never comes after a higher token's access of any kind; a reader's
+    // never after a higher exclusive token's. A semaphore's: no more than N
+    // holders inside the store at once.
     let mut per_key: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    let mut permit_revs: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
     for e in &accepted {
         if let (Some(key), Some(_), Some(_)) = (&e.key, e.rev, e.token) {
-            per_key.entry(key).or_default().push(e);
+            if e.kind.as_deref() == Some("permit") {
+                permit_revs.entry(key).or_default().push(e);
+            } else {
+                per_key.entry(key).or_default().push(e);
+            }
         }
     }
     for (key, mut list) in per_key {
         list.sort_by_key(|e| e.rev);
         let mut highest: Option<&Event> = None;
+        let mut highest_exclusive: Option<&Event> = None;
         for e in list {
-            if let Some(h) = highest {
-                if e.token < h.token {
-                    v.push(Violation {
-                        rule: "fencing",
-                        what: format!(
-                            "{key}: store accepted token {} at revision {} after token {} at revision {}",
-                            e.token.unwrap_or(0),
-                            e.rev.unwrap_or(0),
-                            h.token.unwrap_or(0),
-                            h.rev.unwrap_or(0)
-                        ),
-                        events: vec![h.clone(), e.clone()],
-                    });
-                    continue;
-                }
+            let shared = shared_access(e.kind.as_deref());
+            let bar = if shared { highest_exclusive } else { highest };
+            if let Some(h) = bar.filter(|h| e.token < h.token) {
+                v.push(Violation {
+                    rule: "fencing",
+                    what: format!(
+                        "{key}: store accepted {} token {} at revision {} after token {} at revision {}",
+                        if shared { "reader" } else { "exclusive" },
+                        e.token.unwrap_or(0),
+                        e.rev.unwrap_or(0),
+                        h.token.unwrap_or(0),
+                        h.rev.unwrap_or(0)
+                    ),
+                    events: vec![h.clone(), e.clone()],
+                });
+                continue;
             }
-            highest = Some(e);
+            if highest.is_none_or(|h| e.token > h.token) {
+                highest = Some(e);
+            }
+            if !shared && highest_exclusive.is_none_or(|h| e.token > h.token) {
+                highest_exclusive = Some(e);
+            }
+        }
+    }
+    for (key, list) in permit_revs {
+        let n = by_key
+            .get(&(true, key))
+            .and_then(|l| l.iter().filter_map(|s| s.permits).max())
+            .unwrap_or(1)
+            .max(1) as usize;
+        let mut spans: BTreeMap<(String, u64), (i64, i64, &Event)> = BTreeMap::new();
+        for e in list {
+            let rev = e.rev.unwrap_or(0);
+            let span = spans.entry(owner(e)).or_insert((rev, rev, e));
+            span.0 = span.0.min(rev);
+            span.1 = span.1.max(rev);
+        }
+        let intervals: Vec<(i64, i64)> = spans.values().map(|(a, b, _)| (*a, *b)).collect();
+        let inside = max_clique(&intervals);
+        if inside > n {
+            // The first revision at which too many were inside.
+            let at = first_over(&intervals, n).unwrap_or(0);
+            let them: Vec<Event> = spans
+                .values()
+                .filter(|(a, b, _)| *a <= at && at <= *b)
+                .map(|(_, _, e)| (*e).clone())
+                .collect();
+            v.push(Violation {
+                rule: "fencing",
+                what: format!(
+                    "{key}: the store had {} holders inside at revision {at} (of {n} permits)",
+                    them.len()
+                ),
+                events: them,
+            });
         }
     }
     // No lost update: the final counter is the chain of writes that built on
@@ -602,14 +931,14 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
     }
 
     // Recovery.
-    let keys: Vec<&str> = by_key.keys().copied().collect();
-    let first_after = |key: &str, t: u64| -> Option<u64> {
+    let keys: Vec<(bool, &str)> = by_key.keys().copied().collect();
+    let first_after = |key: (bool, &str), t: u64| -> Option<u64> {
         by_key
-            .get(key)
+            .get(&key)
             .and_then(|l| l.iter().find(|s| s.start >= t).map(|s| s.start))
     };
     for f in &a.fault_spans {
-        let times: Option<Vec<u64>> = keys.iter().map(|k| first_after(k, f.end)).collect();
+        let times: Option<Vec<u64>> = keys.iter().map(|k| first_after(*k, f.end)).collect();
         if let Some(times) = times {
             let worst = times.iter().max().copied().unwrap_or(f.end);
             a.recovery_ms.push((worst - f.end) / 1000);
@@ -617,8 +946,8 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
     }
     if let Some(last) = a.fault_spans.iter().max_by_key(|f| f.end) {
         let deadline = last.end + (limits.ttl_ms + limits.recovery_ms) * 1000;
-        for key in &keys {
-            match first_after(key, last.end) {
+        for &(permits, key) in &keys {
+            match first_after((permits, key), last.end) {
                 Some(t) if t <= deadline => {}
                 got => v.push(Violation {
                     rule: "recovery",
@@ -994,5 +1323,408 @@ mod tests {
         h.push(ev(900, "driver", "leftover", "info").key("/chaos/locks/k0/1a"));
         let a = check(&sorted(h), Limits::default());
         assert_eq!(rules(&a), vec!["nothing-left"], "{:#?}", a.violations);
+    }
+
+    /// A section of `kind` (an acquire kind: `rw.read`, `sem.acquire`,
+    /// `multi.lock`, ...) on `keys` (a multi-lock's names share `token`),
+    /// from `from` to `to` ms, with no store access.
+    #[allow(clippy::too_many_arguments)]
+    fn held(
+        out: &mut Vec<Event>,
+        p: &str,
+        sec: u64,
+        kind: &str,
+        keys: &[&str],
+        token: u64,
+        from: u64,
+        to: u64,
+    ) {
+        let id = sec * 10;
+        let label = keys.join("+");
+        out.push(
+            ev(from, p, "acquire", "invoke")
+                .id(id)
+                .key(&label)
+                .kind(kind)
+                .limit(std::time::Duration::from_secs(5)),
+        );
+        let mut ok = ev(from, p, "acquire", "ok")
+            .id(id)
+            .key(&label)
+            .kind(kind)
+            .token(token)
+            .sec(sec)
+            .outcome("ok");
+        if kind.starts_with("multi.") {
+            ok.tokens = Some(keys.iter().map(|k| (k.to_string(), token)).collect());
+        }
+        if kind.starts_with("sem.") {
+            ok.permits = Some(2);
+        }
+        out.push(ok);
+        for key in keys {
+            out.push(
+                ev(to, p, "end", "info")
+                    .key(key)
+                    .token(token)
+                    .sec(sec)
+                    .outcome("release"),
+            );
+        }
+        out.push(
+            ev(to, p, "release", "invoke")
+                .id(id + 1)
+                .key(&label)
+                .limit(std::time::Duration::from_secs(3)),
+        );
+        out.push(ev(to + 1, p, "release", "ok").id(id + 1).outcome("ok"));
+    }
+
+    /// An accepted store access (`op` read, write or leave; `kind` as the
+    /// workers record it) of section `sec` at `t` ms, revision `rev`.
+    #[allow(clippy::too_many_arguments)]
+    fn access(
+        out: &mut Vec<Event>,
+        p: &str,
+        sec: u64,
+        op: &str,
+        kind: Option<&str>,
+        key: &str,
+        token: u64,
+        t: u64,
+        rev: i64,
+    ) {
+        let id = 1000 + rev as u64;
+        let mut e = ev(t, p, op, "invoke").id(id).sec(sec).key(key).token(token);
+        if let Some(k) = kind {
+            e = e.kind(k);
+        }
+        out.push(e.clone());
+        let mut ok = e;
+        ok.phase = "ok".into();
+        ok.outcome = Some("accepted".into());
+        ok.rev = Some(rev);
+        out.push(ok);
+    }
+
+    /// A downgrade of section `sec` at `t` ms.
+    fn downgrade(out: &mut Vec<Event>, p: &str, sec: u64, key: &str, t: u64) {
+        let e = ev(t, p, "downgrade", "invoke")
+            .id(sec * 10 + 5)
+            .sec(sec)
+            .key(key)
+            .limit(std::time::Duration::from_secs(3));
+        out.push(e.clone());
+        let mut ok = e;
+        ok.phase = "ok".into();
+        ok.outcome = Some("ok".into());
+        out.push(ok);
+    }
+
+    #[test]
+    fn readers_share_and_a_writer_excludes_every_other_section() {
+        // Two readers at once, and a writer downgraded at 150 ms whose read
+        // lock a third reader shares from 160 ms: legal.
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "rw.read", &["k0"], 10, 100, 300);
+        held(&mut h, "w1", 1, "rw.read_timeout", &["k0"], 11, 120, 250);
+        held(&mut h, "w2", 1, "rw.write", &["k1"], 12, 100, 300);
+        downgrade(&mut h, "w2", 1, "k1", 150);
+        held(&mut h, "w3", 1, "rw.try_read", &["k1"], 13, 160, 320);
+        let a = check(&sorted(h.clone()), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.shared_overlaps, 2);
+
+        // A reader inside a writer's section (before its downgrade), or a
+        // writer's inside a lock's, a Tower handler's or a multi-lock's:
+        // each one an exclusion.
+        for (kind, other) in [
+            ("rw.write", "rw.read"),
+            ("rw.read", "rw.write_timeout"),
+            ("rw.write", "rw.write"),
+            ("lock", "rw.write"),
+            ("tower", "rw.write"),
+            ("multi.lock", "rw.write"),
+            ("multi.lock", "rw.read"),
+        ] {
+            let mut h = Vec::new();
+            held(&mut h, "w0", 1, kind, &["k0"], 10, 100, 300);
+            held(&mut h, "w1", 1, other, &["k0"], 11, 200, 400);
+            let a = check(&sorted(h), Limits::default());
+            assert_eq!(
+                rules(&a),
+                vec!["exclusion"],
+                "{kind} / {other}: {:#?}",
+                a.violations
+            );
+        }
+
+        // The reader came in before the writer asked to downgrade.
+        let mut h = Vec::new();
+        held(&mut h, "w2", 1, "rw.write", &["k1"], 12, 100, 300);
+        downgrade(&mut h, "w2", 1, "k1", 150);
+        held(&mut h, "w3", 1, "rw.read", &["k1"], 13, 140, 320);
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(rules(&a), vec!["exclusion"], "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn a_cut_off_reader_or_writer_is_excused_only_if_fenced() {
+        // w0's read lock is revoked at 150 ms; w1 writes from 200 ms. The
+        // reader's late read, after the writer's first access, breaks it.
+        let history = |late: bool| {
+            let mut h = Vec::new();
+            h.push(fault(150, 1, "start", "lease_revoke", "w0"));
+            h.push(fault(150, 1, "end", "lease_revoke", "w0"));
+            held(&mut h, "w0", 1, "rw.read", &["k0"], 10, 100, 300);
+            access(&mut h, "w0", 1, "read", Some("rw.read"), "k0", 10, 120, 11);
+            held(&mut h, "w1", 1, "rw.write", &["k0"], 20, 200, 400);
+            access(&mut h, "w1", 1, "read", Some("rw.write"), "k0", 20, 210, 21);
+            access(
+                &mut h,
+                "w0",
+                1,
+                "read",
+                Some("rw.read"),
+                "k0",
+                10,
+                250,
+                if late { 22 } else { 12 },
+            );
+            sorted(h)
+        };
+        let a = check(&history(false), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.excused_overlaps, 1);
+        let a = check(&history(true), Limits::default());
+        // The overlap, and the store let a reader in after a newer writer.
+        assert_eq!(
+            rules(&a),
+            vec!["exclusion", "fencing"],
+            "{:#?}",
+            a.violations
+        );
+    }
+
+    #[test]
+    fn the_store_fences_readers_by_exclusive_tokens_only() {
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "rw.read", &["k0"], 10, 100, 300);
+        held(&mut h, "w1", 1, "rw.read", &["k0"], 20, 110, 300);
+        // A newer reader's read, then an older reader's: fine.
+        access(&mut h, "w1", 1, "read", Some("rw.read"), "k0", 20, 150, 31);
+        access(&mut h, "w0", 1, "read", Some("rw.read"), "k0", 10, 160, 32);
+        let a = check(&sorted(h.clone()), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+
+        // An exclusive access after a newer reader's: the store failed.
+        held(&mut h, "w2", 1, "rw.write", &["k0"], 5, 400, 500);
+        access(&mut h, "w2", 1, "write", Some("rw.write"), "k0", 5, 450, 40);
+        let a = check(&sorted(h), Limits::default());
+        assert!(rules(&a).contains(&"fencing"), "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn a_multi_lock_excludes_every_section_of_each_of_its_names() {
+        // a0+a1 from 100 to 300 ms; a lock of a1 from 200 ms.
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "multi.lock", &["a0", "a1"], 10, 100, 300);
+        held(&mut h, "w1", 1, "lock", &["a2"], 11, 200, 400);
+        let a = check(&sorted(h.clone()), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.sections.len(), 3);
+
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "multi.lock", &["a0", "a1"], 10, 100, 300);
+        held(
+            &mut h,
+            "w1",
+            1,
+            "multi.lock_timeout",
+            &["a1", "a2"],
+            11,
+            200,
+            400,
+        );
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(rules(&a), vec!["exclusion"], "{:#?}", a.violations);
+        assert!(
+            a.violations[0].what.starts_with("a1:"),
+            "{:#?}",
+            a.violations
+        );
+
+        // A multi-lock's names must carry one token.
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "multi.lock", &["a0", "a1"], 10, 100, 300);
+        for e in &mut h {
+            if let Some(tokens) = e.tokens.as_mut() {
+                tokens.insert("a1".into(), 12);
+            }
+        }
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(rules(&a), vec!["tokens"], "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn a_stuck_transfer_breaks_completion() {
+        // A transfer's lock() may wait until the drain after the run (here
+        // 5 s); one given up later than that + 3 s was stuck (a deadlock).
+        let mut h = legal();
+        h.push(
+            ev(600, "w2", "acquire", "invoke")
+                .id(1)
+                .key("a0+a1")
+                .kind("multi.lock")
+                .limit(std::time::Duration::from_secs(5)),
+        );
+        h.push(
+            ev(600 + 8_500, "w2", "acquire", "fail")
+                .id(1)
+                .key("a0+a1")
+                .kind("multi.lock")
+                .outcome("cancelled"),
+        );
+        let a = check(&sorted(h.clone()), Limits::default());
+        assert_eq!(rules(&a), vec!["completion"], "{:#?}", a.violations);
+        // Within its wait: fine.
+        for e in &mut h {
+            if e.p == "w2" && e.phase == "fail" {
+                e.t = 5_000_000;
+            }
+        }
+        let a = check(&sorted(h), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn more_than_n_permit_holders_break_permits() {
+        // N = 2: two at once are fine, a third without a fault is not.
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "sem.acquire", &["sem0"], 10, 100, 300);
+        held(&mut h, "w1", 1, "sem.try_acquire", &["sem0"], 11, 150, 400);
+        let a = check(&sorted(h.clone()), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.permits_full.get("sem0"), Some(&1));
+        held(
+            &mut h,
+            "w2",
+            1,
+            "sem.acquire_timeout",
+            &["sem0"],
+            12,
+            200,
+            500,
+        );
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(rules(&a), vec!["permits"], "{:#?}", a.violations);
+
+        // A semaphore and a lock of one name are unrelated.
+        let mut h = Vec::new();
+        held(&mut h, "w0", 1, "sem.acquire", &["k0"], 10, 100, 300);
+        held(&mut h, "w1", 1, "lock", &["k0"], 11, 150, 400);
+        let a = check(&sorted(h), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn a_cut_off_permit_holder_is_excused_only_if_the_store_kept_it_out() {
+        // w1 (token 20) is paused from 120 ms: its permit is given to w2
+        // (token 30) at 200 ms, while w0 (token 10) still holds the other.
+        // w1 resumes and its section goes on to 320 ms.
+        let history = |w1_late: bool| {
+            let mut h = Vec::new();
+            h.push(fault(120, 1, "start", "proc_pause", "w1"));
+            h.push(fault(190, 1, "end", "proc_pause", "w1"));
+            held(&mut h, "w0", 1, "sem.acquire", &["sem0"], 10, 100, 400);
+            held(&mut h, "w1", 1, "sem.acquire", &["sem0"], 20, 110, 320);
+            held(&mut h, "w2", 1, "sem.acquire", &["sem0"], 30, 200, 400);
+            access(
+                &mut h,
+                "w0",
+                1,
+                "write",
+                Some("permit"),
+                "sem0",
+                10,
+                105,
+                11,
+            );
+            access(
+                &mut h,
+                "w1",
+                1,
+                "write",
+                Some("permit"),
+                "sem0",
+                20,
+                115,
+                12,
+            );
+            access(
+                &mut h,
+                "w2",
+                1,
+                "write",
+                Some("permit"),
+                "sem0",
+                30,
+                210,
+                13,
+            );
+            // w1's leave: refused by the store (not recorded as accepted),
+            // or accepted after w2 came in.
+            if w1_late {
+                access(
+                    &mut h,
+                    "w1",
+                    1,
+                    "leave",
+                    Some("permit"),
+                    "sem0",
+                    20,
+                    310,
+                    14,
+                );
+            }
+            access(
+                &mut h,
+                "w0",
+                1,
+                "leave",
+                Some("permit"),
+                "sem0",
+                10,
+                390,
+                15,
+            );
+            access(
+                &mut h,
+                "w2",
+                1,
+                "leave",
+                Some("permit"),
+                "sem0",
+                30,
+                395,
+                16,
+            );
+            sorted(h)
+        };
+        let a = check(&history(false), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.excused_overlaps, 1);
+
+        // The store had all three inside at once: neither rule excuses it.
+        let a = check(&history(true), Limits::default());
+        assert_eq!(rules(&a), vec!["permits", "fencing"], "{:#?}", a.violations);
+
+        // Not paused: nothing excuses three holders.
+        let h: Vec<Event> = history(false)
+            .into_iter()
+            .filter(|e| e.op != "fault")
+            .collect();
+        let a = check(&h, Limits::default());
+        assert_eq!(rules(&a), vec!["permits"], "{:#?}", a.violations);
     }
 }

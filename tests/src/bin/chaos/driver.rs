@@ -18,7 +18,7 @@ use crate::history::{self, Clock, Event, Recorder};
 use crate::report;
 use crate::store::Store;
 use crate::worker::ChildArgs;
-use crate::Rng;
+use crate::{prims, Rng};
 
 /// The nemesis' rolls of the faults that take a lock from a live holder
 /// (`proc_pause`, `lease_revoke`, `force_unlock`): the only faults of a
@@ -47,8 +47,22 @@ pub struct Options {
     pub tasks: usize,
     /// Hot keys.
     pub keys: usize,
+    /// Accounts (multi-lock transfers).
+    pub accounts: usize,
+    /// The semaphore's permits.
+    pub permits: u32,
     /// Lock TTL.
     pub ttl: Duration,
+}
+
+impl Options {
+    /// Every lock name: the hot keys, then the accounts.
+    pub fn lock_names(&self) -> Vec<String> {
+        (0..self.keys)
+            .map(|k| format!("k{k}"))
+            .chain(prims::accounts(self.accounts))
+            .collect()
+    }
 }
 
 const NS: &str = "/chaos";
@@ -120,6 +134,16 @@ struct Driver {
     active: BTreeMap<u64, String>,
 }
 
+/// A key held now (see [`Driver::holders`]).
+struct Holder {
+    /// `locks/{name}` or `semaphores/{name}`.
+    queue: String,
+    key: String,
+    rev: i64,
+    pid: u32,
+    lease: i64,
+}
+
 fn worse(a: ProxyMode, b: ProxyMode) -> ProxyMode {
     use ProxyMode::*;
     match (a, b) {
@@ -163,9 +187,13 @@ async fn run_inner(opts: Options) -> i32 {
         .await
         .expect("connect to the cluster");
     let store = Store::connect(&eps, STORE_ROOT).await.expect("store");
-    for k in 0..opts.keys {
-        store.init(&format!("k{k}")).await.expect("init the store");
+    for name in opts.lock_names() {
+        store.init(&name).await.expect("init the store");
     }
+    store
+        .init_permits(prims::SEMAPHORE)
+        .await
+        .expect("init the store");
     let manager = LockManager::connect(
         EtcdConfig::new(eps.clone()).request_timeout(Duration::from_secs(2)),
         NS,
@@ -230,10 +258,12 @@ async fn run_inner(opts: Options) -> i32 {
         }
     }
     eprintln!(
-        "chaos: {} workers x {} tasks, 2 Tower servers + load loop, {} keys, TTL {:?}, seed {}{}",
+        "chaos: {} workers x {} tasks, 2 Tower servers + load loop, {} keys, {} accounts, a semaphore of {}, TTL {:?}, seed {}{}",
         opts.workers,
         opts.tasks,
         opts.keys,
+        opts.accounts,
+        opts.permits,
         opts.ttl,
         opts.seed,
         if opts.broken { ", BROKEN workers" } else { "" }
@@ -305,6 +335,8 @@ impl Driver {
             ns: NS.to_owned(),
             store_root: STORE_ROOT.to_owned(),
             keys: self.opts.keys,
+            accounts: self.opts.accounts,
+            permits: self.opts.permits,
             tasks: if slot.role == Role::Load {
                 6
             } else {
@@ -390,9 +422,13 @@ impl Driver {
         self.active.remove(&id);
     }
 
-    /// Holders now: lock name -> (pid, lease).
-    async fn holders(&mut self) -> BTreeMap<String, (u32, i64)> {
-        let prefix = format!("{NS}/locks/");
+    /// Holders now, one entry per held key: (queue, key, create revision,
+    /// pid, lease). A lock's holder is the oldest key of its queue (exclusive
+    /// entries at `{NS}/locks/{name}/{lease}`, readers at
+    /// `{NS}/locks/{name}/r/...`); a semaphore's are its `permits` oldest
+    /// (`{NS}/semaphores/{name}/...`).
+    async fn holders(&mut self) -> Vec<Holder> {
+        let prefix = format!("{NS}/");
         let Ok(Ok(resp)) = tokio::time::timeout(
             Duration::from_secs(2),
             self.client
@@ -400,15 +436,18 @@ impl Driver {
         )
         .await
         else {
-            return BTreeMap::new();
+            return Vec::new();
         };
-        let mut best: BTreeMap<String, (i64, u32, i64)> = BTreeMap::new();
+        let mut queues: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).into_owned();
             let Some(rest) = key.strip_prefix(&prefix) else {
                 continue;
             };
-            let Some((name, _)) = rest.rsplit_once('/') else {
+            let Some((space, rest)) = rest.split_once('/') else {
+                continue;
+            };
+            let Some((name, _)) = rest.split_once('/') else {
                 continue;
             };
             let value: serde_json::Value =
@@ -419,18 +458,28 @@ impl Driver {
                 .and_then(|o| o.split('/').nth(1))
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
-            let entry = (kv.create_revision(), pid, kv.lease());
-            best.entry(name.to_owned())
-                .and_modify(|b| {
-                    if entry.0 < b.0 {
-                        *b = entry;
-                    }
-                })
-                .or_insert(entry);
+            queues
+                .entry(format!("{space}/{name}"))
+                .or_default()
+                .push(Holder {
+                    queue: format!("{space}/{name}"),
+                    key,
+                    rev: kv.create_revision(),
+                    pid,
+                    lease: kv.lease(),
+                });
         }
-        best.into_iter()
-            .map(|(k, (_, pid, lease))| (k, (pid, lease)))
-            .collect()
+        let mut out = Vec::new();
+        for (queue, mut keys) in queues {
+            keys.sort_by_key(|h| h.rev);
+            let n = if queue.starts_with("semaphores/") {
+                self.opts.permits as usize
+            } else {
+                1
+            };
+            out.extend(keys.into_iter().take(n));
+        }
+        out
     }
 
     fn slot_of_pid(&self, pid: u32) -> Option<usize> {
@@ -444,8 +493,8 @@ impl Driver {
     async fn pick_slot(&mut self, rng: &mut Rng, only_workers: bool) -> usize {
         let holders = self.holders().await;
         let held: Vec<usize> = holders
-            .values()
-            .filter_map(|(pid, _)| self.slot_of_pid(*pid))
+            .iter()
+            .filter_map(|h| self.slot_of_pid(h.pid))
             .filter(|&s| !only_workers || self.slots[s].role == Role::Worker)
             .collect();
         if !held.is_empty() && (self.opts.broken || rng.below(2) == 0) {
@@ -649,23 +698,23 @@ impl Driver {
                 None
             }
             72..=81 => {
-                let holders = self.holders().await;
-                let list: Vec<_> = holders.into_iter().collect();
+                let list = self.holders().await;
                 if list.is_empty() {
                     return None;
                 }
-                let (name, (pid, lease)) = &list[rng.below(list.len() as u64) as usize];
+                let h = &list[rng.below(list.len() as u64) as usize];
                 let target = self
-                    .slot_of_pid(*pid)
+                    .slot_of_pid(h.pid)
                     .map(|s| self.slots[s].name.clone())
-                    .unwrap_or_else(|| format!("pid {pid}"));
+                    .unwrap_or_else(|| format!("pid {}", h.pid));
+                let (name, lease) = (h.queue.clone(), h.lease);
                 let id = self.fault_start(
                     "lease_revoke",
                     &target,
                     format!("lease {lease:x} holding {name}"),
                 );
                 let r =
-                    tokio::time::timeout(Duration::from_secs(3), self.client.lease_revoke(*lease))
+                    tokio::time::timeout(Duration::from_secs(3), self.client.lease_revoke(lease))
                         .await;
                 self.fault_end(id, "lease_revoke", &target);
                 if !matches!(r, Ok(Ok(_))) {
@@ -678,7 +727,14 @@ impl Driver {
                 None
             }
             82..=92 => {
-                let key = format!("k{}", rng.below(self.opts.keys as u64));
+                // A lock name, or now and then the semaphore: there, an
+                // operator deletes one holder's key (fenced by its create
+                // revision), and the fault names the holder's process.
+                let names = self.opts.lock_names();
+                let pick = rng.below(names.len() as u64 + 1) as usize;
+                let Some(key) = names.get(pick).cloned() else {
+                    return self.force_unlock_permit(rng).await;
+                };
                 let id = self.fault_start("force_unlock", &key, String::new());
                 let r =
                     tokio::time::timeout(Duration::from_secs(3), self.manager.force_unlock(&key))
@@ -716,6 +772,49 @@ impl Driver {
                 None
             }
         }
+    }
+
+    /// Deletes one holder's permit of the semaphore, as an operator would
+    /// with etcdctl (there is no `force_unlock` for a semaphore's permit).
+    async fn force_unlock_permit(
+        &mut self,
+        rng: &mut Rng,
+    ) -> Option<(Instant, u64, String, String, Heal)> {
+        let queue = format!("semaphores/{}", prims::SEMAPHORE);
+        let list: Vec<Holder> = self
+            .holders()
+            .await
+            .into_iter()
+            .filter(|h| h.queue == queue)
+            .collect();
+        if list.is_empty() {
+            return None;
+        }
+        let h = &list[rng.below(list.len() as u64) as usize];
+        let target = self
+            .slot_of_pid(h.pid)
+            .map(|s| self.slots[s].name.clone())
+            .unwrap_or_else(|| format!("pid {}", h.pid));
+        let id = self.fault_start(
+            "force_unlock",
+            &target,
+            format!("permit {} (token {})", h.key, h.rev),
+        );
+        let txn = etcd_client::Txn::new()
+            .when([etcd_client::Compare::create_revision(
+                h.key.clone(),
+                etcd_client::CompareOp::Equal,
+                h.rev,
+            )])
+            .and_then([etcd_client::TxnOp::delete(h.key.clone(), None)]);
+        let r = tokio::time::timeout(Duration::from_secs(3), self.client.txn(txn)).await;
+        self.fault_end(id, "force_unlock", &target);
+        self.rec
+            .record(Event::new("fault", "info").id(id).detail(format!(
+                "delete permit: {:?}",
+                r.map(|r| r.map(|t| t.succeeded()))
+            )));
+        None
     }
 
     async fn heal(&mut self, id: u64, kind: &str, target: &str, heal: Heal) {
@@ -794,8 +893,9 @@ impl Driver {
             }
         }
         if let Ok(store) = Store::connect(&self.cluster.endpoints(), STORE_ROOT).await {
-            for k in 0..self.opts.keys {
-                let key = format!("k{k}");
+            let mut names = self.opts.lock_names();
+            names.push(prims::SEMAPHORE.to_owned());
+            for key in names {
                 if let Ok(value) = store.peek(&key).await {
                     let mut e = Event::new("final", "info").key(&key);
                     e.value = Some(value);

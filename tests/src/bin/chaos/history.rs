@@ -13,6 +13,7 @@
 //! date mid-run) would break this; the driver refuses nothing, but a run on a
 //! machine whose clock is stepped is not a valid run.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -25,11 +26,13 @@ use serde::{Deserialize, Serialize};
 ///
 /// | op | phase | meaning |
 /// |---|---|---|
-/// | `acquire` | `invoke` / `ok` / `fail` | a lock call (`kind`: lock, lock_timeout, try_lock, cancel, reentrant, tower) |
-/// | `release` | `invoke` / `ok` / `fail` | `guard.unlock()` |
+/// | `acquire` | `invoke` / `ok` / `fail` | a lock call (`kind`: lock, lock_timeout, try_lock, cancel, reentrant, tower; `sem.*`, `rw.read*`, `rw.write*`, `multi.*` for the other primitives; a multi-lock's `ok` has `tokens`, a semaphore's `permits`) |
+/// | `release` | `invoke` / `ok` / `fail` | `guard.unlock()` (`kind`: the primitive, none for a lock) |
+/// | `downgrade` | `invoke` / `ok` / `fail` | `WriteGuard::downgrade` of section `sec` |
 /// | `lost` | `info` | `guard.lost()` resolved or `is_held()` turned false |
-/// | `end` | `info` | the critical section `sec` ends (`outcome`: release, lost, dropped) |
-/// | `read` / `write` | `invoke` / `ok` / `fail` | a fenced store access (`outcome`: accepted, rejected, unknown) |
+/// | `end` | `info` | the critical section `sec` ends on `key` (`outcome`: release, lost, fenced, dropped); a multi-lock's, once per name |
+/// | `read` / `write` | `invoke` / `ok` / `fail` | a fenced store access (`outcome`: accepted, rejected, unknown; `kind`: none for a lock or Tower handler, `rw.write`, `rw.read`, `rw.downgraded`, `multi`, `permit`) |
+/// | `leave` | `invoke` / `ok` / `fail` | a semaphore holder leaves the store |
 /// | `http` | `invoke` / `ok` / `fail` | a request of the Tower load loop |
 /// | `fault` | `start` / `end` | a nemesis action (`kind`, `target`) |
 /// | `proc` | `start` / `exit` / `killed` / `hung` | a worker process's life |
@@ -84,6 +87,12 @@ pub struct Event {
     /// OS process id (on `proc` events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// A multi-lock's fencing token per name (on its `acquire` `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<BTreeMap<String, u64>>,
+    /// A semaphore's number of permits (on its `acquire` `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permits: Option<u32>,
 }
 
 impl Event {

@@ -15,6 +15,7 @@ mod checker;
 mod cluster;
 mod driver;
 mod history;
+mod prims;
 mod report;
 mod store;
 mod work;
@@ -53,7 +54,7 @@ impl Rng {
 }
 
 const USAGE: &str = "usage: chaos [--seconds S] [--seed N] [--broken] [--out DIR] \
-[--workers W] [--tasks T] [--keys K] [--ttl-ms MS]\n       chaos check DIR [--ttl-ms MS] [--svg FILE] [--window FROM-TO (seconds)]";
+[--workers W] [--tasks T] [--keys K] [--accounts A] [--permits N] [--ttl-ms MS]\n       chaos check DIR [--ttl-ms MS] [--svg FILE] [--window FROM-TO (seconds)]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -153,6 +154,8 @@ fn parse(args: &[String]) -> Result<driver::Options, String> {
         workers: 4,
         tasks: 4,
         keys: 4,
+        accounts: 3,
+        permits: 2,
         ttl: Duration::from_secs(3),
     };
     let mut out = None;
@@ -174,6 +177,8 @@ fn parse(args: &[String]) -> Result<driver::Options, String> {
             "--workers" => opts.workers = num()?.max(1) as usize,
             "--tasks" => opts.tasks = num()?.max(1) as usize,
             "--keys" => opts.keys = num()?.max(1) as usize,
+            "--accounts" => opts.accounts = num()?.max(2) as usize,
+            "--permits" => opts.permits = num()?.clamp(1, 64) as u32,
             "--ttl-ms" => opts.ttl = Duration::from_millis(num()?.max(1000)),
             _ => return Err(format!("unknown flag {flag}")),
         }

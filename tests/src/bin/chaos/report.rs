@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::checker::{Analysis, RULES};
+use crate::checker::{Analysis, Prim, Violation, RULES};
+use crate::history::Event;
 
 /// p-th percentile (0..=100) of sorted `v`.
 fn percentile(v: &[u64], p: usize) -> u64 {
@@ -38,16 +39,75 @@ pub fn table(a: &Analysis) -> String {
         rec.last().copied().unwrap_or(0),
         rec.len()
     );
+    let by: Vec<String> = a
+        .excused_by
+        .iter()
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect();
     let _ = writeln!(
         out,
-        "critical sections: {}; overlaps excused (holder cut off, fence held): {}, of which a resumed etcd leader revoked a live lease (etcd-io/etcd#15247): {}",
+        "critical sections: {}; overlaps excused (holder cut off, fence held): {}{}, of which a resumed etcd leader revoked a live lease (etcd-io/etcd#15247): {}",
         a.sections.len(),
         a.excused_overlaps,
+        if by.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by.join(", "))
+        },
         a.stale_leader_overlaps.len()
     );
     for what in &a.stale_leader_overlaps {
         let _ = writeln!(out, "    {what}");
     }
+    let count =
+        |f: &dyn Fn(&crate::checker::Section) -> bool| a.sections.iter().filter(|s| f(s)).count();
+    let multi_sections: std::collections::BTreeSet<(&str, u64)> = a
+        .sections
+        .iter()
+        .filter(|s| s.prim == Prim::Multi)
+        .map(|s| (s.p.as_str(), s.sec))
+        .collect();
+    let _ = writeln!(
+        out,
+        "sections by primitive: lock {} (Tower {}), read lock {}, write lock {} (downgraded {}), semaphore {}, multi-lock {} (on {} names)",
+        count(&|s| s.prim == Prim::Lock),
+        count(&|s| s.prim == Prim::Lock && s.p.starts_with('s')),
+        count(&|s| s.prim == Prim::Read),
+        count(&|s| s.prim == Prim::Write),
+        count(&|s| s.prim == Prim::Write && s.shared_from.is_some()),
+        count(&|s| s.prim == Prim::Permit),
+        multi_sections.len(),
+        count(&|s| s.prim == Prim::Multi),
+    );
+    let full: Vec<String> = a
+        .permits_full
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "readers sharing a name at once: {} pairs; semaphore sections that started with every permit then held: {}",
+        a.shared_overlaps,
+        if full.is_empty() { "0".to_owned() } else { full.join(", ") }
+    );
+    let mut by_prim: BTreeMap<&str, usize> = ["lock", "read-write", "semaphore", "multi-lock"]
+        .into_iter()
+        .map(|p| (p, 0))
+        .collect();
+    for v in &a.violations {
+        for p in primitives(v) {
+            *by_prim.entry(p).or_default() += 1;
+        }
+    }
+    let _ = writeln!(
+        out,
+        "violations by primitive: {}",
+        by_prim
+            .iter()
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let _ = writeln!(out);
     let mut by_rule: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, v) in a.violations.iter().enumerate() {
@@ -76,6 +136,33 @@ pub fn table(a: &Analysis) -> String {
     out
 }
 
+/// The primitive an event belongs to, if it says.
+fn primitive(e: &Event) -> Option<&'static str> {
+    let kind = e.kind.as_deref();
+    match e.op.as_str() {
+        "acquire" => Some(Prim::of_kind(kind.unwrap_or("")).name()),
+        "read" | "write" | "leave" => Some(match kind {
+            None => "lock",
+            Some("permit") => "semaphore",
+            Some("multi") => "multi-lock",
+            Some(_) => "read-write",
+        }),
+        "release" => Some(match kind {
+            Some("sem") => "semaphore",
+            Some("rw") => "read-write",
+            Some("multi") => "multi-lock",
+            _ => "lock",
+        }),
+        "downgrade" => Some("read-write"),
+        _ => None,
+    }
+}
+
+/// The primitives a violation's events involve.
+pub fn primitives(v: &Violation) -> std::collections::BTreeSet<&'static str> {
+    v.events.iter().filter_map(primitive).collect()
+}
+
 /// A colour per process name.
 fn colour(p: &str) -> String {
     let h = p
@@ -102,7 +189,7 @@ pub fn svg(a: &Analysis, window: Option<(u64, u64)>) -> String {
     let mut keys: Vec<&str> = a.sections.iter().map(|s| s.key.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
-    let (left, top, row, width) = (60.0, 30.0, 50.0, 1400.0);
+    let (left, top, row, width) = (60.0, 30.0, 62.0, 1400.0);
     let fault_rows = 1.0;
     let height = top + row * (keys.len() as f64 + fault_rows) + 40.0;
     let span = (to - from) as f64;
@@ -116,7 +203,7 @@ pub fn svg(a: &Analysis, window: Option<(u64, u64)>) -> String {
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         out,
-        r#"<text x="{left}" y="16">who held each key (colour = process); grey = member fault, orange = process fault, red = violation</text>"#
+        r#"<text x="{left}" y="16">who held each key (colour = process; pale = shared: readers, downgraded writers); grey = member fault, orange = process fault, red = violation</text>"#
     );
     let bottom = top + row * keys.len() as f64;
     for f in a.fault_spans.iter().filter(|f| visible(f.start, f.end)) {
@@ -165,28 +252,53 @@ pub fn svg(a: &Analysis, window: Option<(u64, u64)>) -> String {
         );
         // Greedy lanes: a section goes to the first lane free at its start, so
         // overlapping holders are drawn one above the other.
-        let mut lane_end = [0u64; 3];
+        let mut lane_end = [0u64; 4];
         for s in a
             .sections
             .iter()
             .filter(|s| s.key == *key && visible(s.start, s.end))
         {
-            let lane = lane_end.iter().position(|&e| e <= s.start).unwrap_or(2);
+            let lane = lane_end.iter().position(|&e| e <= s.start).unwrap_or(3);
             lane_end[lane] = s.end;
             let (x0, x1) = (x(s.start), x(s.end).max(x(s.start) + 0.5));
             let y0 = y + 6.0 + lane as f64 * 13.0;
-            let _ = writeln!(
-                out,
-                r#"<rect x="{x0:.2}" y="{y0:.1}" width="{:.2}" height="12" fill="{}"><title>{} sec {} token {} {:.3}s-{:.3}s ({})</title></rect>"#,
-                x1 - x0,
-                colour(&s.p),
+            // Held shared (a reader, a downgraded writer): paler.
+            let shared = s.shared_from.unwrap_or(s.end).clamp(s.start, s.end);
+            let xs = x(shared).clamp(x0, x1);
+            let what = match s.prim {
+                Prim::Lock => String::new(),
+                Prim::Read => " read".to_owned(),
+                Prim::Write if s.shared_from.is_some() => " write, downgraded".to_owned(),
+                Prim::Write => " write".to_owned(),
+                Prim::Multi => " multi-lock".to_owned(),
+                Prim::Permit => " permit".to_owned(),
+            };
+            let title = format!(
+                "{} sec {}{} token {} {:.3}s-{:.3}s ({})",
                 esc(&s.p),
                 s.sec,
+                what,
                 s.token,
                 s.start as f64 / 1e6,
                 s.end as f64 / 1e6,
                 esc(&s.how)
             );
+            if xs > x0 {
+                let _ = writeln!(
+                    out,
+                    r#"<rect x="{x0:.2}" y="{y0:.1}" width="{:.2}" height="12" fill="{}"><title>{title}</title></rect>"#,
+                    xs - x0,
+                    colour(&s.p),
+                );
+            }
+            if x1 > xs {
+                let _ = writeln!(
+                    out,
+                    r#"<rect x="{xs:.2}" y="{y0:.1}" width="{:.2}" height="12" fill="{}" fill-opacity="0.45"><title>{title}</title></rect>"#,
+                    x1 - xs,
+                    colour(&s.p),
+                );
+            }
             if x1 - x0 > 90.0 {
                 let _ = writeln!(
                     out,

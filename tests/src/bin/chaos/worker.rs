@@ -21,7 +21,7 @@ use tokio::io::AsyncReadExt;
 use crate::history::{Clock, Event, Recorder};
 use crate::store::Store;
 use crate::work::{Ctx, Stopped};
-use crate::Rng;
+use crate::{prims, Rng};
 
 /// How long a Tower request may wait for its key before the layer answers 503.
 pub const TOWER_WAIT: Duration = Duration::from_secs(2);
@@ -39,6 +39,10 @@ pub struct ChildArgs {
     pub store_root: String,
     /// Number of hot keys.
     pub keys: usize,
+    /// Number of accounts (multi-lock transfers, read-write locks).
+    pub accounts: usize,
+    /// The semaphore's permits.
+    pub permits: u32,
     /// Concurrent tasks.
     pub tasks: usize,
     /// Seed of this process's choices.
@@ -97,6 +101,8 @@ impl ChildArgs {
             ns: get("ns")?,
             store_root: get("store-root")?,
             keys: num("keys")? as usize,
+            accounts: num("accounts")? as usize,
+            permits: num("permits")? as u32,
             tasks: num("tasks")? as usize,
             seed: num("seed")?,
             stop_at: num("stop-at")?,
@@ -121,6 +127,10 @@ impl ChildArgs {
             self.store_root.clone(),
             "--keys".into(),
             self.keys.to_string(),
+            "--accounts".into(),
+            self.accounts.to_string(),
+            "--permits".into(),
+            self.permits.to_string(),
             "--tasks".into(),
             self.tasks.to_string(),
             "--seed".into(),
@@ -259,6 +269,9 @@ impl Kind {
     }
 }
 
+/// A task: round after round, a lock (40 % of the rounds), a read or write
+/// lock (26 %), a semaphore's permit (16 %) or a transfer under a multi-lock
+/// (18 %), until the run stops.
 async fn worker_task(ctx: Ctx, args: &ChildArgs, manager: &LockManager, task: usize) {
     let mut rng = Rng::new(args.seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let options = LockOptions::default()
@@ -268,90 +281,102 @@ async fn worker_task(ctx: Ctx, args: &ChildArgs, manager: &LockManager, task: us
         .map(|k| manager.new_lock(format!("k{k}"), options.clone()))
         .collect::<Result<_, _>>()
         .expect("valid lock names and options");
+    let prims = prims::Handles::new(manager, args, &options);
     let clock = ctx.rec.clock();
-    let stop = clock.instant_at(args.stop_at);
     while clock.now() < args.stop_at {
-        let k = rng.below(args.keys as u64) as usize;
-        let (key, lock) = (format!("k{k}"), &locks[k]);
-        let kind = match rng.below(100) {
-            0..=34 => Kind::Lock,
-            35..=59 => Kind::LockTimeout(Duration::from_millis(match rng.below(4) {
-                0 => 0,
-                _ => rng.below(2000),
-            })),
-            60..=74 => Kind::TryLock,
-            75..=87 => Kind::Cancel(Duration::from_millis(20 + rng.below(400))),
-            _ => Kind::Reentrant,
-        };
-        let id = ctx.next_id();
-        let limit = match kind {
-            Kind::Lock => Duration::from_micros(args.stop_at.saturating_sub(clock.now())),
-            Kind::LockTimeout(d) | Kind::Cancel(d) => d,
-            Kind::TryLock => Duration::ZERO,
-            Kind::Reentrant => Duration::from_secs(2),
-        };
-        let ev = |phase: &str| {
-            Event::new("acquire", phase)
-                .id(id)
-                .key(&key)
-                .kind(kind.name())
-        };
-        ctx.rec.record(ev("invoke").limit(limit));
-        let result: Option<distlock::Result<Option<LockGuard>>> = match kind {
-            Kind::Lock => tokio::select! {
-                r = lock.lock() => Some(r.map(Some)),
-                _ = tokio::time::sleep_until(stop.into()) => None,
-            },
-            Kind::LockTimeout(d) => Some(lock.lock_timeout(d).await.map(Some)),
-            Kind::TryLock => Some(lock.try_lock().await),
-            Kind::Cancel(d) => tokio::time::timeout(d, lock.lock())
-                .await
-                .ok()
-                .map(|r| r.map(Some)),
-            Kind::Reentrant => Some(lock.lock_timeout(Duration::from_secs(2)).await.map(Some)),
-        };
-        match result {
-            None => {
-                ctx.rec.record(ev("fail").outcome("cancelled"));
-            }
-            Some(Ok(None)) => {
-                ctx.rec.record(ev("fail").outcome("busy"));
-            }
-            Some(Err(e)) => {
-                let outcome = if e.code() == ErrorCode::Timeout {
-                    "timeout"
-                } else {
-                    "error"
-                };
-                ctx.rec.record(
-                    ev("fail")
-                        .outcome(outcome)
-                        .detail(format!("{:?}: {e}", e.code())),
-                );
-                if outcome == "error" {
-                    // Don't spin on an unavailable cluster.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            Some(Ok(Some(guard))) => {
-                let sec = ctx.next_id();
-                ctx.rec
-                    .record(ev("ok").outcome("ok").token(guard.fencing_token()).sec(sec));
-                section(
-                    &ctx,
-                    args,
-                    lock,
-                    guard,
-                    &key,
-                    sec,
-                    kind == Kind::Reentrant,
-                    &mut rng,
-                )
-                .await;
-            }
+        match rng.below(100) {
+            0..=39 => lock_round(&ctx, args, &locks, &mut rng).await,
+            40..=65 => prims::rw_round(&ctx, args, &prims, &mut rng).await,
+            66..=81 => prims::semaphore_round(&ctx, args, &prims, &mut rng).await,
+            _ => prims::transfer_round(&ctx, args, &prims, &mut rng).await,
         }
         // A little think time, so that every task does not hammer etcd back to back.
         tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
+    }
+}
+
+/// One round of a task with a lock of a random hot key, as one of [`Kind`].
+async fn lock_round(ctx: &Ctx, args: &ChildArgs, locks: &[Lock], rng: &mut Rng) {
+    let clock = ctx.rec.clock();
+    let stop = clock.instant_at(args.stop_at);
+    let k = rng.below(args.keys as u64) as usize;
+    let (key, lock) = (format!("k{k}"), &locks[k]);
+    let kind = match rng.below(100) {
+        0..=34 => Kind::Lock,
+        35..=59 => Kind::LockTimeout(Duration::from_millis(match rng.below(4) {
+            0 => 0,
+            _ => rng.below(2000),
+        })),
+        60..=74 => Kind::TryLock,
+        75..=87 => Kind::Cancel(Duration::from_millis(20 + rng.below(400))),
+        _ => Kind::Reentrant,
+    };
+    let id = ctx.next_id();
+    let limit = match kind {
+        Kind::Lock => Duration::from_micros(args.stop_at.saturating_sub(clock.now())),
+        Kind::LockTimeout(d) | Kind::Cancel(d) => d,
+        Kind::TryLock => Duration::ZERO,
+        Kind::Reentrant => Duration::from_secs(2),
+    };
+    let ev = |phase: &str| {
+        Event::new("acquire", phase)
+            .id(id)
+            .key(&key)
+            .kind(kind.name())
+    };
+    ctx.rec.record(ev("invoke").limit(limit));
+    let result: Option<distlock::Result<Option<LockGuard>>> = match kind {
+        Kind::Lock => tokio::select! {
+            r = lock.lock() => Some(r.map(Some)),
+            _ = tokio::time::sleep_until(stop.into()) => None,
+        },
+        Kind::LockTimeout(d) => Some(lock.lock_timeout(d).await.map(Some)),
+        Kind::TryLock => Some(lock.try_lock().await),
+        Kind::Cancel(d) => tokio::time::timeout(d, lock.lock())
+            .await
+            .ok()
+            .map(|r| r.map(Some)),
+        Kind::Reentrant => Some(lock.lock_timeout(Duration::from_secs(2)).await.map(Some)),
+    };
+    match result {
+        None => {
+            ctx.rec.record(ev("fail").outcome("cancelled"));
+        }
+        Some(Ok(None)) => {
+            ctx.rec.record(ev("fail").outcome("busy"));
+        }
+        Some(Err(e)) => {
+            let outcome = if e.code() == ErrorCode::Timeout {
+                "timeout"
+            } else {
+                "error"
+            };
+            ctx.rec.record(
+                ev("fail")
+                    .outcome(outcome)
+                    .detail(format!("{:?}: {e}", e.code())),
+            );
+            if outcome == "error" {
+                // Don't spin on an unavailable cluster.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Some(Ok(Some(guard))) => {
+            let sec = ctx.next_id();
+            ctx.rec
+                .record(ev("ok").outcome("ok").token(guard.fencing_token()).sec(sec));
+            section(
+                ctx,
+                args,
+                lock,
+                guard,
+                &key,
+                sec,
+                kind == Kind::Reentrant,
+                rng,
+            )
+            .await;
+        }
     }
 }
 
