@@ -1,7 +1,8 @@
 //! The distlock demo: worker processes contend for a few named locks on a
 //! throwaway local etcd; one is killed while holding and its lock is taken
 //! over after the TTL; an administrator lists, inspects and force-unlocks;
-//! the `distlock` command runs a job under a lock and lists it.
+//! a semaphore limits the fleet to two crawlers at once; the `distlock`
+//! command runs a job under a lock and lists it.
 //!
 //! `cargo run -p distlock-examples --example demo` (or `scripts/demo.sh`), on
 //! the etcd of `DISTLOCK_ENDPOINTS`, else on a throwaway local one. Without
@@ -20,6 +21,9 @@ use tokio::time::sleep;
 const NAMES: [&str; 3] = ["order:1", "order:2", "report"];
 const NAMESPACE: &str = "/demo";
 const CRASH_TTL: Duration = Duration::from_secs(3);
+/// The semaphore of step 4 and its permits.
+const CRAWL: &str = "crawl:example.com";
+const CRAWL_PERMITS: u32 = 2;
 
 /// How the demo reaches its locks: a real etcd, or memory as a fallback.
 enum Backend {
@@ -185,7 +189,29 @@ async fn main() {
     kept.unlock().await.unwrap();
     show_locks(&admin).await;
 
-    println!("\n-- 4. the `distlock` command: `hold` runs a shell job under lock `report`, `list` shows it, a second `hold` is busy");
+    println!(
+        "\n-- 4. a semaphore of 2 permits: three workers crawl `example.com`, at most two at once"
+    );
+    let mut children = Vec::new();
+    let mut tasks = Vec::new();
+    for id in 6..=8 {
+        match &backend {
+            Backend::Etcd(etcd) => children.push(spawn_worker(id, &etcd.endpoints()[0], "crawl")),
+            Backend::Memory(_) => tasks.push(tokio::spawn(crawl(id, backend.manager().await))),
+        }
+    }
+    for _ in 0..3 {
+        sleep(Duration::from_millis(450)).await;
+        show_semaphore(&admin, CRAWL).await;
+    }
+    for child in &mut children {
+        let _ = child.wait().await;
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+
+    println!("\n-- 5. the `distlock` command: `hold` runs a shell job under lock `report`, `list` shows it, a second `hold` is busy");
     match &backend {
         Backend::Etcd(etcd) => cli_step(&etcd.endpoints()[0]).await,
         Backend::Memory(_) => say("demo", "skipped: the `distlock` command needs etcd"),
@@ -198,7 +224,7 @@ async fn main() {
     drop(backend); // stops etcd and removes its data
 }
 
-/// Step 4: the `distlock` command against the demo's etcd.
+/// Step 5: the `distlock` command against the demo's etcd.
 async fn cli_step(endpoint: &str) {
     let Some(bin) = distlock_cli_binary().await else {
         say(
@@ -326,10 +352,50 @@ async fn run_worker_process(id: usize, endpoint: String, role: String) {
             );
             sleep(Duration::from_secs(60)).await; // until killed
         }
+        "crawl" => {
+            crawl(id, manager.clone()).await;
+            manager.close().await;
+        }
         _ => {
             contend(id, manager.clone()).await;
             manager.close().await;
         }
+    }
+}
+
+/// Crawls a few pages, each under one of the semaphore's permits.
+async fn crawl(id: usize, manager: LockManager) {
+    let who = format!("worker {id}");
+    let sem = manager.new_semaphore(CRAWL, CRAWL_PERMITS, opts()).unwrap();
+    for page in 1..=3 {
+        let permit = sem.acquire().await.unwrap();
+        say(
+            &who,
+            format!(
+                "crawls page {page} of example.com (permit token {})",
+                permit.fencing_token()
+            ),
+        );
+        sleep(Duration::from_millis(300)).await;
+        permit.release().await.unwrap();
+    }
+}
+
+async fn show_semaphore(admin: &LockManager, name: &str) {
+    match admin.semaphore_info(name).await.unwrap() {
+        Some(info) => {
+            let tokens: Vec<u64> = info.holders.iter().map(|h| h.fencing_token).collect();
+            say(
+                "admin",
+                format!(
+                    "semaphore_info({name}): {}/{} permits in use (tokens {tokens:?}), {} waiting",
+                    info.holders.len(),
+                    info.permits,
+                    info.waiters
+                ),
+            );
+        }
+        None => say("admin", format!("semaphore_info({name}): not in use")),
     }
 }
 

@@ -52,5 +52,6 @@ export DISTLOCK_EXPECT_ETCD_VERSION=3.5
 # `--workspace` keeps the feature set of the first round: nothing is rebuilt.
 cargo test --workspace --locked --lib \
     --test etcd_versions --test behaviour --test etcd --test failure_paths \
-    --test etcd_auth --test etcd_tls --test etcd_watch "$@"
+    --test etcd_auth --test etcd_tls --test etcd_watch \
+    --test primitives --test election "$@"
 echo "distlock: etcd 3.5 round (etcd suites) took $((SECONDS - start)) s" >&2

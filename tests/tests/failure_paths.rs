@@ -780,7 +780,10 @@ fn an_etcd_manager_on_a_runtime_that_shut_down_fails_clearly() {
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::Backend, "{err}");
         assert!(err.to_string().contains("runtime"), "{err}");
-        assert!(!err.is_retryable(), "retrying on a dead connection cannot help: {err}");
+        assert!(
+            !err.is_retryable(),
+            "retrying on a dead connection cannot help: {err}"
+        );
         let fresh = connect(&etcd, &ns).await;
         let admin = connect(&etcd, &ns).await;
         works_on_a_new_runtime(&fresh, &admin).await;
