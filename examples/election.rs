@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .next()
             .and_then(|a| a.parse().ok())
             .expect("replica id");
-        let endpoints: Vec<String> = args.map(String::from).collect();
+        let endpoints: Vec<String> = args.collect();
         return replica(id, endpoints).await;
     }
 
