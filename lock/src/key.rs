@@ -28,20 +28,21 @@ pub(crate) fn shown(key: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(key)
 }
 
-/// Checks a lock name: non-empty, at most 1 KiB, no NUL. Any other UTF-8 is fine.
+/// Checks the name of a lock, semaphore, read-write lock or election:
+/// non-empty, at most 1 KiB, no NUL. Any other UTF-8 is fine.
 pub(crate) fn validate_name(name: &str) -> Result<()> {
     let invalid = |msg: String| Err(LockError::new(ErrorCode::InvalidKey, msg));
     if name.is_empty() {
-        return invalid("lock name is empty".into());
+        return invalid("the name is empty".into());
     }
     if name.len() > MAX_NAME_LEN {
         return invalid(format!(
-            "lock name is {} bytes long; at most {MAX_NAME_LEN} are allowed",
+            "the name is {} bytes long; at most {MAX_NAME_LEN} are allowed",
             name.len()
         ));
     }
     if name.contains('\0') {
-        return invalid("lock name contains a NUL character".into());
+        return invalid("the name contains a NUL character".into());
     }
     Ok(())
 }

@@ -52,7 +52,7 @@ impl Lock {
             None => acquire.await,
             Some(wait) => tokio::time::timeout(wait, acquire)
                 .await
-                .unwrap_or_else(|_| Err(health.verdict(&self.name, wait))),
+                .unwrap_or_else(|_| Err(health.verdict(&self.described(), wait))),
         };
         let token = result
             .as_ref()
@@ -82,6 +82,7 @@ impl Lock {
             &self.queue,
             &self.owner,
             self.opts.reentrant,
+            self.kind == Kind::Exclusive,
             mode,
         );
         if let Some(section) = in_scope.await {
@@ -89,7 +90,7 @@ impl Lock {
         }
         // The calling task holds this name through this manager already: a
         // write (or plain) hold, which a read re-enters too, or a read hold.
-        let readers = Self::readers_key(&self.queue);
+        let readers = Hold::readers_key(&self.queue);
         if let Some(hold) = self.holds.owned_by_caller(&self.queue) {
             if self.kind == Kind::Exclusive && hold.is_downgraded() {
                 return Err(upgrade_refused(&self.name));
@@ -119,7 +120,12 @@ impl Lock {
         let reentered = if self.scoped {
             let frame = hold.task_frame();
             frame
-                .enter_section(&self.owner, self.opts.reentrant, mode)
+                .enter_section(
+                    &self.owner,
+                    self.opts.reentrant,
+                    self.kind == Kind::Exclusive,
+                    mode,
+                )
                 .await
         } else if !self.opts.reentrant {
             Err(LockError::new(
@@ -154,11 +160,6 @@ impl Lock {
         meta.encode()
     }
 
-    /// Where the registry finds this task's read hold of `queue`.
-    fn readers_key(queue: &str) -> String {
-        format!("{queue}r/")
-    }
-
     async fn contend(
         &self,
         mode: Mode,
@@ -171,6 +172,12 @@ impl Lock {
         // A shared session can vanish unnoticed between keep-alives (its lease
         // revoked); then etcd refuses the enqueue and we retry once on a fresh one.
         for attempt in 0..2 {
+            if mode == Mode::Try {
+                // Our own deletes of keys no slot guards (readers', permits')
+                // in this queue are not contention: wait for them, bounded.
+                let local = &self.shared.local;
+                local.after_cleanups(&self.queue, timeout).await;
+            }
             let (slot, slot_woke) = match self.kind {
                 Kind::Exclusive => match self.take_slot(mode).await {
                     Some((slot, woke)) => (Some(slot), woke),
@@ -283,17 +290,15 @@ impl Lock {
         retry: Retry,
     ) -> LockGuard {
         debug!(%key, token = won.rev, "acquired");
-        let owner_key = match self.kind {
-            Kind::Shared => Self::readers_key(&self.queue),
-            _ => self.queue.clone(),
-        };
         // A permit is never re-entered: each acquisition is one permit.
         let owned = !self.scoped && !matches!(self.kind, Kind::Permit(_));
         let hold = Hold::new(HoldParts {
             name: self.name.clone(),
-            queue: self.queue.clone(),
-            owner_key,
             value,
+            // Its key is in our queue: `{queue}{lease}`, a reader's
+            // `{queue}r/{lease}.{n}` (see `Keyspace`).
+            queue_len: self.queue.len(),
+            reader: self.kind == Kind::Shared,
             key,
             rev: won.rev,
             confirmed: won.confirmed,

@@ -143,6 +143,18 @@ impl Lock {
         )
     }
 
+    /// What this handle takes, for messages: ``lock `order:42` ``,
+    /// ``read lock `doc` ``, ``semaphore `crawl` ``, ``election `leader` ``.
+    pub(super) fn described(&self) -> String {
+        let what = match (self.source, self.kind) {
+            (Source::Election, _) => "election",
+            (_, Kind::Permit(_)) => "semaphore",
+            (_, Kind::Shared) => "read lock",
+            (_, Kind::Exclusive) => "lock",
+        };
+        format!("{what} `{}`", self.name)
+    }
+
     /// The lock's name.
     ///
     /// ```

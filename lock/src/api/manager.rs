@@ -57,6 +57,12 @@ pub struct LockManager {
     namespace: Arc<str>,
 }
 
+/// How many times [`LockManager::connect`] tries its first requests when
+/// they fail transiently, and the pause between tries: a reset connection
+/// as the client starts is retried; an etcd that refuses fails in ~0.2 s.
+const CONNECT_ATTEMPTS: u32 = 3;
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 impl LockManager {
     /// A manager on an existing etcd client. It checks that etcd answers and
     /// is version 3.4 or later.
@@ -101,12 +107,27 @@ impl LockManager {
         namespace: &str,
         request_timeout: Duration,
     ) -> Result<Self> {
-        check_server_version(&client, request_timeout).await?;
-        let backend = EtcdBackend::new(client, request_timeout);
-        // Fails early, with a clear error, when etcd is unreachable.
-        backend
-            .list(&Keyspace::new(namespace).queue("\u{1}probe"))
-            .await?;
+        let backend = EtcdBackend::new(client.clone(), request_timeout);
+        let probe = Keyspace::new(namespace).queue("\u{1}probe");
+        // Fails early, with a clear error, when etcd is unreachable; a
+        // transient failure (a connection reset as the client connects) is
+        // tried again, a few times, so that one blip does not fail a start.
+        let mut attempt = 1;
+        loop {
+            let checked = match check_server_version(&client, request_timeout).await {
+                Ok(()) => backend.list(&probe).await.map(drop),
+                Err(err) => Err(err),
+            };
+            match checked {
+                Ok(()) => break,
+                Err(err) if err.is_transient() && attempt < CONNECT_ATTEMPTS => {
+                    debug!(%err, attempt, "connecting to etcd failed; trying again");
+                    attempt += 1;
+                    tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
         info!(namespace, "lock manager on etcd");
         Ok(Self::with_backend(Arc::new(backend), namespace))
     }

@@ -71,6 +71,14 @@ impl MultiLock {
         Ok(MultiLock { locks })
     }
 
+    /// Applies `f` to the handle of each name: a `#[distributed_lock(keys
+    /// = [..])]` call makes each an owner scope of its own, as its locks
+    /// are, and tags its metrics (`macro_support`).
+    pub(crate) fn map_locks(mut self, f: impl FnMut(Lock) -> Lock) -> Self {
+        self.locks = self.locks.into_iter().map(f).collect();
+        self
+    }
+
     /// Its names, in order, without duplicates.
     ///
     /// ```
@@ -159,7 +167,10 @@ impl MultiLock {
             None => acquire.await,
             Some(wait) => tokio::time::timeout(wait, acquire)
                 .await
-                .unwrap_or_else(|_| Err(health.verdict(first.name(), wait))),
+                .unwrap_or_else(|_| {
+                    let names: Vec<String> = self.names().map(|n| format!("`{n}`")).collect();
+                    Err(health.verdict(&format!("multi-lock {}", names.join(", ")), wait))
+                }),
         };
         let token = result
             .as_ref()
@@ -215,7 +226,10 @@ impl MultiLock {
                 Mode::Wait => local.acquire(lock.name()).await,
                 Mode::Try => {
                     let bound = lock.shared.backend.request_timeout();
-                    local.try_acquire_after_cleanup(lock.name(), bound).await?
+                    let slot = local.try_acquire_after_cleanup(lock.name(), bound).await?;
+                    // Nor are our own deletes of readers' keys in its queue.
+                    local.after_cleanups(&lock.queue, bound).await;
+                    slot
                 }
             };
             slots.push(slot);
@@ -320,6 +334,13 @@ pub struct MultiLockGuard {
 }
 
 impl MultiLockGuard {
+    /// Its guards, one per name, in name order: a `#[distributed_lock(keys
+    /// = [..])]` call runs its body in the owner scope of each
+    /// (`macro_support`).
+    pub(crate) fn into_guards(mut self) -> Vec<LockGuard> {
+        self.take_guards()
+    }
+
     /// The fencing token of `name` (its key's create revision, strictly
     /// increasing per name from one holder to the next); `None` for a name
     /// this guard does not hold.
@@ -399,8 +420,12 @@ impl MultiLockGuard {
         })
     }
 
-    /// Releases every name (each key deleted as [`LockGuard::unlock`] does);
-    /// the first error, after every release was tried.
+    /// Releases every name: one transaction deletes every key (each only if
+    /// it is still ours, as [`LockGuard::unlock`] deletes one), retrying
+    /// transient failures until it applied or the lease is lost, so the
+    /// whole release is bounded as one name's is (about one TTL; then the
+    /// lease is retired, and the keys go with it). The first error in name
+    /// order. Dropped halfway, the release finishes in the background.
     ///
     /// ```
     /// # use distlock::{LockManager, LockOptions};
@@ -409,13 +434,26 @@ impl MultiLockGuard {
     /// ml.lock().await?.release().await?;
     /// # Ok(()) }
     /// ```
-    pub async fn release(self) -> Result<()> {
-        let mut first_error = None;
-        for (_, guard) in self.guards {
-            if let Err(err) = guard.unlock().await {
-                first_error.get_or_insert(err);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+    pub async fn release(mut self) -> Result<()> {
+        LockGuard::unlock_all(self.take_guards())
+            .await
+            .into_iter()
+            .find_map(Result::err)
+            .map_or(Ok(()), Err)
+    }
+
+    /// Its guards, in name order, leaving it empty.
+    fn take_guards(&mut self) -> Vec<LockGuard> {
+        std::mem::take(&mut self.guards)
+            .into_iter()
+            .map(|(_, guard)| guard)
+            .collect()
+    }
+}
+
+impl Drop for MultiLockGuard {
+    /// Releases every name in the background, as one transaction.
+    fn drop(&mut self) {
+        LockGuard::drop_all(self.take_guards());
     }
 }

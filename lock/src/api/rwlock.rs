@@ -58,6 +58,13 @@ impl RwLock {
         RwLock { read, write }
     }
 
+    /// Its read and write handles: a `#[distributed_lock(read)]` or
+    /// `(write)` call takes its side through one of them, as it takes a
+    /// lock, in an owner scope of its own (`macro_support`).
+    pub(crate) fn into_sides(self) -> (Lock, Lock) {
+        (self.read, self.write)
+    }
+
     /// The lock's name.
     ///
     /// ```
@@ -298,10 +305,16 @@ impl WriteGuard {
     /// Turns the write lock into a read lock, atomically: the key keeps its
     /// place in the queue (no writer queued behind it gets in between) and
     /// says it is shared from now on, so the readers queued behind it are
-    /// admitted. The lease, its renewal and the fencing token stay. Fails
-    /// with `Expired` if the lock was lost, `AlreadyHeld` if this task holds
-    /// more than this one guard on the write lock (a re-entered write hold
-    /// cannot become a read hold under the other guards).
+    /// admitted. The lease, its renewal and the fencing token stay.
+    ///
+    /// Bounded like a release: transient backend failures are retried until
+    /// the update applies, for at most about one TTL. Fails with `Expired`
+    /// if the lock was lost, before or while downgrading (a partition ends
+    /// the call when the lease would run out, not when it heals), `Backend`
+    /// if the update did not get through within a TTL — on both, this guard
+    /// is gone and the write lock is released — and `AlreadyHeld` if this
+    /// task holds more than this one guard on the write lock (a re-entered
+    /// write hold cannot become a read hold under the other guards).
     ///
     /// ```
     /// # use distlock::{LockManager, LockOptions};

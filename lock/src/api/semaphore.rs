@@ -55,6 +55,13 @@ impl Semaphore {
         Semaphore { lock, permits }
     }
 
+    /// Its handle, whose acquisitions are permits of this semaphore: a
+    /// `#[distributed_lock(permits = n)]` call takes its permit through it,
+    /// as it takes a lock (`macro_support`).
+    pub(crate) fn into_lock(self) -> Lock {
+        self.lock
+    }
+
     /// Checks a number of permits.
     pub(crate) fn validate(permits: u32) -> Result<()> {
         if permits == 0 || permits > MAX_PERMITS {
@@ -171,7 +178,8 @@ impl Permit {
     /// The permit's fencing token: its key's create revision, which grows
     /// strictly from one acquisition of the semaphore to the next. Up to N
     /// permits are held at once, so a store fences their writes per permit
-    /// slot, or accepts the highest N tokens (see the guide).
+    /// slot, or accepts the highest N tokens (see "Fencing with several holders"
+    /// in the guide, `docs/primitives.md`).
     ///
     /// ```
     /// # use distlock::{LockManager, LockOptions};

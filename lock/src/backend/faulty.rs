@@ -35,7 +35,8 @@ pub enum Op {
     /// The fenced put that changes a held key's value in place (a
     /// semaphore's promotion, a write lock's downgrade).
     Update,
-    /// A fenced delete (release, cleanup, force-unlock).
+    /// A fenced delete (release, cleanup, force-unlock), or the one
+    /// transaction deleting a multi-lock's keys.
     Delete,
     /// A range read (info, list).
     List,
@@ -362,6 +363,17 @@ impl Backend for FaultyBackend {
         Box::pin(self.run(Op::Position, self.inner.ahead(queue, key, rev, read)))
     }
 
+    /// Counted and failed as [`Op::Position`]: a shared read fails for
+    /// every reader it answers for.
+    fn aheads<'a>(
+        &'a self,
+        queue: &'a str,
+        keys: &'a [(String, i64)],
+        read: Read,
+    ) -> BoxFuture<'a, Result<Vec<Ahead>>> {
+        Box::pin(self.run(Op::Position, self.inner.aheads(queue, keys, read)))
+    }
+
     fn wait_deleted<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.run(Op::WaitDeleted, self.inner.wait_deleted(key, from)))
     }
@@ -388,6 +400,15 @@ impl Backend for FaultyBackend {
         let (inner, k) = (Arc::clone(&self.inner), key.to_owned());
         let stale: BoxFuture<'static, _> = Box::pin(async move { inner.delete(&k, rev).await });
         Box::pin(self.run_late(Op::Delete, self.inner.delete(key, rev), Some(stale)))
+    }
+
+    fn delete_all<'a>(
+        &'a self,
+        keys: &'a [(String, Option<i64>)],
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        let (inner, k) = (Arc::clone(&self.inner), keys.to_vec());
+        let stale: BoxFuture<'static, _> = Box::pin(async move { inner.delete_all(&k).await });
+        Box::pin(self.run_late(Op::Delete, self.inner.delete_all(keys), Some(stale)))
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>> {

@@ -29,6 +29,11 @@ mod terms;
 mod version;
 mod watch_hub;
 
+/// The most keys one [`Backend::aheads`] read answers for: two operations
+/// each, well inside etcd's default limit of 128 per transaction
+/// (`--max-txn-ops`).
+pub(crate) const MAX_AHEADS: usize = 32;
+
 /// A boxed, sendable future: backends are used as trait objects.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -40,7 +45,7 @@ pub(crate) struct Granted {
 }
 
 /// Which keys of a queue a read considers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Scope {
     /// Every key under the queue's prefix.
     All,
@@ -52,7 +57,7 @@ pub(crate) enum Scope {
 }
 
 /// What a read of a queue returns, besides whether our key is there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Read {
     pub(crate) scope: Scope,
     /// At most this many keys.
@@ -220,6 +225,18 @@ pub(crate) trait Backend: Send + Sync + 'static {
         read: Read,
     ) -> BoxFuture<'a, Result<Ahead>>;
 
+    /// [`ahead`](Backend::ahead) for several keys of `queue` at once
+    /// (`(key, create revision)` pairs, at most [`MAX_AHEADS`]), in one
+    /// linearizable read: answer `i` is what `ahead` of key `i` would have
+    /// said at that read's revision (the same range, at the same revision,
+    /// and the key's create revision checked as `ahead`'s guard checks it).
+    fn aheads<'a>(
+        &'a self,
+        queue: &'a str,
+        keys: &'a [(String, i64)],
+        read: Read,
+    ) -> BoxFuture<'a, Result<Vec<Ahead>>>;
+
     /// Resolves once `key` may have been deleted at or after revision `from`.
     /// It can resolve spuriously (e.g. after a compaction); callers re-check
     /// with [`ahead`](Backend::ahead).
@@ -243,6 +260,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Deletes `key` if its create revision is `rev` (any revision when
     /// `None`); whether a key was deleted.
     fn delete<'a>(&'a self, key: &'a [u8], rev: Option<i64>) -> BoxFuture<'a, Result<bool>>;
+
+    /// [`delete`](Backend::delete) of several keys (`(key, rev)` pairs, each
+    /// fenced by its own create revision, or not when `None`), all in one
+    /// transaction: whether each was deleted, in order. A key that is not
+    /// there, or has another create revision, is left alone; the others are
+    /// deleted all the same.
+    fn delete_all<'a>(
+        &'a self,
+        keys: &'a [(String, Option<i64>)],
+    ) -> BoxFuture<'a, Result<Vec<bool>>>;
 
     /// Every key under `prefix`, oldest first, with the revision read at.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>>;

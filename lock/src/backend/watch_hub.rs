@@ -2,8 +2,9 @@
 //!
 //! Each wait is one watcher on the shared stream, with a watch id chosen by
 //! us so responses can be routed back (client-chosen ids need etcd 3.4+,
-//! checked at connect); it is cancelled on etcd as soon as it fired or its
-//! waiter went away. Compared with a stream per wait, a wait costs one message
+//! checked at connect); it is cancelled on etcd shortly after it fired or its
+//! waiter went away (with the others of that moment, after the reads that
+//! the waiters it woke make: see [`Stream::cancel_later`]). Compared with a stream per wait, a wait costs one message
 //! on an open stream instead of a new HTTP/2 stream.
 //!
 //! Failure handling, in the stream task ([`run`]):
@@ -153,7 +154,15 @@ struct Stream {
     /// "created" (or refused) response, oldest first. etcd answers creates in
     /// order, which identifies a refusal that carries no watch id.
     unanswered: VecDeque<i64>,
+    /// Watches of this stream to cancel on etcd at `cancel_at` (see
+    /// [`Stream::cancel_later`]).
+    deferred: Vec<i64>,
+    cancel_at: Option<Instant>,
 }
+
+/// How long the cancel of a watch that fired (or whose waiter left) waits,
+/// to be sent with the others of that moment.
+const CANCEL_DELAY: Duration = Duration::from_millis(50);
 
 fn watch_options(id: i64, from: i64, puts: bool) -> WatchOptions {
     let options = WatchOptions::new()
@@ -212,6 +221,9 @@ impl Stream {
                 self.stream = Some(stream);
                 self.unanswered.clear();
                 self.progress_due = None;
+                // The old stream's watches went with it.
+                self.deferred.clear();
+                self.cancel_at = None;
             }
         }
         self.unanswered.push_back(id);
@@ -240,6 +252,29 @@ impl Stream {
         if let Some(mut stream) = self.stream.take() {
             self.bounded("watch cancel", stream.cancel(id)).await?;
             self.stream = Some(stream);
+        }
+        Ok(())
+    }
+
+    /// Cancels a watch on etcd soon rather than now. One release wakes
+    /// every waiter behind it (K readers), and K cancels sent at that moment
+    /// are served by etcd ahead of the reads those waiters make next: with
+    /// 64 readers in 8 managers, the first reads took ~4 ms instead of ~1.
+    /// A watch kept a moment longer costs etcd one idle watcher; an event it
+    /// still sends finds no waiter and is dropped.
+    fn cancel_later(&mut self, id: i64) {
+        if self.stream.is_some() {
+            self.deferred.push(id);
+            self.cancel_at
+                .get_or_insert_with(|| Instant::now() + CANCEL_DELAY);
+        }
+    }
+
+    /// Sends the cancels that [`cancel_later`](Self::cancel_later) held back.
+    async fn cancel_deferred(&mut self) -> std::result::Result<(), Broken> {
+        self.cancel_at = None;
+        for id in std::mem::take(&mut self.deferred) {
+            self.cancel(id).await?;
         }
         Ok(())
     }
@@ -299,6 +334,8 @@ async fn run(
         last_heard: Instant::now(),
         progress_due: None,
         unanswered: VecDeque::new(),
+        deferred: Vec::new(),
+        cancel_at: None,
     };
     let outcome = loop {
         let check_at = stream.check_at();
@@ -313,10 +350,9 @@ async fn run(
                 Some(Command::Cancel { id }) => {
                     // Still pending: the waiter left early; cancel on etcd.
                     if waiting.remove(&id).is_some() {
-                        stream.cancel(id).await
-                    } else {
-                        Ok(())
+                        stream.cancel_later(id);
                     }
+                    Ok(())
                 }
             },
             message = async { stream.stream.as_mut()?.message().await.transpose() },
@@ -338,6 +374,11 @@ async fn run(
                 if stream.stream.is_some() && !waiting.is_empty() =>
             {
                 stream.check().await
+            }
+            _ = tokio::time::sleep_until(stream.cancel_at.unwrap_or(check_at)),
+                if stream.cancel_at.is_some() =>
+            {
+                stream.cancel_deferred().await
             }
         };
         if let Err(broken) = step {
@@ -423,7 +464,7 @@ async fn route(
         if let Some(pending) = waiting.remove(&id) {
             let _ = pending.fired.send(Ok(()));
             if !resp.canceled() {
-                stream.cancel(id).await?;
+                stream.cancel_later(id);
             }
         }
     }

@@ -189,19 +189,52 @@ impl LockGuard {
     /// assert_eq!(lock.hold_count(), 0);
     /// # Ok(()) }
     /// ```
-    pub async fn unlock(mut self) -> Result<()> {
-        let Some(hold) = self.hold.take() else {
-            return Err(LockError::new(ErrorCode::NotHeld, "guard already released"));
-        };
-        if !hold.leave() {
-            return Ok(());
+    pub async fn unlock(self) -> Result<()> {
+        let mut unlocked = LockGuard::unlock_all(vec![self]).await;
+        unlocked.pop().unwrap_or(Ok(()))
+    }
+
+    /// [`unlock`](LockGuard::unlock)s guards whose holds share one session
+    /// (a multi-lock's): the keys of the holds they were the last guards of
+    /// are deleted in one transaction. Each guard's result, in order.
+    pub(crate) async fn unlock_all(mut guards: Vec<LockGuard>) -> Vec<Result<()>> {
+        let mut outcomes: Vec<Option<Result<()>>> = Vec::with_capacity(guards.len());
+        let mut last = Vec::new();
+        for guard in &mut guards {
+            outcomes.push(match guard.hold.take() {
+                None => Some(Err(LockError::new(
+                    ErrorCode::NotHeld,
+                    "guard already released",
+                ))),
+                Some(hold) if hold.leave() => {
+                    last.push(hold);
+                    None
+                }
+                Some(_) => Some(Ok(())),
+            });
         }
         // Should this future be dropped halfway, the release finishes in the
         // background (every step of it can be repeated safely).
-        let mut unfinished = ReleaseOnDrop(Some(Arc::clone(&hold)));
-        let released = hold.release().await;
-        unfinished.0 = None;
-        released
+        let mut unfinished = ReleaseOnDrop(last.clone());
+        let mut released = Hold::release_all(last).await.into_iter();
+        unfinished.0.clear();
+        drop(guards); // their sections end with the release
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|| released.next().unwrap_or(Ok(()))))
+            .collect()
+    }
+
+    /// Drops guards whose holds share one session (a multi-lock's): the
+    /// holds they were the last guards of are released together in the
+    /// background, as [`unlock_all`](LockGuard::unlock_all) would.
+    pub(crate) fn drop_all(mut guards: Vec<LockGuard>) {
+        let last = guards
+            .iter_mut()
+            .filter_map(|guard| guard.hold.take())
+            .filter(|hold| hold.leave())
+            .collect();
+        Hold::release_all_in_background(last);
     }
 }
 
@@ -215,14 +248,12 @@ impl Drop for LockGuard {
     }
 }
 
-/// Releases a hold in the background unless disarmed (set to `None`).
-struct ReleaseOnDrop(Option<Arc<Hold>>);
+/// Releases holds in the background unless disarmed (emptied).
+struct ReleaseOnDrop(Vec<Arc<Hold>>);
 
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        if let Some(hold) = self.0.take() {
-            hold.release_in_background();
-        }
+        Hold::release_all_in_background(std::mem::take(&mut self.0));
     }
 }
 

@@ -6,8 +6,11 @@
 //! storage layers and the base modules.
 
 mod guard;
+mod lost;
 mod owner;
+mod owner_key;
 mod registry;
+mod release;
 mod state;
 
 pub use guard::LockGuard;

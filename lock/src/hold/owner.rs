@@ -105,8 +105,8 @@ impl Frame {
             section: None,
             section_ended: CancellationToken::new(),
             shared: Arc::downgrade(hold.shared()),
-            name: hold.name.clone(),
-            queue: hold.queue.clone(),
+            name: hold.name.to_string(),
+            queue: hold.queue().to_owned(),
             token: hold.token(),
             hold: Arc::downgrade(hold),
             children: Arc::new(FairMutex::new(())),
@@ -160,11 +160,14 @@ impl Frame {
         }
     }
 
-    /// A child section of this level's hold for the handle `handle`.
+    /// A child section of this level's hold for the handle `handle`; an
+    /// `exclusive` one (a lock, a write lock) only of an exclusive hold: in
+    /// a read hold it would run beside the other readers.
     pub(crate) async fn enter_section(
         &self,
         handle: &str,
         reentrant: bool,
+        exclusive: bool,
         mode: Mode,
     ) -> Result<Option<LockGuard>> {
         let hold = self
@@ -180,6 +183,16 @@ impl Frame {
                     ),
                 )
             })?;
+        if exclusive && hold.is_shared() {
+            return Err(LockError::new(
+                ErrorCode::AlreadyHeld,
+                format!(
+                    "this owner holds `{}` for reading: an exclusive lock of it would wait for \
+                     itself; release the read lock first",
+                    self.name
+                ),
+            ));
+        }
         let live = self.sections().get(handle).and_then(Weak::upgrade);
         if let Some(section) = live {
             if !reentrant {
@@ -241,10 +254,15 @@ pub(crate) async fn acquire_in_scope(
     queue: &str,
     handle: &str,
     reentrant: bool,
+    exclusive: bool,
     mode: Mode,
 ) -> Option<Result<Option<LockGuard>>> {
     let frame = current()?.find(shared, queue)?;
-    Some(frame.enter_section(handle, reentrant, mode).await)
+    Some(
+        frame
+            .enter_section(handle, reentrant, exclusive, mode)
+            .await,
+    )
 }
 
 /// An owner scope: work run inside it, in this task, owns a hold (see

@@ -52,6 +52,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::owner_key::OwnerKey;
 use crate::backend::{Backend, ChangeWatch, Changes};
 use crate::error::LockError;
 use crate::hold::Hold;
@@ -95,7 +96,7 @@ struct State {
 /// re-entry by the task that owns it.
 #[derive(Default)]
 struct Owners {
-    by_key: HashMap<String, Weak<Hold>>,
+    by_key: HashMap<OwnerKey, Weak<Hold>>,
     /// Forget released names once the map is this large (amortized O(1)).
     prune_at: usize,
 }
@@ -175,8 +176,9 @@ impl Holds {
             owners.prune_at = (owners.by_key.len() * 2).max(64);
         }
         if hold.owner.is_some() {
-            let key = hold.owner_key.clone();
-            owners.by_key.insert(key, Arc::downgrade(hold));
+            owners
+                .by_key
+                .insert(OwnerKey::of(hold), Arc::downgrade(hold));
         }
     }
 
@@ -184,9 +186,9 @@ impl Holds {
     pub(crate) fn remove(&self, hold: &Hold) {
         {
             let mut owners = self.owners();
-            let latest = owners.by_key.get(&hold.owner_key);
+            let latest = owners.by_key.get(hold.owner_key());
             if latest.is_some_and(|h| std::ptr::eq(h.as_ptr(), hold)) {
-                owners.by_key.remove(&hold.owner_key);
+                owners.by_key.remove(hold.owner_key());
             }
         }
         let id = (Arc::clone(hold.key()), hold.token() as i64);

@@ -5,16 +5,16 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, Instrument};
+use tracing::debug;
 
 use super::guard::LockGuard;
+use super::lost::Lost;
 use super::owner::{Frame, TaskOwner};
 use super::registry::Holds;
 use crate::error::{ErrorCode, LockError, Result};
 use crate::lease::{Retry, Session};
 use crate::metrics::LossCause;
-use crate::queue::{log_removal, remove_key, Metadata, Removal};
+use crate::queue::Metadata;
 use crate::shared::{Shared, Slot};
 
 /// One acquisition of a lock by one owner, shared by all of its (reentrant)
@@ -23,44 +23,45 @@ use crate::shared::{Shared, Slot};
 /// A hold runs no task of its own: the manager's [`Holds`] registry tells it
 /// when it is lost.
 pub(crate) struct Hold {
-    pub(crate) name: String,
-    /// The queue the key is in (a lock's, or a semaphore's): what an owner
-    /// scope on this hold covers.
-    pub(crate) queue: String,
-    /// Where the manager's registry finds this hold for re-entry by its
-    /// owner: the queue, or the queue's readers' prefix for a read hold.
-    pub(crate) owner_key: String,
+    pub(crate) name: Box<str>,
+    /// Our key, shared with the manager's registry of holds. It starts with
+    /// the hold's queue and owner key (see [`queue`](Hold::queue) and
+    /// [`owner_key`](Hold::owner_key)), which are kept as lengths, not as
+    /// copies: a held lock costs memory per hold (see docs/benchmarks.md).
+    pub(super) key: Arc<str>,
+    /// The length of the queue's prefix of `key`.
+    queue_len: u32,
+    /// The length of the owner key's prefix of `key`.
+    owner_len: u32,
     /// The key's value, for changing it in place (a downgrade, a proclaim).
-    value: Mutex<Vec<u8>>,
+    value: Mutex<Box<[u8]>>,
     /// A write hold that was downgraded to a read hold in place.
     downgraded: std::sync::atomic::AtomicBool,
-    /// Our key, shared with the manager's registry of holds.
-    key: Arc<str>,
     pub(super) token: u64,
     pub(super) session: Arc<Session>,
     /// Whether the session's lease belongs to this hold alone (no auto-renew).
-    dedicated: bool,
+    pub(super) dedicated: bool,
     /// Cancelled when the lock is lost: the session is lost (a child of its
-    /// token), or the key was deleted behind our back.
-    pub(super) lost: CancellationToken,
+    /// token), or the key was deleted behind our back; and when released.
+    pub(super) lost: Lost,
     /// Live guards; 0 once released.
     guards: Mutex<usize>,
     /// The name's local slot, freed once the key is deleted or the lock lost.
-    slot: Mutex<Option<Slot>>,
+    pub(super) slot: Mutex<Option<Slot>>,
     /// The pause between attempts of the release.
-    retry_interval: Duration,
+    pub(super) retry_interval: Duration,
     pub(super) shared: Arc<Shared>,
     /// The manager's registry of holds, which this one is in.
-    holds: Arc<Holds>,
+    pub(super) holds: Arc<Holds>,
     /// The held gauge, hold time and loss count of this hold.
-    metrics: crate::metrics::Held,
+    pub(super) metrics: crate::metrics::Held,
     /// The task that owns the hold and may re-enter it (a plain `lock()`),
     /// or `None` for a hold owned by an owner scope (a locked call, a
     /// request), which only code inside that scope re-enters.
     pub(crate) owner: Option<TaskOwner>,
     /// An enqueue attempt of this acquisition got no answer: it may create
     /// the key again after the release deleted it (see `Session::sweep_later`).
-    unanswered: bool,
+    pub(super) unanswered: bool,
     /// The scope level that locked calls and requests in the owning task
     /// enter as child sections (made on first use).
     task_frame: OnceLock<Arc<Frame>>,
@@ -69,10 +70,14 @@ pub(crate) struct Hold {
 /// What [`Hold::new`] needs.
 pub(crate) struct HoldParts {
     pub(crate) name: String,
-    pub(crate) queue: String,
-    pub(crate) owner_key: String,
     pub(crate) value: Vec<u8>,
+    /// `{queue}{suffix}`: every key of a queue starts with the queue.
     pub(crate) key: String,
+    /// The length of the key's queue prefix.
+    pub(crate) queue_len: usize,
+    /// A read hold: its owner key is the queue's readers' prefix
+    /// (`{queue}r/`, which its key starts with), not the queue.
+    pub(crate) reader: bool,
     pub(crate) rev: i64,
     /// A revision at which the key was known to exist (the read that won it).
     pub(crate) confirmed: i64,
@@ -95,13 +100,15 @@ impl Hold {
     /// [`WATCH_AFTER`](super::registry::WATCH_AFTER) (a short hold
     /// costs etcd nothing) and reports a loss through [`lose`](Hold::lose).
     pub(crate) fn new(p: HoldParts) -> Arc<Self> {
+        let owner_len = p.queue_len + if p.reader { READERS.len() } else { 0 };
+        debug_assert!(!p.reader || p.key[p.queue_len..].starts_with(READERS));
         let hold = Arc::new(Hold {
             metrics: crate::metrics::Held::start(p.metrics),
-            lost: p.session.lost().child_token(),
-            name: p.name,
-            queue: p.queue,
-            owner_key: p.owner_key,
-            value: Mutex::new(p.value),
+            lost: Lost::default(),
+            name: p.name.into_boxed_str(),
+            queue_len: prefix_len(&p.key, p.queue_len),
+            owner_len: prefix_len(&p.key, owner_len),
+            value: Mutex::new(p.value.into_boxed_slice()),
             downgraded: Default::default(),
             key: p.key.into(),
             token: p.rev as u64,
@@ -148,6 +155,29 @@ impl Hold {
         &self.key
     }
 
+    /// The queue the key is in (a lock's, or a semaphore's): what an owner
+    /// scope on this hold covers.
+    pub(crate) fn queue(&self) -> &str {
+        prefix(&self.key, self.queue_len)
+    }
+
+    /// Where the manager's registry finds this hold for re-entry by its
+    /// owner: the queue, or the queue's readers' prefix for a read hold.
+    pub(crate) fn owner_key(&self) -> &str {
+        prefix(&self.key, self.owner_len)
+    }
+
+    /// Where the registry finds a read hold of `queue` (see
+    /// [`owner_key`](Hold::owner_key)).
+    pub(crate) fn readers_key(queue: &str) -> String {
+        format!("{queue}{READERS}")
+    }
+
+    /// The length of [`owner_key`](Hold::owner_key), a prefix of the key.
+    pub(super) fn owner_len(&self) -> u32 {
+        self.owner_len
+    }
+
     /// The lease our key is attached to.
     pub(crate) fn lease(&self) -> i64 {
         self.session.lease()
@@ -163,7 +193,7 @@ impl Hold {
     }
 
     pub(crate) fn is_lost(&self) -> bool {
-        self.lost.is_cancelled()
+        self.lost.is_cancelled(self.session.lost())
     }
 
     /// Whether the hold still has its name's local slot: until it is
@@ -180,6 +210,12 @@ impl Hold {
         self.downgraded.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Whether this is a shared hold: a read hold (registered under its
+    /// queue's readers, not the queue), or a write hold downgraded to one.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.owner_len != self.queue_len || self.is_downgraded()
+    }
+
     /// Downgrades this exclusive hold to a shared one in place: its key
     /// keeps its place in the queue (so no writer gets in between) and says
     /// it is shared now, so readers behind it go ahead.
@@ -194,13 +230,20 @@ impl Hold {
 
     /// Puts `value` into this hold's key, in place (the key keeps its place
     /// and create revision, hence the fencing token), if the hold is still
-    /// held: `Expired` if it was lost before (`what` says what was asked).
+    /// held; `what` says what was asked. Bounded as a release is: transient
+    /// failures are retried every retry interval until the update applies,
+    /// the hold is lost — `Expired` at once, the loss decided on the
+    /// client's clock, so a partition ends the call by the lease's deadline
+    /// — or one TTL has passed (`Backend`). Unchanged on an error.
     pub(crate) async fn rewrite(&self, value: Vec<u8>, what: &str) -> Result<()> {
         self.shared.ensure_open()?;
         let lost = || {
+            if self.shared.is_closed() {
+                return LockError::closed();
+            }
             LockError::new(
                 ErrorCode::Expired,
-                format!("lock `{}` was lost before it was {what}", self.name),
+                format!("lock `{}` was lost; it was not {what}", self.name),
             )
         };
         if !self.is_held() {
@@ -208,20 +251,49 @@ impl Hold {
         }
         let (backend, key) = (&self.shared.backend, &self.key);
         let (rev, lease) = (self.token as i64, self.session.lease());
-        let retry = crate::lease::Retry::new(&crate::lease::LockOptions::default());
-        let updated = retry
-            .run(what, || backend.update(key, rev, lease, value.clone()))
-            .await?;
-        if !updated {
-            return Err(lost());
+        let give_up_at = tokio::time::Instant::now() + self.session.ttl();
+        let until_lost = self.until_lost();
+        tokio::pin!(until_lost);
+        loop {
+            // Should the hold be lost meanwhile, an update still on its way
+            // is harmless: it is fenced by our key's create revision.
+            let attempt = tokio::select! {
+                biased;
+                () = &mut until_lost => return Err(lost()),
+                updated = backend.update(key, rev, lease, value.clone()) => updated,
+            };
+            let err = match attempt {
+                Ok(true) => break,
+                Ok(false) => return Err(lost()),
+                Err(err) if err.is_transient() => err,
+                Err(err) => return Err(err),
+            };
+            if tokio::time::Instant::now() + self.retry_interval >= give_up_at {
+                return Err(LockError::with_source(
+                    ErrorCode::Backend,
+                    format!(
+                        "lock `{}` could not be {what} within its lease TTL",
+                        self.name
+                    ),
+                    err,
+                ));
+            }
+            debug!(key = %self.key, %err, "{what}: update failed; retrying");
+            tokio::select! {
+                () = &mut until_lost => return Err(lost()),
+                () = tokio::time::sleep(self.retry_interval) => {}
+            }
         }
-        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        *self.value.lock().unwrap_or_else(|e| e.into_inner()) = value.into_boxed_slice();
         Ok(())
     }
 
     /// The key's value now.
     pub(crate) fn value(&self) -> Vec<u8> {
-        self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.value
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_vec()
     }
 
     /// Whether the calling task owns this hold (see [`TaskOwner`]).
@@ -277,7 +349,8 @@ impl Hold {
     /// Resolves when the hold is lost or released, or its session's deadline
     /// passes (see [`Session::until_lost`]).
     pub(crate) fn until_lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.session.until_lost(self.lost.clone())
+        self.session
+            .until_lost(self.lost.token(self.session.lost()))
     }
     // --- end of owner-scope hook ---
 
@@ -298,129 +371,6 @@ impl Hold {
         *guards -= 1;
         *guards == 0
     }
-
-    /// Runs [`release`](Hold::release) on the runtime, for when nobody can
-    /// await it.
-    pub(super) fn release_in_background(self: Arc<Self>) {
-        let shared = Arc::clone(&self.shared);
-        shared.spawn_background(async move {
-            if let Err(err) = self.release().await {
-                debug!(%err, "background release");
-            }
-        });
-    }
-
-    /// Deletes the key (fenced by its create revision if the local slot was
-    /// freed by a loss), retrying until it is gone or the session is lost
-    /// (see [`remove_key`]), then frees the local slot. `Expired` when the
-    /// lock had been lost.
-    pub(super) async fn release(self: Arc<Self>) -> Result<()> {
-        let span = tracing::debug_span!(
-            "distlock.release",
-            name = %self.name,
-            key = %self.key,
-            token = self.token,
-            outcome = tracing::field::Empty,
-        );
-        let lost = self.is_lost().then(|| self.loss_cause());
-        self.metrics.release_started(lost, &self.name, self.token);
-        let this = Arc::clone(&self);
-        let released = self.release_inner().instrument(span.clone()).await;
-        this.metrics.released(&span, &released);
-        released
-    }
-
-    async fn release_inner(self: Arc<Self>) -> Result<()> {
-        self.holds.remove(&self);
-        // The release keeps the name's local slot until the key is gone
-        // (it stays in the hold, so a release whose future is dropped midway
-        // still has it when it runs again in the background). A loss can no
-        // longer free it, so while we have it no other key of this name and
-        // lease can appear (see `cleanup`): the delete needs no fence. A loss
-        // that freed it already may have let the next acquisition make the
-        // key again: then only our revision is deleted.
-        let fence = {
-            let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(slot) = slot.as_ref() {
-                slot.cleaning();
-            }
-            slot.is_none().then_some(self.token as i64)
-        };
-        let was_lost = self.is_lost();
-        let released = if self.shared.is_closed() {
-            Err(LockError::closed()) // close() revoked the leases
-        } else if self.dedicated {
-            // The lease is this hold's alone: revoking it deletes the key.
-            // Should the revoke keep failing, the lease is no longer renewed
-            // and the key goes at its TTL: reported, as for a delete.
-            revoke_dedicated(&self.session, self.retry_interval).await
-        } else {
-            // Should this future be dropped while an unfenced delete is on
-            // its way, that delete may still land after the slot is freed
-            // and the name's next key made: the session is retired, so that
-            // key goes under another lease (another key name).
-            let mut retire = RetireOnDrop(fence.is_none().then_some(&self.session));
-            let removed = remove_key(
-                self.shared.backend.as_ref(),
-                &self.session,
-                &self.key,
-                fence,
-                self.retry_interval,
-            )
-            .await;
-            retire.0 = None; // answered: nothing of ours is on its way
-            log_removal(&self.key, "release", &removed);
-            removed
-        };
-        if self.unanswered {
-            // A late enqueue attempt of ours may still create the key.
-            self.session.sweep_later(&self.key);
-        }
-        self.lost.cancel(); // stops anyone still waiting on `lost()`
-        free(&self.slot);
-        debug!(key = %self.key, token = self.token, ?released, "released");
-        match released {
-            Ok(Removal::Deleted) if !was_lost => Ok(()),
-            Ok(_) => Err(LockError::new(
-                ErrorCode::Expired,
-                format!("lock `{}` had been lost before it was unlocked", self.name),
-            )),
-            Err(err) => Err(err),
-        }
-    }
-}
-
-/// Retires a session when dropped, unless disarmed (set to `None`): a delete
-/// of ours that was cut off may still land.
-struct RetireOnDrop<'a>(Option<&'a Arc<Session>>);
-
-impl Drop for RetireOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(session) = self.0 {
-            session.retire("a release was dropped while its delete was on its way");
-        }
-    }
-}
-
-/// Revokes a hold's own lease, retrying transient failures as a delete is
-/// retried (until the lease's deadline); `Backend` if it never succeeded.
-async fn revoke_dedicated(session: &Arc<Session>, interval: Duration) -> Result<Removal> {
-    let mut last = match session.close().await {
-        Ok(()) => return Ok(Removal::Deleted),
-        Err(err) => err,
-    };
-    while last.is_transient() && tokio::time::Instant::now() + interval < session.deadline() {
-        tokio::time::sleep(interval).await;
-        last = match session.close().await {
-            Ok(()) => return Ok(Removal::Deleted),
-            Err(err) => err,
-        };
-    }
-    Err(LockError::with_source(
-        ErrorCode::Backend,
-        "could not revoke the lock's own lease; the lock frees when its TTL runs out",
-        last,
-    ))
 }
 
 impl Drop for Hold {
@@ -430,12 +380,27 @@ impl Drop for Hold {
     }
 }
 
+/// What a reader's key has after its queue: the readers' prefix `r/` (see
+/// `Keyspace::reader`).
+const READERS: &str = "r/";
+
+/// `len` as a prefix length of `key`. A key etcd accepted is far shorter
+/// than 4 GiB; a length that does not fit stands for the whole key.
+fn prefix_len(key: &str, len: usize) -> u32 {
+    u32::try_from(len.min(key.len())).unwrap_or(u32::MAX)
+}
+
+/// The first `len` bytes of `key` (all of it if `len` is not a boundary).
+pub(super) fn prefix(key: &str, len: u32) -> &str {
+    key.get(..len as usize).unwrap_or(key)
+}
+
 /// Takes a hold's local slot, if not yet freed.
 fn take(slot: &Mutex<Option<Slot>>) -> Option<Slot> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// Frees a hold's local slot, if not yet freed.
-fn free(slot: &Mutex<Option<Slot>>) {
+pub(super) fn free(slot: &Mutex<Option<Slot>>) {
     drop(take(slot));
 }

@@ -74,24 +74,25 @@ impl Health {
         });
     }
 
-    /// The error for a wait of `waited` that ran out: `Timeout` when the
+    /// The error for a wait of `waited` for `what` (``lock `order:42` ``,
+    /// ``semaphore `crawl` ``, ...) that ran out: `Timeout` when the
     /// backend was answering (the lock was busy), `Backend` with the last
     /// backend error as its source when it was failing, or had not answered
     /// for [`SILENT`] or half the wait, whichever is longer (a healthy
     /// backend that is merely slower than a very short wait is not an
     /// outage). A wait that made no backend call of its own (it queued behind
     /// another acquisition of this process) goes by its manager's record.
-    pub(crate) fn verdict(&self, name: &str, waited: Duration) -> LockError {
+    pub(crate) fn verdict(&self, what: &str, waited: Duration) -> LockError {
         let busy = || {
             LockError::new(
                 ErrorCode::Timeout,
-                format!("lock `{name}` not acquired within {waited:?}"),
+                format!("{what} not acquired within {waited:?}"),
             )
         };
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match &*state {
             Heard::Nothing => match &self.parent {
-                Some(parent) => parent.verdict(name, waited),
+                Some(parent) => parent.verdict(what, waited),
                 None => busy(),
             },
             Heard::Answered => busy(),
@@ -99,14 +100,14 @@ impl Health {
             Heard::Asked(since) => LockError::new(
                 ErrorCode::Backend,
                 format!(
-                    "lock `{name}` not acquired within {waited:?}: the backend has not \
+                    "{what} not acquired within {waited:?}: the backend has not \
                      answered for {:?}",
                     since.elapsed()
                 ),
             ),
             Heard::Failed(err) => LockError::with_source(
                 ErrorCode::Backend,
-                format!("lock `{name}` not acquired within {waited:?}: the backend was failing"),
+                format!("{what} not acquired within {waited:?}: the backend was failing"),
                 err.duplicate("the last backend call"),
             ),
         }
@@ -247,14 +248,19 @@ mod tests {
         let wait = Duration::from_secs(1);
         // Queued locally, nothing heard by anyone: busy.
         let queued = Health::child(&manager);
-        assert_eq!(queued.verdict("n", wait).code(), ErrorCode::Timeout);
+        assert_eq!(queued.verdict("lock `n`", wait).code(), ErrorCode::Timeout);
         // Asked and not answered yet within a very short wait: merely slow.
         let retry = Retry::new(&LockOptions::default()).reporting(Health::child(&manager));
         let short = Duration::from_millis(5);
         let never = retry.run("op", std::future::pending::<Result<()>>);
         assert!(tokio::time::timeout(short, never).await.is_err());
         assert_eq!(
-            retry.health.as_ref().unwrap().verdict("n", short).code(),
+            retry
+                .health
+                .as_ref()
+                .unwrap()
+                .verdict("lock `n`", short)
+                .code(),
             ErrorCode::Timeout
         );
         // Asked and never answered for half a longer wait: an outage.
@@ -262,7 +268,12 @@ mod tests {
         let never = silent.run("op", std::future::pending::<Result<()>>);
         assert!(tokio::time::timeout(wait, never).await.is_err());
         assert_eq!(
-            retry.health.as_ref().unwrap().verdict("n", wait).code(),
+            retry
+                .health
+                .as_ref()
+                .unwrap()
+                .verdict("lock `n`", wait)
+                .code(),
             ErrorCode::Backend
         );
         // The last call failed: an outage, with the failure as the source.
@@ -270,18 +281,23 @@ mod tests {
             .run("op", || async { Err::<(), _>(transient()) })
             .await;
         assert!(failing.is_err());
-        let err = retry.health.as_ref().unwrap().verdict("n", wait);
+        let err = retry.health.as_ref().unwrap().verdict("lock `n`", wait);
         assert_eq!(err.code(), ErrorCode::Backend);
         assert!(std::error::Error::source(&err).is_some());
         // The manager heard the failure too: a wait queued behind says so.
-        assert_eq!(queued.verdict("n", wait).code(), ErrorCode::Backend);
+        assert_eq!(queued.verdict("lock `n`", wait).code(), ErrorCode::Backend);
         // The last call answered: busy.
         retry.run("op", || async { Ok(()) }).await.unwrap();
         assert_eq!(
-            retry.health.as_ref().unwrap().verdict("n", wait).code(),
+            retry
+                .health
+                .as_ref()
+                .unwrap()
+                .verdict("lock `n`", wait)
+                .code(),
             ErrorCode::Timeout
         );
-        assert_eq!(queued.verdict("n", wait).code(), ErrorCode::Timeout);
+        assert_eq!(queued.verdict("lock `n`", wait).code(), ErrorCode::Timeout);
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,23 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use super::held::any_of;
 use crate::hold::{self, Frame};
+
+/// Scope levels, outermost first.
+type Levels = Arc<[Arc<Frame>]>;
+
+tokio::task_local! {
+    /// The scope levels of the innermost locked call around the running
+    /// code: its one name's, or each name's of a `keys = [..]` call, in name
+    /// order (the innermost last).
+    static CALL: Levels;
+}
+
+/// Runs `body`, a locked call's, whose scope levels are `levels`.
+pub(super) fn in_call<F: Future>(levels: Levels, body: F) -> impl Future<Output = F::Output> {
+    CALL.scope(levels, body)
+}
 
 /// The lock held by the innermost [`#[distributed_lock]`](crate::distributed_lock)
 /// call around the code running now, as [`current_lock`] returns it.
@@ -31,13 +47,18 @@ use crate::hold::{self, Frame};
 /// assert!(distlock::current_lock().is_none()); // not inside a locked call
 /// # Ok(()) }
 /// ```
+///
+/// In a `keys = [..]` call it is the multi-lock, every name of it.
 #[derive(Clone)]
 pub struct CurrentLock {
-    frame: Arc<Frame>,
+    /// One level, or each name's of a multi-lock (never empty).
+    levels: Levels,
 }
 
 impl CurrentLock {
-    /// The lock's name: the rendered `key`.
+    /// The lock's name: the rendered `key`; in a `keys = [..]` call the
+    /// first of its names in name order ([`names`](CurrentLock::names)
+    /// lists them all).
     ///
     /// ```
     /// # use distlock::{distributed_lock, LockError, LockManager};
@@ -50,12 +71,42 @@ impl CurrentLock {
     /// # Ok(()) }
     /// ```
     pub fn name(&self) -> &str {
-        self.frame.name()
+        self.outermost().name()
+    }
+
+    /// Every name held: the rendered `key`, or each of a `keys = [..]`
+    /// call's names, in name order (duplicates once).
+    ///
+    /// ```
+    /// # use distlock::{distributed_lock, LockError, LockManager};
+    /// #[distributed_lock(keys = ["acct:{to}", "acct:{from}"], manager = LockManager::in_memory())]
+    /// async fn transfer(from: u32, to: u32) -> Result<Vec<String>, LockError> {
+    ///     let lock = distlock::current_lock().unwrap();
+    ///     Ok(lock.names().map(str::to_owned).collect())
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+    /// assert_eq!(transfer(2, 1).await?, ["acct:1", "acct:2"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.levels.iter().map(|level| level.name())
+    }
+
+    fn outermost(&self) -> &Frame {
+        &self.levels[0]
+    }
+
+    fn innermost(&self) -> &Frame {
+        &self.levels[self.levels.len() - 1]
     }
 
     /// The fencing token of the acquisition (see
     /// [`LockGuard::fencing_token`](crate::LockGuard::fencing_token)): pass it with every write the lock
-    /// protects, so that storage can refuse a stale holder's writes.
+    /// protects, so that storage can refuse a stale holder's writes. A
+    /// `permits = n` call's is its permit's
+    /// ([`Permit::fencing_token`](crate::Permit::fencing_token)); the names
+    /// of a `keys = [..]` call share one token, their keys being put by one
+    /// transaction.
     ///
     /// ```
     /// # use distlock::{distributed_lock, LockError, LockManager};
@@ -70,11 +121,11 @@ impl CurrentLock {
     /// # Ok(()) }
     /// ```
     pub fn fencing_token(&self) -> u64 {
-        self.frame.token()
+        self.innermost().token()
     }
 
-    /// Whether the lock is still held: false once it was lost, or once the
-    /// call that took it has returned.
+    /// Whether the lock is still held (in a `keys = [..]` call, every name):
+    /// false once it was lost, or once the call that took it has returned.
     ///
     /// ```
     /// # use distlock::{distributed_lock, LockError, LockManager};
@@ -90,10 +141,11 @@ impl CurrentLock {
     /// # Ok(()) }
     /// ```
     pub fn is_held(&self) -> bool {
-        self.frame.is_held()
+        self.levels.iter().all(|level| level.is_held())
     }
 
-    /// Resolves when the lock is lost (or released). With
+    /// Resolves when the lock (in a `keys = [..]` call, any of its names)
+    /// is lost, or released. With
     /// `on_lost = "continue"` the body uses it to stop on its own terms; with
     /// the default `on_lost = "cancel"` the macro already stops the body.
     ///
@@ -116,15 +168,15 @@ impl CurrentLock {
     /// # Ok(()) }
     /// ```
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.frame.lost()
+        any_of(self.levels.iter().map(|level| level.lost()).collect())
     }
 }
 
 impl fmt::Debug for CurrentLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CurrentLock")
-            .field("name", &self.frame.name())
-            .field("fencing_token", &self.frame.token())
+            .field("names", &self.names().collect::<Vec<_>>())
+            .field("fencing_token", &self.fencing_token())
             .field("held", &self.is_held())
             .finish()
     }
@@ -148,7 +200,18 @@ impl fmt::Debug for CurrentLock {
 /// # Ok(()) }
 /// ```
 pub fn current_lock() -> Option<CurrentLock> {
-    hold::current().map(|frame| CurrentLock { frame })
+    let frame = hold::current()?;
+    // The innermost call's levels, if the innermost scope is its own (not
+    // one opened inside its body by a guard's `scope()`).
+    let call = CALL
+        .try_with(|levels| {
+            let innermost = levels.last()?;
+            Arc::ptr_eq(innermost, &frame).then(|| Arc::clone(levels))
+        })
+        .ok()
+        .flatten();
+    let levels = call.unwrap_or_else(|| Arc::new([frame]));
+    Some(CurrentLock { levels })
 }
 
 /// The fencing token of [`current_lock`] while its lock is held: `None`
@@ -169,7 +232,7 @@ pub fn current_lock() -> Option<CurrentLock> {
 /// # Ok(()) }
 /// ```
 pub fn current_fencing_token() -> Option<u64> {
-    hold::current()
-        .filter(|frame| frame.is_held())
-        .map(|frame| frame.token())
+    current_lock()
+        .filter(CurrentLock::is_held)
+        .map(|lock| lock.fencing_token())
 }

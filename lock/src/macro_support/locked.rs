@@ -1,6 +1,7 @@
-//! The locked call itself: [`locked`] takes the lock as the [`Spec`] says,
-//! runs the body in the hold's owner scope, cancels it when the lock is lost
-//! (or past `hold_at_most`), and releases.
+//! The locked call itself: [`locked`] takes what the [`Spec`] says of the
+//! call's [`Names`] (`take.rs`), runs the body in the hold's owner scope,
+//! cancels it when the hold is lost (or past `hold_at_most`), and releases
+//! (`held.rs`).
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
@@ -11,10 +12,11 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn, Instrument};
 
 use super::default_manager::default_manager;
+use super::names::Names;
 use super::spec::{OnLost, Spec};
-use crate::api::{Lock, LockManager};
+use super::take::{take, what};
+use crate::api::LockManager;
 use crate::error::{ErrorCode, LockError};
-use crate::hold::LockGuard;
 
 /// The return type of a locked function: `Result<T, E>` whose `E` can hold a
 /// [`LockError`].
@@ -38,9 +40,15 @@ pub(super) struct Outcomes<R> {
     pub(super) skipped: Option<fn() -> R>,
 }
 
-/// Runs `body` holding the lock `key` of `manager` (or of the default
-/// manager): the expansion of every `#[distributed_lock]` function.
-pub async fn locked<R, F>(spec: Spec, manager: Option<LockManager>, key: String, body: F) -> R
+/// Runs `body` holding what `spec` says of `key` (one rendered key, or
+/// the keys of a multi-lock) through `manager` (or the default manager):
+/// the expansion of every `#[distributed_lock]` function.
+pub async fn locked<R, F>(
+    spec: Spec,
+    manager: Option<LockManager>,
+    key: impl Into<Names>,
+    body: F,
+) -> R
 where
     R: LockedResult,
     F: Future<Output = R>,
@@ -49,6 +57,7 @@ where
         error: R::from_lock_error,
         skipped: None,
     };
+    let key = key.into();
     let span = tracing::debug_span!("distlock.locked", function = spec.function, key = %key);
     run(spec, manager, key, body, outcomes)
         .instrument(span)
@@ -65,7 +74,7 @@ enum Ended<R> {
 pub(super) async fn run<R, F>(
     spec: Spec,
     manager: Option<LockManager>,
-    key: String,
+    key: Names,
     body: F,
     outcomes: Outcomes<R>,
 ) -> R
@@ -87,77 +96,68 @@ where
     // Inside an owner scope that holds the key (an outer locked call, a
     // request under `LockLayer`), this is a child section of that hold: see
     // `owner.rs`.
-    let lock = match manager.new_lock(key.clone(), spec.options()) {
-        Ok(lock) => lock
-            .with_metrics_source(crate::metrics::Source::Macro)
-            .owned_by_scope(),
-        Err(err) => return (outcomes.error)(err),
-    };
-    let guard = match acquire(&lock, &spec).await {
-        Ok(Some(guard)) => guard,
+    // Boxed, as the lock's acquisition is: nested locked calls poll one
+    // inside another, and this future is large.
+    let held = match Box::pin(take(&manager, &spec, &key)).await {
+        Ok(Some(held)) => held,
         Ok(None) => match outcomes.skipped {
             Some(skipped) => {
-                debug!("lock busy; skipped the call (skip_if_busy)");
+                debug!("busy; skipped the call (skip_if_busy)");
                 return skipped();
             }
             None => {
                 return (outcomes.error)(LockError::new(
                     ErrorCode::Timeout,
-                    format!("lock `{key}` is busy"),
+                    format!("{} is busy", what(&spec, &key)),
                 ))
             }
         },
         Err(err) => return (outcomes.error)(err),
     };
-    if guard.is_section() {
+    if held.is_section() {
         debug!("runs as a child section of an enclosing owner's hold");
     }
-    let scope = guard.scope();
-    let body = scope.run(body);
+    let body = held.run(body);
     let ended = match spec.hold_at_most {
-        None => match watch(body, guard.lost(), spec.on_lost).await {
+        None => match watch(body, held.lost(), spec.on_lost).await {
             Some(result) => Ended::Finished(result),
             None => Ended::Lost,
         },
         Some(limit) => {
             let deadline = started + limit;
-            match watch(timeout_at(deadline, body), guard.lost(), spec.on_lost).await {
+            match watch(timeout_at(deadline, body), held.lost(), spec.on_lost).await {
                 Some(Ok(result)) => Ended::Finished(result),
                 Some(Err(_)) => Ended::TooLong(limit),
                 None => Ended::Lost,
             }
         }
     };
-    release(guard, spec.hold_at_least.map(|d| started + d)).await;
+    held.release(spec.hold_at_least.map(|d| started + d)).await;
     match ended {
         Ended::Finished(result) => result,
         Ended::Lost => {
-            warn!(function = spec.function, key = %key, "lock lost while the function ran; cancelled it");
-            (outcomes.error)(lost_error(&spec, &key))
+            warn!(function = spec.function, key = %key, "lost while the function ran; cancelled it");
+            (outcomes.error)(LockError::new(
+                ErrorCode::Expired,
+                format!(
+                    "{} was lost while `{}` ran; the function was cancelled",
+                    what(&spec, &key),
+                    spec.function
+                ),
+            ))
         }
         Ended::TooLong(limit) => {
             warn!(function = spec.function, key = %key, ?limit, "ran past hold_at_most; cancelled it");
             (outcomes.error)(LockError::new(
                 ErrorCode::Timeout,
                 format!(
-                    "`{}` ran past hold_at_most ({limit:?}) under lock `{key}`; it was \
-                     cancelled and the lock released",
-                    spec.function
+                    "`{}` ran past hold_at_most ({limit:?}) under {}; it was cancelled and \
+                     released",
+                    spec.function,
+                    what(&spec, &key),
                 ),
             ))
         }
-    }
-}
-
-/// Takes the lock as `spec` says; `None` when a zero-wait try found it busy.
-async fn acquire(lock: &Lock, spec: &Spec) -> Result<Option<LockGuard>, LockError> {
-    if spec.skip_if_busy {
-        return lock.try_lock().await;
-    }
-    match spec.wait {
-        None => lock.lock().await.map(Some),
-        // A zero wait tries once.
-        Some(wait) => lock.lock_timeout(wait).await.map(Some),
     }
 }
 
@@ -190,49 +190,6 @@ async fn watch<R>(
         Poll::Pending
     })
     .await
-}
-
-/// Unlocks, waiting for the release so that the lock is free when the
-/// function returns; or, before `hold_until`, keeps it until then and
-/// releases it in the background. The body's result stands whatever the
-/// release says.
-async fn release(guard: LockGuard, hold_until: Option<Instant>) {
-    // A child section ends with its guard; the enclosing owner holds on.
-    let keep = hold_until.filter(|until| *until > Instant::now() && !guard.is_section());
-    if let (Some(until), Ok(runtime)) = (keep, tokio::runtime::Handle::try_current()) {
-        if guard.is_held() {
-            debug!("keeping the lock until hold_at_least has passed");
-            let lost = guard.lost();
-            runtime.spawn(async move {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => {}
-                    _ = lost => {}
-                }
-                unlock(guard).await;
-            });
-            return;
-        }
-    }
-    unlock(guard).await;
-}
-
-async fn unlock(guard: LockGuard) {
-    if let Err(err) = guard.unlock().await {
-        match err.code() {
-            ErrorCode::Expired => debug!(%err, "released a lost lock"),
-            _ => warn!(%err, "release failed; the lock goes with its lease"),
-        }
-    }
-}
-
-fn lost_error(spec: &Spec, key: &str) -> LockError {
-    LockError::new(
-        ErrorCode::Expired,
-        format!(
-            "lock `{key}` was lost while `{}` ran; the function was cancelled",
-            spec.function
-        ),
-    )
 }
 
 #[cfg(test)]

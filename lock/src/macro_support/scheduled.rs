@@ -6,6 +6,7 @@ use std::future::Future;
 use tracing::{warn, Instrument};
 
 use super::locked::{run, Outcomes};
+use super::names::Names;
 use super::spec::Spec;
 use crate::api::LockManager;
 use crate::error::LockError;
@@ -58,12 +59,13 @@ impl<T, E: From<LockError>> SkipResult for Result<Option<T>, E> {
     }
 }
 
-/// [`locked`](super::locked::locked) for `skip_if_busy` functions: a busy lock returns
-/// [`SkipResult::skipped`] at once.
+/// [`locked`](super::locked::locked) for `skip_if_busy` functions: a busy
+/// lock (all permits taken, a writer ahead of a reader, any name of a
+/// multi-lock held) returns [`SkipResult::skipped`] at once.
 pub async fn locked_or_skip<R, F>(
     spec: Spec,
     manager: Option<LockManager>,
-    key: String,
+    key: impl Into<Names>,
     body: F,
 ) -> R
 where
@@ -74,6 +76,7 @@ where
         error: R::from_lock_error,
         skipped: Some(R::skipped),
     };
+    let key = key.into();
     let span = tracing::debug_span!("distlock.locked", function = spec.function, key = %key);
     run(spec.skip_if_busy(), manager, key, body, outcomes)
         .instrument(span)

@@ -23,11 +23,26 @@ pub(super) enum OnLost {
     Continue,
 }
 
+/// What a call takes of its one key (a `keys = [..]` call takes a lock of
+/// each name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Take {
+    /// The lock of that name.
+    Lock,
+    /// A permit of the semaphore of that name, of this many permits.
+    Permit(u32),
+    /// The read side of the read-write lock of that name.
+    Read,
+    /// Its write side.
+    Write,
+}
+
 /// A locked function's settings, built by the generated code from the
 /// attribute's (already checked) arguments.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
     pub(super) function: &'static str,
+    pub(super) take: Take,
     pub(super) ttl: Duration,
     pub(super) auto_renew: bool,
     pub(super) renew_interval: Duration,
@@ -47,6 +62,7 @@ impl Spec {
     pub const fn new(function: &'static str, ttl: Duration) -> Self {
         Spec {
             function,
+            take: Take::Lock,
             ttl,
             auto_renew: true,
             renew_interval: Duration::from_nanos((ttl.as_nanos() / 3) as u64),
@@ -58,6 +74,27 @@ impl Spec {
             hold_at_least: None,
             hold_at_most: None,
         }
+    }
+
+    /// Takes a permit of the key's semaphore of `permits` permits instead
+    /// of its lock (`permits = n`). A count outside 1 to
+    /// [`MAX_PERMITS`](crate::MAX_PERMITS) fails [`checked`](Spec::checked),
+    /// or each call with `InvalidOptions` when it is known only at run time.
+    pub const fn permits(mut self, permits: u32) -> Self {
+        self.take = Take::Permit(permits);
+        self
+    }
+
+    /// Takes the read side of the key's read-write lock (`read`).
+    pub const fn read(mut self) -> Self {
+        self.take = Take::Read;
+        self
+    }
+
+    /// Takes the write side of the key's read-write lock (`write`).
+    pub const fn write(mut self) -> Self {
+        self.take = Take::Write;
+        self
     }
 
     /// Renews the lease every `every`.
@@ -135,6 +172,11 @@ impl Spec {
             crate::lease::check_durations(self.ttl, self.auto_renew, self.renew_interval, retry)
         {
             panic!("{}", rule);
+        }
+        if let Take::Permit(permits) = self.take {
+            if permits == 0 || permits > crate::api::MAX_PERMITS {
+                panic!("`permits`: a semaphore has 1 to `distlock::MAX_PERMITS` permits");
+            }
         }
         if over_a_year(self.wait)
             || over_a_year(self.hold_at_least)

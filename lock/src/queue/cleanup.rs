@@ -54,10 +54,7 @@ pub(crate) enum Removal {
 }
 
 /// Deletes `key` (fenced by create revision `rev`, or whatever its revision
-/// when `None`), retrying transient failures every `interval` until it is
-/// gone or its session is lost (which includes the manager closing). A delete
-/// that cannot succeed within one TTL, or is refused for good, retires the
-/// session so the key goes with its lease, and reports the error.
+/// when `None`): [`remove_keys`] of one key.
 pub(crate) async fn remove_key(
     backend: &dyn Backend,
     session: &Arc<Session>,
@@ -65,22 +62,46 @@ pub(crate) async fn remove_key(
     rev: Option<i64>,
     interval: Duration,
 ) -> Result<Removal> {
+    let keys = [(key.to_owned(), rev)];
+    let removed = remove_keys(backend, session, &keys, interval).await?;
+    Ok(removed[0])
+}
+
+/// Deletes `keys` of one session (each fenced by its create revision, or
+/// whatever its revision when `None`) in one transaction, retrying transient
+/// failures every `interval` until it applied or the session is lost (which
+/// includes the manager closing): how each ended, in order. A delete that
+/// cannot succeed within one TTL, or is refused for good, retires the
+/// session so the keys go with its lease, and reports the error.
+pub(crate) async fn remove_keys(
+    backend: &dyn Backend,
+    session: &Arc<Session>,
+    keys: &[(String, Option<i64>)],
+    interval: Duration,
+) -> Result<Vec<Removal>> {
     let give_up_at = Instant::now() + session.ttl();
     let lost = session.lost();
+    let gone = || Ok(vec![Removal::Gone; keys.len()]);
+    let unfenced = keys.iter().any(|(_, rev)| rev.is_none());
     let mut unanswered = false;
     loop {
         let attempt = tokio::select! {
             biased;
-            _ = lost.cancelled() => return Ok(Removal::Gone),
-            deleted = backend.delete(key.as_bytes(), rev) => deleted,
+            _ = lost.cancelled() => return gone(),
+            deleted = backend.delete_all(keys) => deleted,
         };
         let err = match attempt {
-            Ok(true) => return Ok(Removal::Deleted),
-            // Not there: our earlier attempt may have applied unheard.
-            Ok(false) if unanswered => return Ok(Removal::Deleted),
-            Ok(false) => return Ok(Removal::Gone),
+            Ok(deleted) => {
+                // Not there: our earlier attempt (all or none of the keys)
+                // may have applied unheard.
+                let removal = |d| match d || unanswered {
+                    true => Removal::Deleted,
+                    false => Removal::Gone,
+                };
+                return Ok(deleted.into_iter().map(removal).collect());
+            }
             Err(err) if err.is_transient() => {
-                if rev.is_none() {
+                if unfenced {
                     // It may still apply, after we are done and the next
                     // acquisition made the key again: that one must not be
                     // on this lease (etcd issue 22082's stale retry).
@@ -96,25 +117,27 @@ pub(crate) async fn remove_key(
         unanswered = true;
         if Instant::now() + interval >= give_up_at {
             session.retire("a delete of its key kept failing");
+            let names: Vec<&str> = keys.iter().map(|(key, _)| key.as_str()).collect();
             return Err(LockError::with_source(
                 ErrorCode::Backend,
                 format!(
-                    "could not delete `{key}` within the lease TTL; it goes with its lease, \
-                     which is revoked once the session's other locks are released"
+                    "could not delete `{}` within the lease TTL; it goes with its lease, \
+                     which is revoked once the session's other locks are released",
+                    names.join("`, `")
                 ),
                 err,
             ));
         }
-        debug!(%key, %err, "delete failed; retrying");
+        debug!(?keys, %err, "delete failed; retrying");
         tokio::select! {
-            _ = lost.cancelled() => return Ok(Removal::Gone),
+            _ = lost.cancelled() => return gone(),
             _ = tokio::time::sleep(interval) => {}
         }
     }
 }
 
 /// Logs the end of a background removal.
-pub(crate) fn log_removal(key: &str, what: &str, removal: &Result<Removal>) {
+pub(crate) fn log_removal<T: std::fmt::Debug>(key: &str, what: &str, removal: &Result<T>) {
     match removal {
         Ok(removal) => debug!(%key, ?removal, "{what}: key removed"),
         Err(err) => warn!(%key, %err, "{what}: key not removed"),

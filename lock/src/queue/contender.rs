@@ -8,8 +8,11 @@
 //!    our own key: if it disappears (lease expired, force-unlocked) we fail
 //!    with `Expired` instead of waiting on.
 //! 3. **Win**: when what we waited for is gone, one linearizable read
-//!    confirms our key still exists and that we hold. A permit that won after
-//!    waiting touches its key, which wakes the waiter just behind it.
+//!    confirms our key still exists and that we hold (readers of one
+//!    manager woken together share that read: see
+//!    [`SharedReads`](crate::shared::SharedReads)). A permit that won after
+//!    waiting touches its key (in the background, after the win), which
+//!    wakes the waiter just behind it.
 //!
 //! A [`Contender`] that is dropped before it wins — a timeout, a lost
 //! `try_lock`, a `lock()` future dropped mid-await, an error — removes its key
@@ -27,7 +30,8 @@ use tracing::{debug, warn};
 use super::cleanup::{log_removal, remove_key};
 use super::kind::{Kind, Standing};
 use super::metadata::unique;
-use crate::backend::{Backend, Enqueued, Read};
+use super::waits::{any_deleted, promoted, watch_gone};
+use crate::backend::{Ahead, Backend, BoxFuture, Enqueued};
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::Keyspace;
 use crate::lease::{Retry, Session};
@@ -328,10 +332,16 @@ impl Contender {
         let read = self.kind.ahead_read();
         let mut woke = None;
         loop {
-            let (queue, key) = (&self.queue, &self.key);
+            let (queue, key, reads) = (&self.queue, &self.key, &self.shared.reads);
             let ahead = self
                 .retry
-                .run("queue read", || backend.ahead(queue, key, rev, read))
+                .run("queue read", || -> BoxFuture<'_, Result<Ahead>> {
+                    match self.kind {
+                        // Readers woken together share their reads.
+                        Kind::Shared => Box::pin(reads.ahead(queue, key, rev, read)),
+                        _ => backend.ahead(queue, key, rev, read),
+                    }
+                })
                 .await?;
             if ahead.gone {
                 return Err(vanished());
@@ -347,8 +357,14 @@ impl Contender {
             let wake = match standing {
                 Standing::Holds => {
                     if woke.is_some() && matches!(self.kind, Kind::Permit(_)) {
-                        let lease = self.session.lease();
-                        promoted(&backend, &self.key, rev, lease, self.value.clone()).await;
+                        // In the background: the win is confirmed, and the
+                        // touch only wakes the next waiter; fenced by `rev`,
+                        // it cannot bring back a key released meanwhile.
+                        let (backend, key) = (Arc::clone(&backend), self.key.clone());
+                        let (lease, value) = (self.session.lease(), self.value.clone());
+                        self.shared.spawn_background(async move {
+                            promoted(&backend, &key, rev, lease, value).await;
+                        });
                     }
                     let won = self.win(rev, ahead.header);
                     return won.map(|won| Won { woke, ..won });
@@ -494,9 +510,15 @@ impl Drop for Contender {
             Arc::clone(&self.unanswered),
         );
         let interval = self.retry.interval();
-        if let Some(slot) = &slot {
-            slot.cleaning();
-        }
+        // Until its key is gone, a try of ours waits for this cleanup (the
+        // slot's, or counted per queue for a key no slot guards).
+        let cleaning = match &slot {
+            Some(slot) => {
+                slot.cleaning();
+                None
+            }
+            None => Some(self.shared.local.cleaning(&self.queue)),
+        };
         self.shared.spawn_background(async move {
             // Wait for an in-flight enqueue (or the session's end). If the
             // outcome is unknown, the key may exist with any revision; it is
@@ -524,69 +546,7 @@ impl Drop for Contender {
                 // A request of ours may still create the key.
                 session.sweep_later(&key);
             }
-            drop(slot);
+            drop((slot, cleaning));
         });
-    }
-}
-
-/// Resolves once `key` (created at `rev`) is confirmed gone, watching from
-/// revision `from` — or, when `None`, from just after a first read that
-/// confirms the key (a watch from the past would land in etcd's costly
-/// "unsynced" group). Transient failures are retried without limit; the
-/// caller bounds the wait (a session that is lost, a guard that is released).
-pub(crate) async fn watch_gone(
-    backend: Arc<dyn Backend>,
-    queue: String,
-    key: String,
-    rev: i64,
-    mut from: Option<i64>,
-    retry: Retry,
-) -> Result<()> {
-    loop {
-        if let Some(start) = from {
-            match backend.wait_deleted(key.as_bytes(), start).await {
-                Ok(()) => {}
-                Err(err) if err.is_transient() => tokio::time::sleep(retry.interval()).await,
-                Err(err) => return Err(err),
-            }
-        }
-        match backend.ahead(&queue, &key, rev, Read::FIRST).await {
-            Ok(ahead) if ahead.gone => return Ok(()),
-            Ok(ahead) => from = Some(ahead.header + 1),
-            Err(err) if err.is_transient() => tokio::time::sleep(retry.interval()).await,
-            Err(err) => return Err(err),
-        }
-    }
-}
-
-/// Resolves once any of `keys` may have been deleted at or after revision
-/// `from` (or the first wait fails).
-async fn any_deleted(
-    backend: Arc<dyn Backend>,
-    keys: Vec<(Vec<u8>, i64)>,
-    from: i64,
-) -> Result<()> {
-    let mut waits: Vec<Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>> = keys
-        .iter()
-        .map(|(key, _)| backend.wait_deleted(key, from))
-        .collect();
-    std::future::poll_fn(|cx| {
-        for wait in waits.iter_mut() {
-            if let std::task::Poll::Ready(done) = wait.as_mut().poll(cx) {
-                return std::task::Poll::Ready(done);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
-}
-
-/// A permit that waited holds now: touch its key (created at `rev`), so the
-/// waiter just behind it (which watches it for changes) wakes and becomes
-/// the first waiter. Best effort: should the touch fail, that waiter wakes
-/// when this key goes.
-async fn promoted(backend: &Arc<dyn Backend>, key: &str, rev: i64, lease: i64, value: Vec<u8>) {
-    if let Err(err) = backend.update(key, rev, lease, value).await {
-        debug!(%key, %err, "permit promotion not announced");
     }
 }

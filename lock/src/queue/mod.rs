@@ -10,8 +10,9 @@ mod contender;
 mod kind;
 mod metadata;
 mod multi;
+mod waits;
 
-pub(crate) use cleanup::{log_removal, remove_key, Removal};
+pub(crate) use cleanup::{log_removal, remove_keys, Removal};
 pub(crate) use contender::{Contender, Mode, Outcome, Won};
 pub(crate) use kind::Kind;
 pub(crate) use metadata::Metadata;

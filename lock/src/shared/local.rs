@@ -8,32 +8,52 @@
 //! A slot is held by an owner (a contender, then its hold) or by a cleanup
 //! (a release or an abandoned contender deleting its key): a cleanup is not
 //! contention, so a try may wait for it (see [`LocalQueues::try_acquire_after_cleanup`]).
+//! Keys that no slot guards (a reader's, a permit's: unique to their
+//! acquisition) have their background deletes counted per queue instead,
+//! for the same reason (see [`LocalQueues::after_cleanups`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Mutex as FairMutex, OwnedMutexGuard};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// One name's local queue.
-#[derive(Default)]
 struct Name {
-    lock: Arc<FairMutex<()>>,
+    /// The slot: one permit, handed out first come first served (a fair
+    /// mutex, kept inline: one allocation per name in use, not two).
+    turn: Semaphore,
     /// Acquisitions waiting for the slot.
     waiting: AtomicUsize,
     /// The slot is held by a cleanup, not by an owner.
     cleaning: AtomicBool,
 }
 
+impl Default for Name {
+    fn default() -> Self {
+        Name {
+            turn: Semaphore::new(1),
+            waiting: AtomicUsize::new(0),
+            cleaning: AtomicBool::new(false),
+        }
+    }
+}
+
 /// The right to use a lock name's backend key; held from enqueueing until the
 /// key is deleted (or the lock lost).
 pub(crate) struct Slot {
-    _turn: OwnedMutexGuard<()>,
+    /// Holds the name's permit, which it gives back when dropped.
     name: Arc<Name>,
 }
 
 impl Slot {
+    /// The slot of `name`, whose permit was just taken.
+    fn taken(name: Arc<Name>, permit: SemaphorePermit<'_>) -> Self {
+        permit.forget(); // given back by `drop`
+        Slot { name }
+    }
+
     /// From now on the slot is held by a cleanup of its key, not by an owner.
     pub(crate) fn cleaning(&self) {
         self.name.cleaning.store(true, Ordering::SeqCst);
@@ -43,6 +63,26 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.name.cleaning.store(false, Ordering::SeqCst);
+        self.name.turn.add_permits(1);
+    }
+}
+
+impl Name {
+    /// Waits for the slot's permit, first come first served.
+    async fn take(self: Arc<Self>) -> Slot {
+        let permit = match self.turn.acquire().await {
+            Ok(permit) => permit,
+            // As tokio's own `Mutex` says: a semaphore that is never closed
+            // (nothing closes this one) never refuses.
+            Err(_) => unreachable!("a name's semaphore is never closed"),
+        };
+        Slot::taken(Arc::clone(&self), permit)
+    }
+
+    /// The slot's permit, if it is free now.
+    fn try_take(self: Arc<Self>) -> Option<Slot> {
+        let permit = self.turn.try_acquire().ok()?;
+        Some(Slot::taken(Arc::clone(&self), permit))
     }
 }
 
@@ -82,10 +122,47 @@ impl Default for Names {
     }
 }
 
-/// One fair mutex per lock name, dropped when nobody uses it.
+/// One fair mutex per lock name, dropped when nobody uses it; and the
+/// background deletes of keys no slot guards, per queue.
 #[derive(Default)]
 pub(crate) struct LocalQueues {
     names: Mutex<Names>,
+    cleanups: Arc<Cleanups>,
+}
+
+/// How many background deletes of keys that no slot guards run, per queue.
+#[derive(Default)]
+struct Cleanups {
+    running: Mutex<HashMap<String, usize>>,
+    /// Told whenever one ends.
+    ended: tokio::sync::Notify,
+}
+
+impl Cleanups {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One background delete of a key of a queue that no slot guards, counted
+/// until dropped (see [`LocalQueues::cleaning`]).
+pub(crate) struct Cleaning {
+    cleanups: Arc<Cleanups>,
+    queue: String,
+}
+
+impl Drop for Cleaning {
+    fn drop(&mut self) {
+        let mut running = self.cleanups.running();
+        if let Some(n) = running.get_mut(&self.queue) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.queue);
+            }
+        }
+        drop(running);
+        self.cleanups.ended.notify_waiters();
+    }
 }
 
 impl LocalQueues {
@@ -107,18 +184,13 @@ impl LocalQueues {
     /// leaves the queue.
     pub(crate) async fn acquire(&self, name: &str) -> Slot {
         let name = self.name(name);
-        let turn = {
-            let _waiting = Waiting::new(&name.waiting);
-            Arc::clone(&name.lock).lock_owned().await
-        };
-        Slot { _turn: turn, name }
+        let _waiting = Waiting::new(&name.waiting);
+        Arc::clone(&name).take().await
     }
 
     /// The name's slot if it is free now.
     pub(crate) fn try_acquire(&self, name: &str) -> Option<Slot> {
-        let name = self.name(name);
-        let turn = Arc::clone(&name.lock).try_lock_owned().ok()?;
-        Some(Slot { _turn: turn, name })
+        self.name(name).try_take()
     }
 
     /// The name's slot if no owner holds or waits for it: free now, or held
@@ -131,19 +203,47 @@ impl LocalQueues {
         bound: Duration,
     ) -> Option<Slot> {
         let name = self.name(name);
-        if let Ok(turn) = Arc::clone(&name.lock).try_lock_owned() {
-            return Some(Slot { _turn: turn, name });
+        if let Some(slot) = Arc::clone(&name).try_take() {
+            return Some(slot);
         }
         if !name.cleaning.load(Ordering::SeqCst) || name.waiting.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        let turn = {
-            let _waiting = Waiting::new(&name.waiting);
-            tokio::time::timeout(bound, Arc::clone(&name.lock).lock_owned())
-                .await
-                .ok()?
-        };
-        Some(Slot { _turn: turn, name })
+        let _waiting = Waiting::new(&name.waiting);
+        tokio::time::timeout(bound, Arc::clone(&name).take())
+            .await
+            .ok()
+    }
+
+    /// Counts a background delete of a key of `queue` that no slot guards
+    /// (an abandoned reader's or permit's, a dropped guard's) until the
+    /// returned value is dropped.
+    pub(crate) fn cleaning(&self, queue: &str) -> Cleaning {
+        *self.cleanups.running().entry(queue.to_owned()).or_default() += 1;
+        Cleaning {
+            cleanups: Arc::clone(&self.cleanups),
+            queue: queue.to_owned(),
+        }
+    }
+
+    /// Waits, for at most `bound`, until no background delete counted by
+    /// [`cleaning`](Self::cleaning) runs for `queue`: a try right after our
+    /// own timed-out wait or dropped guard then does not count the key we
+    /// are deleting as contention.
+    pub(crate) async fn after_cleanups(&self, queue: &str, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            // Registered before the check, so an end in between is heard.
+            let ended = self.cleanups.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if !self.cleanups.running().contains_key(queue) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// How many names are remembered (for tests of the pruning).
@@ -220,6 +320,42 @@ mod tests {
         let stuck = q.acquire("n").await;
         stuck.cleaning();
         assert!(q.try_acquire_after_cleanup("n", bound).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_waits_for_cleanups_of_keys_without_a_slot() {
+        let q = Arc::new(LocalQueues::default());
+        let bound = Duration::from_secs(1);
+        let start = tokio::time::Instant::now();
+        q.after_cleanups("q/", bound).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "waited with nothing running"
+        );
+        let (a, b) = (q.cleaning("q/"), q.cleaning("q/"));
+        let other = q.cleaning("other/");
+        let ends = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(a);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(b);
+        });
+        q.after_cleanups("q/", bound).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(200),
+            "not after both"
+        );
+        ends.await.unwrap();
+        // One that outlasts the bound: the wait ends at the bound.
+        q.after_cleanups("other/", bound).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(1200));
+        drop(other);
+        assert!(
+            q.cleanups.running().is_empty(),
+            "an ended queue was remembered"
+        );
     }
 
     #[tokio::test]

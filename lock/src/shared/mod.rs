@@ -6,6 +6,7 @@
 //! Uses the storage and lease layers and the base modules.
 
 mod local;
+mod reads;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use crate::key::Keyspace;
 use crate::lease::{Health, OnLost, Sessions};
 
 pub(crate) use local::{LocalQueues, Slot};
+pub(crate) use reads::SharedReads;
 
 /// State shared by a manager, its locks and their guards. Its identity is
 /// the manager's (clones of a manager share one; peers do not).
@@ -29,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) keys: Keyspace,
     pub(crate) local: LocalQueues,
+    /// Position reads shared by the readers waiting in one queue.
+    pub(crate) reads: SharedReads,
     pub(crate) sessions: Sessions,
     /// Cancelled by `close()` or when the last handle goes; every session's
     /// `lost` token is its child.
@@ -65,6 +69,7 @@ impl Shared {
             on_lost,
         );
         Arc::new(Shared {
+            reads: SharedReads::new(Arc::clone(&backend)),
             backend,
             keys,
             local: LocalQueues::default(),

@@ -37,8 +37,10 @@ impl Leadership {
     }
 
     /// Proclaims a new value, still leading: the key keeps its place and
-    /// token. `Expired` if leadership was lost; `InvalidOptions` for an empty
-    /// or oversized value.
+    /// token. Transient backend failures are retried for at most about one
+    /// TTL; then `Backend`, still leading with the old value. `Expired` if
+    /// leadership was lost, before or while proclaiming; `InvalidOptions`
+    /// for an empty or oversized value.
     ///
     /// ```
     /// # use distlock::{LockManager, LockOptions};

@@ -261,14 +261,32 @@ impl Election {
 
 /// A proclaimed value: 1 byte to [`MAX_VALUE_LEN`].
 fn checked_value(value: Vec<u8>) -> Result<Vec<u8>> {
-    if value.is_empty() || value.len() > MAX_VALUE_LEN {
-        return Err(LockError::new(
-            ErrorCode::InvalidOptions,
-            format!(
-                "a proclaimed value is 1 to {MAX_VALUE_LEN} bytes, not {}",
-                value.len()
-            ),
-        ));
-    }
+    Election::check_value(&value)?;
     Ok(value)
+}
+
+impl Election {
+    /// Checks a value a candidate could campaign or proclaim with: 1 byte
+    /// to [`MAX_VALUE_LEN`], else `InvalidOptions` — the check
+    /// [`campaign`](Election::campaign) and [`proclaim`](Leadership::proclaim)
+    /// make, for code that takes a value now and campaigns later.
+    ///
+    /// ```
+    /// use distlock::{Election, ErrorCode, MAX_VALUE_LEN};
+    /// assert!(Election::check_value(b"10.0.0.7:8080").is_ok());
+    /// assert_eq!(Election::check_value(b"").unwrap_err().code(), ErrorCode::InvalidOptions);
+    /// assert!(Election::check_value(&vec![b'x'; MAX_VALUE_LEN + 1]).is_err());
+    /// ```
+    pub fn check_value(value: &[u8]) -> Result<()> {
+        if value.is_empty() || value.len() > MAX_VALUE_LEN {
+            return Err(LockError::new(
+                ErrorCode::InvalidOptions,
+                format!(
+                    "a candidate's value is 1 to {MAX_VALUE_LEN} bytes, not {}",
+                    value.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }

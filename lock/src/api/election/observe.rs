@@ -347,7 +347,10 @@ impl Task {
             return;
         };
         self.seq += 1;
-        let item = Observed::Failed(err.code(), format!("observing the election: {err}"));
+        let item = Observed::Failed(
+            err.code(),
+            format!("observing the election: {}", err.message()),
+        );
         let _ = observer.tx.send((self.seq, item));
     }
 

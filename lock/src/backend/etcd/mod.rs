@@ -10,14 +10,17 @@ use super::terms::Terms;
 use super::watch_hub::WatchHub;
 use super::{
     Ahead, Backend, BoxFuture, ChangeWatch, Enqueued, Entry, Granted, Listing, Read, Revisions,
-    Scope, Seen,
 };
 use crate::error::{LockError, Result};
-use crate::key::Keyspace;
 use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse, TxnResponse,
+    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
 };
+
+// The pieces of transactions it builds and reads.
+mod txn;
+
+use txn::{header_revision, queue_of, queue_read, range_kvs, seen, seen_kv};
 
 pub(crate) use super::version::check_server_version;
 pub(crate) use super::DEFAULT_REQUEST_TIMEOUT;
@@ -113,68 +116,6 @@ impl EtcdBackend {
         self.terms.observe(resp.header());
         Ok(resp)
     }
-}
-
-fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
-    header.map_or(0, |h| h.revision())
-}
-
-/// The `i`-th response of a transaction, which must be a range.
-fn range_kvs(resp: &TxnResponse, i: usize) -> Vec<KeyValue> {
-    match resp.op_responses().into_iter().nth(i) {
-        Some(TxnOpResponse::Get(mut get)) => get.take_kvs(),
-        _ => Vec::new(),
-    }
-}
-
-/// A read of `queue`'s keys in `read`'s scope, oldest first or (before
-/// revision `before`) youngest first.
-fn queue_read(queue: &str, read: Read, before: Option<i64>) -> TxnOp {
-    let mut options = GetOptions::new();
-    let start = match read.scope {
-        Scope::All => {
-            options = options.with_prefix();
-            queue.to_owned()
-        }
-        Scope::Exclusive => {
-            let (start, end) = Keyspace::exclusive_range(queue);
-            options = options.with_range(end);
-            start
-        }
-    };
-    options = match before {
-        Some(rev) => options
-            .with_max_create_revision(rev - 1)
-            .with_sort(SortTarget::Create, SortOrder::Descend),
-        None => options.with_sort(SortTarget::Create, SortOrder::Ascend),
-    };
-    options = options.with_limit(read.limit as i64);
-    if !read.values {
-        options = options.with_keys_only();
-    }
-    TxnOp::get(start, Some(options))
-}
-
-/// The queue a key of ours belongs to, for batching (one write per queue in
-/// a batch): the key up to its last `/` — for a reader's key
-/// `{queue}r/{..}`, `{queue}r/`, which still shares no batch with another
-/// write to it because it is unique to one acquisition.
-fn queue_of(key: &[u8]) -> &[u8] {
-    key.iter()
-        .rposition(|b| *b == b'/')
-        .map_or(key, |i| &key[..=i])
-}
-
-/// The keys a range response of a transaction holds.
-fn seen(resp: &TxnResponse, i: usize) -> Vec<Seen> {
-    range_kvs(resp, i)
-        .into_iter()
-        .map(|kv| Seen {
-            key: kv.key().to_vec(),
-            rev: kv.create_revision(),
-            value: kv.value().to_vec(),
-        })
-        .collect()
 }
 
 impl Backend for EtcdBackend {
@@ -412,6 +353,44 @@ impl Backend for EtcdBackend {
         })
     }
 
+    fn aheads<'a>(
+        &'a self,
+        queue: &'a str,
+        keys: &'a [(String, i64)],
+        read: Read,
+    ) -> BoxFuture<'a, Result<Vec<Ahead>>> {
+        Box::pin(async move {
+            self.usable()?;
+            // Per key, its own `ahead`'s two parts as plain reads (a guard
+            // holds for a whole transaction): the key's create revision, and
+            // the same range. Read-only, so served as one linearizable read.
+            let ops = keys.iter().flat_map(|(key, rev)| {
+                let own = TxnOp::get(key.as_str(), Some(GetOptions::new().with_keys_only()));
+                [own, queue_read(queue, read, Some(*rev))]
+            });
+            let resp = self
+                .txn("queue read", Txn::new().and_then(ops.collect::<Vec<_>>()))
+                .await?;
+            let header = header_revision(resp.header());
+            let mut ranges = resp.op_responses().into_iter().map(|op| match op {
+                TxnOpResponse::Get(mut get) => get.take_kvs(),
+                _ => Vec::new(),
+            });
+            let mut answers = Vec::with_capacity(keys.len());
+            for (_, rev) in keys {
+                let own = ranges.next().unwrap_or_default();
+                let ahead = ranges.next().unwrap_or_default();
+                let gone = own.first().is_none_or(|kv| kv.create_revision() != *rev);
+                let keys = match gone {
+                    true => Vec::new(),
+                    false => ahead.iter().map(seen_kv).collect(),
+                };
+                answers.push(Ahead { gone, keys, header });
+            }
+            Ok(answers)
+        })
+    }
+
     fn update<'a>(
         &'a self,
         key: &'a str,
@@ -460,6 +439,41 @@ impl Backend for EtcdBackend {
                 .when([Compare::create_revision(key, CompareOp::Equal, rev)])
                 .and_then([TxnOp::delete(key, None)]);
             Ok(self.writes.txn("delete", queue, txn).await?.0.succeeded())
+        })
+    }
+
+    fn delete_all<'a>(
+        &'a self,
+        keys: &'a [(String, Option<i64>)],
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move {
+            if let [(key, rev)] = keys {
+                return Ok(vec![self.delete(key.as_bytes(), *rev).await?]);
+            }
+            self.usable()?;
+            // Each key's delete as `delete` makes it, nested (etcd >= 3.3) in
+            // one transaction; not batched, as `enqueue_all`.
+            let ops = keys.iter().map(|(key, rev)| match rev {
+                None => TxnOp::delete(key.as_str(), None),
+                Some(rev) => TxnOp::txn(
+                    Txn::new()
+                        .when([Compare::create_revision(
+                            key.as_str(),
+                            CompareOp::Equal,
+                            *rev,
+                        )])
+                        .and_then([TxnOp::delete(key.as_str(), None)]),
+                ),
+            });
+            let resp = self
+                .txn("delete", Txn::new().and_then(ops.collect::<Vec<_>>()))
+                .await?;
+            let deleted = resp.op_responses().into_iter().map(|op| match op {
+                TxnOpResponse::Delete(d) => Ok(d.deleted() > 0),
+                TxnOpResponse::Txn(t) => Ok(t.succeeded()),
+                _ => Err(LockError::backend_for_good("etcd delete: malformed answer")),
+            });
+            deleted.collect()
         })
     }
 

@@ -2,7 +2,6 @@
 //! leases with TTLs, keys attached to leases — so the same lock algorithm
 //! runs without etcd.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -10,187 +9,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{
-    Ahead, Backend, BoxFuture, Change, ChangeWatch, Changes, Enqueued, Entry, Granted, Listing,
-    Read, Revisions, Scope, Seen,
+    Ahead, Backend, BoxFuture, ChangeWatch, Changes, Enqueued, Entry, Granted, Listing, Read,
+    Revisions,
 };
 use crate::error::{ErrorCode, LockError, Result};
-use crate::key::Keyspace;
 
-struct Stored {
-    create_rev: i64,
-    /// The revision of the last put.
-    mod_rev: i64,
-    lease: i64,
-    value: Vec<u8>,
-}
+// The store: keys, leases, revisions and the change log.
+mod state;
 
-struct Lease {
-    ttl: Duration,
-    expires: Instant,
-}
-
-/// How many changes the in-memory store remembers for prefix watches; a
-/// watch from an older revision finds it compacted, as on etcd.
-const HISTORY: usize = 100_000;
-
-#[derive(Default)]
-struct State {
-    revision: i64,
-    next_lease: i64,
-    keys: BTreeMap<String, Stored>,
-    leases: HashMap<i64, Lease>,
-    /// The latest changes (puts and deletes), oldest first.
-    log: VecDeque<Change>,
-    /// Changes before this revision are forgotten (compacted).
-    compacted: i64,
-    /// How many changes `log` keeps.
-    history: usize,
-    /// No lease expires before this (a lower bound: renewals only push
-    /// expiries later).
-    next_expiry: Option<Instant>,
-}
-
-impl State {
-    /// Deletes `key`, bumping the revision and remembering the delete.
-    fn remove(&mut self, key: &str) -> bool {
-        let removed = self.keys.remove(key).is_some();
-        if removed {
-            self.revision += 1;
-            self.remember(key, 0, None);
-        }
-        removed
-    }
-
-    /// Remembers a change made at the current revision.
-    fn remember(&mut self, key: &str, create_rev: i64, value: Option<Vec<u8>>) {
-        self.log.push_back(Change {
-            key: key.as_bytes().to_vec(),
-            rev: self.revision,
-            create_rev,
-            value,
-        });
-        while self.log.len() > self.history {
-            if let Some(change) = self.log.pop_front() {
-                self.compacted = change.rev + 1;
-            }
-        }
-    }
-
-    /// The changes under `prefix` at revision `from` or later (deletes, and
-    /// with `puts` puts too); `None` when some of them are forgotten.
-    fn changes_since(&self, prefix: &str, from: i64, puts: bool) -> Option<Vec<Change>> {
-        if from < self.compacted {
-            return None;
-        }
-        let start = self.log.partition_point(|c| c.rev < from);
-        Some(
-            self.log
-                .range(start..)
-                .filter(|c| c.key.starts_with(prefix.as_bytes()) && (puts || c.value.is_none()))
-                .cloned()
-                .collect(),
-        )
-    }
-
-    /// Revokes every lease past its expiry. Each lease also has a task that
-    /// reaps it on time; this catches the leases whose task is gone (its
-    /// runtime shut down), so a store that outlives a runtime still frees
-    /// the locks of leases nobody renews. Whether it changed anything.
-    fn reap_due(&mut self, now: Instant) -> bool {
-        if self.next_expiry.is_none_or(|at| at > now) {
-            return false;
-        }
-        let due: Vec<i64> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| l.expires <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for lease in &due {
-            self.revoke(*lease);
-        }
-        self.next_expiry = self.leases.values().map(|l| l.expires).min();
-        !due.is_empty()
-    }
-
-    fn revoke(&mut self, lease: i64) {
-        if self.leases.remove(&lease).is_some() {
-            let doomed: Vec<String> = self
-                .keys
-                .iter()
-                .filter(|(_, v)| v.lease == lease)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in doomed {
-                self.remove(&key);
-            }
-        }
-    }
-
-    /// The keys of `queue` in `read`'s scope: the oldest first, or (before
-    /// revision `before`) the youngest first; at most `read.limit`.
-    fn read(&self, queue: &str, read: Read, before: Option<i64>) -> Vec<Seen> {
-        let (start, end) = match read.scope {
-            Scope::All => (queue.to_owned(), None),
-            Scope::Exclusive => {
-                let (start, end) = Keyspace::exclusive_range(queue);
-                (start, Some(end))
-            }
-        };
-        let mut found: Vec<(&String, &Stored)> = self
-            .keys
-            .range(start..)
-            .take_while(|(k, _)| k.starts_with(queue) && end.as_ref().is_none_or(|e| *k < e))
-            .filter(|(_, s)| before.is_none_or(|b| s.create_rev < b))
-            .collect();
-        found.sort_by_key(|(_, s)| s.create_rev);
-        if before.is_some() {
-            found.reverse();
-        }
-        found
-            .into_iter()
-            .take(read.limit)
-            .map(|(k, s)| Seen {
-                key: k.clone().into_bytes(),
-                rev: s.create_rev,
-                value: if read.values {
-                    s.value.clone()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect()
-    }
-
-    /// Creates `key` unless it exists (at the current revision, which the
-    /// caller has bumped); its value before, if it existed.
-    fn create(&mut self, key: &str, lease: i64, value: Vec<u8>) -> Option<Vec<u8>> {
-        if let Some(existing) = self.keys.get(key) {
-            return Some(existing.value.clone());
-        }
-        let rev = self.revision;
-        self.remember(key, rev, Some(value.clone()));
-        let stored = Stored {
-            create_rev: rev,
-            mod_rev: rev,
-            lease,
-            value,
-        };
-        self.keys.insert(key.to_owned(), stored);
-        None
-    }
-
-    /// Keys under `prefix`, oldest first.
-    fn queue<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Stored)> + 'a {
-        let mut found: Vec<_> = self
-            .keys
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .collect();
-        found.sort_by_key(|(_, v)| v.create_rev);
-        found.into_iter()
-    }
-}
+use state::{Lease, State, HISTORY};
 
 struct Inner {
     state: Mutex<State>,
@@ -397,6 +224,29 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn aheads<'a>(
+        &'a self,
+        queue: &'a str,
+        keys: &'a [(String, i64)],
+        read: Read,
+    ) -> BoxFuture<'a, Result<Vec<Ahead>>> {
+        Box::pin(async move {
+            let state = self.inner.state();
+            let answer = |(key, rev): &(String, i64)| {
+                let here = state.keys.get(key).is_some_and(|s| s.create_rev == *rev);
+                Ahead {
+                    gone: !here,
+                    keys: match here {
+                        true => state.read(queue, read, Some(*rev)),
+                        false => Vec::new(),
+                    },
+                    header: state.revision,
+                }
+            };
+            Ok(keys.iter().map(answer).collect())
+        })
+    }
+
     fn update<'a>(
         &'a self,
         key: &'a str,
@@ -472,13 +322,18 @@ impl Backend for MemoryBackend {
             let Ok(key) = std::str::from_utf8(key) else {
                 return Ok(false);
             };
-            Ok(self.inner.change(|state| {
-                let matches = state
-                    .keys
-                    .get(key)
-                    .is_some_and(|s| rev.is_none_or(|r| r == s.create_rev));
-                matches && state.remove(key)
-            }))
+            Ok(self.inner.change(|state| state.remove_all(&[(key, rev)]))[0])
+        })
+    }
+
+    fn delete_all<'a>(
+        &'a self,
+        keys: &'a [(String, Option<i64>)],
+    ) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(async move {
+            let keys: Vec<(&str, Option<i64>)> =
+                keys.iter().map(|(k, rev)| (k.as_str(), *rev)).collect();
+            Ok(self.inner.change(|state| state.remove_all(&keys)))
         })
     }
 
