@@ -3,6 +3,8 @@
 //! Every problem is collected, each spanned at what caused it, so that one
 //! compile shows them all.
 
+mod target; // what a call locks: a key (a lock, a permit, a side) or keys
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -12,12 +14,18 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, Lit, Path, Token};
 
 use crate::diagnostics::{closest, Errors};
-use crate::template::Template;
 use crate::values::{boolean, duration, integer, string};
+use target::Values;
+
+pub(crate) use target::{Permits, Take, Target};
 
 /// The arguments the attribute knows, in the order the docs list them.
 pub(crate) const KNOWN: &[&str] = &[
     "key",
+    "keys",
+    "permits",
+    "read",
+    "write",
     "ttl",
     "wait",
     "manager",
@@ -31,6 +39,9 @@ pub(crate) const KNOWN: &[&str] = &[
     "hold_at_most",
     "crate",
 ];
+
+/// The arguments that may be written alone, meaning `= true`.
+const FLAGS: &[&str] = &["skip_if_busy", "read", "write"];
 
 /// The default lease TTL.
 const DEFAULT_TTL: Duration = Duration::from_secs(30);
@@ -52,7 +63,8 @@ pub(crate) enum OnLost {
 
 /// The checked arguments.
 pub(crate) struct Args {
-    pub(crate) key: Template,
+    /// What the call locks: `key` (and how) or `keys`.
+    pub(crate) target: Target,
     pub(crate) ttl: Duration,
     /// `None`: without limit (`wait = "forever"`).
     pub(crate) wait: Option<Duration>,
@@ -68,7 +80,7 @@ pub(crate) struct Args {
     /// The path the generated code names the `distlock` crate by.
     pub(crate) krate: Option<Path>,
     /// Where a compile-time error about the durations points: the
-    /// `renew_interval` or else the `ttl` argument, or else the key.
+    /// `renew_interval` or else the `ttl` argument, or else the (first) key.
     pub(crate) durations_span: Span,
 }
 
@@ -121,7 +133,7 @@ impl Args {
     /// Errors go to `errors`; `None` when the arguments cannot be used.
     pub(crate) fn check(raw: RawArgs, names: &[String], errors: &mut Errors) -> Option<Args> {
         let mut seen: HashMap<String, Span> = HashMap::new();
-        let mut values: HashMap<String, (Span, Expr)> = HashMap::new();
+        let mut values = Values::new();
         for arg in raw.0 {
             let Some(ident) = arg.name.get_ident() else {
                 let path = &arg.name;
@@ -137,11 +149,11 @@ impl Args {
                 errors.at(ident.span(), format!("duplicate argument `{name}`"));
                 continue;
             }
-            let value = match (arg.value, name.as_str()) {
-                (Some(value), _) => Some(value),
+            let value = match arg.value {
+                Some(value) => Some(value),
                 // A flag: `skip_if_busy` alone means `skip_if_busy = true`.
-                (None, "skip_if_busy") => Some(syn::parse_quote!(true)),
-                (None, _) => None,
+                None if FLAGS.contains(&name.as_str()) => Some(syn::parse_quote!(true)),
+                None => None,
             };
             let Some(value) = value else {
                 errors.at(
@@ -153,27 +165,7 @@ impl Args {
             values.insert(name, (ident.span(), value));
         }
 
-        let key = match values.remove("key") {
-            Some((_, value)) => string(
-                &value,
-                "key",
-                "a template like \"order:{order_id}\"",
-                errors,
-            )
-            .and_then(|lit| {
-                Template::parse(&lit, names)
-                    .map_err(|e| errors.push(e))
-                    .ok()
-            }),
-            None => {
-                errors.at(
-                    Span::call_site(),
-                    "missing `key = \"...\"`: the lock's name, a template over the function's \
-                     arguments such as `key = \"order:{order_id}\"`",
-                );
-                None
-            }
-        };
+        let target = Target::check(&mut values, names, errors);
         let mut durations_span = None;
         let ttl = match values.remove("ttl") {
             Some((_, value)) => duration(&value, "ttl", errors).and_then(|(lit, ttl)| {
@@ -336,10 +328,13 @@ impl Args {
             return None;
         }
         let ttl = ttl?;
-        let key = key?;
+        let target = target?;
         Some(Args {
-            durations_span: durations_span.unwrap_or_else(|| key.lit.span()),
-            key,
+            durations_span: durations_span.unwrap_or_else(|| {
+                let first = target.templates().first();
+                first.map_or_else(Span::call_site, |key| key.lit.span())
+            }),
+            target,
             ttl,
             wait: wait?,
             manager,

@@ -5,10 +5,12 @@
 //!
 //! ```text
 //! async fn settle(&self, order_id: u64) -> Result<Receipt, AppError> {
-//!     let key = /* "order:{order_id}" rendered */;
+//!     let key = /* "order:{order_id}" rendered; with `keys`, [each rendered] */;
 //!     let manager = /* Some(self.locks.clone()) or None for the default */;
+//!     let permits = /* only for `permits = <expression>`: evaluated per call */;
 //!     ::distlock::__private::locked::<Result<Receipt, AppError>, _>(
-//!         spec, manager, key, async move { /* the original body */ },
+//!         spec, // the settings, checked in a const; `.permits(n)`, `.read()`, `.write()`
+//!         manager, key, async move { /* the original body */ },
 //!     ).await
 //! }
 //! ```
@@ -18,16 +20,19 @@
 //! `#[async_trait]` (a plain `fn` returning `Box::pin(async move { .. })`) get
 //! the same treatment inside their `Box::pin`.
 
+mod render; // the key's rendering, each placeholder through a trait of its own
+
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::visit_mut::VisitMut;
 use syn::{ItemFn, Type};
 
-use crate::attr::{Args, OnLost, RawArgs};
+use crate::attr::{Args, OnLost, Permits, RawArgs, Take, Target};
 use crate::diagnostics::Errors;
 use crate::shape::{async_trait_body_mut, binding_names, InferImplTrait, Shape};
-use crate::template::{Part, Placeholder, Template};
+use crate::template::{names_in, Template};
+use render::render_key;
 
 /// Expands `#[distributed_lock(args)] item`. On errors, the function is
 /// emitted after them as it was (but quiet about arguments only the key
@@ -53,7 +58,7 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
     let names = binding_names(&func.sig);
     let args = raw.and_then(|raw| Args::check(raw, &names, &mut errors));
     match (errors.finish(), shape, args) {
-        (Ok(()), Some(shape), Some(args)) => generate(func, shape, &args),
+        (Ok(()), Some(shape), Some(args)) => generate(func, shape, &args, &names),
         (Err(e), ..) => {
             let e = e.to_compile_error();
             let mut func = func;
@@ -66,9 +71,10 @@ pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStr
     }
 }
 
-fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
+fn generate(mut func: ItemFn, shape: Shape, args: &Args, names: &[String]) -> TokenStream {
     let key_var = format_ident!("__distlock_key", span = Span::mixed_site());
     let manager_var = format_ident!("__distlock_manager", span = Span::mixed_site());
+    let permits_var = format_ident!("__distlock_permits", span = Span::mixed_site());
     // `::distlock`, or the `crate = "..."` path, spanned at `span` so that
     // type errors point where they did before.
     let krate_at = |span: Span| match &args.krate {
@@ -76,7 +82,26 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
         None => quote_spanned!(span=> ::distlock),
     };
     let krate = krate_at(Span::call_site());
-    let key = render_key(&args.key, &krate_at(args.key.lit.span()));
+    let render = |key: &Template| render_key(key, &krate_at(key.lit.span()));
+    let key = match &args.target {
+        Target::One { key, .. } => render(key),
+        // An array of the rendered keys, each name a lock of the multi-lock.
+        Target::All(keys) => {
+            let keys = keys.iter().map(render);
+            quote!([#(#keys),*])
+        }
+    };
+    // A number of permits known only at run time: evaluated at each call,
+    // like `manager`, and checked by the call (`InvalidOptions`).
+    let permits = match &args.target {
+        Target::One {
+            take: Take::Permits(Permits::Expr(expr)),
+            ..
+        } => Some(quote_spanned! {expr.span()=>
+            let #permits_var: u32 = #expr;
+        }),
+        _ => None,
+    };
     let manager = match &args.manager {
         Some(expr) => {
             let krate = krate_at(expr.span());
@@ -86,7 +111,10 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
         }
         None => quote!(#krate::__private::use_default_manager()),
     };
-    let spec = spec(args, &func.sig.ident.to_string(), &krate);
+    let mut spec = spec(args, &func.sig.ident.to_string(), &krate);
+    if permits.is_some() {
+        spec = quote!(#spec.permits(#permits_var));
+    }
     let entry = if args.skip_if_busy {
         quote!(locked_or_skip)
     } else {
@@ -104,6 +132,7 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
         quote! {
             let #key_var = #key;
             let #manager_var = #manager;
+            #permits
             #call
         }
     };
@@ -131,7 +160,7 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
         }
         Shape::AsyncTrait { output } => {
             let inner = async_trait_body_mut(&mut func.block).expect("checked by Shape::of");
-            quiet_key_only_bindings(inner, &args.key);
+            quiet_attribute_only_bindings(inner, &attribute_uses(args, names));
             let original = inner.clone();
             let body = run(&output, quote!(#original));
             *inner = syn::parse_quote!(async move { #body });
@@ -140,12 +169,34 @@ fn generate(mut func: ItemFn, shape: Shape, args: &Args) -> TokenStream {
     }
 }
 
+/// The function's arguments (and `self`) that the attribute's expressions
+/// use: the key templates' placeholders, `permits` and `manager`.
+fn attribute_uses(args: &Args, names: &[String]) -> Vec<String> {
+    let mut used: Vec<String> = args
+        .target
+        .templates()
+        .iter()
+        .flat_map(Template::uses)
+        .map(str::to_owned)
+        .collect();
+    if let Target::One {
+        take: Take::Permits(Permits::Expr(expr)),
+        ..
+    } = &args.target
+    {
+        used.extend(names_in(expr, names));
+    }
+    if let Some(expr) = &args.manager {
+        used.extend(names_in(expr, names));
+    }
+    used
+}
+
 /// `#[async_trait]` moves each argument into its body (`let request =
-/// request;`); the key is rendered outside that body, so an argument that
-/// only the key uses would be reported unused there. Such bindings, of
-/// arguments the key uses, are allowed to be.
-fn quiet_key_only_bindings(body: &mut syn::ExprAsync, key: &Template) {
-    let used: Vec<&str> = key.uses().collect();
+/// request;`); the key, `permits` and `manager` are evaluated outside that
+/// body, so an argument that only they use would be reported unused there.
+/// Such bindings, of arguments in `used`, are allowed to be.
+fn quiet_attribute_only_bindings(body: &mut syn::ExprAsync, used: &[String]) {
     for stmt in &mut body.block.stmts {
         let syn::Stmt::Local(local) = stmt else {
             continue;
@@ -162,78 +213,6 @@ fn quiet_key_only_bindings(body: &mut syn::ExprAsync, key: &Template) {
     }
 }
 
-/// An expression building the key from the template. Each placeholder's
-/// value is rendered through a trait of its own whose
-/// `#[diagnostic::on_unimplemented]` names the placeholder, so a value
-/// without `Display` is an error about that placeholder (at its span), not
-/// about the whole key.
-fn render_key(template: &Template, krate: &TokenStream) -> TokenStream {
-    let span = template.lit.span();
-    let key = format_ident!("__distlock_key", span = Span::mixed_site());
-    let mut items = TokenStream::new();
-    let mut steps = TokenStream::new();
-    let mut placeholders = 0;
-    for part in &template.parts {
-        match part {
-            Part::Text(text) => steps.extend(quote_spanned! {span=>
-                let #key = #key.text(#text);
-            }),
-            Part::Value(placeholder) => {
-                placeholders += 1;
-                let (trait_def, call) = render_placeholder(placeholders, placeholder, krate, &key);
-                items.extend(trait_def);
-                steps.extend(call);
-            }
-        }
-    }
-    quote_spanned! {span=>
-        {
-            #items
-            let #key = #krate::__private::Key::new();
-            #steps
-            #key.finish()
-        }
-    }
-}
-
-/// The trait that renders the `n`th placeholder (its definition; the
-/// compiler names it in a note, "required for `Option<u32>` to implement
-/// `DistlockKeyPlaceholder1`") and the step that renders it into `key`.
-fn render_placeholder(
-    n: usize,
-    placeholder: &Placeholder,
-    krate: &TokenStream,
-    key: &syn::Ident,
-) -> (TokenStream, TokenStream) {
-    let text = placeholder.text.replace('{', "{{").replace('}', "}}");
-    let message = format!(
-        "the key placeholder `{text}` has type `{{Self}}`, which does not implement `Display`"
-    );
-    let label = format!("`{text}` is not `Display`");
-    let note = "each `{...}` of a key is rendered with `Display`: write an expression whose \
-                value implements it (an `Option`, for one, does not: unwrap it or choose a text \
-                for `None` in the placeholder)";
-    let name = format!("DistlockKeyPlaceholder{n}");
-    let def_name = syn::Ident::new(&name, Span::call_site());
-    let use_name = syn::Ident::new(&name, placeholder.span);
-    let expr = &placeholder.expr;
-    let trait_def = quote! {
-        #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
-        trait #def_name {
-            fn __distlock_render(&self, key: #krate::__private::Key) -> #krate::__private::Key;
-        }
-        impl<T: #krate::__private::Display + ?Sized> #def_name for T {
-            fn __distlock_render(&self, key: #krate::__private::Key) -> #krate::__private::Key {
-                key.value(self)
-            }
-        }
-    };
-    let call = quote_spanned! {placeholder.span=>
-        let #key = #use_name::__distlock_render(&(#expr), #key);
-    };
-    (trait_def, call)
-}
-
 /// The call's settings, as an expression of type `__private::Spec`.
 fn spec(args: &Args, function: &str, krate: &TokenStream) -> TokenStream {
     let duration = |d: std::time::Duration| {
@@ -242,6 +221,16 @@ fn spec(args: &Args, function: &str, krate: &TokenStream) -> TokenStream {
     };
     let ttl = duration(args.ttl);
     let mut spec = quote!(#krate::__private::Spec::new(#function, #ttl));
+    // Known at compile time, the kind goes into the `const` and is checked
+    // there with the core's own rules; a run-time `permits` is added after.
+    if let Target::One { take, .. } = &args.target {
+        match take {
+            Take::Lock | Take::Permits(Permits::Expr(_)) => {}
+            Take::Permits(Permits::Literal(n)) => spec.extend(quote!(.permits(#n))),
+            Take::Read => spec.extend(quote!(.read())),
+            Take::Write => spec.extend(quote!(.write())),
+        }
+    }
     if args.auto_renew {
         let every = duration(args.renew_interval);
         spec.extend(quote!(.renew_every(#every)));
@@ -369,6 +358,48 @@ mod tests {
     }
 
     #[test]
+    fn kinds_reach_the_spec_and_the_key() {
+        let f = quote!(
+            async fn f(host: &str, n: u32, from: u32, to: u32) -> Result<(), E> {
+                Ok(())
+            }
+        );
+        let permits = expand(quote!(key = "crawl:{host}", permits = 3), f.clone());
+        assert!(
+            permits.contains(". permits (3u32) . renew_every"),
+            "{permits}"
+        );
+        // Known at run time only: evaluated at each call, after the const.
+        let runtime = expand(quote!(key = "crawl:{host}", permits = n + 1), f.clone());
+        assert!(
+            runtime.contains("let __distlock_permits : u32 = n + 1 ;"),
+            "{runtime}"
+        );
+        assert!(
+            runtime.contains("SPEC } . permits (__distlock_permits)"),
+            "{runtime}"
+        );
+        assert!(!runtime.contains(". permits (n"), "{runtime}");
+        let read = expand(quote!(key = "doc:{host}", read), f.clone());
+        assert!(read.contains(". read () . renew_every"), "{read}");
+        let write = expand(quote!(key = "doc:{host}", write = true), f.clone());
+        assert!(write.contains(". write () . renew_every"), "{write}");
+        let lock = expand(quote!(key = "doc:{host}", read = false), f.clone());
+        assert!(!lock.contains(". read ()"), "{lock}");
+        let keys = expand(quote!(keys = ["acct:{from}", "acct:{to}"]), f);
+        assert!(keys.contains("let __distlock_key = [{"), "{keys}");
+        assert_eq!(
+            keys.matches("__private :: Key :: new ()").count(),
+            2,
+            "{keys}"
+        );
+        assert!(
+            !keys.contains(". permits") && !keys.contains(". read"),
+            "{keys}"
+        );
+    }
+
+    #[test]
     fn impl_trait_in_the_return_type_is_inferred() {
         let out = expand(
             quote!(key = "k"),
@@ -384,13 +415,13 @@ mod tests {
     #[test]
     fn rewrites_inside_async_trait_box_pin() {
         let out = expand(
-            quote!(key = "job:{id}"),
+            quote!(key = "job:{id}", permits = limit, manager = locks),
             quote! {
-                fn run<'life0, 'async_trait>(&'life0 self, id: u32)
+                fn run<'life0, 'async_trait>(&'life0 self, id: u32, limit: u32, locks: M, other: u8)
                     -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Result<(), E>> + ::core::marker::Send + 'async_trait>>
                 where 'life0: 'async_trait, Self: 'async_trait
                 {
-                    Box::pin(async move { let __self = self; let id = id; let __ret: Result<(), E> = { Ok(()) }; __ret })
+                    Box::pin(async move { let __self = self; let id = id; let limit = limit; let locks = locks; let other = other; let __ret: Result<(), E> = { Ok(()) }; __ret })
                 }
             },
         );
@@ -400,15 +431,20 @@ mod tests {
         );
         assert!(out.contains("locked :: < Result < () , E > , _ >"), "{out}");
         assert!(out.contains("async move { let __self = self ;"), "{out}");
-        // `id` is the key's: its move into the body is not "unused".
+        // `id` is the key's: its move into the body is not "unused"; nor are
+        // the moves of arguments that only `permits` or `manager` use.
         assert!(
             out.contains("# [allow (unused_variables)] let id = id ;"),
             "{out}"
         );
-        assert!(
-            !out.contains("# [allow (unused_variables)] let __self"),
-            "{out}"
-        );
+        for name in ["limit", "locks"] {
+            let quiet = format!("# [allow (unused_variables)] let {name} = {name} ;");
+            assert!(out.contains(&quiet), "{out}");
+        }
+        for name in ["__self", "other"] {
+            let quiet = format!("# [allow (unused_variables)] let {name}");
+            assert!(!out.contains(&quiet), "{out}");
+        }
     }
 
     #[test]

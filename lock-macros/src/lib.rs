@@ -8,15 +8,18 @@
 // Modules bottom up; each uses only the ones before it.
 mod attr; // the attribute's arguments, checked
 mod diagnostics; // compile errors: collected, with "did you mean" hints
-mod expand;
+mod expand; // the generated function
 mod shape; // how the function is asynchronous; its return type
 mod template; // the key template and its placeholders
-mod values; // argument values: strings, durations, booleans, numbers // the generated function
+mod values; // argument values: strings, durations, booleans, numbers
 
 use proc_macro::TokenStream;
 
 /// Runs an `async fn` under a distributed lock: one call at a time per key,
-/// across every process whose [`LockManager`] shares the etcd namespace.
+/// across every process whose [`LockManager`] shares the etcd namespace —
+/// or, as its arguments say, at most N at a time (`permits = N`), readers
+/// together and writers alone (`read`, `write`), or under several locks
+/// taken at once (`keys = [..]`); see [Kinds](#kinds).
 ///
 /// ```
 /// use distlock::{distributed_lock, LockError, LockManager};
@@ -53,7 +56,10 @@ use proc_macro::TokenStream;
 ///
 /// | argument | default | meaning |
 /// |---|---|---|
-/// | `key = "order:{order_id}"` | required | The lock's name: text with `{...}` placeholders, each a Rust expression over the arguments (and `self`): `{order_id}`, `{req.get_ref().id}`, `{ids[0]}`, `{name.to_lowercase()}`, rendered with `Display`; a name that is neither an argument nor bound inside the placeholder is a compile error. `{{` and `}}` are literal braces. The rendered key is the lock name as is, so [`LockManager::new_lock`] with the same name contends with the function. |
+/// | `key = "order:{order_id}"` | required (or `keys`) | The lock's name: text with `{...}` placeholders, each a Rust expression over the arguments (and `self`): `{order_id}`, `{req.get_ref().id}`, `{ids[0]}`, `{name.to_lowercase()}`, rendered with `Display`; a name that is neither an argument nor bound inside the placeholder is a compile error. `{{` and `}}` are literal braces. The rendered key is the lock name as is, so [`LockManager::new_lock`] with the same name contends with the function. |
+/// | `permits = 3` | off: the key's lock | With `key`: the body holds one of that many permits of the semaphore named by the key ([`LockManager::new_semaphore`]), so at most that many calls run at once across the fleet. A literal from 1 to [`MAX_PERMITS`], or a `u32` expression evaluated at each call, before the body, that may use the arguments and `self` (a count out of range then fails the call with [`ErrorCode::InvalidOptions`]). Every holder of a semaphore must give it the same count. Not with `read`, `write` or `keys`. |
+/// | `read` / `write` | off: the key's lock | With `key`: the body holds the read or the write side of the read-write lock named by the key ([`LockManager::new_rw_lock`]): read calls run together, a write call alone. The key's queue is its lock's: a write call and a lock call on one key exclude each other. One of the two; not with `permits` or `keys`. |
+/// | `keys = ["acct:{from}", "acct:{to}"]` | — | Instead of `key`: 1 to [`MAX_NAMES`] names, each a template as `key` is, all locked at once ([`LockManager::new_multi_lock`]): the body holds every name's lock; calls naming the same accounts in any order never deadlock. A name rendered twice is locked once. Not with `permits`, `read` or `write`. |
 /// | `ttl = "30s"` | `"30s"` | The lease TTL: how long the lock outlives a crashed or cut-off holder. Whole seconds, at least `"1s"`. |
 /// | `wait = "2s"` | `"10s"` ([`DEFAULT_WAIT`], as `LockLayer`) | How long to wait for a busy lock before failing with [`ErrorCode::Timeout`]; `"0s"` tries once; `"forever"` waits without limit (ask for it: an outage then shows as a hang). |
 /// | `manager = <expr>` | the default manager | The [`LockManager`] to lock with: an expression evaluated at each call, before the body, that may use the arguments and `self` (`self.locks`, `state.locks`, `&*MANAGER`); a `LockManager` or a reference, `Box` or `Arc` of one. Without it, the manager set by [`set_default_manager`]; if none is set, the call fails with an [`ErrorCode::InvalidOptions`] error saying so (no panic). |
@@ -72,6 +78,63 @@ use proc_macro::TokenStream;
 ///
 /// [humantime]: https://docs.rs/humantime
 ///
+/// Every other argument means the same for every kind: `wait` bounds the
+/// wait for a permit, a side or every name; `skip_if_busy` skips when all
+/// permits are taken, a writer holds or waits ahead of a reader (anyone,
+/// ahead of a writer), or any name of `keys` is held; `ttl`, renewal,
+/// `on_lost`, `hold_at_least` and `hold_at_most` apply to the permit, the
+/// side, or every name (a `keys` call is lost when any of its names is).
+///
+/// # Kinds
+///
+/// ```
+/// use distlock::{distributed_lock, LockError, LockManager};
+///
+/// /// At most 2 crawls of one host at a time, fleet-wide.
+/// #[distributed_lock(key = "crawl:{host}", permits = 2, manager = manager)]
+/// async fn crawl(manager: &LockManager, host: &str) -> Result<u64, LockError> {
+///     Ok(distlock::current_fencing_token().unwrap()) // the permit's token
+/// }
+///
+/// /// Readers of a document together; its editor alone.
+/// #[distributed_lock(key = "doc:{id}", read, manager = manager)]
+/// async fn show(manager: &LockManager, id: u64) -> Result<(), LockError> {
+///     Ok(())
+/// }
+///
+/// #[distributed_lock(key = "doc:{id}", write, manager = manager)]
+/// async fn edit(manager: &LockManager, id: u64) -> Result<(), LockError> {
+///     show(manager, id).await // a read inside the write runs under it
+/// }
+///
+/// /// Both accounts at once; opposite transfers never deadlock.
+/// #[distributed_lock(keys = ["acct:{from}", "acct:{to}"], manager = manager)]
+/// async fn transfer(manager: &LockManager, from: u64, to: u64) -> Result<Vec<String>, LockError> {
+///     let lock = distlock::current_lock().unwrap();
+///     Ok(lock.names().map(str::to_owned).collect())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), LockError> {
+/// let manager = LockManager::in_memory();
+/// crawl(&manager, "example.com").await?;
+/// edit(&manager, 7).await?;
+/// assert_eq!(transfer(&manager, 2, 1).await?, ["acct:1", "acct:2"]);
+/// # Ok(()) }
+/// ```
+///
+/// [`current_lock`] in a body is what the call holds: the permit (its
+/// token), the side of the read-write lock, or the whole multi-lock (every
+/// name; their keys, put in one transaction, share one fencing token).
+/// Nested calls follow the [owners](#owners-nested-and-concurrent-calls)
+/// rules for the key's queue: inside a write call, a read or lock call on
+/// the key runs under it; inside a read call, a write or lock call on the
+/// key fails at once with [`ErrorCode::AlreadyHeld`] (it would wait for
+/// itself); inside a `keys` call, a call on one of its names runs under
+/// it. A permit is never re-entered: a nested `permits` call takes another
+/// permit. A `keys` call nested in a hold of one of its names waits for
+/// that hold like any other caller (a multi-lock takes its names all at
+/// once, not as sections), so it ends with `Timeout` after its `wait`.
+///
 /// # Errors
 ///
 /// The function must return `Result<T, E>` (or an alias of any name, such as
@@ -80,8 +143,11 @@ use proc_macro::TokenStream;
 ///
 /// - [`ErrorCode::Timeout`]: the lock stayed busy past `wait`, or the body ran past `hold_at_most`;
 /// - [`ErrorCode::Expired`]: the lock was lost while the body ran (`on_lost = "cancel"`);
-/// - [`ErrorCode::InvalidOptions`]: no `manager = ...` and no default manager;
-/// - [`ErrorCode::InvalidKey`]: the rendered key is not a valid lock name;
+/// - [`ErrorCode::InvalidOptions`]: no `manager = ...` and no default
+///   manager; a `permits` expression out of range, or unlike the count the
+///   semaphore's holders gave;
+/// - [`ErrorCode::InvalidKey`]: a rendered key is not a valid lock name;
+/// - [`ErrorCode::AlreadyHeld`]: a write or lock call nested in a read call on its key;
 /// - [`ErrorCode::Backend`], [`ErrorCode::Closed`]: as for [`Lock::lock`].
 ///
 /// The body's own result is returned as it is, even if the release afterwards
@@ -188,8 +254,12 @@ use proc_macro::TokenStream;
 ///
 /// # Compile-time errors
 ///
-/// Every problem in one go, each pointing at its cause: a missing `key`, an
-/// unknown name in the key template, an unknown or repeated argument, an
+/// Every problem in one go, each pointing at its cause: a missing `key`
+/// (and no `keys`), an unknown name in the key template, two kinds at once
+/// (`permits` with `read` or `write`, `read` with `write`, `key` with
+/// `keys`, `keys` with `permits`, `read` or `write`), `permits = 0` or a
+/// literal over [`MAX_PERMITS`], `keys = []`, more than [`MAX_NAMES`] keys
+/// or one listed twice, a list given to `key`, an unknown or repeated argument, an
 /// unparsable duration, a `ttl` under one second or with a fraction of a
 /// second, a `renew_interval` or `ttl` that [`LockOptions::validate`] would
 /// refuse at run time (the same rules, evaluated at compile time: a
@@ -204,6 +274,12 @@ use proc_macro::TokenStream;
 /// [`LockManager`]: struct.LockManager.html
 /// [`LockOptions::validate`]: struct.LockOptions.html#method.validate
 /// [`LockManager::new_lock`]: struct.LockManager.html#method.new_lock
+/// [`LockManager::new_semaphore`]: struct.LockManager.html#method.new_semaphore
+/// [`LockManager::new_rw_lock`]: struct.LockManager.html#method.new_rw_lock
+/// [`LockManager::new_multi_lock`]: struct.LockManager.html#method.new_multi_lock
+/// [`MAX_PERMITS`]: constant.MAX_PERMITS.html
+/// [`MAX_NAMES`]: constant.MAX_NAMES.html
+/// [`ErrorCode::AlreadyHeld`]: enum.ErrorCode.html#variant.AlreadyHeld
 /// [`Lock::lock`]: struct.Lock.html#method.lock
 /// [`set_default_manager`]: fn.set_default_manager.html
 /// [`current_lock`]: fn.current_lock.html

@@ -282,6 +282,12 @@ fn format_spec_head(inner: &str) -> Option<&str> {
     None
 }
 
+/// The names of `names` (the function's argument bindings) that `expr`, an
+/// argument of the attribute such as `manager = ..`, uses.
+pub(crate) fn names_in(expr: &Expr, names: &[String]) -> Vec<String> {
+    names_used(expr, names).0
+}
+
 /// The names of `names` that `expr` uses, and the names it uses that must
 /// be arguments but are not: single lowercase names (locals, by Rust's
 /// naming) used as values, that are neither in `names` nor bound inside
