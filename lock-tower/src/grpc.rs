@@ -132,6 +132,14 @@ impl From<GrpcCode> for tonic::Code {
     }
 }
 
+/// Whether `req` is a gRPC call, by its content type (`application/grpc`,
+/// `application/grpc+proto`, ...).
+pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// The header (trailer, in a trailers-only response) with which a gRPC
 /// server tells a client's retry policy when to retry, in milliseconds; a
 /// negative value asks it not to retry at all (gRFC A6).

@@ -85,6 +85,33 @@
 //!
 //! See [`lock`] for what happens when, including a lock lost mid-request.
 //!
+//! # Leader-only routes
+//!
+//! [`LeaderOnly`] is a second layer, for routes that must run on one server
+//! of the fleet (a singleton writer, an admin action): each server keeps a
+//! [`Candidacy`] in an election, with its address as the value; the leader
+//! runs the requests under its leadership (a [`HeldLock`] of kind
+//! [`HoldKind::Leader`] in the handler, cancelled if the leadership is
+//! lost), and the others answer 421 Misdirected Request with the leader's
+//! address in [`x-distlock-leader`](LEADER_HEADER) (gRPC `UNAVAILABLE`, the
+//! address in the metadata), forwarding nothing. See [`leader`].
+//!
+//! ```
+//! use axum::{routing::post, Router};
+//! use distlock::{LockManager, LockOptions};
+//! use distlock_tower::{Candidacy, HeldLock, LeaderOnly};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> distlock::Result<()> {
+//! let manager = LockManager::in_memory();
+//! let candidacy = Candidacy::start(&manager, "writer", "http://10.0.0.7:8080", LockOptions::default())?;
+//! let app: Router = Router::new().route(
+//!     "/admin/reindex",
+//!     post(|leader: HeldLock| async move { format!("token {}", leader.fencing_token()) })
+//!         .route_layer(LeaderOnly::new(candidacy)),
+//! );
+//! # let _ = app; Ok(()) }
+//! ```
+//!
 //! # Features
 //!
 //! - `axum`: `PathParam` (axum's named path parameter as the key),
@@ -92,12 +119,15 @@
 //!   `OptionalFromRequestParts` for `Option<HeldLock>`), and
 //!   [`on_rejection`](LockLayer::on_rejection) handlers returning anything
 //!   that implements axum's `IntoResponse`.
-//! - `tonic`: `Rejection::to_status`, and `tonic::Code` accepted wherever a
-//!   [`GrpcCode`] is. gRPC clients get proper statuses without it: the layer
-//!   writes `grpc-status` itself.
+//! - `tonic`: `Rejection::to_status`, `tonic::Code` accepted wherever a
+//!   [`GrpcCode`] is, and `tonic::server::NamedService` for
+//!   [`LockService`] and [`LeaderOnlyService`] (so one tonic service can be
+//!   wrapped and added to a server on its own). gRPC clients get proper statuses without it: the
+//!   layers write `grpc-status` themselves.
 
 pub mod extract;
 mod grpc;
+pub mod leader;
 pub mod lock;
 pub mod mode;
 mod rejection;
@@ -108,6 +138,7 @@ mod respond;
 pub use extract::PathParam;
 pub use extract::{GrpcMethod, Header, InvalidGrpcMethod, KeyExtractor, Or, PathSegment, Query};
 pub use grpc::GrpcCode;
+pub use leader::{Candidacy, LeaderOnly, LeaderOnlyService, Role, LEADER_HEADER};
 #[cfg(feature = "axum")]
 pub use lock::MissingHeldLock;
 pub use lock::{HeldLock, HoldKind, LockBody, LockLayer, LockService, ResponseFuture};

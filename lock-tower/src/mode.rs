@@ -249,9 +249,9 @@ impl<E, M> LockLayer<E, M> {
     /// loss). The handler runs in its guard's owner scope:
     /// `distlock::current_lock()` is the request's read or write lock, and
     /// locking the key inside a write request enters a child section of its
-    /// hold. Inside a read request, locking the key also enters a child
-    /// section, of the *read* hold: it does not exclude the other readers,
-    /// so writes belong in write requests. Each reader is a key in etcd
+    /// hold. Inside a read request, locking the key exclusively fails at
+    /// once with `AlreadyHeld` (it would wait for the request itself): writes
+    /// belong in write requests. Each reader is a key in etcd
     /// (writers of one server queue in-process first, as locks do).
     ///
     /// Only on a layer whose mode is not chosen yet: with

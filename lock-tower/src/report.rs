@@ -125,12 +125,16 @@ impl Reporter {
     }
 
     /// Where `kind` is logged above `debug`: configuration faults at
-    /// `error`; the backend failing, losses and shed requests at `warn`; a
-    /// busy or bad key (the layer working as configured) nowhere.
+    /// `error`; the backend failing, losses, shed requests and an election
+    /// without a leader at `warn`; a busy or bad key, or a follower sending
+    /// a client to its leader (the layers working as configured), nowhere.
     fn limiter(&self, kind: RejectionKind) -> Option<&Limiter> {
         match kind {
             RejectionKind::Misconfigured => Some(&self.error),
-            RejectionKind::Timeout | RejectionKind::InvalidKey | RejectionKind::MissingKey => None,
+            RejectionKind::Timeout
+            | RejectionKind::InvalidKey
+            | RejectionKind::MissingKey
+            | RejectionKind::NotLeader => None,
             _ => Some(&self.warn),
         }
     }

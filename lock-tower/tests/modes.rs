@@ -257,10 +257,12 @@ async fn a_handlers_owner_scope_by_mode() {
     );
 }
 
-/// Locking the request's key inside a read or write request enters a child
-/// section of the request's hold (same token) instead of waiting for it.
+/// Locking the request's key inside a write request enters a child section
+/// of the request's hold (same token) instead of waiting for it; inside a
+/// read request it is refused at once (`AlreadyHeld`): an exclusive section
+/// there would wait for the request itself, or exclude nobody.
 #[tokio::test]
-async fn locking_the_key_inside_a_read_or_write_request_nests() {
+async fn locking_the_key_inside_a_write_request_nests_and_inside_a_read_request_is_refused() {
     let manager = LockManager::in_memory();
     let inner = manager.clone();
     let service = serve(layer(&manager).read_write(), move |req| {
@@ -271,13 +273,14 @@ async fn locking_the_key_inside_a_read_or_write_request_nests() {
                 .new_lock(held.key(), LockOptions::default())
                 .unwrap();
             let nested = lock.lock_timeout(Duration::from_millis(500)).await;
-            let same = nested.map(|g| g.fencing_token() == held.fencing_token());
-            format!("{same:?}")
+            match nested {
+                Ok(g) => format!("nested: {}", g.fencing_token() == held.fencing_token()),
+                Err(err) => format!("{:?}", err.code()),
+            }
         }
     });
-    for method in [Method::POST, Method::GET] {
-        assert_eq!(body(&service, method, "n").await, "Ok(true)");
-    }
+    assert_eq!(body(&service, Method::POST, "n").await, "nested: true");
+    assert_eq!(body(&service, Method::GET, "n").await, "AlreadyHeld");
 }
 
 /// A request made where its key is already held by this code — inside a

@@ -13,9 +13,11 @@ use crate::rejection::lost_trailers;
 use crate::respond::{BoxError, RejectionBody};
 
 pin_project! {
-    /// The response body of [`LockService`](super::LockService): the inner
-    /// service's body, holding the request's lock (if any) until the body ends,
-    /// fails or is dropped; or a rejection's body.
+    /// The response body of [`LockService`](super::LockService) and
+    /// [`LeaderOnlyService`](crate::LeaderOnlyService): the inner service's
+    /// body, holding the request's lock (if any; or its share of the
+    /// leadership) until the body ends, fails or is dropped; or a rejection's
+    /// body.
     ///
     /// If the lock is lost (or held for the layer's
     /// [`max_hold`](super::LockLayer::max_hold)) while the body streams, the

@@ -11,8 +11,9 @@ use http::{header, HeaderValue, StatusCode};
 use super::HeldLock;
 
 /// A handler asked for the [`HeldLock`] of a request that holds none: the
-/// route is not behind a [`LockLayer`](super::LockLayer), or the layer's key
-/// extractor found no key for this request (and the layer does not
+/// route is not behind a [`LockLayer`](super::LockLayer) (or a
+/// [`LeaderOnly`](crate::LeaderOnly)), or the layer's key extractor found no
+/// key for this request (and the layer does not
 /// [require one](super::LockLayer::require_key)).
 ///
 /// Its response is 500 with a message saying so: the client's request was
@@ -38,7 +39,7 @@ use super::HeldLock;
 /// ```
 #[derive(Debug, Clone, Copy, Default, thiserror::Error)]
 #[error(
-    "this request holds no lock: its route is not behind a distlock LockLayer, \
+    "this request holds no lock: its route is not behind a distlock LockLayer (or LeaderOnly), \
      or the layer's key extractor found no key for it (use `require_key` to answer \
      such requests 400, or take `Option<HeldLock>` in a handler that may run unlocked)"
 )]

@@ -46,6 +46,11 @@ pin_project! {
     ///
     /// Dropping it gives up the wait or the lock at once.
     ///
+    /// [`LeaderOnlyService`](crate::LeaderOnlyService) answers with it too:
+    /// there the hold is a share of this server's leadership, taken when the
+    /// request is called (no wait), and a refused request never reaches the
+    /// inner service.
+    ///
     /// # Example
     ///
     /// ```
@@ -113,10 +118,16 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// The rejection response for `err`.
-    fn reject<B>(self, kind: RejectionKind, error: LockError) -> Response<LockBody<B>> {
+    /// The rejection response for `refusal`.
+    fn reject<B>(self, refusal: Refusal) -> Response<LockBody<B>> {
+        let Refusal {
+            kind,
+            error,
+            leader,
+        } = refusal;
         self.settings.reporter.rejected(kind, &self.key, &error);
         let mut rejection = Rejection::new(kind, self.key, error);
+        rejection.leader = leader;
         rejection.grpc = self.grpc;
         rejection.retry_after = self.settings.retry_after;
         rejection.status = self.settings.status(kind);
@@ -125,15 +136,30 @@ impl Ctx {
     }
 }
 
-/// Why a request did not get its lock.
+/// Why a request did not get its lock (or leadership).
 pub(crate) struct Refusal {
     kind: RejectionKind,
     error: LockError,
+    /// The value the current leader proclaimed, for a follower's answer.
+    leader: Option<Vec<u8>>,
 }
 
 impl Refusal {
     pub(crate) fn new(kind: RejectionKind, error: LockError) -> Self {
-        Refusal { kind, error }
+        Refusal {
+            kind,
+            error,
+            leader: None,
+        }
+    }
+
+    /// A follower's refusal, naming the leader by its proclaimed `value`.
+    pub(crate) fn not_leader(error: LockError, value: Vec<u8>) -> Self {
+        Refusal {
+            kind: RejectionKind::NotLeader,
+            error,
+            leader: Some(value),
+        }
     }
 }
 
@@ -154,7 +180,7 @@ impl From<LockError> for Refusal {
             }
             _ => RejectionKind::Unavailable,
         };
-        Refusal { kind, error }
+        Refusal::new(kind, error)
     }
 }
 
@@ -286,15 +312,46 @@ impl<F: Future> ResponseFuture<F> {
         }
     }
 
-    /// A future that answers `refusal` without calling the inner service.
-    pub(crate) fn rejected(settings: Arc<Settings>, grpc: bool, refusal: Refusal) -> Self {
+    /// A future that answers `refusal` for `key` without calling the inner
+    /// service.
+    pub(crate) fn rejected(
+        settings: Arc<Settings>,
+        key: String,
+        grpc: bool,
+        refusal: Refusal,
+    ) -> Self {
         ResponseFuture {
             state: State::Acquiring {
                 acquire: Box::pin(std::future::ready(Err(refusal))),
                 call: None,
                 ctx: Some(Ctx {
                     settings,
-                    key: String::new(),
+                    key,
+                    grpc,
+                }),
+                waiter: None,
+            },
+        }
+    }
+
+    /// A future that runs the inner service under `guard`, held already
+    /// (for `key`): as [`locked`](Self::locked) from the moment the lock is
+    /// taken, so a loss before or while the service runs is answered and
+    /// its body cut off the same way.
+    pub(crate) fn held(
+        settings: Arc<Settings>,
+        key: String,
+        guard: Guard,
+        grpc: bool,
+        call: Call<F>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Acquiring {
+                acquire: Box::pin(std::future::ready(Ok(guard))),
+                call: Some(call),
+                ctx: Some(Ctx {
+                    settings,
+                    key,
                     grpc,
                 }),
                 waiter: None,
@@ -337,7 +394,7 @@ where
                     match acquired {
                         Err(refusal) => {
                             state.set(State::Done);
-                            return Poll::Ready(Ok(ctx.reject(refusal.kind, refusal.error)));
+                            return Poll::Ready(Ok(ctx.reject(refusal)));
                         }
                         Ok(guard) => {
                             ctx.settings.reporter.recovered();
@@ -363,7 +420,7 @@ where
                         let err =
                             ended_error(kind, &held, &ctx.key, "before the service was ready");
                         drop(held);
-                        return Poll::Ready(Ok(ctx.reject(kind, err)));
+                        return Poll::Ready(Ok(ctx.reject(Refusal::new(kind, err))));
                     }
                     let pending = call
                         .as_mut()
@@ -407,7 +464,7 @@ where
                             state.set(State::Done);
                             let err = ended_error(kind, &held, &ctx.key, "while the request ran");
                             drop(held);
-                            return Poll::Ready(Ok(ctx.reject(kind, err)));
+                            return Poll::Ready(Ok(ctx.reject(Refusal::new(kind, err))));
                         }
                     };
                     let (Some(held), Some(ctx)) = (held.take(), ctx.take()) else {

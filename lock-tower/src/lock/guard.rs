@@ -1,14 +1,16 @@
 //! The hold a request runs under, whatever the layer's mode: a lock, a
-//! permit, or a side of a read-write lock ([`Guard`]); and [`HoldKind`],
-//! which of them, as handlers see it.
+//! permit, a side of a read-write lock, or this server's leadership of an
+//! election ([`Guard`]); and [`HoldKind`], which of them, as handlers see it.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use distlock::{LockGuard, OwnerScope, Permit, ReadGuard, WriteGuard};
+use distlock::{Leadership, LockGuard, OwnerScope, Permit, ReadGuard, WriteGuard};
 
 /// Which kind of hold a request runs under ([`HeldLock::kind`](super::HeldLock::kind)):
 /// it follows from the layer's [mode](crate::mode) and, for a read-write
-/// layer, from the request.
+/// layer, from the request; behind [`LeaderOnly`](crate::LeaderOnly) it is
+/// [`Leader`](HoldKind::Leader).
 ///
 /// New kinds may be added, so matches need a `_` arm.
 ///
@@ -39,6 +41,9 @@ pub enum HoldKind {
     Read,
     /// The write side of the key's read-write lock ([`mode::ReadWrite`](crate::mode::ReadWrite)).
     Write,
+    /// This server's leadership of an election ([`LeaderOnly`](crate::LeaderOnly)):
+    /// the key is the election's name, the fencing token the leadership's.
+    Leader,
 }
 
 impl HoldKind {
@@ -49,17 +54,21 @@ impl HoldKind {
             HoldKind::Permit => "a permit of semaphore",
             HoldKind::Read => "the read lock of",
             HoldKind::Write => "the write lock of",
+            HoldKind::Leader => "leadership of election",
         }
     }
 }
 
-/// A request's guard, of whichever kind; released when dropped.
+/// A request's guard, of whichever kind; released when dropped (a
+/// leadership is shared by the requests it serves and its
+/// [`Candidacy`](crate::Candidacy): dropping one share resigns nothing).
 #[derive(Debug)]
 pub(crate) enum Guard {
     Lock(LockGuard),
     Permit(Permit),
     Read(ReadGuard),
     Write(WriteGuard),
+    Leader(Arc<Leadership>),
 }
 
 impl Guard {
@@ -69,6 +78,7 @@ impl Guard {
             Guard::Permit(_) => HoldKind::Permit,
             Guard::Read(_) => HoldKind::Read,
             Guard::Write(_) => HoldKind::Write,
+            Guard::Leader(_) => HoldKind::Leader,
         }
     }
 
@@ -78,6 +88,7 @@ impl Guard {
             Guard::Permit(g) => g.fencing_token(),
             Guard::Read(g) => g.fencing_token(),
             Guard::Write(g) => g.fencing_token(),
+            Guard::Leader(g) => g.fencing_token(),
         }
     }
 
@@ -89,6 +100,7 @@ impl Guard {
             Guard::Permit(g) => Box::pin(g.lost()),
             Guard::Read(g) => Box::pin(g.lost()),
             Guard::Write(g) => Box::pin(g.lost()),
+            Guard::Leader(g) => Box::pin(g.lost()),
         };
         lost
     }
@@ -103,6 +115,7 @@ impl Guard {
             Guard::Permit(_) => None,
             Guard::Read(g) => Some(g.scope()),
             Guard::Write(g) => Some(g.scope()),
+            Guard::Leader(g) => Some(g.scope()),
         }
     }
 }

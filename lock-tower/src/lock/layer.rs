@@ -111,6 +111,43 @@ impl Drop for WaiterSlot {
 }
 
 impl Settings {
+    /// The defaults: see [`LockLayer`]'s.
+    pub(crate) fn new(manager: LockManager) -> Self {
+        Settings {
+            manager,
+            access: Access::Exclusive,
+            options: LockOptions::default(),
+            wait: distlock::DEFAULT_WAIT, // the kit's one default wait
+            retry_after: DEFAULT_RETRY_AFTER,
+            max_hold: None,
+            require_key: false,
+            on_rejection: None,
+            statuses: HashMap::new(),
+            grpc_codes: HashMap::new(),
+            waiters: Arc::default(),
+            reporter: Arc::default(),
+        }
+    }
+
+    /// Answers rejections with `handler`'s response.
+    pub(crate) fn set_on_rejection<F, R, T>(&mut self, handler: F)
+    where
+        F: Fn(&Rejection) -> R + Send + Sync + 'static,
+        R: IntoRejectionResponse<T>,
+    {
+        self.on_rejection = Some(Arc::new(move |r: &Rejection| handler(r).convert()));
+    }
+
+    /// Answers HTTP requests rejected for `kind` with `status`.
+    pub(crate) fn set_status(&mut self, kind: RejectionKind, status: StatusCode) {
+        self.statuses.insert(kind, status);
+    }
+
+    /// Answers gRPC calls rejected for `kind` with `code`.
+    pub(crate) fn set_grpc_code(&mut self, kind: RejectionKind, code: GrpcCode) {
+        self.grpc_codes.insert(kind, code);
+    }
+
     /// The response for `rejection`: the handler's, or the default.
     pub(crate) fn respond(&self, rejection: &Rejection) -> Response<RejectionBody> {
         match &self.on_rejection {
@@ -259,20 +296,7 @@ impl<E> LockLayer<E> {
         LockLayer {
             extractor: Arc::new(extractor),
             mode: PhantomData,
-            settings: Arc::new(Settings {
-                manager,
-                access: Access::Exclusive,
-                options: LockOptions::default(),
-                wait: distlock::DEFAULT_WAIT, // the kit's one default wait
-                retry_after: DEFAULT_RETRY_AFTER,
-                max_hold: None,
-                require_key: false,
-                on_rejection: None,
-                statuses: HashMap::new(),
-                grpc_codes: HashMap::new(),
-                waiters: Arc::default(),
-                reporter: Arc::default(),
-            }),
+            settings: Arc::new(Settings::new(manager)),
         }
     }
 }
@@ -489,7 +513,7 @@ impl<E, M> LockLayer<E, M> {
         F: Fn(&Rejection) -> R + Send + Sync + 'static,
         R: IntoRejectionResponse<T>,
     {
-        self.settings().on_rejection = Some(Arc::new(move |r: &Rejection| handler(r).convert()));
+        self.settings().set_on_rejection(handler);
         self
     }
 
@@ -511,7 +535,7 @@ impl<E, M> LockLayer<E, M> {
     /// # let _ = layer;
     /// ```
     pub fn status_for(mut self, kind: RejectionKind, status: StatusCode) -> Self {
-        self.settings().statuses.insert(kind, status);
+        self.settings().set_status(kind, status);
         self
     }
 
@@ -531,7 +555,7 @@ impl<E, M> LockLayer<E, M> {
     /// # let _ = layer;
     /// ```
     pub fn grpc_code_for(mut self, kind: RejectionKind, code: impl Into<GrpcCode>) -> Self {
-        self.settings().grpc_codes.insert(kind, code.into());
+        self.settings().set_grpc_code(kind, code.into());
         self
     }
 

@@ -134,9 +134,12 @@ use std::task::{Context, Waker};
 use tokio_util::sync::CancellationToken;
 
 use future::BoxFuture;
-use guard::Guard;
 
 pub(crate) use acquire::Take;
+pub(crate) use future::Refusal;
+pub(crate) use guard::Guard;
+pub(crate) use layer::Settings;
+pub(crate) use service::InnerCall;
 
 pub use body::LockBody;
 #[cfg(feature = "axum")]
@@ -158,6 +161,11 @@ pub use service::LockService;
 ///
 /// Clones share one state: [`is_held`](HeldLock::is_held) and
 /// [`lost`](HeldLock::lost) can be used from tasks the handler spawns.
+///
+/// Behind a [`LeaderOnly`](crate::LeaderOnly) layer it is this server's
+/// leadership: its [`kind`](HeldLock::kind) is
+/// [`HoldKind::Leader`], its key the election's name, its fencing token the
+/// leadership's, and `is_held`/`lost` follow the leadership.
 ///
 /// # Example
 ///

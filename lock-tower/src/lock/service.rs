@@ -12,6 +12,7 @@ use super::future::{Pending, Refusal};
 use super::layer::Settings;
 use super::{HeldLock, LockBody, ResponseFuture};
 use crate::extract::KeyExtractor;
+use crate::grpc::is_grpc;
 use crate::RejectionKind;
 
 /// Runs the inner service under the lock its request's key names; made by
@@ -24,6 +25,11 @@ use crate::RejectionKind;
 /// capacity that the inner service reserves in its `poll_ready` (tower's
 /// `ConcurrencyLimit`, `Buffer`) is never held by a request that waits for a
 /// busy key.
+///
+/// With the `tonic` feature it has its inner service's gRPC name
+/// (`tonic::server::NamedService`), so `Server::builder().add_service`
+/// takes it in place of the service it wraps: one service of a server
+/// locked, the others not.
 ///
 /// # Example
 ///
@@ -143,27 +149,38 @@ where
                     RejectionKind::MissingKey,
                     LockError::new(ErrorCode::InvalidKey, "the request names no lock key"),
                 );
-                return ResponseFuture::rejected(Arc::clone(&self.settings), grpc, refusal);
+                return ResponseFuture::rejected(
+                    Arc::clone(&self.settings),
+                    String::new(),
+                    grpc,
+                    refusal,
+                );
             }
             let inner = self.inner.clone();
-            return ResponseFuture::unlocked(Box::new(Call { inner, req }));
+            return ResponseFuture::unlocked(InnerCall::new(inner, req));
         };
         // What the request takes of its key, by the layer's mode: the lock,
         // a permit, or the read or write side.
         let (take, req) = self.settings.access.take(req);
         let inner = self.inner.clone();
-        let call = Box::new(Call { inner, req });
+        let call = InnerCall::new(inner, req);
         ResponseFuture::locked(Arc::clone(&self.settings), key, take, grpc, call)
     }
 }
 
 /// A request and the clone of the inner service that will serve it.
-struct Call<S, R> {
+pub(crate) struct InnerCall<S, R> {
     inner: S,
     req: Request<R>,
 }
 
-impl<S, R, ResBody> Pending<S::Future> for Call<S, R>
+impl<S, R> InnerCall<S, R> {
+    pub(crate) fn new(inner: S, req: Request<R>) -> Box<Self> {
+        Box::new(InnerCall { inner, req })
+    }
+}
+
+impl<S, R, ResBody> Pending<S::Future> for InnerCall<S, R>
 where
     S: Service<Request<R>, Response = Response<ResBody>> + Send,
     R: Send,
@@ -183,9 +200,7 @@ where
     }
 }
 
-/// Whether `req` is a gRPC call, by its content type.
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+#[cfg(feature = "tonic")]
+impl<S: tonic::server::NamedService, E> tonic::server::NamedService for LockService<S, E> {
+    const NAME: &'static str = S::NAME;
 }

@@ -1,4 +1,5 @@
-//! [`RejectionKind`]: why the layer answered a request itself, and the
+//! [`RejectionKind`]: why a layer ([`LockLayer`](crate::LockLayer),
+//! [`LeaderOnly`](crate::LeaderOnly)) answered a request itself, and the
 //! default answer for each reason.
 
 use http::StatusCode;
@@ -24,6 +25,8 @@ use crate::GrpcCode;
 /// | [`Lost`](Self::Lost), [`MaxHold`](Self::MaxHold) | 503 | `ABORTED` | none; gRPC: `grpc-retry-pushback-ms: -1` (do not retry) |
 /// | [`Misconfigured`](Self::Misconfigured) | 500 | `INTERNAL` | none |
 /// | [`InvalidKey`](Self::InvalidKey), [`MissingKey`](Self::MissingKey) | 400 | `INVALID_ARGUMENT` | none |
+/// | [`NotLeader`](Self::NotLeader) ([`LeaderOnly`](crate::LeaderOnly) on a follower) | 421, `x-distlock-leader: <leader's value>` | `UNAVAILABLE`, `x-distlock-leader` in its metadata | none (send it to the leader) |
+/// | [`NoLeader`](Self::NoLeader) ([`LeaderOnly`](crate::LeaderOnly), nobody leads) | 503 | `UNAVAILABLE` | `Retry-After`, `grpc-retry-pushback-ms` |
 ///
 /// Why:
 ///
@@ -69,6 +72,20 @@ use crate::GrpcCode;
 ///   help; the operator must act. It is logged at `error` level, rate-limited
 ///   per layer (see [`lock`](crate::lock#logging)).
 /// - **A bad or missing key is the client's fault**: 400 / `INVALID_ARGUMENT`.
+/// - **A follower is not broken: 421 Misdirected Request** (RFC 9110
+///   §15.5.20: this server cannot produce an authoritative response; the
+///   client may send the request elsewhere), with the leader's proclaimed
+///   value in [`x-distlock-leader`](crate::LEADER_HEADER) so the client
+///   knows where. A 4xx keeps `TraceLayer` and outlier detection quiet about
+///   healthy followers; no `Retry-After`, as sending it here again does not
+///   help. gRPC has no such code: `UNAVAILABLE` (the value in the metadata),
+///   which clients behind a load balancer retry on another server. Proxies
+///   count `UNAVAILABLE` as a 503 (Envoy's outlier detection too): where that
+///   matters, answer with another code
+///   (`grpc_code_for(RejectionKind::NotLeader, GrpcCode::FailedPrecondition)`).
+/// - **No leader is an outage of the election**: 503 / `UNAVAILABLE` with
+///   `Retry-After`: nothing ran, and a leader is normally elected within a
+///   TTL.
 ///
 /// [`ErrorCode::PermissionDenied`]: distlock::ErrorCode::PermissionDenied
 /// [`ErrorCode::InvalidOptions`]: distlock::ErrorCode::InvalidOptions
@@ -128,6 +145,18 @@ pub enum RejectionKind {
     /// (`InvalidOptions`, `AlreadyHeld`). Retrying does not help.
     /// Default: 500; gRPC `INTERNAL`; logged at `error` level.
     Misconfigured,
+    /// [`LeaderOnly`](crate::LeaderOnly): this server does not lead the
+    /// election and knows who does; nothing was forwarded.
+    /// [`Rejection::leader`](crate::Rejection::leader) is the leader's
+    /// proclaimed value. Default: 421 with the value in `x-distlock-leader`;
+    /// gRPC `UNAVAILABLE` with it in the metadata. No retry advice.
+    NotLeader,
+    /// [`LeaderOnly`](crate::LeaderOnly): nobody leads the election as this
+    /// server sees it (the leader just changed or resigned, this server's
+    /// own leadership was lost and its key not yet gone, or the leader is
+    /// not known yet); nothing was forwarded. Default: 503 + `Retry-After`;
+    /// gRPC `UNAVAILABLE` + `grpc-retry-pushback-ms`.
+    NoLeader,
 }
 
 impl RejectionKind {
@@ -144,9 +173,11 @@ impl RejectionKind {
     pub fn default_status(self) -> StatusCode {
         match self {
             RejectionKind::Timeout | RejectionKind::QueueFull => StatusCode::TOO_MANY_REQUESTS,
-            RejectionKind::Unavailable | RejectionKind::Lost | RejectionKind::MaxHold => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            RejectionKind::Unavailable
+            | RejectionKind::Lost
+            | RejectionKind::MaxHold
+            | RejectionKind::NoLeader => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::NotLeader => StatusCode::MISDIRECTED_REQUEST,
             RejectionKind::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
             RejectionKind::InvalidKey | RejectionKind::MissingKey => StatusCode::BAD_REQUEST,
         }
@@ -167,7 +198,9 @@ impl RejectionKind {
                 GrpcCode::Aborted
             }
             RejectionKind::QueueFull => GrpcCode::ResourceExhausted,
-            RejectionKind::Unavailable => GrpcCode::Unavailable,
+            RejectionKind::Unavailable | RejectionKind::NotLeader | RejectionKind::NoLeader => {
+                GrpcCode::Unavailable
+            }
             RejectionKind::Misconfigured => GrpcCode::Internal,
             RejectionKind::InvalidKey | RejectionKind::MissingKey => GrpcCode::InvalidArgument,
         }
@@ -175,8 +208,9 @@ impl RejectionKind {
 
     /// Whether the request did not run and may succeed if sent again later:
     /// its answer then carries `Retry-After` (HTTP) or
-    /// `grpc-retry-pushback-ms` (gRPC). True for `Timeout`, `QueueFull` and
-    /// `Unavailable`.
+    /// `grpc-retry-pushback-ms` (gRPC). True for `Timeout`, `QueueFull`,
+    /// `Unavailable` and `NoLeader`; not for `NotLeader`, which should go to
+    /// the leader instead.
     ///
     /// ```
     /// use distlock_tower::RejectionKind;
@@ -187,7 +221,10 @@ impl RejectionKind {
     pub fn advises_retry(self) -> bool {
         matches!(
             self,
-            RejectionKind::Timeout | RejectionKind::QueueFull | RejectionKind::Unavailable
+            RejectionKind::Timeout
+                | RejectionKind::QueueFull
+                | RejectionKind::Unavailable
+                | RejectionKind::NoLeader
         )
     }
 
@@ -219,6 +256,8 @@ impl RejectionKind {
             RejectionKind::QueueFull => "resource busy: too many requests wait for it; retry later",
             RejectionKind::MissingKey => "this request must name the resource it locks",
             RejectionKind::Misconfigured => "the server cannot lock the resource as configured",
+            RejectionKind::NotLeader => "this server does not lead; send the request to the leader",
+            RejectionKind::NoLeader => "no server leads right now; retry later",
         }
     }
 
@@ -233,6 +272,8 @@ impl RejectionKind {
             RejectionKind::QueueFull => "QueueFull",
             RejectionKind::MissingKey => "MissingKey",
             RejectionKind::Misconfigured => "Misconfigured",
+            RejectionKind::NotLeader => "NotLeader",
+            RejectionKind::NoLeader => "NoLeader",
         }
     }
 }

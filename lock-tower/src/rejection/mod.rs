@@ -1,5 +1,6 @@
-//! [`Rejection`]: why a request did not run under its lock, and the response
-//! it gets instead; [`RejectionKind`]: the reasons and their default answers.
+//! [`Rejection`]: why a request did not run under its lock (or this
+//! server's leadership), and the response it gets instead;
+//! [`RejectionKind`]: the reasons and their default answers.
 
 mod kind;
 
@@ -10,12 +11,14 @@ use distlock::LockError;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::grpc::{self, GrpcCode};
+use crate::leader::LEADER_HEADER;
 
 pub use kind::RejectionKind;
 
 /// A request the layer answered itself: its kind, key, the underlying
-/// [`LockError`], the status and gRPC code it is answered with, and whether
-/// it came from a gRPC client.
+/// [`LockError`], the status and gRPC code it is answered with, whether
+/// it came from a gRPC client, and, for a follower of a
+/// [`LeaderOnly`](crate::LeaderOnly) route, the [leader](Rejection::leader).
 ///
 /// [`default_response`](Rejection::default_response) is what the layer sends
 /// unless [`LockLayer::on_rejection`](crate::LockLayer::on_rejection) says
@@ -52,6 +55,7 @@ pub struct Rejection {
     pub(crate) retry_after: Duration,
     pub(crate) status: StatusCode,
     pub(crate) grpc_code: GrpcCode,
+    pub(crate) leader: Option<Vec<u8>>,
 }
 
 impl Rejection {
@@ -75,7 +79,43 @@ impl Rejection {
             retry_after: Duration::from_secs(1),
             status: kind.default_status(),
             grpc_code: kind.default_grpc_code(),
+            leader: None,
         }
+    }
+
+    /// The same rejection naming the leader by its proclaimed `value`, as a
+    /// follower's [`NotLeader`](RejectionKind::NotLeader) rejection does; for
+    /// testing a [rejection handler](crate::LeaderOnly::on_rejection).
+    ///
+    /// ```
+    /// use distlock::{ErrorCode, LockError};
+    /// use distlock_tower::{Rejection, RejectionKind};
+    ///
+    /// let err = LockError::new(ErrorCode::NotHeld, "not the leader");
+    /// let r = Rejection::new(RejectionKind::NotLeader, "writer", err).with_leader("10.0.0.7:8080");
+    /// let response = r.default_response();
+    /// assert_eq!(response.status(), 421);
+    /// assert_eq!(response.headers()["x-distlock-leader"], "10.0.0.7:8080");
+    /// ```
+    pub fn with_leader(mut self, value: impl Into<Vec<u8>>) -> Self {
+        self.leader = Some(value.into());
+        self
+    }
+
+    /// For a [`NotLeader`](RejectionKind::NotLeader) rejection, the value
+    /// the current leader proclaimed (as this server last observed it): an
+    /// address, a URL, whatever the leader's [`Candidacy`](crate::Candidacy)
+    /// campaigns with. `None` for the other kinds.
+    ///
+    /// ```
+    /// # use distlock::{ErrorCode, LockError};
+    /// # use distlock_tower::{Rejection, RejectionKind};
+    /// let r = Rejection::new(RejectionKind::NotLeader, "writer", LockError::new(ErrorCode::NotHeld, "follower"))
+    ///     .with_leader("10.0.0.7:8080");
+    /// assert_eq!(r.leader(), Some(&b"10.0.0.7:8080"[..]));
+    /// ```
+    pub fn leader(&self) -> Option<&[u8]> {
+        self.leader.as_deref()
     }
 
     /// Why the request was rejected.
@@ -90,7 +130,8 @@ impl Rejection {
         self.kind
     }
 
-    /// The lock name the request needed.
+    /// The lock name the request needed (behind
+    /// [`LeaderOnly`](crate::LeaderOnly): the election's name).
     ///
     /// ```
     /// # use distlock::{ErrorCode, LockError};
@@ -190,7 +231,12 @@ impl Rejection {
     /// trailers-only response with the [gRPC code](Rejection::grpc_code) and
     /// `grpc-retry-pushback-ms` (the retry advice in milliseconds, or `-1`,
     /// "do not retry", after a [lost lock](RejectionKind::Lost) or
-    /// [`max_hold`](RejectionKind::MaxHold)).
+    /// [`max_hold`](RejectionKind::MaxHold)). A [`NotLeader`](RejectionKind::NotLeader)
+    /// answer carries the [leader's value](Rejection::leader) in
+    /// [`x-distlock-leader`](crate::LEADER_HEADER), as a header or in the
+    /// gRPC metadata, when it is a valid header value (visible ASCII, spaces,
+    /// tabs, bytes from 0x80; not control characters); otherwise it is left
+    /// out, and only [`Rejection::leader`] has it.
     ///
     /// A custom handler can start from it:
     ///
@@ -216,12 +262,13 @@ impl Rejection {
         if self.kind.advises_retry() {
             headers.insert(header::RETRY_AFTER, retry_after_value(self.retry_after));
         }
+        self.leader_header(headers);
         response
     }
 
     /// The rejection as a `tonic::Status` (the [gRPC code](Rejection::grpc_code),
-    /// the [message](Rejection::message), and `grpc-retry-pushback-ms` in its
-    /// metadata), e.g. to answer from a tonic interceptor or a handler the
+    /// the [message](Rejection::message), and `grpc-retry-pushback-ms` and
+    /// `x-distlock-leader` in its metadata, as in the default response), e.g. to answer from a tonic interceptor or a handler the
     /// same way the layer does. Needs the `tonic` feature.
     ///
     /// ```
@@ -237,6 +284,7 @@ impl Rejection {
     pub fn to_status(&self) -> tonic::Status {
         let mut headers = HeaderMap::new();
         self.retry_pushback(&mut headers);
+        self.leader_header(&mut headers);
         tonic::Status::with_metadata(
             tonic::Code::from(self.grpc_code),
             self.message(),
@@ -260,7 +308,20 @@ impl Rejection {
         if self.kind.advises_retry() {
             headers.insert(header::RETRY_AFTER, retry_after_value(self.retry_after));
         }
+        self.leader_header(headers);
         response
+    }
+
+    /// `x-distlock-leader`: the leader's value, if there is one and it is a
+    /// valid header value.
+    fn leader_header(&self, headers: &mut HeaderMap) {
+        let value = self
+            .leader
+            .as_deref()
+            .and_then(|v| HeaderValue::from_bytes(v).ok());
+        if let Some(value) = value {
+            headers.insert(LEADER_HEADER, value);
+        }
     }
 
     /// `grpc-retry-pushback-ms`: the retry advice, or "do not retry" after
@@ -304,7 +365,7 @@ mod tests {
         r.default_response()
     }
 
-    const ALL: [RejectionKind; 8] = [
+    const ALL: [RejectionKind; 10] = [
         RejectionKind::Timeout,
         RejectionKind::QueueFull,
         RejectionKind::Unavailable,
@@ -313,6 +374,8 @@ mod tests {
         RejectionKind::Misconfigured,
         RejectionKind::InvalidKey,
         RejectionKind::MissingKey,
+        RejectionKind::NotLeader,
+        RejectionKind::NoLeader,
     ];
 
     /// The table in `RejectionKind`'s docs, kind by kind.
@@ -328,6 +391,8 @@ mod tests {
             (Misconfigured, 500, GrpcCode::Internal, None),
             (InvalidKey, 400, GrpcCode::InvalidArgument, None),
             (MissingKey, 400, GrpcCode::InvalidArgument, None),
+            (NotLeader, 421, GrpcCode::Unavailable, None),
+            (NoLeader, 503, GrpcCode::Unavailable, Some("1000")),
         ];
         assert_eq!(table.len(), ALL.len());
         for (kind, status, code, pushback) in table {
