@@ -19,18 +19,22 @@ Examples:
   distlock -n /ops hold nightly --wait 0 ./backup.sh
                                                 run backup.sh on one machine at a time;
                                                 exit 75 at once if another runs it
+  distlock -n /ops elect scheduler ./scheduler  run the scheduler on the elected leader only;
+                                                the next candidate takes over when it ends
+  distlock -n /ops leader scheduler --watch     who leads, and every change
   distlock completions bash > /etc/bash_completion.d/distlock
 
 Environment: DISTLOCK_ENDPOINTS, DISTLOCK_NAMESPACE, DISTLOCK_USER, DISTLOCK_PASSWORD,
 DISTLOCK_CACERT, DISTLOCK_CERT, DISTLOCK_KEY, DISTLOCK_TIMEOUT stand in for the flags.
 
-Exit status: 0 ok; 1 not held (info, force-unlock) or failure; 2 bad input;
-69 etcd unreachable; hold: the command's status, 75 busy past --wait,
-76 lock lost while the command ran, 126/127 command not executable/not found,
-128+N command killed by signal N (or signal N while waiting for the lock).";
+Exit status: 0 ok; 1 not held (info, force-unlock), no leader (leader) or failure;
+2 bad input; 69 etcd unreachable; hold and elect: the command's status, 75 busy
+(another leads) past --wait, 76 lock (leadership) lost while the command ran,
+126/127 command not executable/not found, 128+N command killed by signal N (or
+signal N while waiting for the lock or to lead).";
 
-/// Inspect, watch and force-unlock distlock locks on etcd, and run commands
-/// under a fleet-wide lock.
+/// Inspect, watch and force-unlock distlock locks on etcd, run commands
+/// under a fleet-wide lock or on an elected leader, and show who leads.
 #[derive(Debug, Parser)]
 #[command(name = "distlock", version, after_help = EXAMPLES)]
 pub struct Cli {
@@ -56,8 +60,9 @@ pub struct Global {
     )]
     pub endpoints: Vec<String>,
     /// The namespace the services pass to `LockManager::connect`: locks live
-    /// under `{NS}/locks/`, semaphores under `{NS}/semaphores/`. Empty (the
-    /// default) means `/locks/` and `/semaphores/`.
+    /// under `{NS}/locks/`, semaphores under `{NS}/semaphores/`, elections
+    /// under `{NS}/elections/`. Empty (the default) means `/locks/`,
+    /// `/semaphores/` and `/elections/`.
     #[arg(
         short,
         long,
@@ -109,14 +114,16 @@ pub struct Global {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List held locks and semaphores in use: name, kind, holders, owner,
+    /// List held locks, semaphores in use and elections with candidates:
+    /// name, kind, holders, owner (an election's: its leader's value),
     /// fencing token, held for, expires in, waiters.
     List {
-        /// Only locks and semaphores whose name starts with this.
+        /// Only locks, semaphores and elections whose name starts with this.
         #[arg(default_value = "")]
         prefix: String,
         /// Print a JSON array: an object per lock (the `LockInfo` fields,
-        /// `"kind": "lock"`) and per semaphore (`"kind": "semaphore"`).
+        /// `"kind": "lock"`), per semaphore (`"kind": "semaphore"`) and per
+        /// election (`"kind": "election"`).
         #[arg(long)]
         json: bool,
     },
@@ -163,6 +170,23 @@ pub enum Command {
     /// Run a command while holding a lock (a fleet-wide flock(1)); exits with
     /// the command's status.
     Hold(Hold),
+    /// Campaign in an election and run a command while leading it; resign
+    /// when it exits, and exit with its status.
+    Elect(Elect),
+    /// Show who leads an election (value, fencing token, expiry); with
+    /// --watch, every change as it happens. Exit 1 when nobody leads.
+    Leader {
+        /// The election name, as passed to `manager.new_election(NAME, ..)`
+        /// (`etcdctl elect {NS}/elections/NAME`).
+        name: String,
+        /// Print the current leader, then every change (a new leader, a new
+        /// value, no leader) once each, until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Print a JSON object (with --watch, one per line).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -249,6 +273,71 @@ pub struct Hold {
     // before CMD (`--wiat 5`) is an error, not a command named `--wiat`.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// `distlock elect`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Options go between NAME and CMD, as for `hold`: the first word that is not an
+option starts the command (`--` before CMD also ends distlock's options).
+
+elect campaigns in the election NAME with --value (default HOST:PID of this
+distlock), waits until it leads (at most --wait), runs the command while it
+leads, and resigns when the command exits: the next candidate leads at once.
+It is the same election as `manager.new_election(NAME, ..)` in a service and
+`etcdctl elect {NS}/elections/NAME`; `distlock leader NAME` shows who leads.
+
+The command runs with DISTLOCK_ELECTION (the name), DISTLOCK_VALUE (the value it
+leads with), DISTLOCK_FENCING_TOKEN (strictly increasing from one leader to the
+next; pass it with writes to storage that checks it) and DISTLOCK_KIND=leader.
+
+Everything else is as for `hold`: if the leadership is lost while the command
+runs (its lease could not be renewed in time, or its key was deleted), the
+command gets SIGTERM, then SIGKILL after --grace, and distlock exits 76. Ctrl-C,
+SIGTERM, SIGHUP and SIGQUIT are passed on to the command; while distlock still
+campaigns they end it with 128+N and the command does not run. If distlock dies,
+the kernel kills the command (Linux PR_SET_PDEATHSIG) and the next candidate
+leads once the lease lapses (--ttl).
+
+Examples:
+  distlock elect scheduler ./scheduler.sh       every host runs this; one schedules
+  distlock elect scheduler --value 10.0.0.7:8080 -- ./serve.sh
+                                                others see the value: `distlock leader scheduler`
+  distlock elect report --wait 0 ./report.sh; [ $? -eq 75 ] && echo \"another host leads\"")]
+pub struct Elect {
+    /// The election name: the same election as `manager.new_election(NAME,
+    /// ..)` in a service and `etcdctl elect {NS}/elections/NAME` (for a name
+    /// with `/` or `%`, etcdctl needs it escaped: `%2F`, `%25`).
+    pub name: String,
+    /// The value to lead with, which `distlock leader`, `etcdctl elect -l`
+    /// and services' `Election::leader` show: 1 byte to 64 KiB. Default:
+    /// HOST:PID of this distlock.
+    #[arg(long, value_name = "V", value_parser = proclaimed_value)]
+    pub value: Option<String>,
+    /// Wait at most this long to lead, then exit 75 without running the
+    /// command; `0` tries once. Default: wait as long as it takes.
+    #[arg(long, value_parser = duration, value_name = "DUR")]
+    pub wait: Option<Duration>,
+    /// Lease TTL (whole seconds, at least 1): how long the leadership
+    /// outlives a distlock that was killed or cut off. Renewed every TTL/3.
+    #[arg(long, value_parser = ttl, default_value = "30s", value_name = "DUR")]
+    pub ttl: Duration,
+    /// After a lost leadership, how long the command has between SIGTERM and
+    /// SIGKILL.
+    #[arg(long, value_parser = duration, default_value = "10s", value_name = "DUR")]
+    pub grace: Duration,
+    /// The command and its arguments: every word from the first one that is
+    /// not a distlock option (or from after `--`) on.
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Parses a value to proclaim: 1 byte to [`distlock::MAX_VALUE_LEN`] (the
+/// library refuses others too; checked here so that bad input is exit 2
+/// before etcd is asked).
+fn proclaimed_value(text: &str) -> Result<String, String> {
+    distlock::Election::check_value(text.as_bytes()).map_err(|e| e.message().to_owned())?;
+    Ok(text.to_owned())
 }
 
 /// Parses a bare number of seconds (`5`, `0`, `2.5`) or a duration with
@@ -398,5 +487,44 @@ mod tests {
             assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
         }
         assert!(hold(&["hold", "x", "--permits", "1024", "cmd"]).is_ok());
+    }
+
+    /// Parses `distlock ARGS` into its `elect` arguments.
+    fn elect(args: &[&str]) -> Result<Elect, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("distlock").chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Elect(elect) => Ok(elect),
+            other => panic!("not elect: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn elect_takes_its_command_as_hold_does_and_checks_the_value() {
+        let e = elect(&[
+            "elect", "s", "--value", "v", "--wait", "2", "cmd", "--value", "x",
+        ])
+        .unwrap();
+        assert_eq!(e.value.as_deref(), Some("v"));
+        assert_eq!(e.wait, Some(Duration::from_secs(2)));
+        let command: Vec<&str> = e.command.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            command,
+            ["cmd", "--value", "x"],
+            "options after CMD are the command's"
+        );
+        let e = elect(&["elect", "s", "--", "--odd"]).unwrap();
+        assert_eq!((e.value, e.command.len()), (None, 1));
+
+        let err = elect(&["elect", "s", "--value", "", "cmd"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        let longest = "x".repeat(distlock::MAX_VALUE_LEN);
+        assert!(elect(&["elect", "s", "--value", &longest, "cmd"]).is_ok());
+        let over = format!("{longest}x");
+        let err = elect(&["elect", "s", "--value", &over, "cmd"]).unwrap_err();
+        assert!(err.to_string().contains("1 to 65536 bytes"), "{err}");
+        let err = elect(&["elect", "s"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = elect(&["elect", "s", "--ttl", "0", "cmd"]).unwrap_err();
+        assert!(err.to_string().contains("whole seconds"), "{err}");
     }
 }

@@ -1,4 +1,5 @@
-//! How `hold` starts its command so that the command dies with distlock.
+//! How `hold` and `elect` start their command so that the command dies with
+//! distlock.
 //!
 //! If distlock dies without stopping the command (SIGKILL, the OOM killer, a
 //! crash), nobody renews the lease: it lapses after the TTL, another host
@@ -7,7 +8,7 @@
 //! sends it SIGKILL the moment distlock dies, however it dies.
 //!
 //! The signal has to be set in the child, between fork and exec, and the
-//! workspace forbids `unsafe` (`CommandExt::pre_exec` is unsafe). So `hold`
+//! workspace forbids `unsafe` (`CommandExt::pre_exec` is unsafe). So distlock
 //! starts its own binary as `distlock __exec PID CMD ARGS...`; that process
 //! sets the death signal (a safe nix call), checks that distlock (PID) is
 //! still its parent, and replaces itself with the command (execve, through
@@ -69,7 +70,7 @@ fn own_binary() -> PathBuf {
 }
 
 /// If this process was started as the helper, becomes the command and never
-/// returns (on failure it exits with a status `hold` passes through: 127 not
+/// returns (on failure it exits with a status `hold` and `elect` pass through: 127 not
 /// found, 126 not executable). Otherwise returns at once.
 pub fn run_if_helper() {
     let mut args = std::env::args_os();
@@ -87,7 +88,7 @@ fn become_command(mut args: impl Iterator<Item = OsString>) -> i32 {
         .and_then(|pid| pid.into_string().ok()?.parse::<i32>().ok());
     let (Some(parent), Some(program)) = (parent, args.next()) else {
         eprintln!(
-            "distlock: usage: distlock {SUBCOMMAND} PARENT_PID CMD [ARGS...] (run by `hold`)"
+            "distlock: usage: distlock {SUBCOMMAND} PARENT_PID CMD [ARGS...] (run by `hold` and `elect`)"
         );
         return exit::USAGE;
     };

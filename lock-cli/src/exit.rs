@@ -2,32 +2,33 @@
 //!
 //! | status | meaning |
 //! |---|---|
-//! | 0 | success (`hold`: the command's own status is passed through) |
-//! | 1 | `info` / `force-unlock`: the lock is not held; other failures |
-//! | 2 | bad input: unknown flag, bad duration, invalid lock name or TTL |
+//! | 0 | success (`hold`, `elect`: the command's own status is passed through) |
+//! | 1 | `info` / `force-unlock`: the lock is not held; `leader`: nobody leads; other failures |
+//! | 2 | bad input: unknown flag, bad duration, invalid lock or election name, TTL or value |
 //! | 69 | etcd cannot be reached (`EX_UNAVAILABLE`) |
-//! | 75 | `hold`: the lock stayed busy past `--wait` (`EX_TEMPFAIL`); the command did not run |
-//! | 76 | `hold`: the lock was lost while the command ran; the command was stopped |
-//! | 126 / 127 | `hold`: the command could not be executed / was not found |
-//! | 128 + N | `hold`: the command was killed by signal N; also signal N (SIGINT 130, SIGHUP 129, SIGQUIT 131, SIGTERM 143) reached distlock while it waited for the lock |
+//! | 75 | `hold`: the lock stayed busy past `--wait` (`EX_TEMPFAIL`); `elect`: another candidate led past `--wait`; the command did not run |
+//! | 76 | `hold`: the lock was lost while the command ran; `elect`: the leadership was; the command was stopped |
+//! | 126 / 127 | `hold`, `elect`: the command could not be executed / was not found |
+//! | 128 + N | `hold`, `elect`: the command was killed by signal N; also signal N (SIGINT 130, SIGHUP 129, SIGQUIT 131, SIGTERM 143) reached distlock while it waited for the lock or to lead |
 
 use distlock::{ErrorCode, LockError};
 
 /// Success.
 pub const SUCCESS: i32 = 0;
-/// A generic failure, and "not held" for `info` and `force-unlock`.
+/// A generic failure, "not held" for `info` and `force-unlock`, and "nobody
+/// leads" for `leader`.
 pub const FAILURE: i32 = 1;
 /// Bad input (clap uses the same status for usage errors).
 pub const USAGE: i32 = 2;
 /// etcd cannot be reached.
 pub const UNAVAILABLE: i32 = 69;
-/// `hold`: the lock stayed busy past `--wait`.
+/// `hold`: the lock stayed busy past `--wait` (`elect`: another led).
 pub const BUSY: i32 = 75;
-/// `hold`: the lock was lost while the command ran.
+/// `hold`: the lock was lost while the command ran (`elect`: the leadership).
 pub const LOST: i32 = 76;
-/// `hold`: the command exists but cannot be executed.
+/// `hold`, `elect`: the command exists but cannot be executed.
 pub const CANNOT_EXECUTE: i32 = 126;
-/// `hold`: the command was not found.
+/// `hold`, `elect`: the command was not found.
 pub const NOT_FOUND: i32 = 127;
 
 /// A failure to report on stderr, with the exit status to end with.

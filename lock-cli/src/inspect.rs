@@ -1,9 +1,11 @@
-//! `list` and `info`: locks (held exclusively or by readers) and semaphores.
+//! `list` and `info`: locks (held exclusively or by readers) and semaphores;
+//! `list` also shows elections.
 //!
 //! The public API reports each lock ([`LockInfo`]) and semaphore
 //! ([`SemaphoreInfo`]); what it does not report is read from etcd directly
 //! ([`keys`]): every reader of a lock and every waiter, with their owners,
-//! and the lease expiries of a semaphore's holders.
+//! the lease expiries of a semaphore's holders, and the elections of a
+//! namespace (each one's leader, its expiry, and how many campaign).
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -15,15 +17,15 @@ use serde_json::Value;
 use crate::args::Global;
 use crate::connect;
 use crate::exit::{self, Failure};
-use crate::keys::{self, Contender, Space};
+use crate::keys::{self, Candidate, Contender, Space};
 use crate::show;
 
 /// Lease expiries, by lease id.
 type Expiries = HashMap<i64, Option<SystemTime>>;
 
-/// `distlock list [PREFIX] [--json]`: every held lock and every semaphore in
-/// use whose name starts with PREFIX, by name (a lock before a semaphore of
-/// the same name).
+/// `distlock list [PREFIX] [--json]`: every held lock, every semaphore in
+/// use and every election with candidates whose name starts with PREFIX, by
+/// name (a lock before a semaphore before an election of the same name).
 pub async fn list(global: &Global, prefix: &str, json: bool) -> Result<i32, Failure> {
     let manager = connect::manager(global).await?;
     let read = async {
@@ -34,34 +36,44 @@ pub async fn list(global: &Global, prefix: &str, json: bool) -> Result<i32, Fail
     let read = read.await;
     manager.close().await;
     let (locks, semaphores) = read.map_err(|e| Failure::lock("listing locks", &e))?;
-    let expiries = if semaphores.is_empty() {
-        Expiries::new()
-    } else {
-        let mut client = connect::client(global).await?;
-        let leases = semaphores
-            .iter()
-            .flat_map(|s| &s.holders)
-            .map(|h| keys::lease_of(&h.key));
-        keys::expiries(&mut client, leases).await?
-    };
-    // (name, lock before semaphore, JSON, table row)
-    let mut all: Vec<(&str, Space, Value, Vec<String>)> = Vec::new();
+    let mut client = connect::client(global).await?;
+    let elections = keys::read_elections(&mut client, &global.namespace, prefix).await?;
+    let leases = semaphores
+        .iter()
+        .flat_map(|s| &s.holders)
+        .map(|h| keys::lease_of(&h.key))
+        .chain(
+            elections
+                .values()
+                .filter_map(|c| c.first())
+                .map(|l| l.lease),
+        );
+    let expiries = keys::expiries(&mut client, leases).await?;
+    // (name, lock before semaphore before election, JSON, table row)
+    let mut all: Vec<(&str, u8, Value, Vec<String>)> = Vec::new();
     for lock in &locks {
-        all.push((
-            &lock.name,
-            Space::Lock,
-            show::info_json(lock),
-            lock_row(lock),
-        ));
+        all.push((&lock.name, 0, show::info_json(lock), lock_row(lock)));
     }
     for sem in &semaphores {
         let json = show::semaphore_json(sem, &expiries);
-        all.push((
-            &sem.name,
-            Space::Semaphore,
-            json,
-            semaphore_row(sem, &expiries),
-        ));
+        all.push((&sem.name, 1, json, semaphore_row(sem, &expiries)));
+    }
+    for (name, candidates) in &elections {
+        let Some(leader) = candidates.first() else {
+            continue;
+        };
+        let expires = expiries.get(&leader.lease).copied().flatten();
+        let json = show::election_json(
+            name,
+            Some(show::leader_key_json(
+                &leader.value,
+                leader.create_revision as u64,
+                Some(&leader.key),
+                expires,
+            )),
+            candidates.len(),
+        );
+        all.push((name, 2, json, election_row(name, candidates, expires)));
     }
     all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     if json {
@@ -71,9 +83,11 @@ pub async fn list(global: &Global, prefix: &str, json: bool) -> Result<i32, Fail
     }
     if all.is_empty() {
         println!(
-            "no locks held under {}{prefix}, no semaphores in use under {}{prefix}",
+            "no locks held under {}{prefix}, no semaphores in use under {}{prefix}, \
+             no elections under {}{prefix}",
             keys::root(&global.namespace),
-            keys::semaphore_root(&global.namespace)
+            keys::semaphore_root(&global.namespace),
+            keys::election_root(&global.namespace)
         );
         return Ok(exit::SUCCESS);
     }
@@ -125,6 +139,23 @@ fn semaphore_row(sem: &SemaphoreInfo, expiries: &Expiries) -> Vec<String> {
         show::since(oldest.and_then(|h| h.create_time)),
         show::until(expires),
         sem.waiters.to_string(),
+    ]
+}
+
+/// An election's row: `election`, 1 holder (the leader), whose value is the
+/// owner (quoted: it is not an owner id), its token and lease expiry; its
+/// waiting candidates. When it was elected is not in etcd.
+fn election_row(name: &str, candidates: &[Candidate], expires: Option<SystemTime>) -> Vec<String> {
+    let leader = candidates.first();
+    vec![
+        name.to_owned(),
+        "election".to_owned(),
+        "1".to_owned(),
+        leader.map_or("-".into(), |l| show::value(&l.value)),
+        leader.map_or("-".into(), |l| l.create_revision.to_string()),
+        "-".to_owned(),
+        show::until(expires),
+        candidates.len().saturating_sub(1).to_string(),
     ]
 }
 

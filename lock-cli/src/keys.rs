@@ -1,7 +1,7 @@
 //! The etcd key layout of distlock's queues, read directly for what the
 //! public API does not report (the waiters' owners, every reader, lease
-//! expiries of holders, watch events) and for removing one holder among
-//! several (`force-unlock TOKEN`).
+//! expiries of holders, watch events, the elections of a namespace) and for
+//! removing one holder among several (`force-unlock TOKEN`).
 //!
 //! Lock `name` in namespace `ns` queues its entries under `{ns}/locks/{escaped
 //! name}/`: an exclusive entry (a lock, a write lock; etcdctl's and Go's
@@ -14,10 +14,12 @@
 //! write lock downgraded to a read lock. Entries hold in create-revision
 //! order: a lock's oldest entry if it is exclusive, else every shared entry
 //! before its first exclusive one; a semaphore's oldest `permits` entries. An
-//! entry's create revision is its fencing token. The layout itself is
-//! `distlock::layout`'s.
+//! entry's create revision is its fencing token. Election `name` keeps its
+//! candidates under `{ns}/elections/{escaped name}/{lease hex}`, each holding
+//! exactly its proclaimed value (etcd's own layout, no metadata); the oldest
+//! leads. The layout itself is `distlock::layout`'s.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KeyValue, SortOrder, SortTarget};
@@ -36,6 +38,11 @@ pub fn root(namespace: &str) -> String {
 /// `{ns}/semaphores/`: the prefix of every semaphore of the namespace.
 pub fn semaphore_root(namespace: &str) -> String {
     Keyspace::new(namespace).semaphore_root()
+}
+
+/// `{ns}/elections/`: the prefix of every election of the namespace.
+pub fn election_root(namespace: &str) -> String {
+    Keyspace::new(namespace).election_root()
 }
 
 /// The key `distlock force-unlock` writes (on a short lease) just before it
@@ -277,6 +284,87 @@ pub async fn expiries(
     Ok(out)
 }
 
+/// One candidate of an election: a key `{ns}/elections/{escaped
+/// name}/{lease hex}` holding exactly the value it proclaims (etcd's own
+/// layout: no metadata).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The etcd key.
+    pub key: String,
+    /// Its create revision: its place in the queue, and the fencing token
+    /// it leads with.
+    pub create_revision: i64,
+    /// The lease the key lives on (0 if the key does not name one).
+    pub lease: i64,
+    /// The proclaimed value.
+    pub value: Vec<u8>,
+}
+
+impl Candidate {
+    fn from_kv(kv: &KeyValue) -> Self {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        Candidate {
+            lease: lease_of(&key),
+            key,
+            create_revision: kv.create_revision(),
+            value: kv.value().to_vec(),
+        }
+    }
+}
+
+/// The keys under `prefix`, oldest first.
+async fn read_oldest_first(client: &mut Client, prefix: String) -> Result<Vec<KeyValue>, Failure> {
+    let options = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend);
+    let mut response = client
+        .get(prefix, Some(options))
+        .await
+        .map_err(|e| etcd_failed("reading the elections", &e))?;
+    Ok(response.take_kvs())
+}
+
+/// The candidates of election `name`, oldest (the leader) first.
+pub async fn read_election(
+    client: &mut Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<Candidate>, Failure> {
+    let prefix = Keyspace::new(namespace).election(name);
+    let kvs = read_oldest_first(client, prefix).await?;
+    Ok(kvs.iter().map(Candidate::from_kv).collect())
+}
+
+/// Every election of `namespace` whose name starts with `prefix`, by name,
+/// each with its candidates oldest (the leader) first.
+pub async fn read_elections(
+    client: &mut Client,
+    namespace: &str,
+    prefix: &str,
+) -> Result<BTreeMap<String, Vec<Candidate>>, Failure> {
+    let root = election_root(namespace);
+    let kvs = read_oldest_first(client, root.clone()).await?;
+    let mut elections: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    for kv in &kvs {
+        let name = election_of(&root, kv.key());
+        if let Some(name) = name.filter(|n| n.starts_with(prefix)) {
+            elections
+                .entry(name)
+                .or_default()
+                .push(Candidate::from_kv(kv));
+        }
+    }
+    Ok(elections)
+}
+
+/// The name of the election a key under `root` (`{ns}/elections/`) is a
+/// candidate of: its first segment, unescaped.
+fn election_of(root: &str, key: &[u8]) -> Option<String> {
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix(root)?;
+    let (segment, _) = rest.split_once('/')?;
+    unescape(segment)
+}
+
 /// Deletes `key` if its create revision is still `token` (a key made since
 /// under the same name is left alone); whether it was deleted.
 pub async fn delete_fenced(client: &mut Client, key: &str, token: i64) -> Result<bool, Failure> {
@@ -380,6 +468,31 @@ mod tests {
         assert_eq!(lease_of("/ns/locks/doc/r/1f.2"), 0x1f);
         assert_eq!(lease_of("/ns/locks/doc/1f"), 0x1f);
         assert_eq!(lease_of("/ns/locks/doc/zz"), 0);
+    }
+
+    #[test]
+    fn election_keys_name_their_election() {
+        let root = election_root("/ns");
+        assert_eq!(root, "/ns/elections/");
+        let name = |key: &str| election_of(&root, key.as_bytes());
+        assert_eq!(
+            name("/ns/elections/scheduler/694d").as_deref(),
+            Some("scheduler")
+        );
+        assert_eq!(
+            name("/ns/elections/jobs%2Fnightly/694d").as_deref(),
+            Some("jobs/nightly")
+        );
+        assert_eq!(
+            name("/ns/elections/scheduler"),
+            None,
+            "not a candidate's key"
+        );
+        assert_eq!(name("/ns/elections/%zz/1"), None, "not an escaped name");
+        assert_eq!(name("/ns/locks/scheduler/694d"), None);
+        let key = format!("{}694d", Keyspace::new("/ns").election("a/b"));
+        assert_eq!(name(&key).as_deref(), Some("a/b"));
+        assert_eq!(lease_of(&key), 0x694d);
     }
 
     #[test]

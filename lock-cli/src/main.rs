@@ -4,17 +4,22 @@
 //! read-write locks and semaphores that services take with
 //! `distlock::LockManager`; `hold` runs a command under a fleet-wide lock,
 //! like `flock(1)` across machines (or under a read lock, or one of N
-//! permits). See `distlock --help` and docs/cli.md.
+//! permits); `elect` runs one while leading an election, and `leader` shows
+//! who leads. See `distlock --help` and docs/cli.md.
 //!
 //! Exit statuses are in [`exit`]; they are part of the command's interface.
 
 mod args;
+mod child;
+mod claim;
 mod connect;
+mod elect;
 mod exec;
 mod exit;
 mod hold;
 mod inspect;
 mod keys;
+mod leader;
 mod show;
 mod unlock;
 mod watch;
@@ -28,7 +33,7 @@ use crate::args::{Cli, Command};
 use crate::exit::Failure;
 
 fn main() {
-    // `hold` starts its command as `distlock __exec ...`: that process
+    // `hold` and `elect` start their command as `distlock __exec ...`: that process
     // becomes the command here and never returns.
     exec::run_if_helper();
     let cli = Cli::parse();
@@ -83,6 +88,8 @@ fn run(global: args::Global, command: Command) -> i32 {
             }
             Command::Watch { prefix } => watch::run(&global, &prefix).await,
             Command::Hold(hold) => hold::run(&global, hold).await,
+            Command::Elect(elect) => elect::run(&global, elect).await,
+            Command::Leader { name, watch, json } => leader::run(&global, &name, watch, json).await,
             Command::Completions { .. } => Ok(exit::SUCCESS),
         }
     });

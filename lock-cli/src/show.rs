@@ -1,12 +1,21 @@
 //! Formatting: short durations, timestamps, tables and JSON.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use distlock::{LockInfo, SemaphoreInfo};
 use serde_json::{json, Value};
 
 use crate::keys::{self, Contender};
+
+/// Prints one line of a watch to stdout, flushed, and says whether it got
+/// out: false once nobody reads the output any more (`distlock watch |
+/// head`: a closed pipe), where `println!` would panic.
+pub fn emit(line: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+}
 
 /// A duration for people: `850ms`, `12.3s`, `4m05s`, `2h10m`, `3d04h`.
 pub fn short(d: Duration) -> String {
@@ -57,6 +66,13 @@ pub fn owner(owner: &str) -> &str {
     }
 }
 
+/// A proclaimed value for people: quoted, with bytes that are not UTF-8 as
+/// U+FFFD and control characters escaped (`"10.0.0.7:8080"`), so that it
+/// stays on its line and where it ends is plain.
+pub fn value(value: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(value))
+}
+
 /// A [`LockInfo`] as a JSON object with its fields (times are RFC 3339
 /// strings), and `"kind": "lock"`. A lock held by readers reports its oldest
 /// reader as the holder, and how many read together in `readers`.
@@ -100,6 +116,41 @@ pub fn semaphore_json(info: &SemaphoreInfo, expiries: &HashMap<i64, Option<Syste
         "holders": holders,
         "waiters": info.waiters,
     })
+}
+
+/// An election as a JSON object: `"kind": "election"`, `name`, `leader`
+/// (`null` when nobody leads) and `candidates` (how many campaign, the
+/// leader included).
+pub fn election_json(name: &str, leader: Option<Value>, candidates: usize) -> Value {
+    json!({
+        "kind": "election",
+        "name": name,
+        "leader": leader.unwrap_or(Value::Null),
+        "candidates": candidates,
+    })
+}
+
+/// A leader: `value` (as text; bytes that are not UTF-8 as U+FFFD) and
+/// `fencing_token`.
+pub fn leader_json(value: &[u8], fencing_token: u64) -> Value {
+    json!({
+        "value": String::from_utf8_lossy(value),
+        "fencing_token": fencing_token,
+    })
+}
+
+/// A leader with its key and lease expiry (`null` when unknown), as `list`
+/// and `leader` print it.
+pub fn leader_key_json(
+    value: &[u8],
+    fencing_token: u64,
+    key: Option<&str>,
+    expire_time: Option<SystemTime>,
+) -> Value {
+    let mut leader = leader_json(value, fencing_token);
+    leader["key"] = key.map_or(Value::Null, Value::from);
+    leader["expire_time"] = timestamp(expire_time);
+    leader
 }
 
 /// One holder of a lock or a semaphore: `owner`, `key`, `mode`

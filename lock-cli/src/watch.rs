@@ -59,10 +59,10 @@ pub async fn run(global: &Global, prefix: &str) -> Result<i32, Failure> {
         held_since: HashMap::new(),
     };
     let mut revision = state.load(&mut client).await?;
-    println!(
+    say(&format!(
         "watching {}{prefix}* and {}{prefix}* from revision {revision} (Ctrl-C to stop)",
         state.roots.locks, state.roots.semaphores
-    );
+    ));
     state.print_holders();
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
@@ -94,10 +94,10 @@ pub async fn run(global: &Global, prefix: &str) -> Result<i32, Failure> {
                 if response.compact_revision() > 0 {
                     // Events we have not seen were compacted away: start over.
                     revision = state.load(&mut client).await?;
-                    println!(
+                    say(&format!(
                         "{}  (history compacted; state re-read at revision {revision})",
                         show::clock(SystemTime::now())
-                    );
+                    ));
                     state.print_holders();
                     break;
                 }
@@ -405,10 +405,19 @@ async fn why_gone(
     ("released", "")
 }
 
+/// Prints a line of the watch; once nobody reads the output any more (a
+/// closed pipe), ends `distlock` with status 0, as `watch | head` expects.
+/// The watch holds nothing in etcd, so there is nothing to release first.
+fn say(line: &str) {
+    if !show::emit(line) {
+        std::process::exit(exit::SUCCESS);
+    }
+}
+
 /// One event line: `02:31:07.123  acquired        order:42  owner=... token=...`.
 fn line(kind: &str, name: &str, detail: String) {
-    println!(
+    say(&format!(
         "{}  {kind:<14}  {name}  {detail}",
         show::clock(SystemTime::now())
-    );
+    ));
 }

@@ -2,98 +2,28 @@
 //!
 //! Every test starts its own throwaway etcd (the harness stops it on drop,
 //! also on panic) and uses a fresh namespace; every wait is bounded.
+//! `elect` and `leader` are in `elect.rs`; the helpers both use in `support`.
+
+mod support;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use assert_cmd::assert::OutputAssertExt;
 use distlock::{LockGuard, LockManager, LockOptions};
-use distlock_tests::Etcd;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
 use tokio::time::{sleep, timeout};
 
-/// The longest any single step may take before the test fails.
-const STEP: Duration = Duration::from_secs(20);
-
-const BIN: &str = env!("CARGO_BIN_EXE_distlock");
-
-/// One etcd and one namespace, and the `distlock` command pointed at them.
-struct Env {
-    etcd: Etcd,
-    ns: String,
-}
-
-impl Env {
-    async fn start() -> Env {
-        let etcd = Etcd::start().await;
-        let ns = etcd.namespace();
-        Env { etcd, ns }
-    }
-
-    /// `distlock` with this etcd and namespace in its environment (so that a
-    /// `distlock` the held command runs finds them too).
-    fn command(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::new(BIN);
-        for var in [
-            "DISTLOCK_USER",
-            "DISTLOCK_PASSWORD",
-            "DISTLOCK_CACERT",
-            "DISTLOCK_CERT",
-            "DISTLOCK_KEY",
-            "DISTLOCK_TIMEOUT",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("DISTLOCK_ENDPOINTS", self.etcd.endpoints().join(","))
-            .env("DISTLOCK_NAMESPACE", &self.ns)
-            .env("DISTLOCK_BIN", BIN)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// Runs `distlock ARGS` to completion (bounded by [`STEP`]).
-    async fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = tokio::process::Command::from(self.command());
-        cmd.args(args).kill_on_drop(true);
-        timeout(STEP, cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("distlock {args:?} did not finish in {STEP:?}"))
-            .expect("run distlock")
-    }
-
-    /// Starts `distlock ARGS` with piped stdout and stderr.
-    fn spawn(&self, args: &[&str]) -> Child {
-        let mut cmd = tokio::process::Command::from(self.command());
-        cmd.args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd.spawn().expect("start distlock")
-    }
-
-    async fn manager(&self) -> LockManager {
-        LockManager::connect(distlock::EtcdConfig::new(self.etcd.endpoints()), &self.ns)
-            .await
-            .expect("connect")
-    }
-
-    async fn wait_held(&self, manager: &LockManager, name: &str) -> distlock::LockInfo {
-        let deadline = Instant::now() + STEP;
-        loop {
-            if let Some(info) = manager.lock_info(name).await.unwrap() {
-                return info;
-            }
-            assert!(Instant::now() < deadline, "{name} never got held");
-            sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
+use support::{
+    expect_line, gone_within, json, most_at_once, pid_alive, running, stderr, stdout, until,
+    wait_pidfile, Env, KillOnDrop, STEP,
+};
 
 async fn hold(manager: &LockManager, name: &str) -> (distlock::Lock, LockGuard) {
     let lock = manager.new_lock(name, LockOptions::default()).unwrap();
@@ -108,23 +38,6 @@ async fn wait_waiters(manager: &LockManager, name: &str, n: usize) {
         assert!(Instant::now() < deadline, "{name} never had {n} waiters");
         sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
-}
-
-fn pid_alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,28 +217,6 @@ async fn force_unlock_asks_for_yes_off_a_terminal_and_removes_only_the_holder() 
         .code(1);
     a.close().await;
     b.close().await;
-}
-
-/// Reads lines until one contains every needle; returns it. Bounded by [`STEP`].
-async fn expect_line(
-    lines: &mut Lines<BufReader<ChildStdout>>,
-    seen: &mut Vec<String>,
-    needles: &[&str],
-) -> String {
-    let found = timeout(STEP, async {
-        while let Some(line) = lines.next_line().await.expect("read watch output") {
-            seen.push(line.clone());
-            if needles.iter().all(|n| line.contains(n)) {
-                return Some(line);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(line)) => line,
-        _ => panic!("no line with {needles:?}; saw:\n{}", seen.join("\n")),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,19 +513,6 @@ async fn hold_stops_the_command_when_the_lock_is_lost() {
     admin.close().await;
 }
 
-async fn wait_pidfile(path: &Path) -> i32 {
-    let deadline = Instant::now() + STEP;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(pid) = text.trim().parse() {
-                return pid;
-            }
-        }
-        assert!(Instant::now() < deadline, "no pid in {}", path.display());
-        sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_passes_ctrl_c_to_the_command_and_releases() {
     let env = Env::start().await;
@@ -658,44 +536,6 @@ async fn hold_passes_ctrl_c_to_the_command_and_releases() {
         "released"
     );
     admin.close().await;
-}
-
-/// Whether `pid` is a running process. A zombie (killed, not yet reaped by
-/// the parent it was handed to) does not count: `kill(pid, 0)` would.
-fn running(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, None | Some('Z' | 'X'))
-}
-
-/// Waits (bounded) until `pid` no longer runs; whether it stopped in time.
-async fn gone_within(pid: i32, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while running(pid) {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        sleep(Duration::from_millis(10)).await;
-    }
-    true
-}
-
-/// A command's process that the test kills when it ends, if it still runs:
-/// a failed assertion must not leave it behind (distlock would not, but the
-/// test is there for the case where distlock does).
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if running(self.0) {
-            let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1070,29 +910,6 @@ done
 sleep "$3"
 echo "stop $$" >> "$1"
 "#;
-
-/// The most commands that ran at once, by the log's start and stop lines.
-fn most_at_once(log: &str) -> usize {
-    let (mut now, mut most) = (0usize, 0usize);
-    for line in log.lines() {
-        if line.starts_with("start") {
-            now += 1;
-            most = most.max(now);
-        } else if line.starts_with("stop") {
-            now -= 1;
-        }
-    }
-    most
-}
-
-/// Waits (bounded) until `check` is true.
-async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + STEP;
-    while !check().await {
-        assert!(Instant::now() < deadline, "never: {what}");
-        sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_permits_runs_at_most_n_copies_at_once() {
@@ -1885,4 +1702,36 @@ async fn force_unlock_takes_a_token_to_remove_one_of_several_holders() {
         .code(1);
     a.close().await;
     b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_quietly_when_nobody_reads_its_output() {
+    // `distlock watch | head -1`: once the reader is gone, the next line
+    // the watch prints finds a closed pipe. It must end with status 0, not
+    // panic (as `println!` does) nor go on watching.
+    let env = Env::start().await;
+    let manager = env.manager().await;
+    let mut watch = env.spawn(&["watch", "p-"]);
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    expect_line(&mut lines, &mut seen, &["watching", "/locks/p-*"]).await;
+    drop(lines); // the pipe's only reader
+    let deadline = Instant::now() + STEP;
+    let status = loop {
+        // Each cycle is a line or two the watch tries to print.
+        let (_lock, guard) = hold(&manager, "p-1").await;
+        guard.unlock().await.unwrap();
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watch goes on with nobody reading"
+        );
+        sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let err = stderr(&watch.wait_with_output().await.unwrap());
+    assert!(!err.contains("panicked"), "{err}");
+    manager.close().await;
 }
