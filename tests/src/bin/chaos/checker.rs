@@ -5,14 +5,16 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::history::Event;
+use crate::observers;
 use crate::store::parse_counter;
 
 /// Rule names, in report order.
-pub const RULES: [&str; 7] = [
+pub const RULES: [&str; 8] = [
     "exclusion",
     "permits",
     "fencing",
     "tokens",
+    "observers",
     "completion",
     "recovery",
     "nothing-left",
@@ -21,6 +23,9 @@ pub const RULES: [&str; 7] = [
 /// Fault kinds that take a lock from its holder before the holder can know
 /// (its process paused, its lease revoked, its key deleted), excusing an
 /// overlap on the condition that the fence rejected its late writes.
+///
+/// A `force_unlock` that names a process and a `key` (an election's leader
+/// key deleted) cuts off only that process's section of that name.
 ///
 /// A partition (`proc_stall`, `proc_drop`, member faults) is *not* among them:
 /// distlock decides on the holder's own clock that a lease whose keep-alives
@@ -55,7 +60,8 @@ pub struct Limits {
     pub ttl_ms: u64,
     /// Slack on top of a call's own limit before it counts as hung, ms.
     pub bound_ms: u64,
-    /// Slack on top of the TTL for recovery, ms.
+    /// Slack on top of the TTL for recovery, ms (besides one longest
+    /// section: see the recovery rule).
     pub recovery_ms: u64,
 }
 
@@ -93,6 +99,31 @@ pub enum Prim {
     Multi,
     /// A semaphore's permit.
     Permit,
+    /// An election's leadership.
+    Leader,
+}
+
+/// The key spaces of names: a semaphore's and an election's are their own
+/// (a semaphore, an election and a lock of one name are unrelated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Space {
+    /// Locks, read-write locks, multi-locks (one queue per name).
+    Locks,
+    /// Semaphores.
+    Semaphores,
+    /// Elections.
+    Elections,
+}
+
+impl Space {
+    /// The key space of a section of `prim`.
+    pub fn of(prim: Prim) -> Space {
+        match prim {
+            Prim::Permit => Space::Semaphores,
+            Prim::Leader => Space::Elections,
+            _ => Space::Locks,
+        }
+    }
 }
 
 impl Prim {
@@ -100,6 +131,8 @@ impl Prim {
     pub fn of_kind(kind: &str) -> Prim {
         if kind.starts_with("sem.") {
             Prim::Permit
+        } else if kind.starts_with("elect.") {
+            Prim::Leader
         } else if kind.starts_with("rw.") && kind.contains("read") {
             Prim::Read
         } else if kind.starts_with("rw.") {
@@ -118,6 +151,7 @@ impl Prim {
             Prim::Read | Prim::Write => "read-write",
             Prim::Multi => "multi-lock",
             Prim::Permit => "semaphore",
+            Prim::Leader => "election",
         }
     }
 }
@@ -140,6 +174,8 @@ pub struct Section {
     pub key: String,
     /// What it held.
     pub prim: Prim,
+    /// How it was acquired (the `acquire` kind: `lock`, `elect.campaign`, ...).
+    pub kind: String,
     /// From when it only shared the name: a reader's from its start, a
     /// write lock's from when it asked to downgrade. Exclusive before.
     pub shared_from: Option<u64>,
@@ -164,6 +200,8 @@ pub struct FaultSpan {
     pub kind: String,
     /// What it hit.
     pub target: String,
+    /// The one name it hit, if it names one besides its target process.
+    pub key: Option<String>,
     /// Start, µs.
     pub start: u64,
     /// Heal, µs.
@@ -201,6 +239,8 @@ pub struct Analysis {
     /// Of those, the ones a resuming etcd leader caused by revoking the first
     /// holder's live lease (see [`STALE_LEADER_WINDOW_US`]), described.
     pub stale_leader_overlaps: Vec<String>,
+    /// What the elections' observers saw.
+    pub observed: observers::Observed,
 }
 
 impl Analysis {
@@ -229,7 +269,7 @@ fn section_id(e: &Event) -> (String, u64, String) {
 }
 
 /// A section in a message: `w1`, or `w1's write lock`.
-fn who(s: &Section) -> String {
+pub fn who(s: &Section) -> String {
     match s.prim {
         Prim::Lock => s.p.clone(),
         Prim::Read => format!("{}'s read lock", s.p),
@@ -237,6 +277,7 @@ fn who(s: &Section) -> String {
         Prim::Write => format!("{}'s write lock", s.p),
         Prim::Multi => format!("{}'s multi-lock", s.p),
         Prim::Permit => format!("{}'s permit", s.p),
+        Prim::Leader => format!("{}'s leadership", s.p),
     }
 }
 
@@ -333,6 +374,7 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
                     a.fault_spans.push(FaultSpan {
                         kind: s.kind.clone().unwrap_or_default(),
                         target: s.target.clone().unwrap_or_default(),
+                        key: s.key.clone(),
                         start: s.t,
                         end: e.t,
                     });
@@ -350,6 +392,7 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
         a.fault_spans.push(FaultSpan {
             kind: s.kind.clone().unwrap_or_default(),
             target: s.target.clone().unwrap_or_default(),
+            key: s.key.clone(),
             start: s.t,
             end: a.t_end,
         });
@@ -370,6 +413,7 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
         "write",
         "leave",
         "downgrade",
+        "proclaim",
         "http",
     ];
     let mut invokes: HashMap<(String, u64, String), &Event> = HashMap::new();
@@ -512,6 +556,7 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
                 sec: e.sec.unwrap_or(0),
                 key,
                 prim,
+                kind: e.kind.clone().unwrap_or_default(),
                 shared_from,
                 permits: e.permits,
                 token,
@@ -537,11 +582,11 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
         }
     }
     a.sections.sort_by_key(|s| (s.key.clone(), s.start));
-    // One queue per lock name; a semaphore's is a key space of its own.
-    let mut by_key: BTreeMap<(bool, &str), Vec<&Section>> = BTreeMap::new();
+    // One queue per name, in its key space.
+    let mut by_key: BTreeMap<(Space, &str), Vec<&Section>> = BTreeMap::new();
     for s in &a.sections {
         by_key
-            .entry((s.prim == Prim::Permit, &s.key))
+            .entry((Space::of(s.prim), &s.key))
             .or_default()
             .push(s);
     }
@@ -601,7 +646,8 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
     let cut = |s: &Section| -> bool {
         a.fault_spans.iter().any(|f| {
             CUTTING.contains(&f.kind.as_str())
-                && (f.target == s.p || f.target == s.key)
+                && ((f.target == s.p && f.key.as_ref().is_none_or(|k| *k == s.key))
+                    || f.target == s.key)
                 && f.start <= s.end
                 && f.end + ttl_us >= s.start
         })
@@ -633,8 +679,8 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
             y.start as f64 / 1e6
         )
     };
-    for ((permits, key), list) in &by_key {
-        if *permits {
+    for ((space, key), list) in &by_key {
+        if *space == Space::Semaphores {
             continue;
         }
         for (i, x) in list.iter().enumerate() {
@@ -696,13 +742,31 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
         }
     }
 
+    // Observers: each one's view of each election is one that happened.
+    let solid = |s: &Section| {
+        s.kind != crate::elect::USURP
+            && s.how != "open"
+            && !cut(s)
+            && !a.fault_spans.iter().any(|f| {
+                f.kind == "leader_pause"
+                    && f.end + STALE_LEADER_WINDOW_US >= s.start
+                    && f.end <= s.end
+            })
+    };
+    let leaders: BTreeMap<&str, Vec<&Section>> = by_key
+        .iter()
+        .filter(|((space, _), _)| *space == Space::Elections)
+        .map(|((_, key), list)| (*key, list.clone()))
+        .collect();
+    a.observed = observers::check(events, &leaders, &solid, &died, &mut v);
+
     // Permits: at most N holders' sections at once per semaphore. More only
     // if enough of them were cut off by surprise (the ghosts: one per holder
     // over N) *and* the store kept them apart: no revision at which more
     // than N of them were inside the store (between a holder's first and
     // last accepted access). For N = 1 this is the exclusion rule.
-    for ((permits, key), list) in &by_key {
-        if !*permits {
+    for ((space, key), list) in &by_key {
+        if *space != Space::Semaphores {
             continue;
         }
         let n = list
@@ -830,7 +894,7 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
     }
     for (key, list) in permit_revs {
         let n = by_key
-            .get(&(true, key))
+            .get(&(Space::Semaphores, key))
             .and_then(|l| l.iter().filter_map(|s| s.permits).max())
             .unwrap_or(1)
             .max(1) as usize;
@@ -872,7 +936,10 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
             writes.insert(opid.to_owned(), e);
         }
     }
-    for fin in events.iter().filter(|e| e.op == "final") {
+    for fin in events
+        .iter()
+        .filter(|e| e.op == "final" && e.kind.is_none())
+    {
         let key = fin.key.clone().unwrap_or_default();
         let Some((count, mut cur)) = fin.value.as_deref().and_then(parse_counter) else {
             continue;
@@ -931,8 +998,8 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
     }
 
     // Recovery.
-    let keys: Vec<(bool, &str)> = by_key.keys().copied().collect();
-    let first_after = |key: (bool, &str), t: u64| -> Option<u64> {
+    let keys: Vec<(Space, &str)> = by_key.keys().copied().collect();
+    let first_after = |key: (Space, &str), t: u64| -> Option<u64> {
         by_key
             .get(&key)
             .and_then(|l| l.iter().find(|s| s.start >= t).map(|s| s.start))
@@ -944,10 +1011,16 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
             a.recovery_ms.push((worst - f.end) / 1000);
         }
     }
+    // After the last heal, what the faults left behind (a lease to run
+    // out) is gone within the TTL; then a name may still wait behind one
+    // section that began after the heal, at most TTL + 1 s long (a
+    // transfer's names wait for each other's sections): so the limit is
+    // TTL + slack + TTL + 1 s.
     if let Some(last) = a.fault_spans.iter().max_by_key(|f| f.end) {
-        let deadline = last.end + (limits.ttl_ms + limits.recovery_ms) * 1000;
-        for &(permits, key) in &keys {
-            match first_after((permits, key), last.end) {
+        let limit_ms = limits.ttl_ms + limits.recovery_ms + limits.ttl_ms + 1000;
+        let deadline = last.end + limit_ms * 1000;
+        for &(space, key) in &keys {
+            match first_after((space, key), last.end) {
                 Some(t) if t <= deadline => {}
                 got => v.push(Violation {
                     rule: "recovery",
@@ -955,7 +1028,7 @@ pub fn check(events: &[Event], limits: Limits) -> Analysis {
                         Some(t) => format!(
                             "{key} acquired {} ms after the last fault healed (limit {} ms)",
                             (t - last.end) / 1000,
-                            limits.ttl_ms + limits.recovery_ms
+                            limit_ms
                         ),
                         None => format!("{key} never acquired after the last fault healed"),
                     },
@@ -1310,6 +1383,29 @@ mod tests {
         h.push(fault(460, 2, "end", "member_stall", "m1"));
         let a = check(&sorted(h.clone()), Limits::default());
         assert_eq!(rules(&a), vec!["recovery"], "{:#?}", a.violations);
+
+        // Acquired again 8.9 s after it healed: within TTL (3 s) + 2 s +
+        // one longest section (4 s); 9.1 s after: not.
+        for (after, broken) in [(8_900, false), (9_100, true)] {
+            let mut h = h.clone();
+            section(
+                &mut h,
+                "w2",
+                1,
+                "k0",
+                30,
+                460 + after,
+                460 + after + 100,
+                31,
+                "w1.1",
+                3,
+            );
+            h.retain(|e| e.op != "final");
+            h.push(fin(20_000, "k0", "3 w2.1"));
+            let a = check(&sorted(h), Limits::default());
+            let expected: Vec<&str> = if broken { vec!["recovery"] } else { vec![] };
+            assert_eq!(rules(&a), expected, "{after} ms: {:#?}", a.violations);
+        }
 
         let mut h = legal();
         h.push(fault(10, 3, "start", "compact", ""));
@@ -1726,5 +1822,313 @@ mod tests {
             .collect();
         let a = check(&h, Limits::default());
         assert_eq!(rules(&a), vec!["permits"], "{:#?}", a.violations);
+    }
+
+    /// A leader's section of `p` on election `key` (campaign `value`, its
+    /// `n`th proposal being `{value}/n`), from `from` to `to` ms.
+    #[allow(clippy::too_many_arguments)]
+    fn leads(
+        out: &mut Vec<Event>,
+        p: &str,
+        sec: u64,
+        kind: &str,
+        key: &str,
+        token: u64,
+        from: u64,
+        to: u64,
+    ) {
+        held(out, p, sec, kind, &[key], token, from, to);
+        for e in out.iter_mut() {
+            if e.p == p && e.op == "acquire" && e.phase == "invoke" && e.id == Some(sec * 10) {
+                e.value = Some(format!("{p}/1/{sec}/0"));
+            }
+        }
+    }
+
+    /// A proclaim of `{p}/1/{sec}/{n}` by section `sec` at `t` ms.
+    fn proclaims(out: &mut Vec<Event>, p: &str, sec: u64, key: &str, token: u64, t: u64, n: u64) {
+        let mut e = ev(t, p, "proclaim", "invoke")
+            .id(sec * 10 + 7 + n)
+            .sec(sec)
+            .key(key)
+            .token(token)
+            .limit(std::time::Duration::from_secs(3));
+        e.value = Some(format!("{p}/1/{sec}/{n}"));
+        out.push(e.clone());
+        let mut ok = e;
+        ok.phase = "ok".into();
+        ok.outcome = Some("ok".into());
+        ok.t += 1000;
+        out.push(ok);
+    }
+
+    /// What `p`'s observer of `key` was told at `t` ms (`phase` info or
+    /// final): a leader (token, value) or none.
+    fn sees(t: u64, p: &str, phase: &str, key: &str, leader: Option<(u64, &str)>) -> Event {
+        let mut e = ev(t, p, "observe", phase).key(key);
+        match leader {
+            Some((token, value)) => {
+                e.token = Some(token);
+                e.value = Some(value.to_owned());
+                e.outcome = Some("leader".into());
+            }
+            None => e.outcome = Some("none".into()),
+        }
+        e
+    }
+
+    /// The driver's final state of election `key`.
+    fn final_state(t: u64, key: &str, leader: Option<(u64, &str)>) -> Event {
+        let mut e = sees(t, "driver", "info", key, leader);
+        e.op = "final".into();
+        e.kind = Some("election".into());
+        e
+    }
+
+    /// w0 leads e0 (token 10) from 100 to 300 ms and proclaims at 200 ms;
+    /// w1 leads it (token 20) from 310 to 400 ms; w2's observer sees it all.
+    fn elections() -> Vec<Event> {
+        let mut h = Vec::new();
+        h.push(ev(0, "w2", "proc", "start"));
+        h.push(sees(1, "w2", "info", "e0", None));
+        leads(&mut h, "w0", 1, "elect.campaign", "e0", 10, 100, 300);
+        h.push(sees(102, "w2", "info", "e0", Some((10, "w0/1/1/0"))));
+        proclaims(&mut h, "w0", 1, "e0", 10, 200, 1);
+        h.push(sees(202, "w2", "info", "e0", Some((10, "w0/1/1/1"))));
+        leads(
+            &mut h,
+            "w1",
+            2,
+            "elect.run_while_leader",
+            "e0",
+            20,
+            310,
+            400,
+        );
+        h.push(sees(311, "w2", "info", "e0", Some((20, "w1/1/2/0"))));
+        h.push(sees(402, "w2", "info", "e0", None));
+        h.push(sees(900, "w2", "final", "e0", None));
+        h.push(final_state(950, "e0", None));
+        sorted(h)
+    }
+
+    #[test]
+    fn leaders_one_at_a_time_with_growing_tokens_pass() {
+        let a = check(&elections(), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.sections.len(), 2);
+        assert_eq!(a.observed.observers, 1);
+        assert_eq!(a.observed.changes, 5);
+        assert_eq!((a.observed.leaders, a.observed.leaders_seen), (2, 2));
+    }
+
+    #[test]
+    fn two_leaders_at_once_break_exclusion_unless_cut_off_and_fenced() {
+        // w1 leads from 250 ms, while w0 still does.
+        let history = |cut: Option<(&str, &str, Option<&str>)>, late: bool| {
+            let mut h = Vec::new();
+            if let Some((kind, target, key)) = cut {
+                let mut f = fault(240, 1, "start", kind, target);
+                f.key = key.map(str::to_owned);
+                h.push(f.clone());
+                f.phase = "end".into();
+                h.push(f);
+            }
+            leads(&mut h, "w0", 1, "elect.campaign", "e0", 10, 100, 300);
+            leads(&mut h, "w1", 1, "elect.try_campaign", "e0", 20, 250, 400);
+            access(&mut h, "w0", 1, "write", Some("elect"), "e0", 10, 120, 11);
+            access(&mut h, "w1", 1, "read", Some("elect"), "e0", 20, 260, 21);
+            let rev = if late { 22 } else { 12 };
+            access(&mut h, "w0", 1, "write", Some("elect"), "e0", 10, 280, rev);
+            sorted(h)
+        };
+        let a = check(&history(None, false), Limits::default());
+        assert_eq!(rules(&a), vec!["exclusion"], "{:#?}", a.violations);
+        assert!(a.violations[0].what.contains("w0's leadership"));
+
+        // The leader's key deleted (a force_unlock naming its process and
+        // the election), and the fence kept it out: excused.
+        let deleted = Some(("force_unlock", "w0", Some("e0")));
+        let a = check(&history(deleted, false), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+        assert_eq!(a.excused_by.get("election"), Some(&1));
+        // ... but not if the store took its write after the new leader's read.
+        let a = check(&history(deleted, true), Limits::default());
+        assert_eq!(
+            rules(&a),
+            vec!["exclusion", "fencing"],
+            "{:#?}",
+            a.violations
+        );
+        // A deletion of the process's key in another election, or of a
+        // waiting candidate's key, cuts nothing off.
+        for fault in [
+            Some(("force_unlock", "w0", Some("e1"))),
+            Some(("candidate_delete", "w0", Some("e0"))),
+        ] {
+            let a = check(&history(fault, false), Limits::default());
+            assert_eq!(
+                rules(&a),
+                vec!["exclusion"],
+                "{fault:?}: {:#?}",
+                a.violations
+            );
+        }
+
+        // An election and a lock of one name are unrelated.
+        let mut h = Vec::new();
+        leads(&mut h, "w0", 1, "elect.campaign", "k0", 10, 100, 300);
+        held(&mut h, "w1", 1, "lock", &["k0"], 11, 150, 400);
+        let a = check(&sorted(h), Limits::default());
+        assert!(a.violations.is_empty(), "{:#?}", a.violations);
+    }
+
+    #[test]
+    fn a_later_leader_with_a_lower_token_breaks_tokens() {
+        let mut h = Vec::new();
+        leads(&mut h, "w0", 1, "elect.campaign", "e0", 20, 100, 200);
+        leads(
+            &mut h,
+            "w1",
+            1,
+            "elect.campaign_timeout",
+            "e0",
+            20,
+            300,
+            400,
+        );
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(rules(&a), vec!["tokens"], "{:#?}", a.violations);
+
+        // A `--broken` worker that acts as the leader it read, without
+        // campaigning: its token repeats the leader's, its section overlaps.
+        let mut h = Vec::new();
+        leads(&mut h, "w0", 1, "elect.campaign", "e0", 20, 100, 300);
+        held(&mut h, "w1", 1, crate::elect::USURP, &["e0"], 20, 150, 250);
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(
+            rules(&a),
+            vec!["exclusion", "tokens"],
+            "{:#?}",
+            a.violations
+        );
+    }
+
+    #[test]
+    fn a_slow_campaign_or_proclaim_breaks_completion() {
+        let mut h = elections();
+        for e in &mut h {
+            if e.p == "w0" && e.op == "proclaim" && e.phase == "ok" {
+                e.t += 6_500_000; // the TTL (3 s) + 3 s, and more
+            }
+        }
+        let a = check(&sorted(h), Limits::default());
+        assert!(rules(&a).contains(&"completion"), "{:#?}", a.violations);
+
+        // A campaign that waited 0.5 s and gave up 4.1 s later.
+        let mut h = elections();
+        let mut e = ev(500, "w3", "acquire", "invoke")
+            .id(1)
+            .key("e0")
+            .kind("elect.campaign_timeout")
+            .limit(std::time::Duration::from_millis(500));
+        e.value = Some("w3/1/1/0".into());
+        h.push(e.clone());
+        e.phase = "fail".into();
+        e.outcome = Some("timeout".into());
+        e.t = 4_600_000;
+        h.push(e);
+        let a = check(&sorted(h), Limits::default());
+        assert_eq!(rules(&a), vec!["completion"], "{:#?}", a.violations);
+    }
+
+    /// `elections()` with `f` applied to w2's observations, checked: the
+    /// rules broken.
+    fn observed(f: impl Fn(&mut Vec<Event>)) -> Vec<&'static str> {
+        let mut h = elections();
+        f(&mut h);
+        let a = check(&sorted(h), Limits::default());
+        rules(&a)
+    }
+
+    fn seen_at(h: &mut [Event], t_ms: u64) -> &mut Event {
+        h.iter_mut()
+            .find(|e| e.op == "observe" && e.t == t_ms * 1000)
+            .expect("an observation at that time")
+    }
+
+    #[test]
+    fn an_observer_that_saw_what_did_not_happen_breaks_observers() {
+        // Tokens went down: w0's token after w1's.
+        assert_eq!(
+            observed(|h| h.push(sees(410, "w2", "info", "e0", Some((10, "w0/1/1/1"))))),
+            vec!["observers", "observers"], // down, and back after it had gone
+        );
+        // A value nobody proposed, or seen with another leadership's token.
+        assert_eq!(
+            observed(|h| seen_at(h, 311).value = Some("w9/1/1/0".into())),
+            vec!["observers"]
+        );
+        assert_eq!(
+            observed(|h| seen_at(h, 202).token = Some(11)),
+            vec!["observers", "observers"], // and token 11 led while w0 did
+        );
+        // A proclaimed value seen before it was proclaimed.
+        assert_eq!(observed(|h| seen_at(h, 202).t = 150_000), vec!["observers"]);
+        // A leadership's values out of the order it proclaimed them in.
+        assert_eq!(
+            observed(|h| {
+                h.push(sees(250, "w2", "info", "e0", Some((10, "w0/1/1/0"))));
+            }),
+            vec!["observers"]
+        );
+        // No leader, while w0 led from before its campaign's proposal to
+        // after the sighting.
+        assert_eq!(
+            observed(|h| h.push(sees(250, "w2", "info", "e0", None))),
+            vec!["observers"]
+        );
+        let phantom = observed(|h| {
+            seen_at(h, 311).t = 280_000; // w1 "leads" while w0 still does
+        });
+        assert!(phantom.contains(&"observers"), "{phantom:?}");
+        // A waiting candidate's value seen as the leader's while w1 led
+        // throughout: its campaign never won.
+        assert_eq!(
+            observed(|h| {
+                let mut waiter = ev(320, "w3", "acquire", "invoke")
+                    .id(1)
+                    .key("e0")
+                    .kind("elect.campaign")
+                    .limit(std::time::Duration::from_secs(5));
+                waiter.value = Some("w3/1/9/0".into());
+                h.push(waiter.clone());
+                let mut gave_up = waiter;
+                gave_up.phase = "fail".into();
+                gave_up.outcome = Some("cancelled".into());
+                gave_up.t = 500_000;
+                h.push(gave_up);
+                h.push(sees(350, "w2", "info", "e0", Some((30, "w3/1/9/0"))));
+            }),
+            vec!["observers"]
+        );
+    }
+
+    #[test]
+    fn an_observer_whose_last_view_is_not_the_final_state_breaks_observers() {
+        assert_eq!(
+            observed(|h| *seen_at(h, 900) = sees(900, "w2", "final", "e0", Some((20, "w1/1/2/0")))),
+            vec!["observers"]
+        );
+        assert_eq!(
+            observed(|h| h.retain(|e| e.phase != "final")),
+            vec!["observers"]
+        );
+        // A killed worker records none: fine.
+        assert!(observed(|h| {
+            h.retain(|e| e.phase != "final");
+            h.push(ev(800, "driver", "proc", "killed").target("w2"));
+        })
+        .is_empty());
     }
 }

@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 
 use crate::checker::{self, Limits};
 use crate::cluster::{signal, Cluster};
+use crate::elect;
 use crate::history::{self, Clock, Event, Recorder};
 use crate::report;
 use crate::store::Store;
@@ -21,14 +22,15 @@ use crate::worker::ChildArgs;
 use crate::{prims, Rng};
 
 /// The nemesis' rolls of the faults that take a lock from a live holder
-/// (`proc_pause`, `lease_revoke`, `force_unlock`): the only faults of a
+/// (`proc_pause`, `lease_revoke`, `force_unlock`, an election's candidate
+/// key deleted): the only faults of a
 /// `--broken` run. Those are the faults the fence is for, so a client that
 /// ignores `lost()` and its token is caught by every one that lands in a
 /// critical section, not by the few a 20-second mixed schedule happens to
 /// roll (`chaos_smoke` missed it about one run in two).
 /// Each is the first roll of that fault's arm in [`Driver::inject`]: keep
 /// them in step.
-const CUTTING_ROLLS: [u64; 3] = [52, 72, 82];
+const CUTTING_ROLLS: [u64; 4] = [52, 72, 82, 88];
 
 /// Command-line options of a run.
 #[derive(Debug, Clone)]
@@ -136,7 +138,7 @@ struct Driver {
 
 /// A key held now (see [`Driver::holders`]).
 struct Holder {
-    /// `locks/{name}` or `semaphores/{name}`.
+    /// `locks/{name}`, `semaphores/{name}` or `elections/{name}`.
     queue: String,
     key: String,
     rev: i64,
@@ -194,6 +196,9 @@ async fn run_inner(opts: Options) -> i32 {
         .init_permits(prims::SEMAPHORE)
         .await
         .expect("init the store");
+    for name in elect::ELECTIONS {
+        store.init(name).await.expect("init the store");
+    }
     let manager = LockManager::connect(
         EtcdConfig::new(eps.clone()).request_timeout(Duration::from_secs(2)),
         NS,
@@ -425,9 +430,27 @@ impl Driver {
     /// Holders now, one entry per held key: (queue, key, create revision,
     /// pid, lease). A lock's holder is the oldest key of its queue (exclusive
     /// entries at `{NS}/locks/{name}/{lease}`, readers at
-    /// `{NS}/locks/{name}/r/...`); a semaphore's are its `permits` oldest
-    /// (`{NS}/semaphores/{name}/...`).
+    /// `{NS}/locks/{name}/r/...`), so is an election's (its leader, at
+    /// `{NS}/elections/{name}/{lease}`); a semaphore's are its `permits`
+    /// oldest (`{NS}/semaphores/{name}/...`).
     async fn holders(&mut self) -> Vec<Holder> {
+        let mut out = Vec::new();
+        for (queue, keys) in self.queues().await {
+            let n = if queue.starts_with("semaphores/") {
+                self.opts.permits as usize
+            } else {
+                1
+            };
+            out.extend(keys.into_iter().take(n));
+        }
+        out
+    }
+
+    /// Every key under the namespace by queue (`locks/k0`, `semaphores/sem0`,
+    /// `elections/e0`), oldest first. The owner's pid is read from a key's
+    /// metadata, or from a candidate's value (`{process}/{pid}/...`, see
+    /// `elect.rs`).
+    async fn queues(&mut self) -> BTreeMap<String, Vec<Holder>> {
         let prefix = format!("{NS}/");
         let Ok(Ok(resp)) = tokio::time::timeout(
             Duration::from_secs(2),
@@ -436,7 +459,7 @@ impl Driver {
         )
         .await
         else {
-            return Vec::new();
+            return BTreeMap::new();
         };
         let mut queues: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
         for kv in resp.kvs() {
@@ -452,10 +475,13 @@ impl Driver {
             };
             let value: serde_json::Value =
                 serde_json::from_slice(kv.value()).unwrap_or(serde_json::Value::Null);
-            let pid = value
-                .get("owner")
-                .and_then(|o| o.as_str())
-                .and_then(|o| o.split('/').nth(1))
+            let owner = match value.get("owner").and_then(|o| o.as_str()) {
+                Some(owner) => owner.to_owned(),
+                None => String::from_utf8_lossy(kv.value()).into_owned(),
+            };
+            let pid = owner
+                .split('/')
+                .nth(1)
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
             queues
@@ -469,17 +495,10 @@ impl Driver {
                     lease: kv.lease(),
                 });
         }
-        let mut out = Vec::new();
-        for (queue, mut keys) in queues {
+        for keys in queues.values_mut() {
             keys.sort_by_key(|h| h.rev);
-            let n = if queue.starts_with("semaphores/") {
-                self.opts.permits as usize
-            } else {
-                1
-            };
-            out.extend(keys.into_iter().take(n));
         }
-        out
+        queues
     }
 
     fn slot_of_pid(&self, pid: u32) -> Option<usize> {
@@ -698,7 +717,12 @@ impl Driver {
                 None
             }
             72..=81 => {
-                let list = self.holders().await;
+                // Any holder's lease; one time in three an election
+                // leader's, if there is one.
+                let mut list = self.holders().await;
+                if rng.below(3) == 0 && list.iter().any(|h| h.queue.starts_with("elections/")) {
+                    list.retain(|h| h.queue.starts_with("elections/"));
+                }
                 if list.is_empty() {
                     return None;
                 }
@@ -726,7 +750,7 @@ impl Driver {
                 }
                 None
             }
-            82..=92 => {
+            82..=87 => {
                 // A lock name, or now and then the semaphore: there, an
                 // operator deletes one holder's key (fenced by its create
                 // revision), and the fault names the holder's process.
@@ -747,6 +771,7 @@ impl Driver {
                 );
                 None
             }
+            88..=94 => self.delete_candidate(rng).await,
             _ => {
                 let id = self.fault_start("compact", "", String::new());
                 let r = async {
@@ -812,6 +837,91 @@ impl Driver {
         self.rec
             .record(Event::new("fault", "info").id(id).detail(format!(
                 "delete permit: {:?}",
+                r.map(|r| r.map(|t| t.succeeded()))
+            )));
+        None
+    }
+
+    /// Deletes one candidate's key of an election, as an operator would
+    /// with etcdctl: the leader's (two times in three; recorded as a
+    /// `force_unlock` of its process, and of the election as `key`) or a
+    /// waiting candidate's (`candidate_delete`: it must never lead with
+    /// that key). Each delete is fenced by the key's create revision, a
+    /// waiter's also by the leader's: so a deleted waiter was not leading.
+    async fn delete_candidate(
+        &mut self,
+        rng: &mut Rng,
+    ) -> Option<(Instant, u64, String, String, Heal)> {
+        let leader_wanted = rng.below(3) != 0;
+        let pick = rng.next_u64();
+        // An election with candidates: waiting up to a second for one (an
+        // election is often between leaders).
+        let mut tries = 0;
+        let (mut queues, contested) = loop {
+            let queues = self.queues().await;
+            let contested: Vec<&str> = elect::ELECTIONS
+                .into_iter()
+                .filter(|name| queues.contains_key(&format!("elections/{name}")))
+                .collect();
+            tries += 1;
+            if !contested.is_empty() || tries == 20 {
+                break (queues, contested);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let &name = contested.get((pick % contested.len().max(1) as u64) as usize)?;
+        let list = queues
+            .remove(&format!("elections/{name}"))
+            .unwrap_or_default();
+        let (i, kind) = match list.len() {
+            0 => return None,
+            1 => (0, "force_unlock"),
+            _ if leader_wanted => (0, "force_unlock"),
+            n => (1 + rng.below(n as u64 - 1) as usize, "candidate_delete"),
+        };
+        let h = &list[i];
+        let target = self
+            .slot_of_pid(h.pid)
+            .map(|s| self.slots[s].name.clone())
+            .unwrap_or_else(|| format!("pid {}", h.pid));
+        let id = self.next_fault_id;
+        self.next_fault_id += 1;
+        self.rec.record(
+            Event::new("fault", "start")
+                .id(id)
+                .kind(kind)
+                .target(&target)
+                .key(name)
+                .detail(format!("candidate {} (token {})", h.key, h.rev)),
+        );
+        self.active.insert(id, format!("{kind} {target} {name}"));
+        let mut when = vec![etcd_client::Compare::create_revision(
+            h.key.clone(),
+            etcd_client::CompareOp::Equal,
+            h.rev,
+        )];
+        if i > 0 {
+            when.push(etcd_client::Compare::create_revision(
+                list[0].key.clone(),
+                etcd_client::CompareOp::Equal,
+                list[0].rev,
+            ));
+        }
+        let txn = etcd_client::Txn::new()
+            .when(when)
+            .and_then([etcd_client::TxnOp::delete(h.key.clone(), None)]);
+        let r = tokio::time::timeout(Duration::from_secs(3), self.client.txn(txn)).await;
+        self.rec.record(
+            Event::new("fault", "end")
+                .id(id)
+                .kind(kind)
+                .target(&target)
+                .key(name),
+        );
+        self.active.remove(&id);
+        self.rec
+            .record(Event::new("fault", "info").id(id).detail(format!(
+                "delete candidate: {:?}",
                 r.map(|r| r.map(|t| t.succeeded()))
             )));
         None
@@ -886,6 +996,27 @@ impl Driver {
                     e.value = Some(String::from_utf8_lossy(kv.value()).into_owned());
                     self.rec.record(e);
                 }
+                // Each election's final state, which every observer's last
+                // view must equal: its oldest candidate now, if any (nobody
+                // campaigns any more).
+                for name in elect::ELECTIONS {
+                    let queue = format!("{NS}/elections/{name}/");
+                    let leader = resp
+                        .kvs()
+                        .iter()
+                        .filter(|kv| kv.key().starts_with(queue.as_bytes()))
+                        .min_by_key(|kv| kv.create_revision());
+                    let mut e = Event::new("final", "info").key(name).kind("election");
+                    match leader {
+                        Some(kv) => {
+                            e.token = Some(kv.create_revision() as u64);
+                            e.value = Some(String::from_utf8_lossy(kv.value()).into_owned());
+                            e.outcome = Some("leader".into());
+                        }
+                        None => e.outcome = Some("none".into()),
+                    }
+                    self.rec.record(e);
+                }
             }
             Err(e) => {
                 self.rec
@@ -895,6 +1026,7 @@ impl Driver {
         if let Ok(store) = Store::connect(&self.cluster.endpoints(), STORE_ROOT).await {
             let mut names = self.opts.lock_names();
             names.push(prims::SEMAPHORE.to_owned());
+            names.extend(elect::ELECTIONS.map(str::to_owned));
             for key in names {
                 if let Ok(value) = store.peek(&key).await {
                     let mut e = Event::new("final", "info").key(&key);

@@ -26,17 +26,19 @@ use serde::{Deserialize, Serialize};
 ///
 /// | op | phase | meaning |
 /// |---|---|---|
-/// | `acquire` | `invoke` / `ok` / `fail` | a lock call (`kind`: lock, lock_timeout, try_lock, cancel, reentrant, tower; `sem.*`, `rw.read*`, `rw.write*`, `multi.*` for the other primitives; a multi-lock's `ok` has `tokens`, a semaphore's `permits`) |
+/// | `acquire` | `invoke` / `ok` / `fail` | a lock call (`kind`: lock, lock_timeout, try_lock, cancel, reentrant, tower; `sem.*`, `rw.read*`, `rw.write*`, `multi.*`, `elect.*` for the other primitives; a multi-lock's `ok` has `tokens`, a semaphore's `permits`, a campaign's `invoke` the candidate's `value`) |
 /// | `release` | `invoke` / `ok` / `fail` | `guard.unlock()` (`kind`: the primitive, none for a lock) |
 /// | `downgrade` | `invoke` / `ok` / `fail` | `WriteGuard::downgrade` of section `sec` |
+/// | `proclaim` | `invoke` / `ok` / `fail` | `Leadership::proclaim` of `value` by section `sec` |
+/// | `observe` | `info` / `final` | an election's observer was told of a change (`outcome`: leader, with `token` and `value`; none; error), or (`final`) its last view once the run is quiet |
 /// | `lost` | `info` | `guard.lost()` resolved or `is_held()` turned false |
 /// | `end` | `info` | the critical section `sec` ends on `key` (`outcome`: release, lost, fenced, dropped); a multi-lock's, once per name |
-/// | `read` / `write` | `invoke` / `ok` / `fail` | a fenced store access (`outcome`: accepted, rejected, unknown; `kind`: none for a lock or Tower handler, `rw.write`, `rw.read`, `rw.downgraded`, `multi`, `permit`) |
+/// | `read` / `write` | `invoke` / `ok` / `fail` | a fenced store access (`outcome`: accepted, rejected, unknown; `kind`: none for a lock or Tower handler, `rw.write`, `rw.read`, `rw.downgraded`, `multi`, `permit`, `elect`) |
 /// | `leave` | `invoke` / `ok` / `fail` | a semaphore holder leaves the store |
 /// | `http` | `invoke` / `ok` / `fail` | a request of the Tower load loop |
-/// | `fault` | `start` / `end` | a nemesis action (`kind`, `target`) |
+/// | `fault` | `start` / `end` | a nemesis action (`kind`, `target`; `key` when it hit one name of its target process) |
 /// | `proc` | `start` / `exit` / `killed` / `hung` | a worker process's life |
-/// | `final` | `info` | the store's counter at the end (`key`, `value`) |
+/// | `final` | `info` | the store's counter at the end (`key`, `value`); with `kind` election, an election's final state (`outcome` leader, `token`, `value`; or none) |
 /// | `leftover` | `info` | a key under the lock namespace after every worker exited |
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Event {

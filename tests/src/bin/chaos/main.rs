@@ -5,7 +5,8 @@
 //! ```
 //!
 //! The driver starts the cluster (each member reached through a fault proxy
-//! per worker), lock-worker processes, two axum servers behind `LockLayer` and
+//! per worker), lock-worker processes (locks, read-write locks, a semaphore,
+//! multi-locks and elections), two axum servers behind `LockLayer` and
 //! an HTTP load loop (all this same binary, re-executed with a hidden
 //! subcommand), and a seeded nemesis. Every process records its history as
 //! JSONL; the checker merges them and decides whether the history is legal.
@@ -14,7 +15,9 @@
 mod checker;
 mod cluster;
 mod driver;
+mod elect;
 mod history;
+mod observers;
 mod prims;
 mod report;
 mod store;

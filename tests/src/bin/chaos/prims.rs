@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use distlock::{
-    ErrorCode, Lock, LockGuard, LockManager, LockOptions, MultiLock, MultiLockGuard, Permit,
-    ReadGuard, RwLock, Semaphore, WriteGuard,
+    ErrorCode, Leadership, Lock, LockGuard, LockManager, LockOptions, MultiLock, MultiLockGuard,
+    Permit, ReadGuard, RwLock, Semaphore, WriteGuard,
 };
 
 use crate::history::Event;
@@ -100,13 +100,15 @@ pub fn lock_names(args: &ChildArgs) -> Vec<String> {
 }
 
 /// What a held primitive is.
-enum Held {
+pub enum Held {
     Permit(Permit),
     Read(ReadGuard),
     Write(WriteGuard),
     Multi(MultiLockGuard),
     /// `--broken` transfers: one account's lock only.
     Lock(LockGuard),
+    /// An election's leadership (see `elect.rs`).
+    Leader(Leadership),
 }
 
 impl Held {
@@ -117,6 +119,7 @@ impl Held {
             Held::Write(g) => g.is_held(),
             Held::Multi(g) => g.is_held(),
             Held::Lock(g) => g.is_held(),
+            Held::Leader(g) => g.is_held(),
         }
     }
 
@@ -127,6 +130,7 @@ impl Held {
             Held::Write(g) => Box::pin(g.lost()),
             Held::Multi(g) => Box::pin(g.lost()),
             Held::Lock(g) => Box::pin(g.lost()),
+            Held::Leader(g) => Box::pin(g.lost()),
         }
     }
 
@@ -137,13 +141,14 @@ impl Held {
             Held::Write(g) => g.release().await,
             Held::Multi(g) => g.release().await,
             Held::Lock(g) => g.unlock().await,
+            Held::Leader(g) => g.resign().await,
         }
     }
 }
 
 /// How an acquisition is asked for.
 #[derive(Clone, Copy, Debug)]
-enum How {
+pub enum How {
     /// Wait as long as it takes (until the run stops).
     Wait,
     Timeout(Duration),
@@ -156,7 +161,7 @@ impl How {
     /// Waits 35 %, timeouts 25 %, tries 15 %, cancelled waits 25 % (as the
     /// locks' mix), or for transfers 60 / 20 / 10 / 10: most transfers wait
     /// for as long as it takes, so a deadlock would stay one.
-    fn pick(rng: &mut Rng, transfer: bool) -> How {
+    pub fn pick(rng: &mut Rng, transfer: bool) -> How {
         let roll = rng.below(100);
         let (wait, timeout, try_) = if transfer { (60, 80, 90) } else { (35, 60, 75) };
         if roll < wait {
@@ -174,11 +179,12 @@ impl How {
     }
 }
 
-type Attempt<'a> = Pin<Box<dyn Future<Output = distlock::Result<Option<Held>>> + Send + 'a>>;
+/// An acquisition under way (see [`attempt`]).
+pub type Attempt<'a> = Pin<Box<dyn Future<Output = distlock::Result<Option<Held>>> + Send + 'a>>;
 
 /// Runs one acquisition as `how` asks; `None` if it was cancelled (by its
 /// own deadline, or the run's end at `until`).
-async fn acquire<'a>(
+pub async fn acquire<'a>(
     how: How,
     until: std::time::Instant,
     start: impl FnOnce(How) -> Attempt<'a>,
@@ -260,7 +266,7 @@ pub async fn rw_round(ctx: &Ctx, args: &ChildArgs, h: &Handles, rng: &mut Rng) {
     // `--broken` writers take the read lock: they share with readers and
     // with each other, and say they wrote.
     let exclusive = write && !ctx.broken;
-    let got = attempt(ctx, args, key, kind, how, false, |how| {
+    let got = attempt(ctx, args, key, kind, how, false, None, |how| {
         Box::pin(async move {
             Ok(match (exclusive, how) {
                 (true, How::Try) => rw.try_write().await?.map(Held::Write),
@@ -301,7 +307,7 @@ pub async fn semaphore_round(ctx: &Ctx, args: &ChildArgs, h: &Handles, rng: &mut
         How::Cancel(_) => "sem.cancel",
     };
     let sem = &h.sem;
-    let got = attempt(ctx, args, SEMAPHORE, kind, how, false, |how| {
+    let got = attempt(ctx, args, SEMAPHORE, kind, how, false, None, |how| {
         Box::pin(async move {
             Ok(match how {
                 How::Try => sem.try_acquire().await?.map(Held::Permit),
@@ -331,7 +337,7 @@ pub async fn transfer_round(ctx: &Ctx, args: &ChildArgs, h: &Handles, rng: &mut 
     };
     let broken = ctx.broken;
     let label = pair.join("+");
-    let got = attempt(ctx, args, &label, kind, how, true, |how| {
+    let got = attempt(ctx, args, &label, kind, how, true, None, |how| {
         Box::pin(async move {
             if broken {
                 // Only the first account is locked.
@@ -358,16 +364,18 @@ pub async fn transfer_round(ctx: &Ctx, args: &ChildArgs, h: &Handles, rng: &mut 
     }
 }
 
-/// Asks for a hold as `how` says, recording the call; on success, the
-/// hold, its token (the first name's), its section id and every name's token.
-#[allow(clippy::type_complexity)]
-async fn attempt<'a>(
+/// Asks for a hold as `how` says, recording the call (with `value` on its
+/// invoke: a candidate's value); on success, the hold, its token (the
+/// first name's), its section id and every name's token.
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+pub async fn attempt<'a>(
     ctx: &Ctx,
     args: &ChildArgs,
     key: &str,
     kind: &str,
     how: How,
     transfer: bool,
+    value: Option<&str>,
     start: impl FnOnce(How) -> Attempt<'a>,
 ) -> Option<(Held, u64, u64, std::collections::BTreeMap<String, u64>)> {
     let clock = ctx.rec.clock();
@@ -393,7 +401,9 @@ async fn attempt<'a>(
             Duration::ZERO
         };
     let ev = |phase: &str| Event::new("acquire", phase).id(id).key(key).kind(kind);
-    ctx.rec.record(ev("invoke").limit(limit));
+    let mut invoke = ev("invoke").limit(limit);
+    invoke.value = value.map(str::to_owned);
+    ctx.rec.record(invoke);
     let result = acquire(how, until, start).await;
     match result {
         None => {
@@ -439,6 +449,7 @@ async fn attempt<'a>(
                 Held::Permit(g) => g.fencing_token(),
                 Held::Read(g) => g.fencing_token(),
                 Held::Write(g) => g.fencing_token(),
+                Held::Leader(g) => g.fencing_token(),
                 Held::Multi(_) | Held::Lock(_) => tokens.values().next().copied().unwrap_or(0),
             };
             let mut e = ev("ok").outcome("ok").token(token).sec(sec);
@@ -451,6 +462,21 @@ async fn attempt<'a>(
             ctx.rec.record(e);
             Some((held, token, sec, tokens))
         }
+    }
+}
+
+/// How long a section lasts: short (5–50 ms, 77 %), long (0.3–1.5 s, 20 %)
+/// or longer than the TTL (3 %: renewal); always long for `--broken`
+/// workers (cut off mid-section, they still have accesses to make), always
+/// short once the run has stopped (transfers that win in the drain).
+pub fn length(ctx: &Ctx, args: &ChildArgs, rng: &mut Rng) -> Duration {
+    let draining = ctx.rec.clock().now() >= args.stop_at;
+    match rng.below(100) {
+        _ if draining => Duration::from_millis(5 + rng.below(45)),
+        _ if ctx.broken => Duration::from_millis(300 + rng.below(1200)),
+        0..=2 => Duration::from_millis(args.ttl.as_millis() as u64 + 1000),
+        3..=22 => Duration::from_millis(300 + rng.below(1200)),
+        _ => Duration::from_millis(5 + rng.below(45)),
     }
 }
 
@@ -478,15 +504,7 @@ async fn section(
     sec: u64,
     rng: &mut Rng,
 ) {
-    // Transfers that win after the run stopped (the drain) are short.
-    let draining = ctx.rec.clock().now() >= args.stop_at;
-    let length = match rng.below(100) {
-        _ if draining => Duration::from_millis(5 + rng.below(45)),
-        _ if ctx.broken => Duration::from_millis(300 + rng.below(1200)),
-        0..=2 => Duration::from_millis(args.ttl.as_millis() as u64 + 1000),
-        3..=22 => Duration::from_millis(300 + rng.below(1200)),
-        _ => Duration::from_millis(5 + rng.below(45)),
-    };
+    let length = length(ctx, args, rng);
     let long = length >= Duration::from_millis(300);
     let lost = held.lost();
     let slot = Mutex::new(Some(held));

@@ -19,9 +19,9 @@ fn percentile(v: &[u64], p: usize) -> u64 {
 /// violations by rule with their first offending events.
 pub fn table(a: &Analysis) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<26} {:<16} {:>8}", "operation", "outcome", "count");
+    let _ = writeln!(out, "{:<32} {:<16} {:>8}", "operation", "outcome", "count");
     for ((op, outcome), n) in &a.ops {
-        let _ = writeln!(out, "{op:<26} {outcome:<16} {n:>8}");
+        let _ = writeln!(out, "{op:<32} {outcome:<16} {n:>8}");
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "{:<26} {:>8}", "fault", "count");
@@ -79,6 +79,22 @@ pub fn table(a: &Analysis) -> String {
         multi_sections.len(),
         count(&|s| s.prim == Prim::Multi),
     );
+    let o = &a.observed;
+    let _ = writeln!(
+        out,
+        "elections: {} leaders ({} through run_while_leader), {} proclaimed; {} observers saw {} changes ({} error items); leaders some observer saw: {} of {}",
+        count(&|s| s.prim == Prim::Leader && s.kind != crate::elect::USURP),
+        count(&|s| s.kind == "elect.run_while_leader"),
+        a.ops
+            .get(&("proclaim".to_owned(), "ok".to_owned()))
+            .copied()
+            .unwrap_or(0),
+        o.observers,
+        o.changes,
+        o.errors,
+        o.leaders_seen,
+        o.leaders
+    );
     let full: Vec<String> = a
         .permits_full
         .iter()
@@ -90,10 +106,11 @@ pub fn table(a: &Analysis) -> String {
         a.shared_overlaps,
         if full.is_empty() { "0".to_owned() } else { full.join(", ") }
     );
-    let mut by_prim: BTreeMap<&str, usize> = ["lock", "read-write", "semaphore", "multi-lock"]
-        .into_iter()
-        .map(|p| (p, 0))
-        .collect();
+    let mut by_prim: BTreeMap<&str, usize> =
+        ["lock", "read-write", "semaphore", "multi-lock", "election"]
+            .into_iter()
+            .map(|p| (p, 0))
+            .collect();
     for v in &a.violations {
         for p in primitives(v) {
             *by_prim.entry(p).or_default() += 1;
@@ -145,15 +162,18 @@ fn primitive(e: &Event) -> Option<&'static str> {
             None => "lock",
             Some("permit") => "semaphore",
             Some("multi") => "multi-lock",
+            Some("elect") => "election",
             Some(_) => "read-write",
         }),
         "release" => Some(match kind {
             Some("sem") => "semaphore",
             Some("rw") => "read-write",
             Some("multi") => "multi-lock",
+            Some("elect") => "election",
             _ => "lock",
         }),
         "downgrade" => Some("read-write"),
+        "proclaim" | "observe" => Some("election"),
         _ => None,
     }
 }
@@ -272,6 +292,7 @@ pub fn svg(a: &Analysis, window: Option<(u64, u64)>) -> String {
                 Prim::Write => " write".to_owned(),
                 Prim::Multi => " multi-lock".to_owned(),
                 Prim::Permit => " permit".to_owned(),
+                Prim::Leader => " leader".to_owned(),
             };
             let title = format!(
                 "{} sec {}{} token {} {:.3}s-{:.3}s ({})",

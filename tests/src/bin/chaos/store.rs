@@ -22,7 +22,7 @@
 //! goes through the fences of both its names in one transaction.
 //!
 //! A semaphore's holders are up to N at once, and their tokens say nothing
-//! about which of them was cut off, so its store ([`Store::permit`]) keeps
+//! about which of them was cut off, so its store ([`Store::permit_swap`]) keeps
 //! the tokens of the holders inside (at most N) and a floor:
 //! `{root}/{name}/fence` is `"{floor} {token} {token}..."`. A holder's first
 //! access enters it (if there is room; else, if its token is above the

@@ -501,3 +501,28 @@ impl Ctx {
         }
     }
 }
+
+/// How a section ended: its work done, or its hold lost first.
+pub(crate) enum End {
+    Done,
+    Lost,
+}
+
+/// Records a section's end (and, before it, the loss that ended it).
+pub(crate) fn record_end(ctx: &Ctx, key: &str, token: u64, sec: u64, end: &End) {
+    if let End::Lost = end {
+        ctx.rec
+            .record(Event::new("lost", "info").key(key).token(token).sec(sec));
+    }
+    let how = match end {
+        End::Done => "release",
+        End::Lost => "lost",
+    };
+    ctx.rec.record(
+        Event::new("end", "info")
+            .key(key)
+            .token(token)
+            .sec(sec)
+            .outcome(how),
+    );
+}

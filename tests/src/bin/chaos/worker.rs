@@ -18,9 +18,10 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 
+use crate::elect::{self, Elections, Observers};
 use crate::history::{Clock, Event, Recorder};
 use crate::store::Store;
-use crate::work::{Ctx, Stopped};
+use crate::work::{record_end, Ctx, End, Stopped};
 use crate::{prims, Rng};
 
 /// How long a Tower request may wait for its key before the layer answers 503.
@@ -223,6 +224,7 @@ pub async fn run_worker(args: ChildArgs) -> i32 {
         return 0;
     };
     let ctx = Ctx::new(rec.clone(), store, args.broken, &args.name);
+    let observers = Observers::start(&ctx, Elections::new(&manager, &options(&args)));
     let args = Arc::new(args);
     let mut tasks = Vec::new();
     for task in 0..args.tasks {
@@ -236,6 +238,10 @@ pub async fn run_worker(args: ChildArgs) -> i32 {
             rec.record(Event::new("proc", "error").detail(format!("task failed: {e}")));
         }
     }
+    // Every process's observers give their last view once nobody campaigns
+    // any more and every leader has resigned.
+    tokio::time::sleep_until(clock.instant_at(elect::quiet_at(&args)).into()).await;
+    observers.finish(&ctx);
     rec.record(Event::new("proc", "closing"));
     if tokio::time::timeout(Duration::from_secs(10), manager.close())
         .await
@@ -269,26 +275,33 @@ impl Kind {
     }
 }
 
-/// A task: round after round, a lock (40 % of the rounds), a read or write
-/// lock (26 %), a semaphore's permit (16 %) or a transfer under a multi-lock
-/// (18 %), until the run stops.
+/// Every primitive's options: the run's TTL, renewed three times per TTL.
+fn options(args: &ChildArgs) -> LockOptions {
+    LockOptions::default()
+        .ttl(args.ttl)
+        .renew_interval(args.ttl / 3)
+}
+
+/// A task: round after round, a lock (33 % of the rounds), a read or write
+/// lock (21 %), a semaphore's permit (13 %), a transfer under a multi-lock
+/// (15 %) or a campaign in an election (18 %), until the run stops.
 async fn worker_task(ctx: Ctx, args: &ChildArgs, manager: &LockManager, task: usize) {
     let mut rng = Rng::new(args.seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let options = LockOptions::default()
-        .ttl(args.ttl)
-        .renew_interval(args.ttl / 3);
+    let options = options(args);
     let locks: Vec<Lock> = (0..args.keys)
         .map(|k| manager.new_lock(format!("k{k}"), options.clone()))
         .collect::<Result<_, _>>()
         .expect("valid lock names and options");
     let prims = prims::Handles::new(manager, args, &options);
+    let elections = Elections::new(manager, &options);
     let clock = ctx.rec.clock();
     while clock.now() < args.stop_at {
         match rng.below(100) {
-            0..=39 => lock_round(&ctx, args, &locks, &mut rng).await,
-            40..=65 => prims::rw_round(&ctx, args, &prims, &mut rng).await,
-            66..=81 => prims::semaphore_round(&ctx, args, &prims, &mut rng).await,
-            _ => prims::transfer_round(&ctx, args, &prims, &mut rng).await,
+            0..=32 => lock_round(&ctx, args, &locks, &mut rng).await,
+            33..=53 => prims::rw_round(&ctx, args, &prims, &mut rng).await,
+            54..=66 => prims::semaphore_round(&ctx, args, &prims, &mut rng).await,
+            67..=81 => prims::transfer_round(&ctx, args, &prims, &mut rng).await,
+            _ => elect::election_round(&ctx, args, &elections, &mut rng).await,
         }
         // A little think time, so that every task does not hammer etcd back to back.
         tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
@@ -378,12 +391,6 @@ async fn lock_round(ctx: &Ctx, args: &ChildArgs, locks: &[Lock], rng: &mut Rng) 
             .await;
         }
     }
-}
-
-/// How a critical section ended.
-enum End {
-    Done,
-    Lost,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -479,21 +486,7 @@ async fn section(
             _ = lost => End::Lost,
         }
     };
-    if let End::Lost = end {
-        ctx.rec
-            .record(Event::new("lost", "info").key(key).token(token).sec(sec));
-    }
-    let how = match end {
-        End::Done => "release",
-        End::Lost => "lost",
-    };
-    ctx.rec.record(
-        Event::new("end", "info")
-            .key(key)
-            .token(token)
-            .sec(sec)
-            .outcome(how),
-    );
+    record_end(ctx, key, token, sec, &end);
     let id = ctx.next_id();
     let ev = |phase: &str| Event::new("release", phase).id(id).key(key).sec(sec);
     ctx.rec.record(ev("invoke").limit(args.ttl));
