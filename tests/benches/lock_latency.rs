@@ -23,28 +23,19 @@
 //! median ≤ 1.2× the floor (delete + watch event + read); for the record,
 //! the hand-off against one put (an earlier target of 2.5×).
 
+mod common;
+
+use std::future::Future;
 use std::time::{Duration, Instant};
 
+use common::handoff::{handoffs, HandOff, MutexHandOff};
+use common::{mark, ms, ratio, stats};
 use distlock::{EtcdConfig, LockManager, LockOptions};
 use distlock_tests::Etcd;
 use etcd_client::{Client, LockOptions as RpcLockOptions};
 
 const CYCLES: usize = 1000;
 const HANDOFFS: usize = 100;
-
-struct Stats {
-    median: Duration,
-    p99: Duration,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Stats {
-        median: at(0.5),
-        p99: at(0.99),
-    }
-}
 
 async fn raw_puts(client: &mut Client) -> Vec<Duration> {
     let mut out = Vec::with_capacity(CYCLES);
@@ -127,36 +118,51 @@ async fn paired_cycles(
     (rpc, ours)
 }
 
-async fn rpc_handoffs(holder: &mut Client, waiter: &Client) -> Vec<Duration> {
-    let lease_a = holder.lease_grant(30, None).await.unwrap().id();
-    let lease_b = holder.lease_grant(30, None).await.unwrap().id();
-    let mut out = Vec::with_capacity(HANDOFFS);
-    for _ in 0..HANDOFFS {
-        let opts = |lease| Some(RpcLockOptions::new().with_lease(lease));
-        let key = holder
-            .lock("/bench/rpc-handoff", opts(lease_a))
-            .await
-            .unwrap()
-            .key()
-            .to_vec();
-        let mut w = waiter.clone();
-        let waiting = tokio::spawn(async move {
-            let key = w
-                .lock("/bench/rpc-handoff", opts(lease_b))
-                .await
-                .unwrap()
-                .key()
-                .to_vec();
-            (Instant::now(), key, w)
-        });
-        tokio::time::sleep(Duration::from_millis(30)).await; // the waiter is queued
-        let t = Instant::now();
-        holder.unlock(key).await.unwrap();
-        let (got, key, mut w) = waiting.await.unwrap();
-        out.push(got - t);
-        w.unlock(key).await.unwrap();
+/// The hand-off of etcd's lock RPC: two clients with a pre-granted lease each.
+struct RpcLockHandOff {
+    holder: Client,
+    waiter: Client,
+    leases: (i64, i64),
+}
+
+impl RpcLockHandOff {
+    async fn new(mut holder: Client, waiter: Client) -> RpcLockHandOff {
+        let a = holder.lease_grant(30, None).await.unwrap().id();
+        let b = holder.lease_grant(30, None).await.unwrap().id();
+        RpcLockHandOff {
+            holder,
+            waiter,
+            leases: (a, b),
+        }
     }
-    out
+}
+
+impl HandOff for RpcLockHandOff {
+    type Held = Vec<u8>;
+    type Got = Vec<u8>;
+
+    async fn take(&mut self) -> Vec<u8> {
+        let opts = RpcLockOptions::new().with_lease(self.leases.0);
+        let held = self.holder.lock("/bench/rpc-handoff", Some(opts)).await;
+        held.unwrap().key().to_vec()
+    }
+
+    fn wait(&self) -> impl Future<Output = Vec<u8>> + Send + 'static {
+        let (mut waiter, lease) = (self.waiter.clone(), self.leases.1);
+        async move {
+            let opts = RpcLockOptions::new().with_lease(lease);
+            let got = waiter.lock("/bench/rpc-handoff", Some(opts)).await;
+            got.unwrap().key().to_vec()
+        }
+    }
+
+    async fn give(&mut self, key: Vec<u8>) {
+        self.holder.unlock(key).await.unwrap();
+    }
+
+    async fn done(&mut self, key: Vec<u8>) {
+        self.waiter.unlock(key).await.unwrap();
+    }
 }
 
 /// The floor of any correct watch-based hand-off: the holder's delete, the
@@ -197,32 +203,6 @@ async fn raw_handoff_floor(holder: &mut Client, waiter: &Client, confirm: bool) 
     out
 }
 
-async fn distlock_handoffs(a: &LockManager, b: &LockManager) -> Vec<Duration> {
-    let holder = a.new_lock("handoff", LockOptions::default()).unwrap();
-    let waiter = std::sync::Arc::new(b.new_lock("handoff", LockOptions::default()).unwrap());
-    waiter.lock().await.unwrap().unlock().await.unwrap(); // starts b's session
-    let mut out = Vec::with_capacity(HANDOFFS);
-    for _ in 0..HANDOFFS {
-        let guard = holder.lock().await.unwrap();
-        let w = waiter.clone();
-        let waiting = tokio::spawn(async move {
-            let g = w.lock().await.unwrap();
-            (Instant::now(), g)
-        });
-        tokio::time::sleep(Duration::from_millis(30)).await; // the waiter is queued
-        let t = Instant::now();
-        guard.unlock().await.unwrap();
-        let (got, g) = waiting.await.unwrap();
-        out.push(got - t);
-        g.unlock().await.unwrap();
-    }
-    out
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:8.3}", d.as_secs_f64() * 1000.0)
-}
-
 #[tokio::main]
 async fn main() {
     let etcd = Etcd::start().await;
@@ -244,12 +224,14 @@ async fn main() {
     let idle_put = stats(raw_puts_after_idle(&mut client).await);
     let (rpc_cycle, cycle) = paired_cycles(&mut client, &a).await;
     let (rpc_cycle, cycle) = (stats(rpc_cycle), stats(cycle));
-    let rpc_handoff = stats(rpc_handoffs(&mut client, &waiter_client).await);
+    let mut rpc = RpcLockHandOff::new(client.clone(), waiter_client.clone()).await;
+    let rpc_handoff = stats(handoffs(&mut rpc, HANDOFFS).await);
     let event = stats(raw_handoff_floor(&mut client, &waiter_client, false).await);
     let floor = stats(raw_handoff_floor(&mut client, &waiter_client, true).await);
     let get = stats(raw_gets(&mut client).await);
     let delete = stats(raw_deletes(&mut client).await);
-    let handoff = stats(distlock_handoffs(&a, &b).await);
+    let mut mutex = MutexHandOff::new(&a, &b, "handoff").await;
+    let handoff = stats(handoffs(&mut mutex, HANDOFFS).await);
 
     println!("\n{:<40} {:>8} {:>8}", "operation (ms)", "median", "p99");
     for (name, s) in [
@@ -266,22 +248,21 @@ async fn main() {
     ] {
         println!("{name:<40} {} {}", ms(s.median), ms(s.p99));
     }
-    let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64();
     let cycle_ratio = ratio(cycle.median, rpc_cycle.median);
     let handoff_ratio = ratio(handoff.median, put.median);
     println!();
     let floor_ratio = ratio(handoff.median, floor.median);
     println!(
         "distlock cycle / lock RPC cycle (median): {cycle_ratio:.2}x  (target <= 1.0x) {}",
-        verdict(cycle_ratio <= 1.0)
+        mark(cycle_ratio <= 1.0)
     );
     println!(
         "distlock hand-off / floor (median):        {floor_ratio:.2}x  (target <= 1.2x) {}",
-        verdict(floor_ratio <= 1.2)
+        mark(floor_ratio <= 1.2)
     );
     println!(
         "distlock hand-off / put (median):          {handoff_ratio:.2}x  (earlier target <= 2.5x) {}",
-        verdict(handoff_ratio <= 2.5)
+        mark(handoff_ratio <= 2.5)
     );
     println!(
         "distlock hand-off / put after idle:        {:.2}x  (the same, against a put made like the release is)",
@@ -301,12 +282,4 @@ async fn main() {
     );
     a.close().await;
     b.close().await;
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "ok"
-    } else {
-        "MISSED"
-    }
 }

@@ -1,10 +1,11 @@
 //! Throughput and scale of distlock next to etcd's own lock RPC and raw reads,
-//! measured in one run against one throwaway etcd (compare the ratios: the
-//! machine is shared).
+//! measured in one run against throwaway etcds (compare the ratios: the
+//! machine is shared): one member, then a three-member loopback cluster, each
+//! row with a column per topology.
 //!
 //! `cargo bench -p distlock-tests --bench scale`
 //!
-//! Each target is printed next to its anchor row with ✓ or ✗:
+//! Each target is printed with ✓ or ✗ per topology:
 //! - distinct-key throughput, 64 tasks: ≥ 2x etcd's lock RPC on one manager,
 //!   ≥ 1.5x across 4 managers in one process;
 //! - `list_locks` over 10,000 held locks ≤ 5x one raw range read of the keys;
@@ -14,21 +15,29 @@
 //!   order, each hand-off wakes one waiter (read RPCs per hand-off), no key left;
 //! - more callers are not slower (issue #17, item 10): `n` distinct locks
 //!   acquired and held on one manager, and `n` acquire+release cycles on
-//!   distinct keys, with 64, 256 and 1,024 acquisitions in flight: the rate
-//!   at 256 and at 1,024 is at least the rate at 64 (the median of
+//!   distinct keys, with 1, 64, 256 and 1,024 acquisitions in flight: the
+//!   rate at each count is at least the rate at the count before it (so
+//!   the rates at 256 and 1,024 are at least the rate at 64; the median of
 //!   interleaved rounds).
 //!
 //! `DISTLOCK_SCALE_LOCKS` (default 10000) and `DISTLOCK_SCALE_SECONDS`
 //! (default 2, per throughput round) shrink or grow the run;
 //! `DISTLOCK_SCALE_ROUNDS` (default 3) sets the sweep's rounds,
 //! `DISTLOCK_SCALE_IN_FLIGHT` (default `64,256,1024`) its in-flight counts,
-//! `DISTLOCK_SCALE_ONLY=sweep` runs the sweep alone, and
+//! `DISTLOCK_SCALE_ONLY=sweep` runs the sweep alone,
+//! `DISTLOCK_SCALE_TOPOLOGY` (`one`, `three` or `both`, the default) the
+//! etcds to measure on, and
 //! `DISTLOCK_SCALE_DIAG=1` prints each sweep row's backend calls and etcd
 //! counters to stderr.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use common::load::{cpu_seconds, rss_bytes, throughput};
+use common::{env_counts, env_usize, mark, median};
 
 use distlock::testing::{Faults, Op};
 use distlock::{EtcdConfig, LockGuard, LockManager, LockOptions};
@@ -37,52 +46,9 @@ use etcd_client::{Client, GetOptions, LockOptions as RpcLockOptions};
 
 const TASKS: usize = 64;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn mark(ok: bool) -> &'static str {
-    if ok {
-        "✓"
-    } else {
-        "✗"
-    }
-}
-
-/// Runs `TASKS` loops of `cycle(task)` for `secs`, returning cycles per second.
-async fn throughput<F, Fut>(secs: f64, cycle: F) -> f64
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let cycle = Arc::new(cycle);
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    let started = Instant::now();
-    for task in 0..TASKS {
-        let (cycle, stop, done) = (cycle.clone(), stop.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                cycle(task).await;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
-}
-
 async fn rpc_throughput(client: &Client, lease: i64, secs: f64, round: usize) -> f64 {
     let client = client.clone();
-    throughput(secs, move |task| {
+    throughput(TASKS, secs, move |task| {
         let mut c = client.clone();
         async move {
             let name = format!("/bench/rpc-{round}-{task}");
@@ -104,39 +70,13 @@ async fn distlock_throughput(managers: &[LockManager], secs: f64, round: usize) 
             )
         })
         .collect();
-    throughput(secs, move |task| {
+    throughput(TASKS, secs, move |task| {
         let lock = locks[task].clone();
         async move {
             lock.lock().await.unwrap().unlock().await.unwrap();
         }
     })
     .await
-}
-
-/// CPU time of this process (user + system), in seconds.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command's closing parenthesis; utime and stime are
-    // the 14th and 15th of the line, in clock ticks (100 per second).
-    let rest = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 /// Acquires `n` locks on one manager, 64 at a time; the guards and the rate.
@@ -208,19 +148,10 @@ async fn release_all(mut guards: Vec<LockGuard>) -> f64 {
     released as f64 / t.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// Acquisitions in flight in the concurrency sweep; the first is the
-/// baseline. `DISTLOCK_SCALE_IN_FLIGHT` (e.g. `64,1024`) overrides them.
+/// Acquisitions in flight in the concurrency sweep, each compared with the
+/// one before. `DISTLOCK_SCALE_IN_FLIGHT` (e.g. `64,1024`) overrides them.
 fn sweep_counts() -> Vec<usize> {
-    std::env::var("DISTLOCK_SCALE_IN_FLIGHT")
-        .ok()
-        .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
-        .filter(|v: &Vec<usize>| !v.is_empty())
-        .unwrap_or_else(|| vec![64, 256, 1024])
+    env_counts("DISTLOCK_SCALE_IN_FLIGHT", &[1, 64, 256, 1024])
 }
 
 /// Per in-flight count: the median rate and every round's rate.
@@ -228,7 +159,7 @@ type SweepRows = Vec<(usize, f64, Vec<f64>)>;
 
 /// The concurrency sweep (issue #17, item 10) on one manager: `n` distinct
 /// locks acquired and held until all are (then released), and `n`
-/// acquire+release cycles on distinct keys, with 64, 256 and 1,024
+/// acquire+release cycles on distinct keys, with 1, 64, 256 and 1,024
 /// acquisitions in flight (see [`sweep_counts`]). Rounds interleave the
 /// in-flight counts.
 async fn sweep(
@@ -370,25 +301,6 @@ async fn run_sweep(
     rows
 }
 
-/// Prints one sweep table; a ✓/✗ line per in-flight count above the first:
-/// its rate must be at least the rate at the first (64).
-fn print_sweep(title: &str, n: usize, rows: &SweepRows) {
-    println!("\n| {title}, {n} distinct locks, one manager | rate (median) | each round |");
-    println!("|---|---|---|");
-    for (k, rate, all) in rows {
-        let all: Vec<String> = all.iter().map(|r| format!("{r:.0}")).collect();
-        println!("| {k} in flight | {rate:.0}/s | {} |", all.join(", "));
-    }
-    let (base_k, base) = (rows[0].0, rows[0].1);
-    for (k, rate, _) in &rows[1..] {
-        let ratio = rate / base;
-        println!(
-            "{} {title}: {k} in flight / {base_k} in flight: {ratio:.2}x (target >= 1.0x)",
-            mark(ratio >= 1.0),
-        );
-    }
-}
-
 /// 1,000 waiters across 100 managers (peers on one connection, with their own
 /// sessions and local queues) on one key: acquisition order, tokens, and the
 /// read RPCs each hand-off costs.
@@ -438,30 +350,64 @@ async fn herd(manager: &LockManager, faults: &Faults) -> (bool, f64, f64, usize)
     )
 }
 
-#[tokio::main]
-async fn main() {
+/// What one topology's run measured (`rows` is `None` when only the sweep ran).
+struct Report {
+    topology: &'static str,
+    rows: Option<Rows>,
+    held: SweepRows,
+    cycles: SweepRows,
+}
+
+/// The rows before the sweep.
+struct Rows {
+    rpc: f64,
+    ours1: f64,
+    ours4: f64,
+    raw_read: Duration,
+    list: Duration,
+    acquire_rate: f64,
+    release_rate: f64,
+    rss_per_lock: f64,
+    /// Whether this was the process's first run: a later run reuses memory
+    /// the earlier one freed, so its RSS growth says nothing.
+    rss_fresh: bool,
+    keep_alives: usize,
+    fifo: bool,
+    reads_per_handoff: f64,
+    ms_per_handoff: f64,
+    left: usize,
+}
+
+/// Every row on `etcd`.
+async fn measure(etcd: &Etcd, topology: &'static str, only_sweep: bool, first: bool) -> Report {
     let n = env_usize("DISTLOCK_SCALE_LOCKS", 10_000);
     let secs = env_usize("DISTLOCK_SCALE_SECONDS", 2) as f64;
-    let etcd = Etcd::start().await;
+    let rounds = env_usize("DISTLOCK_SCALE_ROUNDS", 3);
+    let diag = std::env::var_os("DISTLOCK_SCALE_DIAG").is_some();
     let ns = etcd.namespace();
-    let mut client = Client::connect(etcd.endpoints(), None).await.unwrap();
     let connect = || LockManager::connect(EtcdConfig::new(etcd.endpoints()), &ns);
+    let rows = match only_sweep {
+        true => None,
+        false => Some(main_rows(etcd, &ns, n, secs, first).await),
+    };
+    // More callers must not be slower: 1, 64, 256 and 1,024 in flight.
+    let (held, cycles) = run_sweep(etcd, connect().await.unwrap(), n, rounds, diag).await;
+    Report {
+        topology,
+        rows,
+        held,
+        cycles,
+    }
+}
+
+/// Throughput, many held locks, listing them, and the herd.
+async fn main_rows(etcd: &Etcd, ns: &str, n: usize, secs: f64, rss_fresh: bool) -> Rows {
+    let mut client = Client::connect(etcd.endpoints(), None).await.unwrap();
+    let connect = || LockManager::connect(EtcdConfig::new(etcd.endpoints()), ns);
     let one = connect().await.unwrap();
     let mut four = Vec::new();
     for _ in 0..4 {
         four.push(connect().await.unwrap());
-    }
-    let rounds = env_usize("DISTLOCK_SCALE_ROUNDS", 3);
-    let diag = std::env::var_os("DISTLOCK_SCALE_DIAG").is_some();
-    if std::env::var("DISTLOCK_SCALE_ONLY").is_ok_and(|only| only == "sweep") {
-        let (held, cycles) = run_sweep(&etcd, connect().await.unwrap(), n, rounds, diag).await;
-        print_sweep("acquiring held locks", n, &held);
-        print_sweep("acquire+release cycles", n, &cycles);
-        one.close().await;
-        for m in four {
-            m.close().await;
-        }
-        return;
     }
     let lease = client.lease_grant(60, None).await.unwrap().id();
 
@@ -505,63 +451,205 @@ async fn main() {
     let release_rate = release_all(guards).await;
 
     let (fifo, reads_per_handoff, ms_per_handoff, left) = herd(&one, &Faults::new()).await;
-
-    // More callers must not be slower: 64, 256 and 1,024 in flight.
-    let (held, cycles) = run_sweep(&etcd, connect().await.unwrap(), n, rounds, diag).await;
-
-    println!("\n| row | value |");
-    println!("|---|---|");
-    println!("| etcd lock RPC, 64 tasks, distinct keys | {rpc:.0} cycles/s |");
-    println!("| distlock, one manager | {ours1:.0} cycles/s |");
-    println!("| distlock, 4 managers | {ours4:.0} cycles/s |");
-    println!(
-        "| raw range read of {n} keys | {:.1} ms |",
-        raw_read.as_secs_f64() * 1000.0
-    );
-    println!(
-        "| list_locks over {n} locks | {:.1} ms |",
-        list.as_secs_f64() * 1000.0
-    );
-    println!("| acquiring {n} locks on one manager | {acquire_rate:.0} locks/s |");
-    println!("| releasing them | {release_rate:.0} locks/s |");
-    println!("| RSS per held lock | {rss_per_lock:.0} B |");
-    println!("| keep-alives in 3 s, renew every 1 s, {n} locks | {keep_alives} |");
-    println!("| 1,000 waiters / 100 managers: hand-off | {ms_per_handoff:.2} ms |");
-    println!("| queue reads per hand-off | {reads_per_handoff:.2} |");
-    println!();
-    let r1 = ours1 / rpc;
-    let r4 = ours4 / rpc;
-    let lr = list.as_secs_f64() / raw_read.as_secs_f64();
-    println!(
-        "{} one manager / lock RPC:     {r1:.2}x (target >= 2.0x)",
-        mark(r1 >= 2.0)
-    );
-    println!(
-        "{} 4 managers / lock RPC:      {r4:.2}x (target >= 1.5x)",
-        mark(r4 >= 1.5)
-    );
-    println!(
-        "{} list_locks / raw read:      {lr:.2}x (target <= 5x)",
-        mark(lr <= 5.0)
-    );
-    println!(
-        "{} acquire rate:               {acquire_rate:.0}/s (target >= 10000/s)",
-        mark(acquire_rate >= 10_000.0)
-    );
-    println!(
-        "{} RSS per held lock:          {rss_per_lock:.0} B (target <= 1024 B)",
-        mark(rss_per_lock <= 1024.0)
-    );
-    println!(
-        "{} keep-alives per interval:   {:.1} for 1 session (target 1, independent of {n} locks)",
-        mark(keep_alives <= 4),
-        keep_alives as f64 / 3.0
-    );
-    println!("{} herd: tokens in acquisition order: {fifo}; reads per hand-off {reads_per_handoff:.2} (target <= 2: no thundering herd); keys left {left}", mark(fifo && reads_per_handoff <= 2.0 && left == 0));
-    print_sweep("acquiring held locks", n, &held);
-    print_sweep("acquire+release cycles", n, &cycles);
     one.close().await;
     for m in four {
         m.close().await;
     }
+    Rows {
+        rpc,
+        ours1,
+        ours4,
+        raw_read,
+        list,
+        acquire_rate,
+        release_rate,
+        rss_per_lock,
+        rss_fresh,
+        keep_alives,
+        fifo,
+        reads_per_handoff,
+        ms_per_handoff,
+        left,
+    }
+}
+
+/// A Markdown table: a header row, then one row per line.
+fn table(first: &str, columns: &[&str], lines: Vec<(String, Vec<String>)>) {
+    println!("\n| {first} | {} |", columns.join(" | "));
+    println!("|---|{}", "---|".repeat(columns.len()));
+    for (name, cells) in lines {
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+}
+
+/// The rows and the targets, a column per topology.
+fn print_rows(reports: &[Report], n: usize) {
+    let reports: Vec<(&str, &Rows)> = reports
+        .iter()
+        .filter_map(|r| Some((r.topology, r.rows.as_ref()?)))
+        .collect();
+    if reports.is_empty() {
+        return;
+    }
+    let columns: Vec<&str> = reports.iter().map(|(t, _)| *t).collect();
+    let row = |name: &str, cell: &dyn Fn(&Rows) -> String| {
+        (
+            name.to_owned(),
+            reports.iter().map(|(_, r)| cell(r)).collect(),
+        )
+    };
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    table(
+        "row",
+        &columns,
+        vec![
+            row("etcd lock RPC, 64 tasks, distinct keys", &|r| {
+                format!("{:.0} cycles/s", r.rpc)
+            }),
+            row("distlock, one manager", &|r| {
+                format!("{:.0} cycles/s", r.ours1)
+            }),
+            row("distlock, 4 managers", &|r| {
+                format!("{:.0} cycles/s", r.ours4)
+            }),
+            row(&format!("raw range read of {n} keys"), &|r| ms(r.raw_read)),
+            row(&format!("list_locks over {n} locks"), &|r| ms(r.list)),
+            row(&format!("acquiring {n} locks on one manager"), &|r| {
+                format!("{:.0} locks/s", r.acquire_rate)
+            }),
+            row("releasing them", &|r| {
+                format!("{:.0} locks/s", r.release_rate)
+            }),
+            row("RSS per held lock", &|r| match r.rss_fresh {
+                true => format!("{:.0} B", r.rss_per_lock),
+                false => "— (reuses the first run's memory)".to_owned(),
+            }),
+            row(
+                &format!("keep-alives in 3 s, renew every 1 s, {n} locks"),
+                &|r| r.keep_alives.to_string(),
+            ),
+            row("1,000 waiters / 100 managers: hand-off", &|r| {
+                format!("{:.2} ms", r.ms_per_handoff)
+            }),
+            row("queue reads per hand-off", &|r| {
+                format!("{:.2}", r.reads_per_handoff)
+            }),
+        ],
+    );
+    let target = |name: &str, cell: &dyn Fn(&Rows) -> (String, bool)| {
+        row(name, &|r| match cell(r) {
+            (value, _) if value == "—" => value, // not measured
+            (value, ok) => format!("{value} {}", mark(ok)),
+        })
+    };
+    table(
+        "target",
+        &columns,
+        vec![
+            target("one manager / lock RPC ≥ 2.0x", &|r| {
+                let x = r.ours1 / r.rpc;
+                (format!("{x:.2}x"), x >= 2.0)
+            }),
+            target("4 managers / lock RPC ≥ 1.5x", &|r| {
+                let x = r.ours4 / r.rpc;
+                (format!("{x:.2}x"), x >= 1.5)
+            }),
+            target("list_locks / raw read ≤ 5x", &|r| {
+                let x = r.list.as_secs_f64() / r.raw_read.as_secs_f64();
+                (format!("{x:.2}x"), x <= 5.0)
+            }),
+            target("acquire rate ≥ 10,000/s", &|r| {
+                (
+                    format!("{:.0}/s", r.acquire_rate),
+                    r.acquire_rate >= 10_000.0,
+                )
+            }),
+            target(
+                "RSS per held lock ≤ 1,024 B (first run only)",
+                &|r| match r.rss_fresh {
+                    true => (format!("{:.0} B", r.rss_per_lock), r.rss_per_lock <= 1024.0),
+                    false => ("—".to_owned(), true),
+                },
+            ),
+            target("keep-alives per renew interval: 1 per session", &|r| {
+                let per = r.keep_alives as f64 / 3.0;
+                (format!("{per:.1}"), r.keep_alives <= 4)
+            }),
+            target(
+                "herd: tokens in order, ≤ 2 reads per hand-off, no key left",
+                &|r| {
+                    let ok = r.fifo && r.reads_per_handoff <= 2.0 && r.left == 0;
+                    let value = format!(
+                        "{}, {:.2} reads, {} left",
+                        if r.fifo { "in order" } else { "OUT OF ORDER" },
+                        r.reads_per_handoff,
+                        r.left
+                    );
+                    (value, ok)
+                },
+            ),
+        ],
+    );
+}
+
+/// One sweep table, a column per topology; then a target row per in-flight
+/// count after the first: its rate must be at least the rate at the count
+/// before it.
+fn print_sweep(title: &str, n: usize, reports: &[Report], rows: fn(&Report) -> &SweepRows) {
+    let columns: Vec<&str> = reports.iter().map(|r| r.topology).collect();
+    let first = rows(&reports[0]);
+    let mut lines = Vec::new();
+    for (i, (k, _, _)) in first.iter().enumerate() {
+        let cells = reports
+            .iter()
+            .map(|r| {
+                let (_, rate, all) = &rows(r)[i];
+                let all: Vec<String> = all.iter().map(|r| format!("{r:.0}")).collect();
+                format!("{rate:.0}/s ({})", all.join(", "))
+            })
+            .collect();
+        lines.push((format!("{k} in flight"), cells));
+    }
+    for (i, pair) in first.windows(2).enumerate() {
+        let cells = reports
+            .iter()
+            .map(|r| {
+                let ratio = rows(r)[i + 1].1 / rows(r)[i].1;
+                format!("{ratio:.2}x {}", mark(ratio >= 1.0))
+            })
+            .collect();
+        let (before, k) = (pair[0].0, pair[1].0);
+        lines.push((format!("{k} / {before} in flight ≥ 1.0x"), cells));
+    }
+    let first_column = format!("{title}, {n} distinct locks, one manager: median (each round)");
+    table(&first_column, &columns, lines);
+}
+
+/// The etcds to measure on, from `DISTLOCK_SCALE_TOPOLOGY`.
+fn topologies() -> Vec<usize> {
+    match std::env::var("DISTLOCK_SCALE_TOPOLOGY").as_deref() {
+        Ok("one") => vec![1],
+        Ok("three") => vec![3],
+        Ok("both") | Err(_) => vec![1, 3],
+        Ok(other) => panic!("DISTLOCK_SCALE_TOPOLOGY is `one`, `three` or `both`, not `{other}`"),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("DISTLOCK_SCALE_LOCKS", 10_000);
+    let only_sweep = std::env::var("DISTLOCK_SCALE_ONLY").is_ok_and(|only| only == "sweep");
+    let mut reports = Vec::new();
+    for (i, members) in topologies().into_iter().enumerate() {
+        let (etcd, topology) = match members {
+            1 => (Etcd::start().await, "one member"),
+            _ => (Etcd::start_cluster(members).await, "three members"),
+        };
+        eprintln!("measuring on {topology}");
+        reports.push(measure(&etcd, topology, only_sweep, i == 0).await);
+        drop(etcd); // stopped before the next topology starts
+    }
+    print_rows(&reports, n);
+    print_sweep("acquiring held locks", n, &reports, |r| &r.held);
+    print_sweep("acquire+release cycles", n, &reports, |r| &r.cycles);
 }

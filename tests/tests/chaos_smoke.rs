@@ -1,8 +1,9 @@
 //! The chaos checker can fail: a short run with `--broken` workers (they ignore
 //! `lost()` and write without their fencing token; they also take the
-//! semaphore with one permit too many, write under a read lock, and lock only
-//! the first account of a transfer) must end with violations of every
-//! primitive's rules and a non-zero exit status. The clean 60-second run is a
+//! semaphore with one permit too many, write under a read lock, lock only
+//! the first account of a transfer, and act as an election's leader without
+//! campaigning) must end with violations of every primitive's rules and a
+//! non-zero exit status. The clean 60-second run is a
 //! step of `scripts/test.sh`; this only proves the end-to-end path can say "no".
 
 use std::process::Command;
@@ -24,12 +25,12 @@ fn broken_workers_are_caught() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("last line is not the summary: {last:?}\n{stdout}"));
     assert!(violations > 0, "broken workers went unnoticed:\n{stdout}");
-    // `violations by primitive: lock 3, multi-lock 5, read-write 7, semaphore 2`
+    // `violations by primitive: election 4, lock 3, multi-lock 5, read-write 7, semaphore 2`
     let by_primitive = stdout
         .lines()
         .find_map(|l| l.strip_prefix("violations by primitive: "))
         .unwrap_or_else(|| panic!("no violations by primitive:\n{stdout}"));
-    for primitive in ["semaphore", "read-write", "multi-lock"] {
+    for primitive in ["semaphore", "read-write", "multi-lock", "election"] {
         let n: u64 = by_primitive
             .split(", ")
             .find_map(|p| p.strip_prefix(primitive)?.trim().parse().ok())

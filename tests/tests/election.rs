@@ -304,7 +304,12 @@ async fn an_observer_resumes_across_a_break_and_a_compaction() {
                     break;
                 }
             }
-            Ok(Some(Err(_))) => continue,
+            Ok(Some(Err(err))) => {
+                // The code is said once: "backend error: observing the
+                // election: ...", not the inner error's code again.
+                let text = err.to_string();
+                assert_eq!(text.matches(&err.code().to_string()).count(), 1, "{text}");
+            }
             _ => continue,
         }
     }

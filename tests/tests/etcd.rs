@@ -454,3 +454,37 @@ async fn a_key_that_is_not_utf8_is_a_contender_like_any_other() {
         .await
         .unwrap();
 }
+
+/// A connection reset as the manager connects is tried again: etcd's
+/// connections are closed as they are accepted until 150 ms in, and
+/// `connect` still succeeds (it tries its first requests three times,
+/// 100 ms apart); one that stays refused fails, with `Backend`, promptly.
+#[tokio::test]
+async fn a_connection_reset_as_the_manager_connects_is_tried_again() {
+    let etcd = Etcd::start().await;
+    let proxy = TcpProxy::start_for(&etcd.endpoints()[0]).await;
+    let config = || EtcdConfig::new([proxy.endpoint()]);
+
+    proxy.drop_traffic();
+    let started = Instant::now();
+    let Err(err) = LockManager::connect(config(), "/reset").await else {
+        panic!("connected while every connection was closed");
+    };
+    assert_eq!(err.code(), ErrorCode::Backend, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    proxy.drop_traffic();
+    let restore = async {
+        sleep(Duration::from_millis(150)).await;
+        proxy.restore();
+    };
+    let (connected, ()) = tokio::join!(LockManager::connect(config(), "/reset"), restore);
+    let manager = connected.expect("one reset failed the start");
+    let lock = manager.new_lock("r", LockOptions::default()).unwrap();
+    lock.lock().await.unwrap().unlock().await.unwrap();
+    manager.close().await;
+}

@@ -22,6 +22,7 @@ on_both_backends!(
     a_release_wakes_one_waiter,
     a_crashed_holders_permit_comes_back_within_a_ttl,
     readers_share_and_writers_exclude,
+    readers_sharing_reads_in_few_managers_never_meet_a_writer,
     a_reader_waits_for_a_writer_queued_before_it,
     readers_behind_a_writer_are_admitted_together,
     a_downgrade_lets_no_writer_in_between,
@@ -32,6 +33,7 @@ on_both_backends!(
     a_multi_lock_try_takes_none_when_one_name_is_busy,
     abandoned_waiters_of_every_primitive_leave_no_key,
     a_late_enqueue_of_every_primitive_leaves_no_key,
+    a_timeout_names_what_it_waited_for,
 );
 
 /// Keys left under the namespace (etcd), or held locks and semaphore
@@ -326,6 +328,50 @@ async fn readers_share_and_writers_exclude(fx: &Fixture) {
     }
     assert!(
         detector.most_readers.load(Ordering::SeqCst) > 1,
+        "readers never shared"
+    );
+    let violations = detector.violations.load(Ordering::SeqCst);
+    assert_eq!(violations, 0, "a writer overlapped another section");
+    no_keys_left(fx, &fx.manager()).await;
+}
+
+/// Many readers per manager (whose position reads are shared) and writers
+/// among them, on 3 managers: readers overlap each other; a writer overlaps
+/// nothing.
+async fn readers_sharing_reads_in_few_managers_never_meet_a_writer(fx: &Fixture) {
+    let detector = RwDetector::default();
+    let mut tasks = Vec::new();
+    for m in 0..3 {
+        let manager = fx.another().await;
+        for t in 0..8 {
+            let (manager, detector) = (manager.clone(), detector.clone());
+            tasks.push(tokio::spawn(async move {
+                let rw = manager.new_rw_lock("many", LockOptions::default()).unwrap();
+                for round in 0..5 {
+                    if (m + t + round) % 5 == 0 {
+                        let w = rw.write().await.unwrap();
+                        {
+                            let _inside = detector.writer();
+                            sleep(Duration::from_millis(3)).await;
+                        }
+                        w.release().await.unwrap();
+                    } else {
+                        let r = rw.read().await.unwrap();
+                        {
+                            let _inside = detector.reader();
+                            sleep(Duration::from_millis(10)).await;
+                        }
+                        r.release().await.unwrap();
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        timeout(Duration::from_secs(120), t).await.unwrap().unwrap();
+    }
+    assert!(
+        detector.most_readers.load(Ordering::SeqCst) > 3,
         "readers never shared"
     );
     let violations = detector.violations.load(Ordering::SeqCst);
@@ -720,4 +766,59 @@ async fn a_late_enqueue_of_every_primitive_leaves_no_key(fx: &Fixture) {
     ml.lock().await.unwrap().release().await.unwrap();
     sleep(Duration::from_millis(400 + 1500)).await; // landed, then swept or revoked
     no_keys_left(fx, &fx.manager()).await;
+}
+
+/// A wait that ran out says what it waited for: a lock, a read lock, a
+/// semaphore, an election or a multi-lock's names.
+async fn a_timeout_names_what_it_waited_for(fx: &Fixture) {
+    let (holder, waiter) = (fx.another().await, fx.another().await);
+    let opts = LockOptions::default;
+    let wait = Duration::from_millis(200);
+    let said = |err: distlock::LockError| {
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
+        err.message().to_owned()
+    };
+    let _lock = holder
+        .new_lock("t-a", opts())
+        .unwrap()
+        .lock()
+        .await
+        .unwrap();
+    let _write = holder
+        .new_rw_lock("t-rw", opts())
+        .unwrap()
+        .write()
+        .await
+        .unwrap();
+    let _permit = holder
+        .new_semaphore("t-sem", 1, opts())
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    let _leads = holder
+        .new_election("t-e", opts())
+        .unwrap()
+        .campaign("h")
+        .await
+        .unwrap();
+
+    let lock = waiter.new_lock("t-a", opts()).unwrap();
+    let err = said(lock.lock_timeout(wait).await.unwrap_err());
+    assert!(err.starts_with("lock `t-a` not acquired within"), "{err}");
+    let rw = waiter.new_rw_lock("t-rw", opts()).unwrap();
+    let err = said(rw.read_timeout(wait).await.unwrap_err());
+    assert!(err.starts_with("read lock `t-rw` not acquired"), "{err}");
+    let sem = waiter.new_semaphore("t-sem", 1, opts()).unwrap();
+    let err = said(sem.acquire_timeout(wait).await.unwrap_err());
+    assert!(err.starts_with("semaphore `t-sem` not acquired"), "{err}");
+    let election = waiter.new_election("t-e", opts()).unwrap();
+    let err = said(election.campaign_timeout("w", wait).await.unwrap_err());
+    assert!(err.starts_with("election `t-e` not acquired"), "{err}");
+    let multi = waiter.new_multi_lock(["t-b", "t-a"], opts()).unwrap();
+    let err = said(multi.lock_timeout(wait).await.unwrap_err());
+    assert!(
+        err.starts_with("multi-lock `t-a`, `t-b` not acquired"),
+        "{err}"
+    );
 }

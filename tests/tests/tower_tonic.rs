@@ -338,3 +338,35 @@ async fn grpc_code_for_replaces_one_kinds_code() {
     let status = check(&fx.client, Some("")).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }
+
+/// One service of a server wrapped on its own (`LockService` has the inner
+/// service's gRPC name): `add_service(layer.layer(health))` serves it, and
+/// a busy key is refused there as through `Server::builder().layer(..)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_wrapped_service_is_added_on_its_own() {
+    use tower::Layer;
+    let etcd = Etcd::start().await;
+    let connect = || LockManager::connect(EtcdConfig::new(etcd.endpoints()), "/one-svc");
+    let (manager, jobs) = (connect().await.unwrap(), connect().await.unwrap());
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let layer = LockLayer::new(manager.clone(), Header::new("x-key")).wait(WAIT);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        Server::builder()
+            .add_service(layer.layer(health))
+            .serve_with_incoming(TcpIncoming::from(listener))
+            .await
+            .unwrap()
+    });
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap();
+    let client = HealthClient::new(channel.connect().await.unwrap());
+
+    let busy = jobs.new_lock("busy", LockOptions::default()).unwrap();
+    let _held = busy.lock().await.unwrap();
+    let status = check(&client, Some("busy")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(check(&client, Some("free")).await.unwrap(), SERVING);
+    server.abort();
+    manager.close().await;
+}

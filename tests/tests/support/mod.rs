@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod http;
 pub mod log;
+pub mod prim;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -96,6 +97,13 @@ impl Fixture {
         let etcd = self.etcd.as_ref()?;
         Some(raw_keys(etcd, &self.namespace).await)
     }
+}
+
+/// A manager of `fx` whose backend calls go through `faults`, with a short
+/// request timeout (800 ms) so that stalls are quick.
+pub async fn faulty(fx: &Fixture, faults: &distlock::testing::Faults) -> LockManager {
+    faults.request_timeout(Duration::from_millis(800));
+    fx.another().await.with_faults(faults)
 }
 
 pub async fn connect(etcd: &Etcd, namespace: &str) -> LockManager {
