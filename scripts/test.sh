@@ -53,5 +53,5 @@ export DISTLOCK_EXPECT_ETCD_VERSION=3.5
 cargo test --workspace --locked --lib \
     --test etcd_versions --test behaviour --test etcd --test failure_paths \
     --test etcd_auth --test etcd_tls --test etcd_watch \
-    --test primitives --test election "$@"
+    --test primitives --test primitive_failures --test election "$@"
 echo "distlock: etcd 3.5 round (etcd suites) took $((SECONDS - start)) s" >&2
