@@ -25,6 +25,7 @@ on_both_backends!(
     a_leader_that_stops_renewing_hears_it_before_the_next_leads,
     run_while_leader_cancels_the_work_on_loss_and_resigns_after,
     bad_values_and_names_are_typed_errors,
+    a_campaign_never_leads_with_a_token_other_than_the_one_seen,
 );
 
 /// 3 managers × 3 campaigners × 3 terms: never two leaders' sections at once,
@@ -198,6 +199,55 @@ async fn a_leader_that_stops_renewing_hears_it_before_the_next_leads(fx: &Fixtur
     assert!(!leading.is_held());
     new.resign().await.unwrap();
     faults.heal();
+}
+
+/// The chaos run's seed 4 (docs/chaos.md): a campaign's first enqueue
+/// applies but its answer is lost, and the candidate's lease goes (its
+/// renewals fail past the TTL) before the retry lands. Meanwhile its key
+/// led: an observer saw its value lead with that key's token. The campaign
+/// must not then lead with a fresh key under the same value, a second token
+/// for what observers took for one leadership: it fails with `Expired`, as
+/// when a waiting candidate's key vanishes, or leads with the token seen.
+async fn a_campaign_never_leads_with_a_token_other_than_the_one_seen(fx: &Fixture) {
+    let faults = Faults::new();
+    let cut = fx.another().await.with_faults(&faults);
+    let election = cut.new_election("unheard", short_ttl(1)).unwrap();
+    let watcher = fx.another().await;
+    let watched = watcher
+        .new_election("unheard", LockOptions::default())
+        .unwrap();
+    let mut changes = watched.observe();
+    assert_eq!(next(&mut changes).await, None, "nobody leads yet");
+    faults.always(Op::KeepAlive, Fault::Fail);
+    faults.inject(Op::Enqueue, Fault::Lose, 1);
+    // The retry reaches the store after the lease is gone.
+    faults.inject(Op::Enqueue, Fault::Slow(Duration::from_millis(2500)), 1);
+    let campaign = timeout(Duration::from_secs(10), election.campaign("stalled"))
+        .await
+        .expect("the campaign is bounded");
+    let seen = next(&mut changes).await.expect("its first key led");
+    assert_eq!(seen.value, b"stalled");
+    match campaign {
+        Ok(leading) => {
+            assert_eq!(
+                leading.fencing_token(),
+                seen.fencing_token,
+                "led with another token than observers saw it lead with"
+            );
+            leading.resign().await.unwrap();
+        }
+        Err(err) => assert_eq!(err.code(), ErrorCode::Expired, "{err}"),
+    }
+    faults.heal();
+    // Its key went with its lease: nobody leads now.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watched.leader().await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "a key of the failed campaign leads"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn run_while_leader_cancels_the_work_on_loss_and_resigns_after(fx: &Fixture) {

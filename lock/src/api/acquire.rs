@@ -169,6 +169,7 @@ impl Lock {
         let timeout = self.shared.backend.request_timeout();
         let mut retry = Retry::new(&self.opts).reporting(Arc::clone(health));
         let mut deadline = None;
+        let candidate = value.is_some();
         // A shared session can vanish unnoticed between keep-alives (its lease
         // revoked); then etcd refuses the enqueue and we retry once on a fresh one.
         for attempt in 0..2 {
@@ -208,8 +209,16 @@ impl Lock {
             let won = match outcome {
                 Outcome::Won(won) => won,
                 Outcome::Busy => return Ok(None),
-                Outcome::LeaseGone => {
+                Outcome::LeaseGone { unheard } => {
                     session.expire("the server no longer knows the lease");
+                    if unheard && candidate {
+                        // A candidate's key may have led unheard (observers
+                        // saw its value lead with that key's token): a
+                        // campaign on a fresh key would lead with another
+                        // token under the same value. It failed, as when
+                        // its key vanishes while it waits.
+                        return Err(campaign_key_gone(&self.name));
+                    }
                     if attempt == 0 {
                         continue;
                     }
@@ -324,6 +333,16 @@ fn upgrade_refused(name: &str) -> LockError {
         format!(
             "this task holds `{name}` for reading: a write lock would wait for it; release the \
              read lock first"
+        ),
+    )
+}
+
+fn campaign_key_gone(name: &str) -> LockError {
+    LockError::new(
+        ErrorCode::Expired,
+        format!(
+            "the campaign for `{name}` lost its lease while a request of it went unanswered: \
+             its key may have led meanwhile; campaign again"
         ),
     )
 }

@@ -292,7 +292,7 @@ impl MultiLock {
             let key = contender.key().to_owned();
             let won = match contender.settle(enqueued, Mode::Wait).await? {
                 Outcome::Won(won) => won,
-                Outcome::Busy | Outcome::LeaseGone => {
+                Outcome::Busy | Outcome::LeaseGone { .. } => {
                     return Err(LockError::new(
                         ErrorCode::Expired,
                         "the session lease vanished while waiting",

@@ -50,9 +50,12 @@ pub(crate) enum Outcome {
     Won(Won),
     /// `Mode::Try` found the lock busy.
     Busy,
-    /// The session's lease no longer exists; nothing was written. The caller
-    /// may retry with a fresh session.
-    LeaseGone,
+    /// The session's lease no longer exists, so no key of ours does now. The
+    /// caller may retry with a fresh session. `unheard`: an earlier attempt
+    /// got no answer, so it may have made our key, which then went with the
+    /// lease — and meanwhile it may have stood in the queue, at its head
+    /// even, where observers of an election saw it lead.
+    LeaseGone { unheard: bool },
 }
 
 /// A won entry: the key's create revision (the fencing token) and, for an
@@ -187,7 +190,8 @@ impl Contender {
                 // etcd refused the whole transaction: nothing to clean up.
                 Err(err) if err.code() == ErrorCode::Expired => {
                     self.written = Written::Nothing;
-                    return Ok(Outcome::LeaseGone);
+                    let unheard = self.unanswered.load(Ordering::SeqCst);
+                    return Ok(Outcome::LeaseGone { unheard });
                 }
                 Err(err) => return Err(err),
             };

@@ -100,7 +100,11 @@ impl Election {
     /// Campaigns with `value` and waits until this candidate leads (cancel
     /// by dropping the future: the candidacy goes with it). Fails with
     /// `InvalidOptions` for an empty or oversized value, `AlreadyHeld` when
-    /// this task already campaigns in this election through this manager.
+    /// this task already campaigns in this election through this manager,
+    /// `Expired` when its key vanished while it waited — or when its lease
+    /// went while a request of it was unanswered, as its key may have led
+    /// meanwhile, seen with that key's token (a leadership is only ever the
+    /// one observers saw).
     ///
     /// ```
     /// # use distlock::{LockManager, LockOptions};
