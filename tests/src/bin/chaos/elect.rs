@@ -19,7 +19,7 @@ use distlock::{Election, ErrorCode, Leader, Leadership, LockManager, LockOptions
 
 use crate::history::Event;
 use crate::prims::{self, attempt, Held, How};
-use crate::work::{record_end, Ctx, End, Stopped};
+use crate::work::{record_end, Ctx, End, Pending, Stopped};
 use crate::worker::ChildArgs;
 use crate::Rng;
 
@@ -308,8 +308,12 @@ fn lead<'a>(
             };
             let mut invoke = ev("invoke").limit(args.ttl);
             invoke.value = Some(value.clone());
-            ctx.rec.record(invoke);
-            if let Err(e) = leading.proclaim(value).await {
+            // The section is dropped mid-proclaim when leadership is lost
+            // (the `lost()` branch, or `run_while_leader` cancelling it).
+            let pending = Pending::invoked(&ctx.rec, invoke);
+            let proclaimed = leading.proclaim(value).await;
+            pending.done();
+            if let Err(e) = proclaimed {
                 ctx.rec.record(
                     ev("fail")
                         .outcome(&format!("{:?}", e.code()))

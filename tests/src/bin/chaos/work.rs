@@ -35,13 +35,24 @@ pub enum Stopped {
 
 /// Records a call as cancelled (outcome unknown: the request may have been
 /// sent) if its future is dropped before it completes.
-struct Pending<'a> {
+pub struct Pending<'a> {
     rec: &'a Recorder,
     event: Option<Event>,
 }
 
-impl Pending<'_> {
-    fn done(mut self) {
+impl<'a> Pending<'a> {
+    /// Records `invoke` now, and its end as cancelled should the call be
+    /// dropped before [`done`](Self::done).
+    pub fn invoked(rec: &'a Recorder, invoke: Event) -> Self {
+        rec.record(invoke.clone());
+        Pending {
+            rec,
+            event: Some(invoke),
+        }
+    }
+
+    /// The call completed (its end is recorded by the caller).
+    pub fn done(mut self) {
         self.event = None;
     }
 }
