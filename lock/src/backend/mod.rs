@@ -27,6 +27,7 @@ pub(crate) mod faulty;
 pub(crate) mod memory;
 mod terms;
 mod version;
+mod watch_groups;
 mod watch_hub;
 
 /// The most keys one [`Backend::aheads`] read answers for: two operations

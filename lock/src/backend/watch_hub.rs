@@ -1,11 +1,16 @@
 //! One etcd watch stream per manager, carrying every wait for a deleted key.
 //!
-//! Each wait is one watcher on the shared stream, with a watch id chosen by
-//! us so responses can be routed back (client-chosen ids need etcd 3.4+,
-//! checked at connect); it is cancelled on etcd shortly after it fired or its
-//! waiter went away (with the others of that moment, after the reads that
-//! the waiters it woke make: see [`Stream::cancel_later`]). Compared with a stream per wait, a wait costs one message
-//! on an open stream instead of a new HTTP/2 stream.
+//! A wait is one watcher on the shared stream, with a watch id chosen by us
+//! so responses can be routed back (client-chosen ids need etcd 3.4+,
+//! checked at connect) — or it joins a watcher that waits for the same key
+//! from an earlier revision (see [`Group`]): the K readers of one manager
+//! behind a writer share one watcher, and its one event wakes them all at
+//! once rather than one event each, spread over a millisecond. A watcher is
+//! cancelled on etcd shortly after it fired or its last waiter went away
+//! (with the others of that moment, after the reads that the waiters it
+//! woke make: see [`Stream::cancel_later`]). Compared with a stream per
+//! wait, a wait costs one message on an open stream instead of a new HTTP/2
+//! stream, or none.
 //!
 //! Failure handling, in the stream task ([`run`]):
 //! - **Broken stream.** Every pending wait fails transiently (its caller
@@ -23,7 +28,7 @@
 //!   again. A watch refused again on the fresh stream is a real denial: its
 //!   waiter gets `PermissionDenied`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -34,6 +39,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::errors::map_error;
+use super::watch_groups::Waits;
 use crate::error::{ErrorCode, LockError, Result};
 
 enum Command {
@@ -119,17 +125,6 @@ impl WatchHub {
         *slot = Some(tx.clone());
         tx
     }
-}
-
-/// A wait registered on the stream.
-struct Pending {
-    key: Vec<u8>,
-    from: i64,
-    puts: bool,
-    fired: oneshot::Sender<Result<()>>,
-    /// Refused once already, and re-registered on a stream opened right after
-    /// re-authenticating: a second refusal is for good.
-    reauthenticated: bool,
 }
 
 /// Why the stream task gives up its stream.
@@ -237,13 +232,12 @@ impl Stream {
     }
 
     /// Re-authenticates and reopens the stream with every pending watch.
-    async fn reopen(&mut self, waiting: &HashMap<i64, Pending>) -> std::result::Result<(), Broken> {
+    async fn reopen(&mut self, waiting: &Waits) -> std::result::Result<(), Broken> {
         self.stream = None;
         let client = self.client.clone();
         self.bounded("authenticate", client.refresh_token()).await?;
-        for (&id, pending) in waiting {
-            self.watch(id, &pending.key, pending.from, pending.puts)
-                .await?;
+        for (&id, group) in &waiting.groups {
+            self.watch(id, &group.key, group.from, group.puts).await?;
         }
         Ok(())
     }
@@ -326,7 +320,7 @@ async fn run(
     request_timeout: Duration,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut waiting: HashMap<i64, Pending> = HashMap::new();
+    let mut waiting = Waits::default();
     let mut stream = Stream {
         client,
         request_timeout,
@@ -343,14 +337,16 @@ async fn run(
             command = commands.recv() => match command {
                 None => break Ok(()),
                 Some(Command::Watch { id, key, from, puts, fired }) => {
-                    let sent = stream.watch(id, &key, from, puts).await;
-                    waiting.insert(id, Pending { key, from, puts, fired, reauthenticated: false });
-                    sent
+                    match waiting.add(id, key.clone(), from, puts, fired) {
+                        Some(watch) => stream.watch(watch, &key, from, puts).await,
+                        None => Ok(()),
+                    }
                 }
                 Some(Command::Cancel { id }) => {
-                    // Still pending: the waiter left early; cancel on etcd.
-                    if waiting.remove(&id).is_some() {
-                        stream.cancel_later(id);
+                    // Still pending: the waiter left early; cancel on etcd
+                    // once no other wait needs the watcher.
+                    if let Some(watch) = waiting.leave(id) {
+                        stream.cancel_later(watch);
                     }
                     Ok(())
                 }
@@ -386,12 +382,14 @@ async fn run(
         }
     };
     if let Err(Broken::Fail(err)) = outcome {
-        for (_, pending) in waiting {
-            let _ = pending.fired.send(Err(LockError::with_source(
-                err.code(),
-                "etcd watch failed",
-                err.to_string(),
-            )));
+        for (_, group) in waiting.groups {
+            group.fire(|| {
+                Err(LockError::with_source(
+                    err.code(),
+                    "etcd watch failed",
+                    err.to_string(),
+                ))
+            });
         }
     }
     // Otherwise the pending senders drop: their waits fail transiently.
@@ -402,7 +400,7 @@ async fn run(
 async fn route(
     resp: WatchResponse,
     stream: &mut Stream,
-    waiting: &mut HashMap<i64, Pending>,
+    waiting: &mut Waits,
 ) -> std::result::Result<(), Broken> {
     let mut id = resp.watch_id();
     if resp.created() {
@@ -432,27 +430,25 @@ async fn route(
         "watch response"
     );
     if refused(&resp) {
-        let Some(pending) = waiting.get_mut(&id) else {
+        let Some(group) = waiting.groups.get_mut(&id) else {
             return Ok(());
         };
-        if pending.reauthenticated {
-            let pending = waiting.remove(&id).expect("just found");
-            let _ = pending.fired.send(Err(LockError::new(
-                ErrorCode::PermissionDenied,
-                format!(
-                    "etcd refused to watch {}: {}",
-                    crate::key::shown(&pending.key),
-                    resp.cancel_reason()
-                ),
-            )));
+        if group.reauthenticated {
+            let group = waiting.take(id).expect("just found");
+            let denied = format!(
+                "etcd refused to watch {}: {}",
+                crate::key::shown(&group.key),
+                resp.cancel_reason()
+            );
+            group.fire(|| Err(LockError::new(ErrorCode::PermissionDenied, denied.clone())));
             return Ok(());
         }
         debug!(
-            key = %crate::key::shown(&pending.key),
+            key = %crate::key::shown(&group.key),
             reason = resp.cancel_reason(),
             "watch refused; re-authenticating and reopening the stream"
         );
-        pending.reauthenticated = true;
+        group.reauthenticated = true;
         return stream.reopen(waiting).await;
     }
     // Put events come only on watches that asked for them.
@@ -461,8 +457,8 @@ async fn route(
         .iter()
         .any(|e| matches!(e.event_type(), EventType::Delete | EventType::Put));
     if fired || resp.canceled() {
-        if let Some(pending) = waiting.remove(&id) {
-            let _ = pending.fired.send(Ok(()));
+        if let Some(group) = waiting.take(id) {
+            group.fire(|| Ok(()));
             if !resp.canceled() {
                 stream.cancel_later(id);
             }
