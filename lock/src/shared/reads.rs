@@ -1,12 +1,14 @@
 //! Position reads shared by the readers of one manager that wait in one
-//! queue: K readers woken by one writer's release cost three reads per
-//! manager (two of their own, then one shared), not K.
+//! queue: K readers woken by one writer's release (one event on the watcher
+//! they share, see `backend::watch_groups`) cost one read per manager, not K.
 //!
-//! A read of a lane (a queue, read the same way) goes out at once while
-//! fewer than [`OWN_READS`] are in flight; a reader that asks when that many
-//! are in flight waits for one to land, and every such reader is then
-//! answered by one [`Backend::aheads`] read (at most [`MAX_AHEADS`] readers
-//! each).
+//! A reader that asks while fewer than [`OWN_READS`] reads of its lane (a
+//! queue, read the same way) are in flight starts a read: it first lets the
+//! tasks woken with it run (one `yield_now`), and the readers that ask
+//! meanwhile join its read. A reader that asks when that many are in flight
+//! waits for one to land, and every such reader is then answered by one
+//! read. A read for several readers is one [`Backend::aheads`] (at most
+//! [`MAX_AHEADS`] readers each).
 //!
 //! **Why each reader's answer is the one its own read would give.** A reader
 //! asks once it was woken (or enqueued); a shared read is sent only after it
@@ -22,6 +24,7 @@
 //! own read; a reader that went away is left out of the next read.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::runtime::Handle;
@@ -49,10 +52,15 @@ struct Ask {
 
 #[derive(Default)]
 struct Lane {
-    /// Reads of the lane in flight.
+    /// Reads of the lane in flight (a read being gathered included).
     flying: usize,
-    /// Readers that asked while a read was in flight.
+    /// A reader is gathering the readers woken with it for its read: those
+    /// that ask now join it.
+    gathering: bool,
+    /// Readers that asked while a read was gathered or in flight.
     waiting: Vec<Ask>,
+    /// How many of `waiting` joined the read being gathered (the first ones).
+    joined: usize,
 }
 
 type Lanes = Arc<Mutex<HashMap<LaneKey, Lane>>>;
@@ -85,26 +93,48 @@ impl SharedReads {
         let answer = {
             let mut lanes = lock(&self.lanes);
             let state = lanes.entry(lane.clone()).or_default();
-            if state.flying >= OWN_READS {
+            if state.gathering || state.flying >= OWN_READS {
                 let (answer, answered) = oneshot::channel();
                 let key = key.to_owned();
                 state.waiting.push(Ask { key, rev, answer });
+                if state.gathering {
+                    state.joined += 1;
+                }
                 Some(answered)
             } else {
                 state.flying += 1;
+                state.gathering = true;
+                state.joined = 0;
                 None
             }
         };
         if let Some(answered) = answer {
             return answered.await.unwrap_or_else(|_| Err(unanswered()));
         }
-        let _flight = Flight {
+        // Dropped while gathering, the flight serves those that joined.
+        let flight = Flight {
             backend: Arc::clone(&self.backend),
             lanes: Arc::clone(&self.lanes),
             lane,
+            gathering: AtomicBool::new(true),
         };
-        // Nobody else asked: our own read, as without sharing.
-        self.backend.ahead(queue, key, rev, read).await
+        // The readers woken with us run now, and ask.
+        tokio::task::yield_now().await;
+        let joined = flight.gathered();
+        if joined.is_empty() {
+            // Nobody else asked: our own read, as without sharing.
+            return self.backend.ahead(queue, key, rev, read).await;
+        }
+        let mut asks = joined;
+        let (answer, answered) = oneshot::channel();
+        let own = Ask {
+            key: key.to_owned(),
+            rev,
+            answer,
+        };
+        asks.push(own);
+        flight.answer_each(asks).await;
+        answered.await.unwrap_or_else(|_| Err(unanswered()))
     }
 }
 
@@ -114,6 +144,8 @@ struct Flight {
     backend: Arc<dyn Backend>,
     lanes: Lanes,
     lane: LaneKey,
+    /// Its reader is still gathering the readers woken with it.
+    gathering: AtomicBool,
 }
 
 impl Drop for Flight {
@@ -126,7 +158,16 @@ impl Drop for Flight {
                 return;
             };
             state.flying -= 1;
-            let mut waiting = std::mem::take(&mut state.waiting);
+            let mut waiting = if self.gathering.load(Ordering::Relaxed) {
+                // Dropped while gathering: it serves those that joined.
+                state.gathering = false;
+                state.joined = 0;
+                std::mem::take(&mut state.waiting)
+            } else {
+                // Another reader's gathering keeps those that joined it.
+                let joined = if state.gathering { state.joined } else { 0 };
+                state.waiting.split_off(joined.min(state.waiting.len()))
+            };
             waiting.retain(|ask| !ask.answer.is_closed());
             // Without a runtime to read on, the asks are dropped, which fails
             // them transiently: their readers retry with reads of their own.
@@ -148,6 +189,7 @@ impl Drop for Flight {
                 backend: Arc::clone(&self.backend),
                 lanes: Arc::clone(&self.lanes),
                 lane: self.lane.clone(),
+                gathering: AtomicBool::new(false),
             };
             if let Some(runtime) = &runtime {
                 runtime.spawn(flight.answer(asks));
@@ -157,8 +199,36 @@ impl Drop for Flight {
 }
 
 impl Flight {
-    /// One read answering every one of `asks`.
+    /// Ends the gathering: the readers that joined this read.
+    fn gathered(&self) -> Vec<Ask> {
+        let mut lanes = lock(&self.lanes);
+        let Some(state) = lanes.get_mut(&self.lane) else {
+            return Vec::new();
+        };
+        self.gathering.store(false, Ordering::Relaxed);
+        state.gathering = false;
+        let joined = std::mem::take(&mut state.joined).min(state.waiting.len());
+        let mut asks: Vec<Ask> = state.waiting.drain(..joined).collect();
+        asks.retain(|ask| !ask.answer.is_closed());
+        asks
+    }
+
+    /// One read answering every one of `asks` (in reads of at most
+    /// [`MAX_AHEADS`] readers, one after another).
+    async fn answer_each(&self, mut asks: Vec<Ask>) {
+        while !asks.is_empty() {
+            let rest = asks.split_off(asks.len().min(MAX_AHEADS));
+            self.read_for(std::mem::replace(&mut asks, rest)).await;
+        }
+    }
+
+    /// One read answering every one of `asks`, then the flight lands.
     async fn answer(self, asks: Vec<Ask>) {
+        self.read_for(asks).await;
+    }
+
+    /// One read answering every one of `asks`.
+    async fn read_for(&self, asks: Vec<Ask>) {
         let keys: Vec<(String, i64)> = asks.iter().map(|a| (a.key.clone(), a.rev)).collect();
         let (queue, read) = (&self.lane.0, self.lane.1);
         match self.backend.aheads(queue, &keys, read).await {
@@ -255,6 +325,103 @@ mod tests {
             }
             let gone = shared.iter().filter(|a| a.gone).count();
             assert_eq!(gone, 3, "two deleted keys and one wrong revision");
+        }
+    }
+}
+
+/// On the fault layer's read counts (feature `fault-injection`, which the
+/// workspace's test run turns on).
+#[cfg(all(test, feature = "fault-injection"))]
+mod gathering {
+    use super::*;
+    use crate::backend::faulty::{Fault, Faults, FaultyBackend, Op};
+    use crate::backend::memory::MemoryBackend;
+    use crate::error::ErrorCode;
+    use crate::key::Keyspace;
+
+    const QUEUE: &str = "/ns/locks/doc/";
+
+    /// A writer, then four readers, in memory behind a fault layer: the
+    /// shared reads and the readers' keys with their revisions.
+    async fn readers_behind_a_writer(faults: &Faults) -> (Arc<SharedReads>, Vec<(String, i64)>) {
+        let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+        let lease = memory.grant(60).await.unwrap().id;
+        let writer = Keyspace::contender(QUEUE, lease);
+        let enqueue = |key: String| {
+            let memory = Arc::clone(&memory);
+            async move {
+                let rev = memory.enqueue(QUEUE, &key, lease, Vec::new(), Read::FIRST);
+                (key.clone(), rev.await.unwrap().rev)
+            }
+        };
+        enqueue(writer).await;
+        let mut readers = Vec::new();
+        for n in 0..4 {
+            readers.push(enqueue(Keyspace::reader(QUEUE, lease, n)).await);
+        }
+        let faulty = FaultyBackend::new(Arc::clone(&memory), faults.clone());
+        (Arc::new(SharedReads::new(Arc::new(faulty))), readers)
+    }
+
+    /// Each reader asks at once, on this (one-thread) runtime: the first
+    /// gathers, the others join it while it lets them run.
+    async fn ask_together(
+        reads: &Arc<SharedReads>,
+        readers: &[(String, i64)],
+    ) -> Vec<Result<Ahead>> {
+        let tasks: Vec<_> = readers
+            .iter()
+            .cloned()
+            .map(|(key, rev)| {
+                let reads = Arc::clone(reads);
+                tokio::spawn(async move { reads.ahead(QUEUE, &key, rev, Read::FIRST).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        answers
+    }
+
+    #[tokio::test]
+    async fn readers_that_ask_together_share_one_read_each_answered_as_alone() {
+        let faults = Faults::new();
+        let (reads, readers) = readers_behind_a_writer(&faults).await;
+        let answers = ask_together(&reads, &readers).await;
+        assert_eq!(faults.calls(Op::Position), 1, "one read for the four");
+        for ((key, rev), answer) in readers.iter().zip(answers) {
+            let own = reads.backend.ahead(QUEUE, key, *rev, Read::FIRST).await;
+            let (answer, own) = (answer.unwrap(), own.unwrap());
+            assert_eq!((answer.gone, &answer.keys), (own.gone, &own.keys), "{key}");
+            assert!(
+                !answer.gone && !answer.keys.is_empty(),
+                "the writer is ahead"
+            );
+        }
+        // Alone, a reader reads on its own: no read to share, none waited for.
+        let (key, rev) = &readers[0];
+        let before = faults.calls(Op::Position);
+        reads.ahead(QUEUE, key, *rev, Read::FIRST).await.unwrap();
+        assert_eq!(faults.calls(Op::Position), before + 1);
+        assert!(lock(&reads.lanes).is_empty(), "nothing left in flight");
+    }
+
+    #[tokio::test]
+    async fn a_refused_shared_read_fails_each_reader_it_answers_for() {
+        let faults = Faults::new();
+        let (reads, readers) = readers_behind_a_writer(&faults).await;
+        faults.inject(Op::Position, Fault::Refuse, 1);
+        let answers = ask_together(&reads, &readers).await;
+        assert_eq!(faults.calls(Op::Position), 1);
+        for answer in answers {
+            let err = answer.expect_err("refused");
+            assert_eq!(err.code(), ErrorCode::Backend);
+            assert!(!err.is_transient(), "{err}");
+        }
+        faults.inject(Op::Position, Fault::Fail, 1);
+        for answer in ask_together(&reads, &readers).await {
+            assert!(answer.expect_err("failed").is_transient());
         }
     }
 }
