@@ -14,7 +14,7 @@ mod support;
 use std::time::Duration;
 
 use distlock::testing::{Fault, Faults, Op};
-use distlock::{ErrorCode, LockManager, LockOptions, ReadGuard, Result};
+use distlock::{ErrorCode, LockManager, LockOptions, ReadGuard, Result, WriteGuard};
 use support::{faulty, on_both_backends, Fixture, OverlapDetector};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
@@ -57,6 +57,23 @@ async fn queue_reader(
     reader
 }
 
+/// A write lock of `name` held through `holder`, and `k` readers of
+/// `readers` queued behind it, each waiting in a task of its own.
+async fn writer_then_readers(
+    holder: &LockManager,
+    readers: &LockManager,
+    name: &str,
+    k: usize,
+) -> (WriteGuard, Vec<JoinHandle<Result<ReadGuard>>>) {
+    let rw = holder.new_rw_lock(name, LockOptions::default()).unwrap();
+    let writer = rw.write().await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..k {
+        tasks.push(queue_reader(holder, readers, name, i).await);
+    }
+    (writer, tasks)
+}
+
 async fn joined<T>(task: JoinHandle<T>) -> T {
     timeout(WAIT, task).await.expect("in time").unwrap()
 }
@@ -67,16 +84,7 @@ async fn readers_of_one_manager_share_their_reads(fx: &Fixture) {
     let holder = fx.manager();
     let faults = Faults::new();
     let readers = faulty(fx, &faults).await;
-    let w = holder
-        .new_rw_lock("share", LockOptions::default())
-        .unwrap()
-        .write()
-        .await
-        .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        tasks.push(queue_reader(&holder, &readers, "share", i).await);
-    }
+    let (w, tasks) = writer_then_readers(&holder, &readers, "share", 8).await;
     sleep(Duration::from_millis(200)).await; // every reader watches
     let before = faults.calls(Op::Position);
     w.release().await.unwrap();
@@ -112,16 +120,7 @@ async fn a_writer_between_two_readers_of_one_manager_keeps_the_later_one_waiting
     let faults = Faults::new();
     let b = faulty(fx, &faults).await;
     let name = "between";
-    let first = a
-        .new_rw_lock(name, LockOptions::default())
-        .unwrap()
-        .write()
-        .await
-        .unwrap();
-    let mut early = Vec::new();
-    for i in 0..3 {
-        early.push(queue_reader(&a, &b, name, i).await);
-    }
+    let (first, early) = writer_then_readers(&a, &b, name, 3).await;
     let writer = c.new_rw_lock(name, LockOptions::default()).unwrap();
     let w = tokio::spawn(async move { writer.write().await });
     wait_lock_waiters(&a, name, 4).await;
@@ -200,16 +199,7 @@ async fn after_a_faulty_shared_read(
     let holder = fx.manager();
     let faults = Faults::new();
     let readers = faulty(fx, &faults).await;
-    let w = holder
-        .new_rw_lock(name, LockOptions::default())
-        .unwrap()
-        .write()
-        .await
-        .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..4 {
-        tasks.push(queue_reader(&holder, &readers, name, i).await);
-    }
+    let (w, tasks) = writer_then_readers(&holder, &readers, name, 4).await;
     sleep(Duration::from_millis(200)).await;
     faults.inject(Op::Position, fault, 1);
     let before = faults.calls(Op::Position);
@@ -233,16 +223,7 @@ async fn a_reader_whose_key_went_is_not_admitted(fx: &Fixture) {
     let faults = Faults::new();
     let readers = faulty(fx, &faults).await;
     let name = "went";
-    let w = holder
-        .new_rw_lock(name, LockOptions::default())
-        .unwrap()
-        .write()
-        .await
-        .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..4 {
-        tasks.push(queue_reader(&holder, &readers, name, i).await);
-    }
+    let (w, tasks) = writer_then_readers(&holder, &readers, name, 4).await;
     sleep(Duration::from_millis(200)).await;
     let etcd = fx.etcd.as_ref().expect("etcd");
     let mut raw = support::raw_client(etcd).await;
