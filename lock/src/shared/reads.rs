@@ -5,7 +5,9 @@
 //! A reader that asks while fewer than [`OWN_READS`] reads of its lane (a
 //! queue, read the same way) are in flight starts a read: it first lets the
 //! tasks woken with it run (one `yield_now`), and the readers that ask
-//! meanwhile join its read. A reader that asks when that many are in flight
+//! meanwhile join its read, which then runs in a task of its own (the
+//! readers that joined are answered even if the one that gathered them goes
+//! away). A reader that asks when that many are in flight
 //! waits for one to land, and every such reader is then answered by one
 //! read. A read for several readers is one [`Backend::aheads`] (at most
 //! [`MAX_AHEADS`] readers each).
@@ -133,7 +135,12 @@ impl SharedReads {
             answer,
         };
         asks.push(own);
-        flight.answer_each(asks).await;
+        // In a task of its own: should this reader go away meanwhile (its
+        // acquisition dropped), the readers that joined still get answers.
+        match Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(flight.answer(asks))),
+            Err(_) => flight.answer(asks).await,
+        }
         answered.await.unwrap_or_else(|_| Err(unanswered()))
     }
 }
@@ -213,18 +220,13 @@ impl Flight {
         asks
     }
 
-    /// One read answering every one of `asks` (in reads of at most
-    /// [`MAX_AHEADS`] readers, one after another).
-    async fn answer_each(&self, mut asks: Vec<Ask>) {
+    /// Reads answering every one of `asks` (at most [`MAX_AHEADS`] readers
+    /// each, one after another), then the flight lands.
+    async fn answer(self, mut asks: Vec<Ask>) {
         while !asks.is_empty() {
             let rest = asks.split_off(asks.len().min(MAX_AHEADS));
             self.read_for(std::mem::replace(&mut asks, rest)).await;
         }
-    }
-
-    /// One read answering every one of `asks`, then the flight lands.
-    async fn answer(self, asks: Vec<Ask>) {
-        self.read_for(asks).await;
     }
 
     /// One read answering every one of `asks`.
@@ -338,6 +340,7 @@ mod gathering {
     use crate::backend::memory::MemoryBackend;
     use crate::error::ErrorCode;
     use crate::key::Keyspace;
+    use std::time::Duration;
 
     const QUEUE: &str = "/ns/locks/doc/";
 
@@ -405,6 +408,28 @@ mod gathering {
         reads.ahead(QUEUE, key, *rev, Read::FIRST).await.unwrap();
         assert_eq!(faults.calls(Op::Position), before + 1);
         assert!(lock(&reads.lanes).is_empty(), "nothing left in flight");
+    }
+
+    #[tokio::test]
+    async fn readers_that_joined_are_answered_when_the_gatherer_goes_away() {
+        let faults = Faults::new();
+        let (reads, readers) = readers_behind_a_writer(&faults).await;
+        faults.inject(Op::Position, Fault::Delay(Duration::from_millis(200)), 1);
+        let mut tasks: Vec<_> = readers
+            .iter()
+            .cloned()
+            .map(|(key, rev)| {
+                let reads = Arc::clone(&reads);
+                tokio::spawn(async move { reads.ahead(QUEUE, &key, rev, Read::FIRST).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await; // gathered; the read in flight
+        tasks.remove(0).abort(); // the first to ask gathered the others
+        for task in tasks {
+            let answer = task.await.unwrap().expect("answered");
+            assert!(!answer.gone && !answer.keys.is_empty());
+        }
+        assert_eq!(faults.calls(Op::Position), 1, "one read, not retried");
     }
 
     #[tokio::test]
