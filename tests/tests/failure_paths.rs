@@ -593,7 +593,33 @@ on_both_backends!(
     cleanups_end_with_close,
     close_revokes_sessions_at_once,
     options_that_lose_every_lock_are_refused,
+    an_inspection_read_is_tried_again_after_a_transient_failure,
 );
+
+/// An inspection read (`lock_info`, `list_locks`, a lease's expiry) that
+/// fails transiently once — a connection reset, as CI once saw on etcd 3.5 —
+/// is tried again, as a lock call's reads are; one that keeps failing says
+/// `Backend`, retryable.
+async fn an_inspection_read_is_tried_again_after_a_transient_failure(fx: &Fixture) {
+    let faults = Faults::new();
+    let manager = faulty(fx, &faults).await;
+    let lock = manager.new_lock("inspected", LockOptions::default());
+    let held = lock.unwrap().lock().await.unwrap();
+    faults.inject(Op::List, Fault::Fail, 1);
+    let info = manager.lock_info("inspected").await.unwrap();
+    assert_eq!(info.map(|i| i.fencing_token), Some(held.fencing_token()));
+    faults.inject(Op::List, Fault::Fail, 1);
+    assert_eq!(manager.list_locks("").await.unwrap().len(), 1);
+    faults.inject(Op::TimeToLive, Fault::Fail, 1);
+    let info = manager.lock_info("inspected").await.unwrap().unwrap();
+    assert!(info.expire_time.is_some(), "the lease's expiry was read");
+    faults.always(Op::List, Fault::Fail);
+    let err = manager.lock_info("inspected").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Backend);
+    assert!(err.is_retryable(), "{err}");
+    faults.heal();
+    held.unlock().await.unwrap();
+}
 
 /// #8.1, as observed: a `try_lock`ed lock held past its TTL, unlocked during
 /// a one-second network stall, is free for others soon after the network

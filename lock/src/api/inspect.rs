@@ -13,6 +13,7 @@ use super::manager::LockManager;
 use crate::backend::Entry;
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::validate_name;
+use crate::lease::one_shot;
 use crate::queue::Metadata;
 use crate::shared::Shared;
 
@@ -22,7 +23,14 @@ use crate::shared::Shared;
 /// [`Lock::is_locked`](crate::Lock::is_locked) look at.
 pub(crate) async fn read_queue(shared: &Shared, queue: &str) -> Result<Vec<Entry>> {
     shared.ensure_open()?;
-    Ok(shared.backend.list(queue).await?.entries)
+    listed(shared, queue).await
+}
+
+/// Every key under `prefix`, in one read; an inspection read that fails
+/// transiently (a connection reset) is tried again ([`one_shot`]).
+async fn listed(shared: &Shared, prefix: &str) -> Result<Vec<Entry>> {
+    let list = move || shared.backend.list(prefix);
+    Ok(one_shot("inspection read", list).await?.entries)
 }
 
 /// A lock queue (oldest first, not empty) as [`LockInfo`], with its holder's
@@ -125,12 +133,7 @@ impl LockManager {
         self.shared.ensure_open()?;
         // Escaping keeps name order within a segment but not across `/` and
         // `%`, so read the namespace and match on decoded names.
-        let entries = self
-            .shared
-            .backend
-            .list(self.shared.keys.root())
-            .await?
-            .entries;
+        let entries = listed(&self.shared, self.shared.keys.root()).await?;
         let mut queues: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for entry in entries {
             if let Some(name) = self.shared.keys.name_of_key(&entry.key) {
@@ -184,7 +187,7 @@ impl LockManager {
     pub async fn list_semaphores(&self, prefix: &str) -> Result<Vec<SemaphoreInfo>> {
         self.shared.ensure_open()?;
         let root = self.shared.keys.semaphore_root();
-        let entries = self.shared.backend.list(&root).await?.entries;
+        let entries = listed(&self.shared, &root).await?;
         let mut queues: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for entry in entries {
             if let Some(name) = crate::key::name_under(&root, &entry.key) {
@@ -219,7 +222,10 @@ impl LockManager {
             while asking.len() < AT_ONCE {
                 let Some(lease) = pending.next() else { break };
                 let backend = Arc::clone(&self.shared.backend);
-                asking.spawn(async move { (lease, backend.time_to_live(lease).await) });
+                asking.spawn(async move {
+                    let asked = one_shot("lease query", || backend.time_to_live(lease)).await;
+                    (lease, asked)
+                });
             }
             let Some(answer) = asking.join_next().await else {
                 return Ok(out);

@@ -19,7 +19,7 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::hold::Holds;
 use crate::key::{validate_name, Keyspace};
-use crate::lease::LockOptions;
+use crate::lease::{one_shot, LockOptions};
 use crate::metrics::Source;
 use crate::queue::Kind;
 use crate::shared::Shared;
@@ -56,12 +56,6 @@ pub struct LockManager {
     observers: Arc<Observers>,
     namespace: Arc<str>,
 }
-
-/// How many times [`LockManager::connect`] tries its first requests when
-/// they fail transiently, and the pause between tries: a reset connection
-/// as the client starts is retried; an etcd that refuses fails in ~0.2 s.
-const CONNECT_ATTEMPTS: u32 = 3;
-const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 impl LockManager {
     /// A manager on an existing etcd client. It checks that etcd answers and
@@ -111,23 +105,14 @@ impl LockManager {
         let probe = Keyspace::new(namespace).queue("\u{1}probe");
         // Fails early, with a clear error, when etcd is unreachable; a
         // transient failure (a connection reset as the client connects) is
-        // tried again, a few times, so that one blip does not fail a start.
-        let mut attempt = 1;
-        loop {
-            let checked = match check_server_version(&client, request_timeout).await {
-                Ok(()) => backend.list(&probe).await.map(drop),
-                Err(err) => Err(err),
-            };
-            match checked {
-                Ok(()) => break,
-                Err(err) if err.is_transient() && attempt < CONNECT_ATTEMPTS => {
-                    debug!(%err, attempt, "connecting to etcd failed; trying again");
-                    attempt += 1;
-                    tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        // tried again, a few times, so that one blip does not fail a start
+        // (an etcd that refuses fails in ~0.2 s).
+        let (checked, listed, probe) = (&client, &backend, &probe);
+        one_shot("connecting to etcd", || async move {
+            check_server_version(checked, request_timeout).await?;
+            listed.list(probe).await.map(drop)
+        })
+        .await?;
         info!(namespace, "lock manager on etcd");
         Ok(Self::with_backend(Arc::new(backend), namespace))
     }

@@ -14,6 +14,6 @@ mod sessions;
 pub use options::check_durations;
 pub(crate) use options::DEFAULT_RETRY_INTERVAL;
 pub use options::{LockOptions, MAX_DURATION};
-pub(crate) use retry::{Health, Retry};
+pub(crate) use retry::{one_shot, Health, Retry};
 pub(crate) use session::Session;
 pub(crate) use sessions::{OnLost, Sessions};

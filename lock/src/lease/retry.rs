@@ -11,6 +11,35 @@ use tracing::debug;
 use super::options::LockOptions;
 use crate::error::{ErrorCode, LockError, Result};
 
+/// How many times a one-shot call with no lock options of its own (the
+/// first requests of `LockManager::connect`, an inspection read such as
+/// `lock_info`) is tried in all when it fails transiently, and the pause
+/// between tries (see [`one_shot`]).
+pub(crate) const ONE_SHOT_ATTEMPTS: u32 = 3;
+pub(crate) const ONE_SHOT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Runs a one-shot call, trying it again on a transient failure (a
+/// connection reset, a request that got no answer), [`ONE_SHOT_ATTEMPTS`]
+/// times in all, [`ONE_SHOT_PAUSE`] apart; a permanent failure, or the last
+/// transient one, is returned as it came. Lock calls retry by their
+/// options instead ([`Retry`]).
+pub(crate) async fn one_shot<T, Fut>(what: &str, mut call: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(err) if err.is_transient() && attempt < ONE_SHOT_ATTEMPTS => {
+                debug!(%err, attempt, what, "failed transiently; trying again");
+                attempt += 1;
+                tokio::time::sleep(ONE_SHOT_PAUSE).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// How long a backend that has not answered a first call at all counts as
 /// merely slow rather than failing (see [`Health::verdict`]).
 pub(crate) const SILENT: Duration = Duration::from_millis(250);
