@@ -28,6 +28,10 @@ const STOP_GRACE: Duration = Duration::from_millis(500);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Delay between two polls (health, leader, exit).
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long a member must keep running after it answered healthy (see
+/// `Etcd::still_running`).
+const EXIT_GRACE: Duration = Duration::from_millis(150);
+
 /// How often a start is retried when a member exits early (e.g. its port was taken).
 const START_ATTEMPTS: usize = 3;
 /// How many lines of a member's log go into a panic message.
@@ -416,6 +420,30 @@ impl Etcd {
         etcd
     }
 
+    /// After every member answered healthy: each of our processes is still
+    /// running a moment later. A member that could not bind its client port
+    /// (another test's etcd took it between `free_ports` and the bind) exits
+    /// at once, but that other etcd answered its health check; its start
+    /// is then retried on new ports instead of the test talking to an etcd
+    /// that goes away with another test.
+    async fn still_running(&mut self) -> Result<(), StartError> {
+        tokio::time::sleep(EXIT_GRACE).await;
+        for (i, member) in self.members.iter_mut().enumerate() {
+            if let Some(child) = &mut member.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    member.child = None; // reaped
+                    return Err(StartError::Exited(format!(
+                        "member {i} ({}) exited right after its port answered healthy with \
+                         {status}{}",
+                        member.endpoint,
+                        log_tail(member.log.as_deref())
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Polls until every member answers `GET /health` with `"health":"true"`.
     async fn wait_healthy(&mut self) -> Result<(), StartError> {
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -437,7 +465,7 @@ impl Etcd {
                 }
             }
             if healthy.iter().all(|&h| h) {
-                return Ok(());
+                return self.still_running().await;
             }
             if Instant::now() >= deadline {
                 let report: String = self
