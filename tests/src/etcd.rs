@@ -34,6 +34,8 @@ const EXIT_GRACE: Duration = Duration::from_millis(150);
 
 /// How often a start is retried when a member exits early (e.g. its port was taken).
 const START_ATTEMPTS: usize = 3;
+/// Member-list requests tried before a healthy port counts as not ours.
+const IDENTITY_TRIES: usize = 10;
 /// How many lines of a member's log go into a panic message.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -101,6 +103,8 @@ struct Member {
     child: Option<Child>,
     /// File holding the member's stderr; `None` when inherited or external.
     log: Option<PathBuf>,
+    /// Peer URL it was started with; empty for an external member.
+    peer: String,
 }
 
 /// Raft timing flags, in milliseconds.
@@ -146,6 +150,7 @@ impl Etcd {
                         endpoint,
                         child: None,
                         log: None,
+                        peer: String::new(),
                     })
                     .collect(),
                 managed: false,
@@ -415,6 +420,7 @@ impl Etcd {
                 health,
                 child: Some(child),
                 log,
+                peer: peer_url,
             });
         }
         etcd
@@ -444,6 +450,41 @@ impl Etcd {
         Ok(())
     }
 
+    /// Each plain-HTTP member's port is served by the member we started: the
+    /// member list it answers names that member's own peer URL, which only
+    /// that process can be listening on. Else another test's etcd holds the
+    /// port (our member may still be starting, or about to fail to bind it),
+    /// and the start is retried on new ports.
+    async fn answered_by_ours(&self) -> Result<(), StartError> {
+        for (i, member) in self.members.iter().enumerate() {
+            if member.peer.is_empty() || member.health != member.endpoint {
+                continue; // external, or TLS (the client port is not plain HTTP)
+            }
+            let ours = format!("\"peerURLs\":[\"{}\"]", member.peer);
+            let mut body = None;
+            for _ in 0..IDENTITY_TRIES {
+                body = http_request(&member.health, "POST", "/v3/cluster/member/list", "{}").await;
+                if body.is_some() {
+                    break;
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            match body {
+                Some(list) if list.contains(&ours) => {}
+                other => {
+                    return Err(StartError::Exited(format!(
+                        "member {i} ({}): its port is not served by the member started on \
+                         peer URL {}; member list: {}",
+                        member.endpoint,
+                        member.peer,
+                        other.as_deref().unwrap_or("(no answer)")
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Polls until every member answers `GET /health` with `"health":"true"`.
     async fn wait_healthy(&mut self) -> Result<(), StartError> {
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -465,7 +506,8 @@ impl Etcd {
                 }
             }
             if healthy.iter().all(|&h| h) {
-                return self.still_running().await;
+                self.still_running().await?;
+                return self.answered_by_ours().await;
             }
             if Instant::now() >= deadline {
                 let report: String = self
@@ -493,6 +535,18 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
+        // A member that exited on its own (not by `kill_member`) explains a
+        // test's failed requests: say so, with its log, before it is removed.
+        for (i, member) in self.members.iter_mut().enumerate() {
+            if let Some(Ok(Some(status))) = member.child.as_mut().map(Child::try_wait) {
+                member.child = None; // reaped
+                eprintln!(
+                    "etcd member {i} ({}) exited on its own during the test with {status}{}",
+                    member.endpoint,
+                    log_tail(member.log.as_deref())
+                );
+            }
+        }
         let mut children: Vec<Child> = self
             .members
             .iter_mut()
@@ -714,6 +768,34 @@ mod tests {
         );
         // A single member.
         assert_eq!(agreed_leader(&[status(0, "a", "a")], 1), Some(0));
+    }
+
+    /// A member whose client port another etcd answers (the race between
+    /// `free_ports` and the bind) is told apart from ours by its peer URL.
+    #[tokio::test]
+    async fn a_port_answered_by_another_etcd_is_not_ours() {
+        if external_endpoints().is_some() {
+            return;
+        }
+        let other = Etcd::start().await;
+        assert!(other.answered_by_ours().await.is_ok());
+        let endpoint = other.member_endpoint(0);
+        let impostor = Etcd {
+            members: vec![Member {
+                health: endpoint.clone(),
+                endpoint,
+                child: None,
+                log: None,
+                peer: loopback_url(free_ports(1)[0]),
+            }],
+            managed: true,
+            _dir: None,
+        };
+        match impostor.answered_by_ours().await {
+            Err(StartError::Exited(msg)) => assert!(msg.contains("not served by"), "{msg}"),
+            Err(StartError::Timeout(msg)) => panic!("not an exit: {msg}"),
+            Ok(()) => panic!("another etcd's port passed as ours"),
+        }
     }
 
     #[tokio::test]
