@@ -30,10 +30,10 @@ mod version;
 mod watch_groups;
 mod watch_hub;
 
-/// The most keys one [`Backend::aheads`] read answers for: two operations
-/// each, well inside etcd's default limit of 128 per transaction
-/// (`--max-txn-ops`).
-pub(crate) const MAX_AHEADS: usize = 32;
+/// The most keys one [`Backend::aheads`] call answers for. etcd answers them
+/// with one transaction of two ranges whatever their number, so this only
+/// bounds the size of its answer.
+pub(crate) const MAX_AHEADS: usize = 256;
 
 /// A boxed, sendable future: backends are used as trait objects.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -227,9 +227,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Ahead>>;
 
     /// [`ahead`](Backend::ahead) for several keys of `queue` at once
-    /// (`(key, create revision)` pairs, at most [`MAX_AHEADS`]), in one
-    /// linearizable read: answer `i` is what `ahead` of key `i` would have
-    /// said at that read's revision (the same range, at the same revision,
+    /// (`(key, create revision)` pairs, at most [`MAX_AHEADS`]), in
+    /// linearizable reads made after the call (one, but for a rare fallback
+    /// on etcd): answer `i` is what `ahead` of key `i` would have said at
+    /// the answer's `header` revision (the same range, at that revision,
     /// and the key's create revision checked as `ahead`'s guard checks it).
     fn aheads<'a>(
         &'a self,

@@ -4,7 +4,7 @@
 //!
 //! A reader that asks while fewer than [`OWN_READS`] reads of its lane (a
 //! queue, read the same way) are in flight starts a read: it first lets the
-//! tasks woken with it run (one `yield_now`), and the readers that ask
+//! tasks woken with it run (it goes to the back of the run queue once), and the readers that ask
 //! meanwhile join its read, which then runs in a task of its own (the
 //! readers that joined are answered even if the one that gathered them goes
 //! away). A reader that asks when that many are in flight
@@ -17,7 +17,7 @@
 //! took its readers out of the lane, hence after each of them asked, so it is
 //! as recent as a read of the reader's own would be: linearizable reads
 //! taken after the event that woke it. And `aheads` answers each key with the
-//! very range [`Backend::ahead`] would read for it, at the read's one
+//! very range [`Backend::ahead`] would read for it, at the answer's
 //! revision, the key's create revision checked as `ahead`'s guard checks it:
 //! a key deleted (or made anew) behind its reader's back is `gone` for that
 //! reader alone, and a writer enqueued between two readers is ahead of the
@@ -26,8 +26,11 @@
 //! own read; a reader that went away is left out of the next read.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -121,7 +124,7 @@ impl SharedReads {
             gathering: AtomicBool::new(true),
         };
         // The readers woken with us run now, and ask.
-        tokio::task::yield_now().await;
+        Requeue(false).await;
         let joined = flight.gathered();
         if joined.is_empty() {
             // Nobody else asked: our own read, as without sharing.
@@ -266,6 +269,26 @@ fn unanswered() -> LockError {
     )
 }
 
+/// Goes to the back of the run queue once: behind the readers woken with
+/// this one, which were queued before it ran. `yield_now` would wait longer
+/// on a busy multi-thread runtime: it defers the task until its worker next
+/// polls the I/O driver, up to some 60 polls of unrelated tasks later
+/// (measured: 1.6 ms with 64 readers in 8 managers, against 0.2 ms).
+struct Requeue(bool);
+
+impl Future for Requeue {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
 fn lock(lanes: &Lanes) -> MutexGuard<'_, HashMap<LaneKey, Lane>> {
     lanes.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -273,6 +296,7 @@ fn lock(lanes: &Lanes) -> MutexGuard<'_, HashMap<LaneKey, Lane>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::etcd::{EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
     use crate::backend::memory::MemoryBackend;
     use crate::backend::Scope;
     use crate::key::Keyspace;
@@ -283,7 +307,21 @@ mod tests {
     /// own read does.
     #[tokio::test]
     async fn a_shared_read_answers_each_key_as_its_own_read() {
-        let backend = MemoryBackend::new();
+        shared_read_answers_each_key_as_its_own_read(&MemoryBackend::new()).await;
+    }
+
+    /// The same on etcd, whose `aheads` cuts each answer out of two ranges.
+    #[tokio::test]
+    async fn a_shared_read_answers_each_key_as_its_own_read_on_etcd() {
+        let etcd = distlock_tests::Etcd::start().await;
+        let client = etcd_client::Client::connect(etcd.endpoints(), None)
+            .await
+            .unwrap();
+        let backend = EtcdBackend::new(client, DEFAULT_REQUEST_TIMEOUT);
+        shared_read_answers_each_key_as_its_own_read(&backend).await;
+    }
+
+    async fn shared_read_answers_each_key_as_its_own_read(backend: &dyn Backend) {
         let lease = backend.grant(60).await.unwrap().id;
         let queue = "/ns/locks/doc/";
         let mut asks = Vec::new();

@@ -18,9 +18,10 @@ use etcd_client::{
 };
 
 // The pieces of transactions it builds and reads.
+mod aheads;
 mod txn;
 
-use txn::{header_revision, queue_of, queue_read, range_kvs, seen, seen_kv};
+use txn::{header_revision, queue_of, queue_read, range_kvs, seen};
 
 pub(crate) use super::version::check_server_version;
 pub(crate) use super::DEFAULT_REQUEST_TIMEOUT;
@@ -361,31 +362,18 @@ impl Backend for EtcdBackend {
     ) -> BoxFuture<'a, Result<Vec<Ahead>>> {
         Box::pin(async move {
             self.usable()?;
-            // Per key, its own `ahead`'s two parts as plain reads (a guard
-            // holds for a whole transaction): the key's create revision, and
-            // the same range. Read-only, so served as one linearizable read.
-            let ops = keys.iter().flat_map(|(key, rev)| {
-                let own = TxnOp::get(key.as_str(), Some(GetOptions::new().with_keys_only()));
-                [own, queue_read(queue, read, Some(*rev))]
-            });
-            let resp = self
-                .txn("queue read", Txn::new().and_then(ops.collect::<Vec<_>>()))
-                .await?;
-            let header = header_revision(resp.header());
-            let mut ranges = resp.op_responses().into_iter().map(|op| match op {
-                TxnOpResponse::Get(mut get) => get.take_kvs(),
-                _ => Vec::new(),
-            });
+            if keys.len() > 1 {
+                let ops = aheads::gathered(queue, keys, read);
+                let resp = self.txn("queue read", Txn::new().and_then(ops)).await?;
+                if let Some(answers) = aheads::gathered_answers(resp, keys, read) {
+                    return Ok(answers);
+                }
+            }
             let mut answers = Vec::with_capacity(keys.len());
-            for (_, rev) in keys {
-                let own = ranges.next().unwrap_or_default();
-                let ahead = ranges.next().unwrap_or_default();
-                let gone = own.first().is_none_or(|kv| kv.create_revision() != *rev);
-                let keys = match gone {
-                    true => Vec::new(),
-                    false => ahead.iter().map(seen_kv).collect(),
-                };
-                answers.push(Ahead { gone, keys, header });
+            for chunk in keys.chunks(aheads::PER_KEY_MAX) {
+                let ops = aheads::per_key(queue, chunk, read);
+                let resp = self.txn("queue read", Txn::new().and_then(ops)).await?;
+                answers.extend(aheads::per_key_answers(resp, chunk));
             }
             Ok(answers)
         })
