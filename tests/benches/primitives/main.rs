@@ -13,7 +13,9 @@
 //!   (queue reads per waiter after one release, 64 waiters, one manager each);
 //! - K = 8 and 64 readers (in 4 and 8 managers) queued behind a write lock:
 //!   from the writer's `release()` call to the last reader holding ≤ 2x one
-//!   mutex hand-off;
+//!   mutex hand-off; next to it, the floor of one confirming read per
+//!   manager (raw etcd clients, one per manager, each watching the writer's
+//!   key and reading once on its delete);
 //! - an uncontended multi-lock of 2 names: `lock()` + `release()` ≤ 1.2x the
 //!   mutex's `lock()` + `unlock()`; next to it, raw, one transaction deleting
 //!   2 keys and one plain delete (a one-request release's floor);
@@ -188,18 +190,23 @@ async fn main() {
             reader_clients.push(Client::connect(etcd.endpoints(), None).await.unwrap());
         }
         let reader_rounds = env_usize("DISTLOCK_PRIM_READER_ROUNDS", 20);
+        let mut floor_writer = Client::connect(etcd.endpoints(), None).await.unwrap();
         for (k, managers) in READERS {
             let name = format!("readers-{k}");
             let (mut first, mut last, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
-            let mut raw = Vec::new();
+            let (mut raw, mut floor) = (Vec::new(), Vec::new());
             for _ in 0..reader_rounds {
                 let round = readers::round(&a, &reader_managers[..managers], k, &name).await;
                 first.push(round.first);
                 last.push(round.last);
                 theirs.push(handoff(&mut mutex).await);
                 raw.push(readers::raw_reads(&reader_clients[..managers], k, &name).await);
+                let queue = format!("/bench-floor/{k}/");
+                let clients = &reader_clients[..managers];
+                floor.push(readers::raw_wakes(&mut floor_writer, clients, &queue).await);
             }
             let raw = stats(raw).median;
+            let floor = stats(floor).median;
             let woke = profile.wake_to_win();
             let mutex_stats = stats(theirs);
             let mutex_median = mutex_stats.median;
@@ -214,10 +221,14 @@ async fn main() {
             extra.push(format!(
                 "{k} readers: release → first reader holds {:.3} ms ({:.2}x the mutex hand-off); \
                  {k} raw reads at once over {managers} clients: last answer after {:.3} ms; \
+                 the floor of one read per manager ({managers} raw clients each watching the \
+                 writer's key, one read on its delete): last answer {:.3} ms ({:.2}x); \
                  wake-up → win: median {:.3} ms, slowest {:.3} ms",
                 first.median.as_secs_f64() * 1000.0,
                 ratio(first.median, mutex_median),
                 raw.as_secs_f64() * 1000.0,
+                floor.as_secs_f64() * 1000.0,
+                ratio(floor, mutex_median),
                 median_of(woke.get(&name)).as_secs_f64() * 1000.0,
                 woke.get(&name)
                     .and_then(|s| s.iter().max())

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use distlock::{LockManager, LockOptions};
-use etcd_client::Client;
+use etcd_client::{Client, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions};
 
 /// How long the readers get, once all are queued, to arm their watches.
 const ARMED: Duration = Duration::from_millis(100);
@@ -79,4 +79,57 @@ pub async fn raw_reads(clients: &[Client], k: usize, key: &str) -> Duration {
     }
     while reads.join_next().await.is_some() {}
     t.elapsed()
+}
+
+/// The floor of one confirming read per manager after a release: each of
+/// `clients` watches a writer's key from the next revision and, on its
+/// delete, reads once as a shared read does (two ranges of the queue);
+/// from the delete call to the last answer.
+pub async fn raw_wakes(writer: &mut Client, clients: &[Client], queue: &str) -> Duration {
+    let key = format!("{queue}0");
+    let put = writer.put(key.as_str(), "", None).await.unwrap();
+    let rev = put.header().unwrap().revision();
+    let (armed, mut all_armed) = tokio::sync::mpsc::channel(clients.len());
+    let mut reads = tokio::task::JoinSet::new();
+    for client in clients {
+        let (mut client, key, queue) = (client.clone(), key.clone(), queue.to_owned());
+        let armed = armed.clone();
+        reads.spawn(async move {
+            let from = WatchOptions::new().with_start_revision(rev + 1);
+            let mut events = client.watch(key, Some(from)).await.unwrap();
+            armed.send(()).await.unwrap();
+            while let Some(resp) = events.message().await.unwrap() {
+                if resp
+                    .events()
+                    .iter()
+                    .any(|e| e.event_type() == EventType::Delete)
+                {
+                    break;
+                }
+            }
+            let span = GetOptions::new().with_prefix().with_keys_only();
+            let older = GetOptions::new()
+                .with_range(format!("{queue}g"))
+                .with_max_create_revision(rev)
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(16);
+            let txn = Txn::new().and_then([
+                TxnOp::get(format!("{queue}r/"), Some(span)),
+                TxnOp::get(format!("{queue}0"), Some(older)),
+            ]);
+            client.txn(txn).await.unwrap();
+            Instant::now()
+        });
+    }
+    for _ in clients {
+        all_armed.recv().await;
+    }
+    tokio::time::sleep(ARMED).await;
+    let t = Instant::now();
+    writer.delete(key, None).await.unwrap();
+    let mut last = t;
+    while let Some(answered) = reads.join_next().await {
+        last = last.max(answered.unwrap());
+    }
+    last - t
 }
