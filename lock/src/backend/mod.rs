@@ -290,3 +290,30 @@ pub(crate) trait Backend: Send + Sync + 'static {
         puts: bool,
     ) -> BoxFuture<'a, Result<ChangeWatch>>;
 }
+
+/// Checks shared by the backends' tests.
+#[cfg(test)]
+pub(crate) mod checks {
+    use super::{Ahead, Backend, Read};
+
+    /// `backend.aheads` of `asks` answers each key exactly as that key's
+    /// own `ahead` does (nothing changes the queue meanwhile); its answers.
+    pub(crate) async fn aheads_answer_as_each_alone(
+        backend: &dyn Backend,
+        queue: &str,
+        asks: &[(String, i64)],
+        read: Read,
+    ) -> Vec<Ahead> {
+        let shared = backend.aheads(queue, asks, read).await.unwrap();
+        assert_eq!(shared.len(), asks.len());
+        for ((key, rev), answer) in asks.iter().zip(&shared) {
+            let own = backend.ahead(queue, key, *rev, read).await.unwrap();
+            assert_eq!(
+                (answer.gone, &answer.keys, answer.header),
+                (own.gone, &own.keys, own.header),
+                "{key} at {rev}, {read:?}"
+            );
+        }
+        shared
+    }
+}

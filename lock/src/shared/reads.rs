@@ -296,6 +296,7 @@ fn lock(lanes: &Lanes) -> MutexGuard<'_, HashMap<LaneKey, Lane>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::checks::aheads_answer_as_each_alone;
     use crate::backend::etcd::{EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
     use crate::backend::memory::MemoryBackend;
     use crate::backend::Scope;
@@ -353,16 +354,7 @@ mod tests {
             },
         ];
         for read in reads {
-            let shared = backend.aheads(queue, &asks, read).await.unwrap();
-            assert_eq!(shared.len(), asks.len());
-            for ((key, rev), answer) in asks.iter().zip(&shared) {
-                let own = backend.ahead(queue, key, *rev, read).await.unwrap();
-                assert_eq!(
-                    (answer.gone, &answer.keys, answer.header),
-                    (own.gone, &own.keys, own.header),
-                    "{key} at {rev}, {read:?}"
-                );
-            }
+            let shared = aheads_answer_as_each_alone(backend, queue, &asks, read).await;
             let gone = shared.iter().filter(|a| a.gone).count();
             assert_eq!(gone, 3, "two deleted keys and one wrong revision");
         }

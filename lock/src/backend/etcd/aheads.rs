@@ -167,6 +167,7 @@ pub(super) fn per_key_answers(resp: TxnResponse, keys: &[(String, i64)]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::checks::aheads_answer_as_each_alone;
     use crate::backend::etcd::{EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
     use crate::backend::{Backend, Scope};
     use crate::key::Keyspace;
@@ -296,16 +297,7 @@ mod tests {
         assert!(backend.delete(gone.as_bytes(), Some(*rev)).await.unwrap());
         for asks in cases {
             for read in [READERS, Read::FIRST] {
-                let shared = backend.aheads(QUEUE, &asks, read).await.unwrap();
-                assert_eq!(shared.len(), asks.len());
-                for ((key, rev), answer) in asks.iter().zip(&shared) {
-                    let own = backend.ahead(QUEUE, key, *rev, read).await.unwrap();
-                    assert_eq!(
-                        (answer.gone, &answer.keys, answer.header),
-                        (own.gone, &own.keys, own.header),
-                        "{key} at {rev}, {read:?}"
-                    );
-                }
+                aheads_answer_as_each_alone(&backend, QUEUE, &asks, read).await;
             }
         }
     }
