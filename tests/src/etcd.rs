@@ -28,10 +28,6 @@ const STOP_GRACE: Duration = Duration::from_millis(500);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Delay between two polls (health, leader, exit).
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// How long a member must keep running after it answered healthy (see
-/// `Etcd::still_running`).
-const EXIT_GRACE: Duration = Duration::from_millis(150);
-
 /// How often a start is retried when a member exits early (e.g. its port was taken).
 const START_ATTEMPTS: usize = 3;
 /// Member-list requests tried before a healthy port counts as not ours.
@@ -105,6 +101,20 @@ struct Member {
     log: Option<PathBuf>,
     /// Peer URL it was started with; empty for an external member.
     peer: String,
+}
+
+impl Member {
+    /// If our process (member `i`) has exited: reaps it and says how (`when`
+    /// it exited, its status, the tail of its log).
+    fn exited(&mut self, i: usize, when: &str) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(format!(
+            "member {i} ({}) exited {when} with {status}{}",
+            self.endpoint,
+            log_tail(self.log.as_deref())
+        ))
+    }
 }
 
 /// Raft timing flags, in milliseconds.
@@ -426,30 +436,6 @@ impl Etcd {
         etcd
     }
 
-    /// After every member answered healthy: each of our processes is still
-    /// running a moment later. A member that could not bind its client port
-    /// (another test's etcd took it between `free_ports` and the bind) exits
-    /// at once, but that other etcd answered its health check; its start
-    /// is then retried on new ports instead of the test talking to an etcd
-    /// that goes away with another test.
-    async fn still_running(&mut self) -> Result<(), StartError> {
-        tokio::time::sleep(EXIT_GRACE).await;
-        for (i, member) in self.members.iter_mut().enumerate() {
-            if let Some(child) = &mut member.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    member.child = None; // reaped
-                    return Err(StartError::Exited(format!(
-                        "member {i} ({}) exited right after its port answered healthy with \
-                         {status}{}",
-                        member.endpoint,
-                        log_tail(member.log.as_deref())
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Each plain-HTTP member's port is served by the member we started: the
     /// member list it answers names that member's own peer URL, which only
     /// that process can be listening on. Else another test's etcd holds the
@@ -491,22 +477,14 @@ impl Etcd {
         let mut healthy = vec![false; self.members.len()];
         loop {
             for (i, member) in self.members.iter_mut().enumerate() {
-                if let Some(child) = &mut member.child {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        member.child = None; // reaped
-                        return Err(StartError::Exited(format!(
-                            "member {i} ({}) exited early with {status}{}",
-                            member.endpoint,
-                            log_tail(member.log.as_deref())
-                        )));
-                    }
+                if let Some(exit) = member.exited(i, "early") {
+                    return Err(StartError::Exited(exit));
                 }
                 if !healthy[i] {
                     healthy[i] = is_healthy(&member.health).await;
                 }
             }
             if healthy.iter().all(|&h| h) {
-                self.still_running().await?;
                 return self.answered_by_ours().await;
             }
             if Instant::now() >= deadline {
@@ -538,13 +516,8 @@ impl Drop for Etcd {
         // A member that exited on its own (not by `kill_member`) explains a
         // test's failed requests: say so, with its log, before it is removed.
         for (i, member) in self.members.iter_mut().enumerate() {
-            if let Some(Ok(Some(status))) = member.child.as_mut().map(Child::try_wait) {
-                member.child = None; // reaped
-                eprintln!(
-                    "etcd member {i} ({}) exited on its own during the test with {status}{}",
-                    member.endpoint,
-                    log_tail(member.log.as_deref())
-                );
+            if let Some(exit) = member.exited(i, "on its own during the test") {
+                eprintln!("etcd {exit}");
             }
         }
         let mut children: Vec<Child> = self

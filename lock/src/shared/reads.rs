@@ -4,12 +4,12 @@
 //!
 //! A reader that asks while fewer than [`OWN_READS`] reads of its lane (a
 //! queue, read the same way) are in flight starts a read: it first lets the
-//! tasks woken with it run (it goes to the back of the run queue once), and the readers that ask
-//! meanwhile join its read, which then runs in a task of its own (the
-//! readers that joined are answered even if the one that gathered them goes
-//! away). A reader that asks when that many are in flight
-//! waits for one to land, and every such reader is then answered by one
-//! read. A read for several readers is one [`Backend::aheads`] (at most
+//! tasks woken with it run (it goes to the back of the run queue once), and
+//! the readers that ask meanwhile join its read, which then runs in a task
+//! of its own (the readers that joined are answered even if the one that
+//! gathered them goes away). A reader that asks when that many are in
+//! flight waits for one to land, and every such reader is then answered by
+//! one read. A read for several readers is one [`Backend::aheads`] (at most
 //! [`MAX_AHEADS`] readers each).
 //!
 //! **Why each reader's answer is the one its own read would give.** A reader
