@@ -56,7 +56,11 @@ async fn keys_left(fx: &Fixture, observer: &LockManager) -> usize {
 async fn no_keys_left(fx: &Fixture, observer: &LockManager) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while keys_left(fx, observer).await > 0 {
-        assert!(Instant::now() < deadline, "keys were left behind");
+        assert!(
+            Instant::now() < deadline,
+            "keys were left behind: {:?}",
+            fx.raw_keys().await
+        );
         sleep(Duration::from_millis(50)).await;
     }
 }
