@@ -374,6 +374,8 @@ impl Backend for FaultyBackend {
         Box::pin(self.run(Op::Position, self.inner.aheads(queue, keys, read)))
     }
 
+    // `wait_then` is the trait's: no read at the wake-up, so that each read
+    // a waiter makes meets the faults of `Op::Position`.
     fn wait_deleted<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.run(Op::WaitDeleted, self.inner.wait_deleted(key, from)))
     }

@@ -115,6 +115,32 @@ pub(crate) struct Ahead {
     pub(crate) header: i64,
 }
 
+/// The read a waiter makes once what it waited for happened:
+/// [`Backend::ahead`] of its `key` (created at `rev`) in `queue`.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadAfter {
+    pub(crate) queue: String,
+    pub(crate) key: String,
+    pub(crate) rev: i64,
+    pub(crate) read: Read,
+}
+
+/// A wait that ended in a wake-up: when its event came, and the read made
+/// after it, if the backend made it (see [`Backend::wait_deleted_then`]).
+#[derive(Debug)]
+pub(crate) struct Woken {
+    pub(crate) at: std::time::Instant,
+    pub(crate) read: Option<Ahead>,
+}
+
+impl Woken {
+    /// A wake-up now, without a read.
+    pub(crate) fn now(_: ()) -> Woken {
+        let at = std::time::Instant::now();
+        Woken { at, read: None }
+    }
+}
+
 /// One key of a queue, for lock info and listings.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -243,6 +269,30 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// It can resolve spuriously (e.g. after a compaction); callers re-check
     /// with [`ahead`](Backend::ahead).
     fn wait_deleted<'a>(&'a self, key: &'a [u8], from: i64) -> BoxFuture<'a, Result<()>>;
+
+    /// [`wait_deleted`](Backend::wait_deleted) (or, with `changes`,
+    /// [`wait_changed`](Backend::wait_changed)), then perhaps the read `then`
+    /// made for the waiter: a `read` in the answer is what its own `ahead`
+    /// would say, from a linearizable read sent after the wake-up; `None`
+    /// leaves that read to the caller. The etcd backend makes one read for
+    /// every wait one watch event wakes (see `watch_groups`); by default,
+    /// no read.
+    fn wait_then<'a>(
+        &'a self,
+        key: &'a [u8],
+        from: i64,
+        changes: bool,
+        then: ReadAfter,
+    ) -> BoxFuture<'a, Result<Woken>> {
+        let _ = then;
+        Box::pin(async move {
+            let woken = match changes {
+                true => self.wait_changed(key, from).await,
+                false => self.wait_deleted(key, from).await,
+            };
+            woken.map(Woken::now)
+        })
+    }
 
     /// Resolves once `key` may have been changed (put or deleted) at or after
     /// revision `from`; spurious wake-ups as for

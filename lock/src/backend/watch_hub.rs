@@ -30,7 +30,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
@@ -39,7 +39,8 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::errors::map_error;
-use super::watch_groups::Waits;
+use super::watch_groups::{Fired, ReadAheads, Waits};
+use super::{ReadAfter, Woken};
 use crate::error::{ErrorCode, LockError, Result};
 
 enum Command {
@@ -49,7 +50,8 @@ enum Command {
         from: i64,
         /// Fire on puts too, not only on deletes.
         puts: bool,
-        fired: oneshot::Sender<Result<()>>,
+        fired: Fired,
+        then: Option<ReadAfter>,
     },
     Cancel {
         id: i64,
@@ -61,19 +63,24 @@ pub(crate) struct WatchHub {
     client: Client,
     request_timeout: Duration,
     next_id: AtomicI64,
+    /// The reads made for waits that fired (see `Group::wake`).
+    read: ReadAheads,
     /// Commands to the task that owns the stream; replaced when it died.
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
 }
 
-/// Cancels a wait on the stream when the waiter goes away.
+/// Cancels a wait on the stream when the waiter goes away before it is
+/// told (once told, the stream task holds nothing of it).
 struct CancelOnDrop {
     id: i64,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Option<mpsc::UnboundedSender<Command>>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Cancel { id: self.id });
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.send(Command::Cancel { id: self.id });
+        }
     }
 }
 
@@ -86,11 +93,12 @@ fn broken() -> LockError {
 }
 
 impl WatchHub {
-    pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
+    pub(crate) fn new(client: Client, request_timeout: Duration, read: ReadAheads) -> Self {
         WatchHub {
             client,
             request_timeout,
             next_id: AtomicI64::new(1),
+            read,
             commands: Mutex::new(None),
         }
     }
@@ -99,6 +107,19 @@ impl WatchHub {
     /// at or after revision `from` (an event, or etcd cancelling the watch,
     /// e.g. after compaction).
     pub(crate) async fn wait(&self, key: &[u8], from: i64, puts: bool) -> Result<()> {
+        self.wait_then(key, from, puts, None).await.map(drop)
+    }
+
+    /// [`wait`](WatchHub::wait), then the read `then` asks for, made with
+    /// the other waits the same event wakes (see `Group::wake`): `None` if
+    /// it was not asked for or did not answer.
+    pub(crate) async fn wait_then(
+        &self,
+        key: &[u8],
+        from: i64,
+        puts: bool,
+        then: Option<ReadAfter>,
+    ) -> Result<Woken> {
         let (fired, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let commands = self.commands();
@@ -108,10 +129,16 @@ impl WatchHub {
             from,
             puts,
             fired,
+            then,
         };
         commands.send(watch).map_err(|_| broken())?;
-        let _cancel = CancelOnDrop { id, commands };
-        rx.await.map_err(|_| broken())?
+        let mut cancel = CancelOnDrop {
+            id,
+            commands: Some(commands),
+        };
+        let told = rx.await;
+        cancel.commands = None;
+        told.map_err(|_| broken())?
     }
 
     /// The live stream task's command channel, starting a task if needed.
@@ -121,7 +148,8 @@ impl WatchHub {
             return live.clone();
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(self.client.clone(), self.request_timeout, rx));
+        let read = Arc::clone(&self.read);
+        tokio::spawn(run(self.client.clone(), self.request_timeout, read, rx));
         *slot = Some(tx.clone());
         tx
     }
@@ -318,6 +346,7 @@ fn refused(resp: &WatchResponse) -> bool {
 async fn run(
     client: Client,
     request_timeout: Duration,
+    read: ReadAheads,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut waiting = Waits::default();
@@ -336,19 +365,14 @@ async fn run(
         let step = tokio::select! {
             command = commands.recv() => match command {
                 None => break Ok(()),
-                Some(Command::Watch { id, key, from, puts, fired }) => {
-                    match waiting.add(id, key.clone(), from, puts, fired) {
-                        Some(watch) => stream.watch(watch, &key, from, puts).await,
-                        None => Ok(()),
+                Some(command) => {
+                    // With the others queued meanwhile: one turn of this
+                    // loop (and of its timers) for a burst of commands.
+                    let mut step = obey(command, &mut stream, &mut waiting).await;
+                    while let (Ok(()), Ok(next)) = (&step, commands.try_recv()) {
+                        step = obey(next, &mut stream, &mut waiting).await;
                     }
-                }
-                Some(Command::Cancel { id }) => {
-                    // Still pending: the waiter left early; cancel on etcd
-                    // once no other wait needs the watcher.
-                    if let Some(watch) = waiting.leave(id) {
-                        stream.cancel_later(watch);
-                    }
-                    Ok(())
+                    step
                 }
             },
             message = async { stream.stream.as_mut()?.message().await.transpose() },
@@ -357,7 +381,7 @@ async fn run(
                 match message {
                     Some(Ok(resp)) => {
                         stream.heard();
-                        route(resp, &mut stream, &mut waiting).await
+                        route(resp, &mut stream, &mut waiting, &read).await
                     }
                     Some(Err(err)) => {
                         debug!(%err, "watch stream failed");
@@ -383,16 +407,39 @@ async fn run(
     };
     if let Err(Broken::Fail(err)) = outcome {
         for (_, group) in waiting.groups {
-            group.fire(|| {
-                Err(LockError::with_source(
-                    err.code(),
-                    "etcd watch failed",
-                    err.to_string(),
-                ))
-            });
+            group.fail(|| LockError::with_source(err.code(), "etcd watch failed", err.to_string()));
         }
     }
     // Otherwise the pending senders drop: their waits fail transiently.
+}
+
+/// Carries out one command.
+async fn obey(
+    command: Command,
+    stream: &mut Stream,
+    waiting: &mut Waits,
+) -> std::result::Result<(), Broken> {
+    match command {
+        Command::Watch {
+            id,
+            key,
+            from,
+            puts,
+            fired,
+            then,
+        } => match waiting.add(id, key.clone(), from, puts, fired, then) {
+            Some(watch) => stream.watch(watch, &key, from, puts).await,
+            None => Ok(()),
+        },
+        Command::Cancel { id } => {
+            // Still pending: the waiter left early; cancel on etcd once no
+            // other wait needs the watcher.
+            if let Some(watch) = waiting.leave(id) {
+                stream.cancel_later(watch);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Handles one response: wakes the waiter of a delete or a cancelled watch,
@@ -401,6 +448,7 @@ async fn route(
     resp: WatchResponse,
     stream: &mut Stream,
     waiting: &mut Waits,
+    read: &ReadAheads,
 ) -> std::result::Result<(), Broken> {
     let mut id = resp.watch_id();
     if resp.created() {
@@ -440,7 +488,7 @@ async fn route(
                 crate::key::shown(&group.key),
                 resp.cancel_reason()
             );
-            group.fire(|| Err(LockError::new(ErrorCode::PermissionDenied, denied.clone())));
+            group.fail(|| LockError::new(ErrorCode::PermissionDenied, denied.clone()));
             return Ok(());
         }
         debug!(
@@ -458,7 +506,7 @@ async fn route(
         .any(|e| matches!(e.event_type(), EventType::Delete | EventType::Put));
     if fired || resp.canceled() {
         if let Some(group) = waiting.take(id) {
-            group.fire(|| Ok(()));
+            group.wake(read);
             if !resp.canceled() {
                 stream.cancel_later(id);
             }

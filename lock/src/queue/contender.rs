@@ -7,9 +7,12 @@
 //!    thundering herd), starting at the revision *after* the read, and watch
 //!    our own key: if it disappears (lease expired, force-unlocked) we fail
 //!    with `Expired` instead of waiting on.
-//! 3. **Win**: when what we waited for is gone, one linearizable read
-//!    confirms our key still exists and that we hold (readers of one
-//!    manager woken together share that read: see
+//! 3. **Win**: when what we waited for is gone, one linearizable read, sent
+//!    after the wake-up, confirms our key still exists and that we hold. On
+//!    etcd the watch stream sends it as the event arrives, one read for
+//!    every wait of the manager that the event wakes
+//!    ([`Backend::wait_then`](crate::backend::Backend::wait_then)); readers
+//!    that read at one time otherwise share their reads (see
 //!    [`SharedReads`](crate::shared::SharedReads)). A permit that won after
 //!    waiting touches its key (in the background, after the win), which
 //!    wakes the waiter just behind it.
@@ -31,7 +34,7 @@ use super::cleanup::{log_removal, remove_key};
 use super::kind::{Kind, Standing};
 use super::metadata::unique;
 use super::waits::{any_deleted, promoted, watch_gone};
-use crate::backend::{Ahead, Backend, BoxFuture, Enqueued};
+use crate::backend::{Ahead, Backend, BoxFuture, Enqueued, ReadAfter, Woken};
 use crate::error::{ErrorCode, LockError, Result};
 use crate::key::Keyspace;
 use crate::lease::{Retry, Session};
@@ -335,18 +338,24 @@ impl Contender {
         let backend = Arc::clone(self.backend());
         let read = self.kind.ahead_read();
         let mut woke = None;
+        // The read the wake-up brought, made after it (see `Backend::wait_then`).
+        let mut read_after: Option<Ahead> = None;
         loop {
             let (queue, key, reads) = (&self.queue, &self.key, &self.shared.reads);
-            let ahead = self
-                .retry
-                .run("queue read", || -> BoxFuture<'_, Result<Ahead>> {
-                    match self.kind {
-                        // Readers woken together share their reads.
-                        Kind::Shared => Box::pin(reads.ahead(queue, key, rev, read)),
-                        _ => backend.ahead(queue, key, rev, read),
-                    }
-                })
-                .await?;
+            let ahead = match read_after.take() {
+                Some(ahead) => ahead,
+                None => {
+                    self.retry
+                        .run("queue read", || -> BoxFuture<'_, Result<Ahead>> {
+                            match self.kind {
+                                // Readers reading at one time share their reads.
+                                Kind::Shared => Box::pin(reads.ahead(queue, key, rev, read)),
+                                _ => backend.ahead(queue, key, rev, read),
+                            }
+                        })
+                        .await?
+                }
+            };
             if ahead.gone {
                 return Err(vanished());
             }
@@ -389,27 +398,29 @@ impl Contender {
                     let shown = crate::key::shown(&key);
                     debug!(key = %self.key, predecessor = %shown, "waiting");
                     let backend = Arc::clone(&backend);
-                    Box::pin(async move {
-                        match changes {
-                            true => backend.wait_changed(&key, from).await,
-                            false => backend.wait_deleted(&key, from).await,
-                        }
-                    }) as Pin<Box<dyn Future<Output = Result<()>> + Send>>
+                    let then = ReadAfter {
+                        queue: self.queue.clone(),
+                        key: self.key.clone(),
+                        rev,
+                        read,
+                    };
+                    Box::pin(async move { backend.wait_then(&key, from, changes, then).await })
+                        as Pin<Box<dyn Future<Output = Result<Woken>> + Send>>
                 }
                 Standing::BehindAll(keys) => {
                     debug!(key = %self.key, ahead = keys.len(), "waiting for a holder to go");
-                    Box::pin(any_deleted(Arc::clone(&backend), keys, from))
+                    let any = any_deleted(Arc::clone(&backend), keys, from);
+                    Box::pin(async move { any.await.map(Woken::now) })
                 }
             };
             tokio::select! {
                 woken = wake => {
                     self.retry.heard(&woken);
-                    woke = woken.is_ok().then(std::time::Instant::now);
-                    if let Err(err) = woken {
-                        if !err.is_transient() {
-                            return Err(err);
-                        }
-                        tokio::time::sleep(self.retry.interval()).await;
+                    woke = woken.as_ref().ok().map(|woken| woken.at);
+                    match woken {
+                        Ok(woken) => read_after = woken.read,
+                        Err(err) if !err.is_transient() => return Err(err),
+                        Err(_) => tokio::time::sleep(self.retry.interval()).await,
                     }
                 }
                 gone = &mut own_key_gone => {

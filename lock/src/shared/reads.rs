@@ -1,6 +1,11 @@
 //! Position reads shared by the readers of one manager that wait in one
-//! queue: K readers woken by one writer's release (one event on the watcher
-//! they share, see `backend::watch_groups`) cost one read per manager, not K.
+//! queue and read at one time: K readers enqueued together, or woken by one
+//! writer's release (one event on the watcher they share, see
+//! `backend::watch_groups`) on a backend that does not read at the wake-up
+//! (in memory, behind the fault layer) or whose read there failed, cost
+//! one read per manager, not K. (On etcd, the readers woken by one event
+//! are answered by the one read the watch stream makes for them as the
+//! event arrives: [`Backend::wait_then`].)
 //!
 //! A reader that asks while fewer than [`OWN_READS`] reads of its lane (a
 //! queue, read the same way) are in flight starts a read: it first lets the

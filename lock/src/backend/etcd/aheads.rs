@@ -15,22 +15,50 @@
 //! needs it (many keys between the asking ones): each key's guard and range,
 //! as plain reads, [`PER_KEY_MAX`] keys to a transaction.
 
-use etcd_client::{GetOptions, KeyValue, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse};
 
+use super::requests::Requests;
 use super::txn::{header_revision, queue_read, seen_kv};
 use crate::backend::{Ahead, Read, Seen};
+use crate::error::Result;
+
+impl Requests {
+    /// [`Backend::aheads`](crate::backend::Backend::aheads): gathered, or
+    /// per key when the gathered ranges came back cut short.
+    pub(super) async fn aheads(
+        &self,
+        queue: &str,
+        keys: &[(String, i64)],
+        read: Read,
+    ) -> Result<Vec<Ahead>> {
+        if keys.len() > 1 {
+            let ops = gathered(queue, keys, read);
+            let resp = self.txn("queue read", Txn::new().and_then(ops)).await?;
+            if let Some(answers) = gathered_answers(resp, keys, read) {
+                return Ok(answers);
+            }
+        }
+        let mut answers = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(PER_KEY_MAX) {
+            let ops = per_key(queue, chunk, read);
+            let resp = self.txn("queue read", Txn::new().and_then(ops)).await?;
+            answers.extend(per_key_answers(resp, chunk));
+        }
+        Ok(answers)
+    }
+}
 
 /// The most keys one per-key transaction reads for: two operations each,
 /// well inside etcd's default limit of 128 per transaction
 /// (`--max-txn-ops`).
-pub(super) const PER_KEY_MAX: usize = 32;
+const PER_KEY_MAX: usize = 32;
 
 /// How many keys the span of the asking keys may hold per asking key
 /// before the gathered read gives way to the per-key one.
 const SPAN_PER_KEY: usize = 4;
 
 /// The gathered read's two ranges for `keys` (at least one).
-pub(super) fn gathered(queue: &str, keys: &[(String, i64)], read: Read) -> Vec<TxnOp> {
+fn gathered(queue: &str, keys: &[(String, i64)], read: Read) -> Vec<TxnOp> {
     let first = keys.iter().map(|(key, _)| key.as_str()).min().unwrap_or("");
     let last = keys.iter().map(|(key, _)| key.as_str()).max().unwrap_or("");
     let mut end = last.as_bytes().to_vec();
@@ -52,11 +80,7 @@ pub(super) fn gathered(queue: &str, keys: &[(String, i64)], read: Read) -> Vec<T
 
 /// Each key's answer from the [`gathered`] read's response, or `None` when a
 /// range was cut short where an answer needs it.
-pub(super) fn gathered_answers(
-    resp: TxnResponse,
-    keys: &[(String, i64)],
-    read: Read,
-) -> Option<Vec<Ahead>> {
+fn gathered_answers(resp: TxnResponse, keys: &[(String, i64)], read: Read) -> Option<Vec<Ahead>> {
     let header = header_revision(resp.header());
     let mut ranges = resp.op_responses().into_iter().map(|op| match op {
         TxnOpResponse::Get(mut get) => (get.more(), get.take_kvs()),
@@ -134,7 +158,7 @@ impl Cut<'_> {
 
 /// Per key, its own `ahead`'s two parts as plain reads (a guard holds for a
 /// whole transaction): the key's create revision, and the same range.
-pub(super) fn per_key(queue: &str, keys: &[(String, i64)], read: Read) -> Vec<TxnOp> {
+fn per_key(queue: &str, keys: &[(String, i64)], read: Read) -> Vec<TxnOp> {
     keys.iter()
         .flat_map(|(key, rev)| {
             let own = TxnOp::get(key.as_str(), Some(GetOptions::new().with_keys_only()));
@@ -144,7 +168,7 @@ pub(super) fn per_key(queue: &str, keys: &[(String, i64)], read: Read) -> Vec<Tx
 }
 
 /// Each key's answer from the [`per_key`] read's response.
-pub(super) fn per_key_answers(resp: TxnResponse, keys: &[(String, i64)]) -> Vec<Ahead> {
+fn per_key_answers(resp: TxnResponse, keys: &[(String, i64)]) -> Vec<Ahead> {
     let header = header_revision(resp.header());
     let mut ranges = resp.op_responses().into_iter().map(|op| match op {
         TxnOpResponse::Get(mut get) => get.take_kvs(),

@@ -7,19 +7,24 @@ use super::batch::Batcher;
 pub(crate) use super::errors::map_error;
 use super::errors::{is_lease_gone, is_not_found};
 use super::terms::Terms;
+use super::watch_groups::ReadAheads;
 use super::watch_hub::WatchHub;
 use super::{
-    Ahead, Backend, BoxFuture, ChangeWatch, Enqueued, Entry, Granted, Listing, Read, Revisions,
+    Ahead, Backend, BoxFuture, ChangeWatch, Enqueued, Entry, Granted, Listing, Read, ReadAfter,
+    Revisions, Woken,
 };
 use crate::error::{LockError, Result};
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, TxnResponse,
+    TxnOpResponse,
 };
 
 // The pieces of transactions it builds and reads.
 mod aheads;
+mod requests;
 mod txn;
+
+use requests::Requests;
 
 use txn::{header_revision, queue_of, queue_read, range_kvs, seen};
 
@@ -56,28 +61,35 @@ impl RuntimeAlive {
 
 /// [`Backend`] on an etcd cluster.
 pub(crate) struct EtcdBackend {
-    client: Client,
     /// Alive while the runtime the client was made on runs: the client's
     /// connection (tonic's channel) is driven by a task there, and dies
     /// with it.
     runtime: RuntimeAlive,
-    request_timeout: Duration,
+    /// Unary requests, bounded and observed.
+    requests: Requests,
     watches: WatchHub,
     /// Enqueues and deletes, coalesced into one transaction per round trip.
     writes: Batcher,
-    terms: Arc<Terms>,
 }
 
 impl EtcdBackend {
     pub(crate) fn new(client: Client, request_timeout: Duration) -> Self {
         let terms = Arc::new(Terms::new(request_timeout));
+        let requests = Requests {
+            client: client.clone(),
+            request_timeout,
+            terms: Arc::clone(&terms),
+        };
+        let reads = requests.clone();
+        let read: ReadAheads = Arc::new(move |queue, keys, read| {
+            let reads = reads.clone();
+            Box::pin(async move { reads.aheads(&queue, &keys, read).await })
+        });
         EtcdBackend {
             runtime: RuntimeAlive::here(),
-            watches: WatchHub::new(client.clone(), request_timeout),
-            writes: Batcher::new(&client, request_timeout, Arc::clone(&terms)),
-            client,
-            request_timeout,
-            terms,
+            watches: WatchHub::new(client.clone(), request_timeout, read),
+            writes: Batcher::new(&client, request_timeout, terms),
+            requests,
         }
     }
 
@@ -92,48 +104,24 @@ impl EtcdBackend {
              lock manager (and its etcd client) on a runtime that outlives it",
         ))
     }
-
-    /// Runs one unary request with the request timeout, mapping its error.
-    async fn call<T>(
-        &self,
-        what: &str,
-        request: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.request_timeout, request).await {
-            Ok(result) => result.map_err(|e| map_error(what, e)),
-            Err(elapsed) => Err(LockError::backend(
-                format!(
-                    "etcd {what} got no answer within {:?}",
-                    self.request_timeout
-                ),
-                elapsed,
-                true,
-            )),
-        }
-    }
-
-    async fn txn(&self, what: &str, txn: Txn) -> Result<TxnResponse> {
-        let resp = self.call(what, self.client.clone().txn(txn)).await?;
-        self.terms.observe(resp.header());
-        Ok(resp)
-    }
 }
 
 impl Backend for EtcdBackend {
     fn request_timeout(&self) -> Duration {
-        self.request_timeout
+        self.requests.request_timeout
     }
 
     fn grant(&self, ttl_secs: i64) -> BoxFuture<'_, Result<Granted>> {
         Box::pin(async move {
             self.usable()?;
             let resp = self
+                .requests
                 .call(
                     "lease grant",
-                    self.client.clone().lease_grant(ttl_secs, None),
+                    self.requests.client.clone().lease_grant(ttl_secs, None),
                 )
                 .await?;
-            self.terms.observe(resp.header());
+            self.requests.terms.observe(resp.header());
             Ok(Granted {
                 id: resp.id(),
                 ttl: Duration::from_secs(resp.ttl().max(0) as u64),
@@ -144,13 +132,13 @@ impl Backend for EtcdBackend {
     fn keep_alive(&self, lease: i64) -> BoxFuture<'_, Result<i64>> {
         Box::pin(async move {
             self.usable()?;
-            let mut client = self.client.clone();
-            let terms = &self.terms;
+            let mut client = self.requests.client.clone();
+            let terms = &self.requests.terms;
             // Every way etcd says "this lease is gone" becomes a TTL of 0, as
             // the `Backend` contract asks: etcd-client reports a first answer
             // with TTL 0 as an error ("lease not found"), a later answer
             // carries TTL 0, and lease RPCs answer `NotFound`.
-            let answer = tokio::time::timeout(self.request_timeout, async move {
+            let answer = tokio::time::timeout(self.requests.request_timeout, async move {
                 let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
                 keeper.keep_alive().await?;
                 match stream.message().await? {
@@ -177,7 +165,7 @@ impl Backend for EtcdBackend {
                 Err(elapsed) => Err(LockError::backend(
                     format!(
                         "etcd lease keep-alive got no answer within {:?}",
-                        self.request_timeout
+                        self.requests.request_timeout
                     ),
                     elapsed,
                     true,
@@ -189,8 +177,9 @@ impl Backend for EtcdBackend {
     fn revoke(&self, lease: i64) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             self.usable()?;
-            let mut client = self.client.clone();
-            let revoked = tokio::time::timeout(self.request_timeout, client.lease_revoke(lease));
+            let mut client = self.requests.client.clone();
+            let revoked =
+                tokio::time::timeout(self.requests.request_timeout, client.lease_revoke(lease));
             match revoked.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) if is_not_found(&e) => Ok(()),
@@ -208,9 +197,10 @@ impl Backend for EtcdBackend {
         Box::pin(async move {
             self.usable()?;
             let resp = self
+                .requests
                 .call(
                     "lease time-to-live",
-                    self.client.clone().lease_time_to_live(lease, None),
+                    self.requests.client.clone().lease_time_to_live(lease, None),
                 )
                 .await?;
             Ok(resp.ttl())
@@ -249,7 +239,7 @@ impl Backend for EtcdBackend {
             // The key exists: an earlier attempt of ours that applied
             // unheard, or a leftover. One more read finds it and the head.
             let txn = Txn::new().and_then([TxnOp::get(key, None), queue_read(queue, read, None)]);
-            let resp = self.txn("queue read", txn).await?;
+            let resp = self.requests.txn("queue read", txn).await?;
             let header = header_revision(resp.header());
             let Some(kv) = range_kvs(&resp, 0).into_iter().next() else {
                 // Deleted meanwhile (force-unlocked, or its lease expired).
@@ -291,7 +281,7 @@ impl Backend for EtcdBackend {
             let txn = Txn::new()
                 .when(absent.collect::<Vec<_>>())
                 .and_then(puts.chain(heads).collect::<Vec<_>>());
-            let resp = self.txn("enqueue", txn).await?;
+            let resp = self.requests.txn("enqueue", txn).await?;
             let header = header_revision(resp.header());
             let n = entries.len();
             if resp.succeeded() {
@@ -311,7 +301,7 @@ impl Backend for EtcdBackend {
                 .iter()
                 .map(|(queue, _)| queue_read(queue, Read::FIRST, None));
             let txn = Txn::new().and_then(keys.chain(heads).collect::<Vec<_>>());
-            let resp = self.txn("queue read", txn).await?;
+            let resp = self.requests.txn("queue read", txn).await?;
             let header = header_revision(resp.header());
             let answer = (0..n).map(|i| {
                 let kv = range_kvs(&resp, i).into_iter().next();
@@ -341,7 +331,7 @@ impl Backend for EtcdBackend {
             let txn = Txn::new()
                 .when([Compare::create_revision(key, CompareOp::Equal, rev)])
                 .and_then([queue_read(queue, read, Some(rev))]);
-            let resp = self.txn("queue read", txn).await?;
+            let resp = self.requests.txn("queue read", txn).await?;
             Ok(Ahead {
                 gone: !resp.succeeded(),
                 keys: if resp.succeeded() {
@@ -362,20 +352,7 @@ impl Backend for EtcdBackend {
     ) -> BoxFuture<'a, Result<Vec<Ahead>>> {
         Box::pin(async move {
             self.usable()?;
-            if keys.len() > 1 {
-                let ops = aheads::gathered(queue, keys, read);
-                let resp = self.txn("queue read", Txn::new().and_then(ops)).await?;
-                if let Some(answers) = aheads::gathered_answers(resp, keys, read) {
-                    return Ok(answers);
-                }
-            }
-            let mut answers = Vec::with_capacity(keys.len());
-            for chunk in keys.chunks(aheads::PER_KEY_MAX) {
-                let ops = aheads::per_key(queue, chunk, read);
-                let resp = self.txn("queue read", Txn::new().and_then(ops)).await?;
-                answers.extend(aheads::per_key_answers(resp, chunk));
-            }
-            Ok(answers)
+            self.requests.aheads(queue, keys, read).await
         })
     }
 
@@ -411,6 +388,19 @@ impl Backend for EtcdBackend {
         Box::pin(async move {
             self.usable()?;
             self.watches.wait(key, from, false).await
+        })
+    }
+
+    fn wait_then<'a>(
+        &'a self,
+        key: &'a [u8],
+        from: i64,
+        changes: bool,
+        then: ReadAfter,
+    ) -> BoxFuture<'a, Result<Woken>> {
+        Box::pin(async move {
+            self.usable()?;
+            self.watches.wait_then(key, from, changes, Some(then)).await
         })
     }
 
@@ -454,6 +444,7 @@ impl Backend for EtcdBackend {
                 ),
             });
             let resp = self
+                .requests
                 .txn("delete", Txn::new().and_then(ops.collect::<Vec<_>>()))
                 .await?;
             let deleted = resp.op_responses().into_iter().map(|op| match op {
@@ -472,9 +463,13 @@ impl Backend for EtcdBackend {
                 .with_prefix()
                 .with_sort(SortTarget::Create, SortOrder::Ascend);
             let resp = self
-                .call("range", self.client.clone().get(prefix, Some(options)))
+                .requests
+                .call(
+                    "range",
+                    self.requests.client.clone().get(prefix, Some(options)),
+                )
                 .await?;
-            self.terms.observe(resp.header());
+            self.requests.terms.observe(resp.header());
             let entries = resp
                 .kvs()
                 .iter()
@@ -497,9 +492,13 @@ impl Backend for EtcdBackend {
             self.usable()?;
             let options = GetOptions::new().with_prefix().with_keys_only();
             let resp = self
-                .call("range", self.client.clone().get(prefix, Some(options)))
+                .requests
+                .call(
+                    "range",
+                    self.requests.client.clone().get(prefix, Some(options)),
+                )
                 .await?;
-            self.terms.observe(resp.header());
+            self.requests.terms.observe(resp.header());
             Ok(Revisions {
                 keys: resp
                     .kvs()
@@ -519,7 +518,14 @@ impl Backend for EtcdBackend {
     ) -> BoxFuture<'a, Result<ChangeWatch>> {
         Box::pin(async move {
             self.usable()?;
-            super::changes::watch(&self.client, self.request_timeout, prefix, from, puts).await
+            super::changes::watch(
+                &self.requests.client,
+                self.requests.request_timeout,
+                prefix,
+                from,
+                puts,
+            )
+            .await
         })
     }
 }
