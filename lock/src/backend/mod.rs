@@ -126,7 +126,7 @@ pub(crate) struct ReadAfter {
 }
 
 /// A wait that ended in a wake-up: when its event came, and the read made
-/// after it, if the backend made it (see [`Backend::wait_deleted_then`]).
+/// after it, if the backend made it (see [`Backend::wait_then`]).
 #[derive(Debug)]
 pub(crate) struct Woken {
     pub(crate) at: std::time::Instant,

@@ -11,11 +11,10 @@
 //!    after the wake-up, confirms our key still exists and that we hold. On
 //!    etcd the watch stream sends it as the event arrives, one read for
 //!    every wait of the manager that the event wakes
-//!    ([`Backend::wait_then`](crate::backend::Backend::wait_then)); readers
-//!    that read at one time otherwise share their reads (see
-//!    [`SharedReads`](crate::shared::SharedReads)). A permit that won after
-//!    waiting touches its key (in the background, after the win), which
-//!    wakes the waiter just behind it.
+//!    ([`Backend::wait_then`]); readers that read at one time otherwise
+//!    share their reads (see [`SharedReads`](crate::shared::SharedReads)).
+//!    A permit that won after waiting touches its key (in the background,
+//!    after the win), which wakes the waiter just behind it.
 //!
 //! A [`Contender`] that is dropped before it wins — a timeout, a lost
 //! `try_lock`, a `lock()` future dropped mid-await, an error — removes its key
