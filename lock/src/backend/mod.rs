@@ -344,7 +344,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
 /// Checks shared by the backends' tests.
 #[cfg(test)]
 pub(crate) mod checks {
+    use super::etcd::{EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
     use super::{Ahead, Backend, Read};
+
+    /// The etcd backend on a client of `etcd`, a test's own.
+    pub(crate) async fn etcd_backend(etcd: &distlock_tests::Etcd) -> EtcdBackend {
+        let client = etcd_client::Client::connect(etcd.endpoints(), None)
+            .await
+            .expect("connect to the test's etcd");
+        EtcdBackend::new(client, DEFAULT_REQUEST_TIMEOUT)
+    }
 
     /// `backend.aheads` of `asks` answers each key exactly as that key's
     /// own `ahead` does (nothing changes the queue meanwhile); its answers.

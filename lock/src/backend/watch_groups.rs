@@ -343,15 +343,12 @@ mod tests {
     /// readers, each as its own `ahead` does after the wake-up.
     #[tokio::test]
     async fn on_etcd_one_read_made_after_the_event_answers_each_reader_as_alone() {
-        use crate::backend::etcd::{EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
+        use crate::backend::checks::etcd_backend;
         use crate::backend::Backend;
         use crate::key::Keyspace;
 
         let etcd = distlock_tests::Etcd::start().await;
-        let client = etcd_client::Client::connect(etcd.endpoints(), None)
-            .await
-            .unwrap();
-        let backend = Arc::new(EtcdBackend::new(client, DEFAULT_REQUEST_TIMEOUT));
+        let backend = Arc::new(etcd_backend(&etcd).await);
         let queue = "/ns/locks/doc/";
         let lease = backend.grant(60).await.unwrap().id;
         let read = Read {

@@ -301,8 +301,7 @@ fn lock(lanes: &Lanes) -> MutexGuard<'_, HashMap<LaneKey, Lane>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::checks::aheads_answer_as_each_alone;
-    use crate::backend::etcd::{EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
+    use crate::backend::checks::{aheads_answer_as_each_alone, etcd_backend};
     use crate::backend::memory::MemoryBackend;
     use crate::backend::Scope;
     use crate::key::Keyspace;
@@ -320,10 +319,7 @@ mod tests {
     #[tokio::test]
     async fn a_shared_read_answers_each_key_as_its_own_read_on_etcd() {
         let etcd = distlock_tests::Etcd::start().await;
-        let client = etcd_client::Client::connect(etcd.endpoints(), None)
-            .await
-            .unwrap();
-        let backend = EtcdBackend::new(client, DEFAULT_REQUEST_TIMEOUT);
+        let backend = etcd_backend(&etcd).await;
         shared_read_answers_each_key_as_its_own_read(&backend).await;
     }
 

@@ -191,8 +191,7 @@ fn per_key_answers(resp: TxnResponse, keys: &[(String, i64)]) -> Vec<Ahead> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::checks::aheads_answer_as_each_alone;
-    use crate::backend::etcd::{EtcdBackend, DEFAULT_REQUEST_TIMEOUT};
+    use crate::backend::checks::{aheads_answer_as_each_alone, etcd_backend};
     use crate::backend::{Backend, Scope};
     use crate::key::Keyspace;
     use distlock_tests::Etcd;
@@ -274,10 +273,7 @@ mod tests {
     #[tokio::test]
     async fn gathered_and_per_key_reads_answer_as_each_key_alone() {
         let etcd = Etcd::start().await;
-        let client = etcd_client::Client::connect(etcd.endpoints(), None)
-            .await
-            .unwrap();
-        let backend = EtcdBackend::new(client, DEFAULT_REQUEST_TIMEOUT);
+        let backend = etcd_backend(&etcd).await;
         let lease = backend.grant(60).await.unwrap().id;
         let enqueue = |key: String| {
             let backend = &backend;
