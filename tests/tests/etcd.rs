@@ -488,3 +488,38 @@ async fn a_connection_reset_as_the_manager_connects_is_tried_again() {
     lock.lock().await.unwrap().unlock().await.unwrap();
     manager.close().await;
 }
+
+/// The last handle of a manager dropped without `close()`: its sessions'
+/// leases are revoked at once (not left to expire a TTL later), so a key
+/// a late request of it made under one goes too. Here a lock's key is made
+/// under the manager's session by hand, as a late enqueue would make it,
+/// after its lock was released.
+#[tokio::test]
+async fn dropping_a_managers_last_handle_revokes_its_leases() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let ns = etcd.namespace();
+    let manager = connect(&etcd, &ns).await;
+    let lock = manager.new_lock("late", LockOptions::default()).unwrap();
+    let g = lock.lock().await.unwrap();
+    let key = manager.lock_info("late").await.unwrap().unwrap().key;
+    g.unlock().await.unwrap();
+    let lease = lease_of(&key);
+    let mut raw = raw_client(&etcd).await;
+    let late = etcd_client::PutOptions::new().with_lease(lease);
+    raw.put(key.as_str(), "late", Some(late)).await.unwrap();
+    drop((lock, manager));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let ttl = raw.lease_time_to_live(lease, None).await.unwrap().ttl();
+        if ttl <= 0 && raw_keys(&etcd, &ns).await.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lease {lease:x} still there (TTL {ttl} s), keys {:?}",
+            raw_keys(&etcd, &ns).await
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}

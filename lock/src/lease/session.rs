@@ -51,8 +51,10 @@ pub(crate) struct Session {
     /// Lives as long as the keeper task: gone when the runtime that ran it
     /// shut down, and then nobody renews the lease.
     keeper: Weak<()>,
-    /// Set once the lease was revoked on purpose (`close`).
-    revoked: AtomicBool,
+    /// Set once the lease was revoked on purpose (`close`). Shared with the
+    /// task that revokes the lease after the keeper ends, which outlives
+    /// the session when its last handle went.
+    revoked: Arc<AtomicBool>,
     /// The manager's record of what the backend says; keep-alives report to it.
     health: Arc<Health>,
     /// Wakes the keeper when the session is retired.
@@ -93,7 +95,7 @@ impl Session {
             retired: AtomicBool::new(false),
             strays: Mutex::new(Vec::new()),
             keeper: Arc::downgrade(&alive),
-            revoked: AtomicBool::new(false),
+            revoked: Arc::default(),
             health,
             wake: tokio::sync::Notify::new(),
         });
@@ -108,7 +110,7 @@ impl Session {
             Arc::clone(&session).keep(opts.renew_interval, opts.retry_interval),
         );
         let (lost, lease) = (session.lost.clone(), session.lease);
-        let weak = Arc::downgrade(&session);
+        let (backend, revoked) = (Arc::clone(&session.backend), Arc::clone(&session.revoked));
         tokio::spawn(async move {
             // Both are dropped with this task, also when its runtime shuts down.
             let (_alive, _live) = (alive, live);
@@ -127,12 +129,11 @@ impl Session {
             // A lost session's lease is revoked, so its locks free now rather
             // than when the server gets round to expiring it — also when the
             // manager closes or its last handle goes (`close` may not have
-            // seen a session that started as it closed). Unless `close`
-            // revoked it already.
-            if let Some(session) = weak.upgrade() {
-                if !session.revoked.load(Ordering::SeqCst) {
-                    let _ = session.backend.revoke(session.lease).await;
-                }
+            // seen a session that started as it closed), even though nothing
+            // holds the session any more: a key a late request made under
+            // it goes too. Unless `close` revoked it already.
+            if !revoked.load(Ordering::SeqCst) {
+                let _ = backend.revoke(lease).await;
             }
         });
         Ok(session)
