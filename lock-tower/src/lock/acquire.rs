@@ -39,7 +39,12 @@ impl Take {
 
 /// Takes `take` of `key` with a handle of its own, waiting at most `wait`.
 /// A zero wait tries once; that attempt, backend retries included, is cut
-/// off after [`TRY_ONCE_LIMIT`]: every wait the layer makes is bounded.
+/// off after [`TRY_ONCE_LIMIT`]: every wait the layer makes is bounded. A
+/// longer wait is the core's own (`lock_timeout` and its kin end it, and
+/// count it as a timeout in the metrics); the layer's bound, that much
+/// later again, is only a backstop: at `wait` itself, it could cut the
+/// core's acquisition off first, which the metrics would count as
+/// cancelled.
 pub(crate) async fn acquire(
     manager: LockManager,
     key: String,
@@ -48,7 +53,10 @@ pub(crate) async fn acquire(
     take: Take,
 ) -> Result<Guard, Refusal> {
     let what = take.kind().what();
-    let bound = if wait.is_zero() { TRY_ONCE_LIMIT } else { wait };
+    let bound = match wait.is_zero() {
+        true => TRY_ONCE_LIMIT,
+        false => wait.saturating_add(TRY_ONCE_LIMIT),
+    };
     let attempt = take_hold(manager, key.clone(), options, wait, take);
     match tokio::time::timeout(bound, attempt).await {
         Ok(acquired) => Ok(acquired?),
