@@ -203,6 +203,13 @@ impl Keyspace {
         format!("{queue}r/{lease:x}.{n:x}")
     }
 
+    /// Whether `key` is a reader's entry of `queue` (see
+    /// [`reader`](Self::reader)).
+    pub(crate) fn is_reader(queue: &str, key: &str) -> bool {
+        key.strip_prefix(queue)
+            .is_some_and(|rest| rest.starts_with("r/"))
+    }
+
     /// `{semaphore queue}{lease hex}.{n hex}`: one permit's key, unique to one
     /// acquisition.
     pub(crate) fn permit(queue: &str, lease: i64, n: u64) -> String {

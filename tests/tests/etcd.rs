@@ -353,6 +353,99 @@ async fn peers_sharing_a_connection_never_tie() {
     );
 }
 
+/// A manager's concurrent readers of one name may be enqueued in one batch
+/// and share a create revision (a place and a token, which readers share
+/// anyway); a writer's enqueue never shares a batch with another entry of
+/// its name: no reader or writer ever has a writer's token, and a writer
+/// overlaps no section.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_may_share_a_batch_but_never_with_a_writer() {
+    init_tracing();
+    let etcd = Etcd::start().await;
+    let manager = connect(&etcd, &etcd.namespace()).await;
+    let rw = manager.new_rw_lock("doc", LockOptions::default()).unwrap();
+    // A burst of readers behind a writer: all but the first are enqueued
+    // while the first's write is on its way, so they form one batch.
+    let held = rw.write().await.unwrap();
+    let burst: Vec<_> = (0..16)
+        .map(|_| {
+            let rw = manager.new_rw_lock("doc", LockOptions::default()).unwrap();
+            tokio::spawn(async move { rw.read().await.unwrap() })
+        })
+        .collect();
+    sleep(Duration::from_millis(300)).await;
+    held.release().await.unwrap();
+    let mut tokens = Vec::new();
+    for reader in burst {
+        let guard = timeout(Duration::from_secs(10), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        tokens.push(guard.fencing_token());
+        guard.release().await.unwrap();
+    }
+    tokens.sort();
+    tokens.dedup();
+    assert!(
+        tokens.len() < 16,
+        "no two readers shared a batch: {tokens:?}"
+    );
+
+    // Readers and writers of one manager, in bursts that start together.
+    let detector = support::RwDetector::default();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new())));
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (detector, seen, start) = (detector.clone(), seen.clone(), start.clone());
+        let rw = manager.new_rw_lock("doc", LockOptions::default()).unwrap();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..6 {
+                start.wait().await;
+                if (t + round) % 4 == 0 {
+                    let w = rw.write().await.unwrap();
+                    seen.lock().unwrap().0.push(w.fencing_token());
+                    {
+                        let _inside = detector.writer();
+                        sleep(Duration::from_millis(2)).await;
+                    }
+                    w.release().await.unwrap();
+                } else {
+                    let r = rw.read().await.unwrap();
+                    seen.lock().unwrap().1.push(r.fencing_token());
+                    {
+                        let _inside = detector.reader();
+                        sleep(Duration::from_millis(4)).await;
+                    }
+                    r.release().await.unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        timeout(Duration::from_secs(60), t).await.unwrap().unwrap();
+    }
+    let violations = detector
+        .violations
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(violations, 0, "a writer overlapped another section");
+    let (writers, readers) = seen.lock().unwrap().clone();
+    assert_eq!(writers.len() + readers.len(), 16 * 6);
+    let mut distinct = writers.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        writers.len(),
+        "two writers tied: {writers:?}"
+    );
+    let shared: Vec<_> = writers.iter().filter(|w| readers.contains(w)).collect();
+    assert!(
+        shared.is_empty(),
+        "a reader tied with a writer at {shared:?}"
+    );
+}
+
 /// Writes of managers sharing a connection travel in shared batches; etcd
 /// refuses a batch whole when one member's lease is gone. Only that member
 /// may hear so: a healthy manager in the same batch keeps its session (and

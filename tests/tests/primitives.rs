@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use distlock::testing::{Fault, Faults, Op};
 use distlock::{ErrorCode, LockManager, LockOptions};
-use support::{on_both_backends, short_ttl, Fixture, OverlapDetector};
+use support::{on_both_backends, short_ttl, Fixture, OverlapDetector, RwDetector};
 use tokio::time::{sleep, timeout, Instant};
 
 on_both_backends!(
@@ -258,43 +258,6 @@ async fn a_crashed_holders_permit_comes_back_within_a_ttl(fx: &Fixture) {
     );
     taken.release().await.unwrap();
     faults.heal();
-}
-
-/// Who is inside a read-write lock's sections now, and whether a writer was
-/// ever inside with anyone, or readers together.
-#[derive(Default, Clone)]
-struct RwDetector {
-    readers: Arc<AtomicUsize>,
-    writers: Arc<AtomicUsize>,
-    most_readers: Arc<AtomicUsize>,
-    violations: Arc<AtomicUsize>,
-}
-
-impl RwDetector {
-    fn reader(&self) -> impl Drop + '_ {
-        let now = self.readers.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_readers.fetch_max(now, Ordering::SeqCst);
-        if self.writers.load(Ordering::SeqCst) > 0 {
-            self.violations.fetch_add(1, Ordering::SeqCst);
-        }
-        Leave(&self.readers)
-    }
-
-    fn writer(&self) -> impl Drop + '_ {
-        let writers = self.writers.fetch_add(1, Ordering::SeqCst) + 1;
-        if writers > 1 || self.readers.load(Ordering::SeqCst) > 0 {
-            self.violations.fetch_add(1, Ordering::SeqCst);
-        }
-        Leave(&self.writers)
-    }
-}
-
-struct Leave<'a>(&'a AtomicUsize);
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Readers overlap each other; a writer overlaps nothing.

@@ -5,12 +5,16 @@
 //! transaction whose operations are the members' transactions, nested (etcd
 //! ≥ 3.3), and their plain deletes. etcd applies it as one Raft proposal, so
 //! every key it creates shares one create revision. That is why a batch
-//! never holds two writes to one lock's queue: two contenders of one lock
-//! created in one batch would tie for the same place and the same fencing
-//! token. A write whose queue is taken waits for the next batch. While
-//! [`MAX_IN_FLIGHT`] batches are on their way, new writes queue up and form
-//! the next, larger batch: under light load each write goes alone, straight
-//! from its caller, as it would without batching.
+//! never holds two creations that must not tie ([`Claim`]): two contenders of
+//! one lock created in one batch would tie for the same place and the same
+//! fencing token — except two readers, which share both anyway. A creation
+//! whose queue is taken waits for the next batch. Writes that only change or
+//! delete existing keys tie with nothing and join any batch: they were
+//! concurrent with the batch's other writes, so any order etcd applies them
+//! in is one they could have had alone. While [`MAX_IN_FLIGHT`] batches are
+//! on their way, new writes queue up and form the next, larger batch: under
+//! light load each write goes alone, straight from its caller, as it would
+//! without batching.
 //!
 //! If etcd refuses a batch as a whole (a member names a lease that is gone,
 //! touches a key its user may not, or the batch is too large), each member is
@@ -19,7 +23,7 @@
 //! (set below its default): that one is sent in halves, and the batcher's
 //! later batches are no larger than the half.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,10 +88,23 @@ impl Write {
     }
 }
 
+/// What a write may create in a lock queue, which decides the batches it
+/// may join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// It only changes or deletes existing keys: it ties with nothing.
+    None,
+    /// It may create a reader's (shared) entry of this queue: it may tie
+    /// with other readers, not with an exclusive or a permit's entry.
+    Shared(Vec<u8>),
+    /// It may create an entry of this queue that must not tie with any
+    /// other (exclusive, a permit's): the only creation in the queue.
+    Sole(Vec<u8>),
+}
+
 struct Member {
     what: &'static str,
-    /// The lock queue the write touches; one write per queue in a batch.
-    queue: Vec<u8>,
+    claim: Claim,
     write: Write,
     reply: oneshot::Sender<Answer>,
 }
@@ -150,33 +167,35 @@ impl Batcher {
         inbox
     }
 
-    /// Runs `txn`, a write to the lock queue `queue`, in a batch: its
-    /// response and the store revision after it.
+    /// Runs `txn`, a write that may create what `claim` says, in a batch:
+    /// its response and the store revision after it.
     pub(crate) async fn txn(
         &self,
         what: &'static str,
-        queue: &[u8],
+        claim: Claim,
         txn: Txn,
     ) -> Result<(TxnResponse, i64)> {
-        match self.write(what, queue, Write::Txn(txn)).await? {
+        match self.write(what, claim, Write::Txn(txn)).await? {
             (Applied::Txn(resp), revision) => Ok((resp, revision)),
             (Applied::Deleted(_), _) => Err(malformed(what)),
         }
     }
 
-    /// Deletes `key`, in the lock queue `queue`, in a batch: how many keys
-    /// it removed (0 or 1).
-    pub(crate) async fn delete(&self, what: &'static str, queue: &[u8], key: &[u8]) -> Result<i64> {
-        match self.write(what, queue, Write::Delete(key.to_vec())).await? {
+    /// Deletes `key`, in a batch: how many keys it removed (0 or 1).
+    pub(crate) async fn delete(&self, what: &'static str, key: &[u8]) -> Result<i64> {
+        match self
+            .write(what, Claim::None, Write::Delete(key.to_vec()))
+            .await?
+        {
             (Applied::Deleted(deleted), _) => Ok(deleted),
             (Applied::Txn(_), _) => Err(malformed(what)),
         }
     }
 
-    /// Runs `write`, a write to the lock queue `queue`, in a batch, and
+    /// Runs `write`, which may create what `claim` says, in a batch, and
     /// returns what it did and the store revision after it; errors as
     /// [`map_error`] maps them.
-    async fn write(&self, what: &'static str, queue: &[u8], write: Write) -> Answer {
+    async fn write(&self, what: &'static str, claim: Claim, write: Write) -> Answer {
         let inbox = self.inbox();
         // Nothing waiting and room on the wire: no batch to wait for.
         if inbox.queued.load(Ordering::SeqCst) == 0 {
@@ -195,7 +214,7 @@ impl Batcher {
         let (reply, answer) = oneshot::channel();
         let member = Member {
             what,
-            queue: queue.to_vec(),
+            claim,
             write,
             reply,
         };
@@ -265,14 +284,23 @@ impl Batching {
     }
 }
 
-/// The oldest pending writes, at most one per queue and `max` in all; the
-/// others stay pending, in order.
+/// The oldest pending writes, `max` at most, without two creations in one
+/// queue that could tie (see [`Claim`]); the others stay pending, in order.
 fn take_batch(pending: &mut VecDeque<Member>, max: usize) -> Vec<Member> {
     let mut batch = Vec::new();
-    let mut queues = HashSet::new();
+    // Each queue a creation of the batch claimed: whether only readers did.
+    let mut queues: HashMap<Vec<u8>, bool> = HashMap::new();
     let mut rest = VecDeque::with_capacity(pending.len());
     for member in pending.drain(..) {
-        if batch.len() < max && queues.insert(member.queue.clone()) {
+        let fits = batch.len() < max
+            && match &member.claim {
+                Claim::None => true,
+                Claim::Shared(queue) => *queues.entry(queue.clone()).or_insert(true),
+                Claim::Sole(queue) => {
+                    !queues.contains_key(queue) && queues.insert(queue.clone(), false).is_none()
+                }
+            };
+        if fits {
             batch.push(member);
         } else {
             rest.push_back(member);
@@ -317,8 +345,9 @@ async fn send(
             }
         }
         // More operations than this server's --max-txn-ops: no member is at
-        // fault. Halves, one after the other (one write per queue in a
-        // batch, so their order does not matter).
+        // fault. Halves, one after the other (no two creations of a batch
+        // tie, and its other writes were concurrent: their order does not
+        // matter).
         Ok(Err(etcd_client::Error::GRpcStatus(status))) if too_many_ops(&status) => {
             let half = batch.len().div_ceil(2);
             limit.fetch_min(half, Ordering::SeqCst);
@@ -410,34 +439,71 @@ async fn alone(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
-    fn member(queue: &str) -> Member {
+    fn claimed(claim: Claim) -> Member {
         Member {
             what: "test",
-            queue: queue.as_bytes().to_vec(),
+            claim,
             write: Write::Txn(Txn::new()),
             reply: oneshot::channel().0,
         }
     }
 
+    fn member(queue: &str) -> Member {
+        claimed(Claim::Sole(queue.as_bytes().to_vec()))
+    }
+
+    /// Each member as `queue` (a sole creation), `queue:r` (a reader's), or
+    /// `-` (no creation).
+    fn shown(ms: &[Member]) -> Vec<String> {
+        ms.iter()
+            .map(|m| match &m.claim {
+                Claim::None => "-".to_owned(),
+                Claim::Shared(q) => format!("{}:r", String::from_utf8_lossy(q)),
+                Claim::Sole(q) => String::from_utf8_lossy(q).into_owned(),
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_batch_takes_one_write_per_queue_in_order() {
+    fn a_batch_takes_one_sole_creation_per_queue_in_order() {
         let mut pending: VecDeque<Member> = ["a", "b", "a", "c", "b", "a"]
             .into_iter()
             .map(member)
             .collect();
-        let queues = |ms: &[Member]| {
-            ms.iter()
-                .map(|m| String::from_utf8_lossy(&m.queue).into_owned())
-                .collect::<Vec<_>>()
-        };
         let first = take_batch(&mut pending, MAX_BATCH);
-        assert_eq!(queues(&first), ["a", "b", "c"]);
+        assert_eq!(shown(&first), ["a", "b", "c"]);
         let second = take_batch(&mut pending, MAX_BATCH);
-        assert_eq!(queues(&second), ["a", "b"]);
+        assert_eq!(shown(&second), ["a", "b"]);
         let third = take_batch(&mut pending, MAX_BATCH);
-        assert_eq!(queues(&third), ["a"]);
+        assert_eq!(shown(&third), ["a"]);
+        assert!(pending.is_empty());
+    }
+
+    /// Readers' creations tie only with each other, and writes that create
+    /// nothing tie with nothing: they join the first batch.
+    #[test]
+    fn readers_share_a_batch_and_plain_writes_join_any() {
+        let q = |name: &str| name.as_bytes().to_vec();
+        let mut pending: VecDeque<Member> = [
+            Claim::Shared(q("a")),
+            Claim::Sole(q("a")),
+            Claim::None,
+            Claim::Shared(q("a")),
+            Claim::Sole(q("b")),
+            Claim::Shared(q("b")),
+            Claim::None,
+        ]
+        .into_iter()
+        .map(claimed)
+        .collect();
+        let first = take_batch(&mut pending, MAX_BATCH);
+        assert_eq!(shown(&first), ["a:r", "-", "a:r", "b", "-"]);
+        let second = take_batch(&mut pending, MAX_BATCH);
+        assert_eq!(shown(&second), ["a", "b:r"]);
         assert!(pending.is_empty());
     }
 
@@ -461,7 +527,7 @@ mod tests {
                 (
                     Member {
                         what,
-                        queue: queue.into_bytes(),
+                        claim: Claim::Sole(queue.into_bytes()),
                         write,
                         reply,
                     },

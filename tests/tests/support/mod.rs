@@ -215,3 +215,40 @@ impl Drop for OverlapScope<'_> {
         self.0.inside.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// Who is inside a read-write lock's sections now, and whether a writer was
+/// ever inside with anyone, or readers together.
+#[derive(Default, Clone)]
+pub struct RwDetector {
+    readers: Arc<AtomicUsize>,
+    writers: Arc<AtomicUsize>,
+    pub most_readers: Arc<AtomicUsize>,
+    pub violations: Arc<AtomicUsize>,
+}
+
+impl RwDetector {
+    pub fn reader(&self) -> impl Drop + '_ {
+        let now = self.readers.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_readers.fetch_max(now, Ordering::SeqCst);
+        if self.writers.load(Ordering::SeqCst) > 0 {
+            self.violations.fetch_add(1, Ordering::SeqCst);
+        }
+        Leave(&self.readers)
+    }
+
+    pub fn writer(&self) -> impl Drop + '_ {
+        let writers = self.writers.fetch_add(1, Ordering::SeqCst) + 1;
+        if writers > 1 || self.readers.load(Ordering::SeqCst) > 0 {
+            self.violations.fetch_add(1, Ordering::SeqCst);
+        }
+        Leave(&self.writers)
+    }
+}
+
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::batch::Batcher;
+use super::batch::{Batcher, Claim};
 pub(crate) use super::errors::map_error;
 use super::errors::{is_lease_gone, is_not_found};
 use super::terms::Terms;
@@ -26,7 +26,7 @@ mod txn;
 
 use requests::Requests;
 
-use txn::{header_revision, queue_of, queue_read, range_kvs, seen};
+use txn::{claim, header_revision, queue_read, range_kvs, seen};
 
 pub(crate) use super::version::check_server_version;
 pub(crate) use super::DEFAULT_REQUEST_TIMEOUT;
@@ -227,7 +227,7 @@ impl Backend for EtcdBackend {
                     TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease))),
                     queue_read(queue, read, None),
                 ]);
-            let (resp, header) = self.writes.txn("enqueue", queue.as_bytes(), txn).await?;
+            let (resp, header) = self.writes.txn("enqueue", claim(queue, key), txn).await?;
             if resp.succeeded() {
                 return Ok(Enqueued {
                     rev: header,
@@ -365,7 +365,6 @@ impl Backend for EtcdBackend {
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             self.usable()?;
-            let queue = queue_of(key.as_bytes());
             let txn = Txn::new()
                 .when([Compare::create_revision(key, CompareOp::Equal, rev)])
                 .and_then([TxnOp::put(
@@ -373,7 +372,12 @@ impl Backend for EtcdBackend {
                     value,
                     Some(PutOptions::new().with_lease(lease)),
                 )]);
-            Ok(self.writes.txn("update", queue, txn).await?.0.succeeded())
+            Ok(self
+                .writes
+                .txn("update", Claim::None, txn)
+                .await?
+                .0
+                .succeeded())
         })
     }
 
@@ -407,16 +411,20 @@ impl Backend for EtcdBackend {
     fn delete<'a>(&'a self, key: &'a [u8], rev: Option<i64>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             self.usable()?;
-            let queue = queue_of(key);
             let Some(rev) = rev else {
                 // Any revision: a plain delete, which etcd applies faster
                 // than a transaction.
-                return Ok(self.writes.delete("delete", queue, key).await? > 0);
+                return Ok(self.writes.delete("delete", key).await? > 0);
             };
             let txn = Txn::new()
                 .when([Compare::create_revision(key, CompareOp::Equal, rev)])
                 .and_then([TxnOp::delete(key, None)]);
-            Ok(self.writes.txn("delete", queue, txn).await?.0.succeeded())
+            Ok(self
+                .writes
+                .txn("delete", Claim::None, txn)
+                .await?
+                .0
+                .succeeded())
         })
     }
 

@@ -1,8 +1,9 @@
 //! The pieces of etcd transactions the etcd backend builds and reads: a
-//! read of a queue's keys, the keys a response saw, the queue a key is in.
+//! read of a queue's keys, the keys a response saw, what an enqueue claims.
 
 use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, TxnOp, TxnOpResponse, TxnResponse};
 
+use crate::backend::batch::Claim;
 use crate::backend::{Read, Scope, Seen};
 use crate::key::Keyspace;
 
@@ -46,14 +47,16 @@ pub(super) fn queue_read(queue: &str, read: Read, before: Option<i64>) -> TxnOp 
     TxnOp::get(start, Some(options))
 }
 
-/// The queue a key of ours belongs to, for batching (one write per queue in
-/// a batch): the key up to its last `/` — for a reader's key
-/// `{queue}r/{..}`, `{queue}r/`, which still shares no batch with another
-/// write to it because it is unique to one acquisition.
-pub(super) fn queue_of(key: &[u8]) -> &[u8] {
-    key.iter()
-        .rposition(|b| *b == b'/')
-        .map_or(key, |i| &key[..=i])
+/// What an enqueue of `key` in `queue` may create, for batching: a reader's
+/// entry (`{queue}r/..`, see `Keyspace::reader`) may tie with other
+/// readers; any other must not tie.
+pub(super) fn claim(queue: &str, key: &str) -> Claim {
+    let queue_bytes = queue.as_bytes().to_vec();
+    if Keyspace::is_reader(queue, key) {
+        Claim::Shared(queue_bytes)
+    } else {
+        Claim::Sole(queue_bytes)
+    }
 }
 
 /// The keys a range response of a transaction holds.
