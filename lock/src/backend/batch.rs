@@ -23,6 +23,7 @@
 //! (set below its default): that one is sent in halves, and the batcher's
 //! later batches are no larger than the half.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -296,9 +297,13 @@ fn take_batch(pending: &mut VecDeque<Member>, max: usize) -> Vec<Member> {
             && match &member.claim {
                 Claim::None => true,
                 Claim::Shared(queue) => *queues.entry(queue.clone()).or_insert(true),
-                Claim::Sole(queue) => {
-                    !queues.contains_key(queue) && queues.insert(queue.clone(), false).is_none()
-                }
+                Claim::Sole(queue) => match queues.entry(queue.clone()) {
+                    Entry::Occupied(_) => false,
+                    Entry::Vacant(free) => {
+                        free.insert(false); // no reader may join it
+                        true
+                    }
+                },
             };
         if fits {
             batch.push(member);
