@@ -955,6 +955,28 @@ impl Driver {
         self.fault_end(id, kind, target);
     }
 
+    /// Every key under the namespace. A few tries: the client's balanced
+    /// channel may still pick a member that a late fault restarted (its
+    /// connection refused), which says nothing about what is left.
+    async fn list_namespace(&mut self) -> Result<etcd_client::GetResponse, etcd_client::Error> {
+        let prefix = format!("{NS}/");
+        let mut tries = 0;
+        loop {
+            let listed = self
+                .client
+                .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+                .await;
+            tries += 1;
+            match listed {
+                Err(e) if tries < 20 => {
+                    eprintln!("chaos: listing what is left failed ({e}); trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                listed => return listed,
+            }
+        }
+    }
+
     /// Waits for the workers to stop, records the store's final state and what
     /// is left under the namespace.
     async fn finish(&mut self) {
@@ -983,12 +1005,7 @@ impl Driver {
         // Keys of killed workers live until their lease runs out.
         let settle = self.last_kill + (self.opts.ttl + Duration::from_secs(1)).as_micros() as u64;
         tokio::time::sleep_until(self.clock.instant_at(settle).into()).await;
-        let prefix = format!("{NS}/");
-        match self
-            .client
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-        {
+        match self.list_namespace().await {
             Ok(resp) => {
                 for kv in resp.kvs() {
                     let key = String::from_utf8_lossy(kv.key()).into_owned();
