@@ -15,7 +15,10 @@
 //!   from the writer's `release()` call to the last reader holding ≤ 2x one
 //!   mutex hand-off; next to it, the floor of one confirming read per
 //!   manager (raw etcd clients, one per manager, each watching the writer's
-//!   key and reading once on its delete);
+//!   key and reading once on its delete) and, for 64 readers, the same 8
+//!   managers with one reader each (the same etcd traffic), which splits the
+//!   row into what etcd costs and what each further reader's admission adds
+//!   in the client;
 //! - an uncontended multi-lock of 2 names: `lock()` + `release()` ≤ 1.2x the
 //!   mutex's `lock()` + `unlock()`; next to it, raw, one transaction deleting
 //!   2 keys and one plain delete (a one-request release's floor);
@@ -194,7 +197,8 @@ async fn main() {
         for (k, managers) in READERS {
             let name = format!("readers-{k}");
             let (mut first, mut last, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
-            let (mut raw, mut floor) = (Vec::new(), Vec::new());
+            let (mut raw, mut floor, mut one_each) = (Vec::new(), Vec::new(), Vec::new());
+            let one_each_name = format!("readers-{k}-one-each");
             for _ in 0..reader_rounds {
                 let round = readers::round(&a, &reader_managers[..managers], k, &name).await;
                 first.push(round.first);
@@ -204,15 +208,22 @@ async fn main() {
                 let queue = format!("/bench-floor/{k}/");
                 let clients = &reader_clients[..managers];
                 floor.push(readers::raw_wakes(&mut floor_writer, clients, &queue).await);
+                if k > managers {
+                    let managers = &reader_managers[..managers];
+                    let round = readers::round(&a, managers, managers.len(), &one_each_name);
+                    one_each.push(round.await.last);
+                }
             }
             let raw = stats(raw).median;
             let floor = stats(floor).median;
             let woke = profile.wake_to_win();
             let mutex_stats = stats(theirs);
             let mutex_median = mutex_stats.median;
+            let last = stats(last);
+            let last_median = last.median;
             rows.push(Row {
                 name: format!("{k} readers in {managers} managers: release → last reader holds"),
-                ours: stats(last),
+                ours: last,
                 mutex: mutex_stats,
                 target: Some(2.0),
                 wake_to_win: None,
@@ -234,6 +245,22 @@ async fn main() {
                     .and_then(|s| s.iter().max())
                     .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
             ));
+            if !one_each.is_empty() {
+                // The same managers, hence the same etcd traffic (one event
+                // and one read each), with one reader each: what the other
+                // readers add is their admission in the client.
+                let one_each = stats(one_each).median;
+                let more = k - managers;
+                let each = last_median.saturating_sub(one_each) / more as u32;
+                extra.push(format!(
+                    "{managers} readers, one per manager (the same etcd traffic): last holds \
+                     {:.3} ms ({:.2}x); each of the {more} further readers of the row above \
+                     adds {:.1} µs",
+                    one_each.as_secs_f64() * 1000.0,
+                    ratio(one_each, mutex_median),
+                    each.as_secs_f64() * 1e6,
+                ));
+            }
         }
         for m in reader_managers {
             m.close().await;
