@@ -23,8 +23,7 @@
 //! (set below its default): that one is sent in halves, and the batcher's
 //! later batches are no larger than the half.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +31,11 @@ use std::time::Duration;
 use etcd_client::{Client, KvClient, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Code;
+
+mod choose;
+
+use choose::take_batch;
+pub(crate) use choose::Claim;
 
 use super::errors::map_error;
 use super::terms::Terms;
@@ -89,25 +93,23 @@ impl Write {
     }
 }
 
-/// What a write may create in a lock queue, which decides the batches it
-/// may join.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Claim {
-    /// It only changes or deletes existing keys: it ties with nothing.
-    None,
-    /// It may create a reader's (shared) entry of this queue: it may tie
-    /// with other readers, not with an exclusive or a permit's entry.
-    Shared(Vec<u8>),
-    /// It may create an entry of this queue that must not tie with any
-    /// other (exclusive, a permit's): the only creation in the queue.
-    Sole(Vec<u8>),
-}
-
 struct Member {
     what: &'static str,
-    claim: Claim,
+    /// What it may create: [`Claim::queue`], worked out once.
+    queue: Option<(u64, bool)>,
     write: Write,
     reply: oneshot::Sender<Answer>,
+}
+
+impl Member {
+    fn new(what: &'static str, claim: Claim, write: Write, reply: oneshot::Sender<Answer>) -> Self {
+        Member {
+            what,
+            queue: claim.queue(),
+            write,
+            reply,
+        }
+    }
 }
 
 /// Coalesces one etcd client's write transactions.
@@ -213,12 +215,7 @@ impl Batcher {
         }
         inbox.queued.fetch_add(1, Ordering::SeqCst);
         let (reply, answer) = oneshot::channel();
-        let member = Member {
-            what,
-            claim,
-            write,
-            reply,
-        };
+        let member = Member::new(what, claim, write, reply);
         if inbox.queue.send(member).is_err() {
             inbox.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(gone());
@@ -258,11 +255,11 @@ struct Batching {
 
 impl Batching {
     async fn run(self, mut incoming: mpsc::UnboundedReceiver<Member>) {
-        let mut pending: VecDeque<Member> = VecDeque::new();
+        let mut pending: VecDeque<Box<Member>> = VecDeque::new();
         loop {
             if pending.is_empty() {
                 match incoming.recv().await {
-                    Some(member) => pending.push_back(member),
+                    Some(member) => pending.push_back(Box::new(member)),
                     None => return,
                 }
             }
@@ -271,7 +268,7 @@ impl Batching {
                 return;
             };
             while let Ok(member) = incoming.try_recv() {
-                pending.push_back(member);
+                pending.push_back(Box::new(member));
             }
             let batch = take_batch(&mut pending, self.limit.load(Ordering::SeqCst));
             self.queued.fetch_sub(batch.len(), Ordering::SeqCst);
@@ -283,36 +280,6 @@ impl Batching {
             });
         }
     }
-}
-
-/// The oldest pending writes, `max` at most, without two creations in one
-/// queue that could tie (see [`Claim`]); the others stay pending, in order.
-fn take_batch(pending: &mut VecDeque<Member>, max: usize) -> Vec<Member> {
-    let mut batch = Vec::new();
-    // Each queue a creation of the batch claimed: whether only readers did.
-    let mut queues: HashMap<Vec<u8>, bool> = HashMap::new();
-    let mut rest = VecDeque::with_capacity(pending.len());
-    for member in pending.drain(..) {
-        let fits = batch.len() < max
-            && match &member.claim {
-                Claim::None => true,
-                Claim::Shared(queue) => *queues.entry(queue.clone()).or_insert(true),
-                Claim::Sole(queue) => match queues.entry(queue.clone()) {
-                    Entry::Occupied(_) => false,
-                    Entry::Vacant(free) => {
-                        free.insert(false); // no reader may join it
-                        true
-                    }
-                },
-            };
-        if fits {
-            batch.push(member);
-        } else {
-            rest.push_back(member);
-        }
-    }
-    *pending = rest;
-    batch
 }
 
 /// Sends `batch` as one transaction (a lone member on its own) and answers
@@ -448,70 +415,6 @@ mod tests {
 
     use super::*;
 
-    fn claimed(claim: Claim) -> Member {
-        Member {
-            what: "test",
-            claim,
-            write: Write::Txn(Txn::new()),
-            reply: oneshot::channel().0,
-        }
-    }
-
-    fn member(queue: &str) -> Member {
-        claimed(Claim::Sole(queue.as_bytes().to_vec()))
-    }
-
-    /// Each member as `queue` (a sole creation), `queue:r` (a reader's), or
-    /// `-` (no creation).
-    fn shown(ms: &[Member]) -> Vec<String> {
-        ms.iter()
-            .map(|m| match &m.claim {
-                Claim::None => "-".to_owned(),
-                Claim::Shared(q) => format!("{}:r", String::from_utf8_lossy(q)),
-                Claim::Sole(q) => String::from_utf8_lossy(q).into_owned(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_batch_takes_one_sole_creation_per_queue_in_order() {
-        let mut pending: VecDeque<Member> = ["a", "b", "a", "c", "b", "a"]
-            .into_iter()
-            .map(member)
-            .collect();
-        let first = take_batch(&mut pending, MAX_BATCH);
-        assert_eq!(shown(&first), ["a", "b", "c"]);
-        let second = take_batch(&mut pending, MAX_BATCH);
-        assert_eq!(shown(&second), ["a", "b"]);
-        let third = take_batch(&mut pending, MAX_BATCH);
-        assert_eq!(shown(&third), ["a"]);
-        assert!(pending.is_empty());
-    }
-
-    /// Readers' creations tie only with each other, and writes that create
-    /// nothing tie with nothing: they join the first batch.
-    #[test]
-    fn readers_share_a_batch_and_plain_writes_join_any() {
-        let q = |name: &str| name.as_bytes().to_vec();
-        let mut pending: VecDeque<Member> = [
-            Claim::Shared(q("a")),
-            Claim::Sole(q("a")),
-            Claim::None,
-            Claim::Shared(q("a")),
-            Claim::Sole(q("b")),
-            Claim::Shared(q("b")),
-            Claim::None,
-        ]
-        .into_iter()
-        .map(claimed)
-        .collect();
-        let first = take_batch(&mut pending, MAX_BATCH);
-        assert_eq!(shown(&first), ["a:r", "-", "a:r", "b", "-"]);
-        let second = take_batch(&mut pending, MAX_BATCH);
-        assert_eq!(shown(&second), ["a", "b:r"]);
-        assert!(pending.is_empty());
-    }
-
     /// `n` enqueue-shaped transactions (a compare, a put and a range each)
     /// on distinct queues under `ns`, and their answers.
     fn enqueues(ns: &str, n: usize) -> (Vec<Member>, Vec<oneshot::Receiver<Answer>>) {
@@ -530,12 +433,7 @@ mod tests {
                 let write = Write::Txn(txn);
                 let what = "test";
                 (
-                    Member {
-                        what,
-                        claim: Claim::Sole(queue.into_bytes()),
-                        write,
-                        reply,
-                    },
+                    Member::new(what, Claim::Sole(queue.into_bytes()), write, reply),
                     answer,
                 )
             })
@@ -586,13 +484,5 @@ mod tests {
         // 126 -> 63 -> 32 -> 16 -> 8 members, which fit with their 2 ops.
         assert_eq!(limit, 8);
         assert_eq!(revisions.len(), MAX_BATCH.div_ceil(8), "batches of 8");
-    }
-
-    #[test]
-    fn a_batch_is_bounded() {
-        let mut pending: VecDeque<Member> =
-            (0..MAX_BATCH + 5).map(|i| member(&i.to_string())).collect();
-        assert_eq!(take_batch(&mut pending, MAX_BATCH).len(), MAX_BATCH);
-        assert_eq!(pending.len(), 5);
     }
 }
