@@ -4,8 +4,10 @@
 //! read locks on one name.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use distlock::{LockManager, LockOptions, MAX_PERMITS};
+use etcd_client::{Client, GetOptions, SortOrder, SortTarget};
 
 use crate::common::load::throughput;
 use crate::common::median;
@@ -94,4 +96,39 @@ async fn point(
             .await
         }
     }
+}
+
+/// What one read of a queue of `n` keys costs etcd, raw and one at a time:
+/// sorted by create revision with a limit of 3 (the shape of every queue
+/// read: the oldest keys, or the youngest ones ahead of a key), then in key
+/// order with the same limit, then a count. etcd reads a range it must sort
+/// whole before it cuts it, so only the first grows with the queue: at 1,024
+/// in flight on one name, a semaphore's queue holds ~1,024 keys.
+pub async fn queue_read_cost(client: &mut Client, n: usize, reads: usize) -> [Duration; 3] {
+    let prefix = format!("/bench-queue-read/{n}/");
+    for i in 0..n {
+        // Values the size of an entry's metadata.
+        let key = format!("{prefix}{i:05}");
+        client.put(key, vec![b'm'; 120], None).await.unwrap();
+    }
+    let shapes = [
+        GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(3),
+        GetOptions::new().with_prefix().with_limit(3),
+        GetOptions::new().with_prefix().with_count_only(),
+    ];
+    let mut costs = [Duration::ZERO; 3];
+    for (cost, shape) in costs.iter_mut().zip(shapes) {
+        let started = Instant::now();
+        for _ in 0..reads {
+            client
+                .get(prefix.as_str(), Some(shape.clone()))
+                .await
+                .unwrap();
+        }
+        *cost = started.elapsed() / reads as u32;
+    }
+    costs
 }
