@@ -205,7 +205,7 @@ async fn run_inner(opts: Options) -> i32 {
     )
     .await
     .expect("driver's manager");
-    let quiet = opts.ttl + Duration::from_secs(4);
+    let quiet = quiet_tail(opts.ttl);
     // Workers start a little after us; give them 2 s to connect before faults.
     let warmup = Duration::from_secs(2);
     let stop_at =
@@ -532,7 +532,11 @@ impl Driver {
     async fn nemesis(&mut self) {
         let mut rng = Rng::new(self.opts.seed);
         let start = Instant::now();
-        let end = start + Duration::from_secs(self.opts.seconds);
+        // The faults end a quiet tail before the workers stop, however late
+        // the cluster and the workers came up: the checker wants every key
+        // acquired again after the last heal.
+        let quiet_from = self.clock.instant_at(self.stop_at) - quiet_tail(self.opts.ttl);
+        let end = (start + Duration::from_secs(self.opts.seconds)).min(quiet_from);
         let mut heals: Vec<(Instant, u64, String, String, Heal)> = Vec::new();
         let mut next = Instant::now() + Duration::from_millis(300 + rng.below(1500));
         let mut last_progress = Instant::now();
@@ -1071,4 +1075,10 @@ pub fn default_out(seed: u64, broken: bool) -> PathBuf {
         "seed-{seed}{}",
         if broken { "-broken" } else { "" }
     ))
+}
+
+/// How long the workers go on after the last fault healed: a lease's TTL
+/// (a lost holder's key lives that long) and 4 s to take every key again.
+fn quiet_tail(ttl: Duration) -> Duration {
+    ttl + Duration::from_secs(4)
 }
